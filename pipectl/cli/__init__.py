@@ -1,0 +1,60 @@
+"""The ``pipectl`` command line, in pachctl 1.x form.
+
+Every command takes ``--store`` (or ``$PIPECTL_STORE``). Errors the user can
+act on print ``error: <message>`` on one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import PipectlError
+from .context import Context
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--store", envvar="PIPECTL_STORE", metavar="URL",
+              help="Store URL: file:///dir or s3://bucket/prefix "
+                   "[env PIPECTL_STORE; default: a directory under the user's data dir].")
+@click.version_option(__version__, prog_name="pipectl")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None) -> None:
+    """pipectl: versioned data repositories and containerized ML pipelines.
+
+    Data lives in repos of immutable commits; pipelines (Pachyderm JSON specs)
+    turn input repos into output repos whenever new data lands.
+    """
+    ctx.obj = Context(store)
+
+
+from . import pfs_commands, pps_commands  # noqa: E402  (registers commands)
+
+pfs_commands.register(cli)
+pps_commands.register(cli)
+
+
+def main() -> None:
+    """Console entry point: run the CLI, turning pipectl errors into one line."""
+    try:
+        code = cli.main(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except PipectlError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code if e.exit_code else 1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except OSError as e:
+        click.echo(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
+        sys.exit(1)

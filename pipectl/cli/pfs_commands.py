@@ -1,0 +1,355 @@
+"""Repo, commit, branch and file commands (pachctl 1.8 argument forms)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import urllib.parse
+
+import click
+
+from ..errors import Conflict, InvalidArgument, NotFound, StoreUnavailable
+from ..pfs import names
+from . import output
+
+raw_option = click.option("--raw", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _ctx():
+    return click.get_current_context().obj
+
+
+def _commit_row(c):
+    return [c.repo, c.branch, c.id, c.parent or "<none>", output.ago(c.started),
+            output.duration(c.duration_seconds()) if c.finished else "open", output.size(c.size_bytes)]
+
+
+def _commit_text(c) -> str:
+    lines = [f"Commit: {c.repo}@{c.id}", f"Original Branch: {c.branch}",
+             f"Parent: {c.parent or '<none>'}", f"Origin: {c.origin}",
+             f"Started: {output.ago(c.started)} ({c.started})",
+             f"Finished: {output.ago(c.finished)} ({c.finished})" if c.finished else "Finished: <open>",
+             f"Size: {output.size(c.size_bytes)}"]
+    if c.description:
+        lines.append(f"Description: {c.description}")
+    if c.pipeline:
+        lines.append(f"Pipeline: {c.pipeline} (spec version {c.pipeline_version}, job {c.job})")
+    if c.provenance:
+        lines.append("Provenance:")
+        for p in c.provenance:
+            spec = f"  (pipeline spec version {p['pipeline_version']})" if p.get("pipeline_version") else ""
+            lines.append(f"  {p['repo']}@{p['commit']} (branch {p['branch']}){spec}")
+    return "\n".join(lines)
+
+
+def register(cli: click.Group) -> None:
+    """Add the data commands to ``cli``."""
+
+    # repos ---------------------------------------------------------------
+    @cli.command("create-repo")
+    @click.argument("repo")
+    @click.option("-d", "--description", default="", help="A description of the repo.")
+    def create_repo(repo, description):
+        """Create a new repo (with a master branch)."""
+        _ctx().pfs.create_repo(repo, description)
+
+    @cli.command("list-repo")
+    @raw_option
+    def list_repo(raw):
+        """List repos: NAME, CREATED, SIZE (MASTER)."""
+        pfs = _ctx().pfs
+        repos = pfs.list_repos()
+        sizes = {r.name: pfs.repo_size(r.name) for r in repos}
+        if raw:
+            return output.raw([dict(r.to_dict(), size_bytes=sizes[r.name]) for r in repos])
+        output.table(["NAME", "CREATED", "SIZE (MASTER)", "DESCRIPTION"],
+                     [[r.name, output.ago(r.created), output.size(sizes[r.name]), r.description] for r in repos])
+
+    @cli.command("inspect-repo")
+    @click.argument("repo")
+    @raw_option
+    def inspect_repo(repo, raw):
+        """Show a repo's details."""
+        pfs = _ctx().pfs
+        info = pfs.inspect_repo(repo)
+        branches = pfs.list_branches(repo)
+        size = pfs.repo_size(repo)
+        if raw:
+            return output.raw(dict(info.to_dict(), size_bytes=size, branches=[b.name for b in branches]))
+        click.echo(f"Name: {info.name}\nDescription: {info.description}\n"
+                   f"Created: {output.ago(info.created)}\nSize of HEAD on master: {output.size(size)}\n"
+                   f"Branches: {', '.join(b.name for b in branches)}")
+
+    @cli.command("delete-repo")
+    @click.argument("repo")
+    @click.option("-f", "--force", is_flag=True, help="Delete even if pipelines use the repo.")
+    def delete_repo(repo, force):
+        """Delete a repo and its history (refuses while a pipeline uses it)."""
+        ctx = _ctx()
+        ctx.pfs.inspect_repo(repo)
+        users = ctx.pps.pipelines_using(repo)
+        if users and not force:
+            raise Conflict(f"repo {repo} is used by pipeline(s) {', '.join(users)}; "
+                           "delete them first or pass --force")
+        ctx.pfs.delete_repo(repo)
+
+    # commits -------------------------------------------------------------
+    @cli.command("start-commit")
+    @click.argument("repo")
+    @click.argument("branch")
+    @click.option("-p", "--parent", help="Parent commit (default: the branch head).")
+    @click.option("-m", "--message", "--description", "description", default="", help="Commit description.")
+    def start_commit(repo, branch, parent, description):
+        """Start a new commit on BRANCH; prints its id."""
+        click.echo(_ctx().pfs.start_commit(repo, branch, description, parent).id)
+
+    @cli.command("finish-commit")
+    @click.argument("repo")
+    @click.argument("commit")
+    @click.option("-m", "--message", "--description", "description", default=None, help="Commit description.")
+    def finish_commit(repo, commit, description):
+        """Finish an open commit (a branch name means its open head commit)."""
+        _ctx().pfs.finish_commit(repo, commit, description)
+
+    @cli.command("list-commit")
+    @click.argument("repo")
+    @click.argument("branch", required=False)
+    @click.option("-n", "--number", type=int, default=0, help="Show at most this many commits.")
+    @raw_option
+    def list_commit(repo, branch, number, raw):
+        """List the commits of a repo (or of one branch), newest first."""
+        commits = _ctx().pfs.list_commits(repo, branch, number or None)
+        if raw:
+            return output.raw([c.to_dict() for c in commits])
+        output.table(["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"],
+                     [_commit_row(c) for c in commits])
+
+    @cli.command("inspect-commit")
+    @click.argument("repo")
+    @click.argument("commit")
+    @raw_option
+    def inspect_commit(repo, commit, raw):
+        """Show a commit: parent, times, size and full provenance."""
+        c = _ctx().pfs.inspect_commit(repo, commit)
+        if raw:
+            return output.raw(c.to_dict())
+        click.echo(_commit_text(c))
+
+    @cli.command("delete-commit")
+    @click.argument("repo")
+    @click.argument("commit")
+    def delete_commit(repo, commit):
+        """Delete a branch's head commit (the branch moves back to its parent)."""
+        _ctx().pfs.delete_commit(repo, commit)
+
+    # branches ------------------------------------------------------------
+    @cli.command("create-branch")
+    @click.argument("repo")
+    @click.argument("branch")
+    @click.option("--head", help="Commit or branch for the new branch to point at.")
+    def create_branch(repo, branch, head):
+        """Create a branch (or move an existing one to --head)."""
+        _ctx().pfs.create_branch(repo, branch, head)
+
+    @cli.command("list-branch")
+    @click.argument("repo")
+    @raw_option
+    def list_branch(repo, raw):
+        """List a repo's branches: BRANCH, HEAD."""
+        branches = _ctx().pfs.list_branches(repo)
+        if raw:
+            return output.raw([b.to_dict() for b in branches])
+        output.table(["BRANCH", "HEAD"], [[b.name, b.head or "-"] for b in branches])
+
+    @cli.command("delete-branch")
+    @click.argument("repo")
+    @click.argument("branch")
+    def delete_branch(repo, branch):
+        """Delete a branch (its commits are kept)."""
+        _ctx().pfs.delete_branch(repo, branch)
+
+    # files ---------------------------------------------------------------
+    @cli.command("put-file")
+    @click.argument("repo")
+    @click.argument("branch")
+    @click.argument("path", required=False)
+    @click.option("-f", "--file", "files", multiple=True,
+                  help="Local file, directory (with -r), http(s) URL, or '-' for stdin. Repeatable.")
+    @click.option("-r", "--recursive", is_flag=True, help="Put the contents of directories, recursively.")
+    @click.option("-o", "--overwrite", is_flag=True,
+                  help="Replace existing files instead of appending to them (pachctl 1.x appends).")
+    @click.option("-p", "--parallelism", type=int, default=0, help="Upload threads (default 16).")
+    def put_file(repo, branch, path, files, recursive, overwrite, parallelism):
+        """Put files into BRANCH (or an open commit id) at PATH.
+
+        Without an open commit, one commit is made and finished. Examples:
+
+          pipectl put-file iris master /iris.csv -f iris.csv
+
+          pipectl put-file images master -r -f ./photos
+        """
+        pfs = _ctx().pfs
+        if parallelism:
+            from ..pfs import api
+            api.PUT_THREADS = parallelism
+        sources, closers = _sources(path, list(files) or ["-"], recursive)
+        try:
+            total = sum(os.path.getsize(s) for _, s in sources if isinstance(s, str))
+            with _progress(total, len(sources)) as advance:
+                pfs.put_files(repo, branch, sources, overwrite=overwrite, progress=advance)
+        finally:
+            for c in closers:
+                c.close()
+
+    @cli.command("get-file")
+    @click.argument("repo")
+    @click.argument("commit")
+    @click.argument("path")
+    @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
+    def get_file(repo, commit, path, out):
+        """Print a file's contents (or write them to --output)."""
+        pfs = _ctx().pfs
+        if out:
+            tmp = out + ".pipectl-partial"
+            try:
+                with open(tmp, "wb") as f:
+                    pfs.get_file(repo, commit, path, f)
+                os.replace(tmp, out)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        else:
+            pfs.get_file(repo, commit, path, sys.stdout.buffer)
+            sys.stdout.flush()
+
+    def _node_rows(nodes):
+        return [[n.path, n.type, output.size(n.size)] for n in nodes]
+
+    def _nodes_raw(nodes):
+        return [{"path": n.path, "type": n.type, "size_bytes": n.size, "hash": n.hash} for n in nodes]
+
+    @cli.command("list-file")
+    @click.argument("repo")
+    @click.argument("commit")
+    @click.argument("path", default="/")
+    @raw_option
+    def list_file(repo, commit, path, raw):
+        """List the files of a directory in a commit: NAME, TYPE, SIZE."""
+        nodes = _ctx().pfs.list_files(repo, commit, path)
+        if raw:
+            return output.raw(_nodes_raw(nodes))
+        output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
+
+    @cli.command("glob-file")
+    @click.argument("repo")
+    @click.argument("commit")
+    @click.argument("pattern")
+    @raw_option
+    def glob_file(repo, commit, pattern, raw):
+        """List files and directories matching a glob (as pipeline inputs use)."""
+        nodes = _ctx().pfs.glob_files(repo, commit, pattern)
+        if raw:
+            return output.raw(_nodes_raw(nodes))
+        output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
+
+    @cli.command("inspect-file")
+    @click.argument("repo")
+    @click.argument("commit")
+    @click.argument("path")
+    @raw_option
+    def inspect_file(repo, commit, path, raw):
+        """Show a file's type, size and content hash."""
+        n = _ctx().pfs.inspect_file(repo, commit, path)
+        if raw:
+            return output.raw(_nodes_raw([n])[0])
+        click.echo(f"Path: {n.path}\nType: {n.type}\nSize: {output.size(n.size)}\nHash: {n.hash}")
+
+    @cli.command("diff-file")
+    @click.argument("args", nargs=-1, required=True)
+    @raw_option
+    def diff_file(args, raw):
+        """Show files added or removed between two commits.
+
+        Arguments: NEW_REPO NEW_COMMIT [NEW_PATH [OLD_REPO OLD_COMMIT [OLD_PATH]]].
+        Without an old commit, compares with NEW_COMMIT's parent.
+        """
+        if len(args) not in (2, 3, 5, 6):
+            raise InvalidArgument("diff-file takes NEW_REPO NEW_COMMIT [NEW_PATH [OLD_REPO OLD_COMMIT [OLD_PATH]]]")
+        new_repo, new_commit = args[0], args[1]
+        path = args[2] if len(args) > 2 else "/"
+        old_repo, old_commit = (args[3], args[4]) if len(args) > 3 else (None, None)
+        added, removed = _ctx().pfs.diff_files(new_repo, new_commit, path, old_repo, old_commit)
+        if raw:
+            return output.raw({"added": _nodes_raw(added), "removed": _nodes_raw(removed)})
+        output.table(["OP", "NAME", "TYPE", "SIZE"],
+                     [["+"] + r for r in _node_rows(added)] + [["-"] + r for r in _node_rows(removed)])
+
+    @cli.command("delete-file")
+    @click.argument("repo")
+    @click.argument("branch")
+    @click.argument("path")
+    def delete_file(repo, branch, path):
+        """Delete a file or directory (in a new commit, or an open one)."""
+        _ctx().pfs.delete_file(repo, branch, path)
+
+
+def _sources(path: str | None, files: list[str], recursive: bool):
+    """Turn put-file's arguments into ``(path in commit, source)`` pairs and
+    the streams to close afterwards. Raises NotFound, InvalidArgument."""
+    many = len(files) > 1
+    sources, closers = [], []
+    for f in files:
+        if f == "-":
+            if not path:
+                raise InvalidArgument("put-file from stdin needs a PATH")
+            sources.append((path, sys.stdin.buffer))
+        elif urllib.parse.urlparse(f).scheme in ("http", "https"):
+            stream = _open_url(f)
+            closers.append(stream)
+            name = os.path.basename(urllib.parse.urlparse(f).path) or "index"
+            sources.append((names.join(path, name) if (many or not path) else path, stream))
+        elif os.path.isdir(f):
+            if not recursive:
+                raise InvalidArgument(f"{f} is a directory; use -r to put its contents")
+            base = path if path else (f if not os.path.isabs(f) else os.path.basename(os.path.abspath(f)))
+            for root, dirs, filenames in os.walk(f):
+                dirs.sort()
+                for name in sorted(filenames):
+                    local = os.path.join(root, name)
+                    sources.append((names.join(base, os.path.relpath(local, f)), local))
+        elif os.path.exists(f):
+            default = f if not os.path.isabs(f) else os.path.basename(f)
+            if path and many:
+                sources.append((names.join(path, os.path.basename(f)), f))
+            else:
+                sources.append((path or default, f))
+        else:
+            raise NotFound(f"local file {f} does not exist")
+    return sources, closers
+
+
+def _open_url(url: str):
+    import requests
+    try:
+        response = requests.get(url, stream=True, timeout=(10, 60))
+        response.raise_for_status()
+    except requests.RequestException as e:
+        raise StoreUnavailable(f"cannot fetch {url}: {e}") from None
+    response.raw.decode_content = True
+    return response.raw
+
+
+@contextlib.contextmanager
+def _progress(total_bytes: int, count: int):
+    """Yield a byte-advance callback; shows a rich progress bar for large or
+    many-file uploads when stdout is a terminal."""
+    if not output.is_terminal() or (total_bytes < 16 * 2 ** 20 and count < 64):
+        yield None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                               TransferSpeedColumn)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(f"put {count} file{'s' if count != 1 else ''}", total=total_bytes or None)
+        yield lambda n: bar.advance(task, n)

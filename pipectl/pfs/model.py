@@ -1,0 +1,109 @@
+"""Records kept for repos, branches and commits, and their JSON forms.
+
+Store layout (one bucket or directory)::
+
+    repos/<repo>/info.json               RepoInfo
+    repos/<repo>/branches/<branch>.json  Branch (head moved by compare-and-swap)
+    repos/<repo>/commits/<id>.json       Commit (immutable once finished)
+    trees/<sha256>                       file tree of a commit (see tree.py)
+    objects/<aa>/<sha256>                file content chunks (see objects.py)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601 with microseconds and a ``Z``."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> dt.datetime:
+    """Inverse of :func:`now`."""
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+
+
+class Record:
+    """Mixin: JSON round trip for the dataclasses below."""
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=1).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: bytes):
+        raw = json.loads(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+@dataclasses.dataclass
+class RepoInfo(Record):
+    """A repo: ``name``, ``created`` (ISO time), ``description``."""
+
+    name: str
+    created: str
+    description: str = ""
+
+
+@dataclasses.dataclass
+class Branch(Record):
+    """A branch: a movable ``head`` commit id (None before the first commit)."""
+
+    repo: str
+    name: str
+    head: str | None = None
+
+
+@dataclasses.dataclass
+class Provenance(Record):
+    """One commit an output commit was computed from. ``pipeline_version`` is
+    the spec version that produced ``commit`` when its repo is a pipeline's
+    output repo, else None."""
+
+    repo: str
+    branch: str
+    commit: str
+    pipeline_version: int | None = None
+
+
+@dataclasses.dataclass
+class Commit(Record):
+    """An immutable snapshot of a repo.
+
+    ``finished`` is None while the commit is open. ``tree`` is the SHA-256 of
+    its file tree (None when empty). ``provenance`` is transitive: every
+    upstream commit, each as a :class:`Provenance` dict. ``pipeline`` and
+    ``pipeline_version`` name the spec that produced an output commit.
+    ``origin`` is ``user`` or ``auto`` (made by a pipeline job).
+    """
+
+    id: str
+    repo: str
+    branch: str
+    parent: str | None
+    origin: str
+    started: str
+    finished: str | None = None
+    tree: str | None = None
+    size_bytes: int = 0
+    description: str = ""
+    provenance: list[dict] = dataclasses.field(default_factory=list)
+    pipeline: str | None = None
+    pipeline_version: int | None = None
+    job: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.finished is None
+
+    def duration_seconds(self) -> float | None:
+        if self.finished is None:
+            return None
+        return (parse_time(self.finished) - parse_time(self.started)).total_seconds()

@@ -1,0 +1,151 @@
+"""Content-addressed file storage.
+
+File bytes are cut into chunks of at most :data:`CHUNK_SIZE` bytes; each chunk
+is stored once at ``objects/<first two hex digits>/<sha256>``. Putting bytes
+the store already holds uploads nothing: hashes already known to be present
+(e.g. from the target commit's tree) are skipped without a request, large
+chunks are probed with an existence check first, and small ones are written
+with a create-only conditional write.
+
+Memory: a file streams through at most ``CHUNK_SIZE * (1 + CHUNK_UPLOADS)``
+bytes in flight (80 MiB with the defaults), whatever its size.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import threading
+from typing import BinaryIO, Callable, Iterator
+
+from ..errors import PreconditionFailed
+from ..store import ObjectStore
+from .tree import FileEntry
+
+CHUNK_SIZE = 16 * 1024 * 1024
+CHUNK_UPLOADS = 4
+_SMALL = 1024 * 1024
+
+
+def object_key(sha: str) -> str:
+    """Store key of the object with SHA-256 ``sha``."""
+    return f"objects/{sha[:2]}/{sha}"
+
+
+@dataclasses.dataclass
+class TransferStats:
+    """Counters (bytes and object counts), safe to update from threads."""
+
+    bytes_read: int = 0
+    bytes_uploaded: int = 0
+    objects_uploaded: int = 0
+    objects_deduplicated: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def add(self, read: int = 0, uploaded: int = 0, new: int = 0, dedup: int = 0) -> None:
+        with self.lock:
+            self.bytes_read += read
+            self.bytes_uploaded += uploaded
+            self.objects_uploaded += new
+            self.objects_deduplicated += dedup
+
+
+class ObjectWriter:
+    """Uploads byte streams as content-addressed chunks.
+
+    ``known``: hashes already present in the store (skipped without a
+    request). ``progress``: called with a byte count as bytes are consumed.
+    """
+
+    def __init__(self, store: ObjectStore, known: set[str] | None = None,
+                 progress: Callable[[int], None] | None = None):
+        self.store = store
+        self.known = set(known or ())
+        self.progress = progress
+        self.stats = TransferStats()
+        self._chunk_pool = cf.ThreadPoolExecutor(CHUNK_UPLOADS, thread_name_prefix="pipectl-chunk")
+        self._known_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._chunk_pool.shutdown(wait=True)
+
+    def __enter__(self) -> "ObjectWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store one chunk; return its SHA-256 hex."""
+        sha = hashlib.sha256(data).hexdigest()
+        with self._known_lock:
+            if sha in self.known:
+                self.stats.add(dedup=1)
+                return sha
+        key = object_key(sha)
+        if len(data) > _SMALL and self.store.exists(key):
+            self.stats.add(dedup=1)
+        else:
+            try:
+                self.store.write(key, data, if_absent=True)
+                self.stats.add(uploaded=len(data), new=1)
+            except PreconditionFailed:
+                self.stats.add(dedup=1)
+        with self._known_lock:
+            self.known.add(sha)
+        return sha
+
+    def put_stream(self, stream: BinaryIO) -> FileEntry:
+        """Store everything ``stream`` yields; return the file's entry.
+        Chunks after the first are uploaded concurrently, at most
+        ``CHUNK_UPLOADS`` at a time."""
+        futures: list[cf.Future | str] = []
+        gate = threading.Semaphore(CHUNK_UPLOADS)
+        size = 0
+        for chunk in _chunks(stream):
+            size += len(chunk)
+            self.stats.add(read=len(chunk))
+            if self.progress:
+                self.progress(len(chunk))
+            if len(chunk) < CHUNK_SIZE and not futures:
+                futures.append(self.put_bytes(chunk))  # the common small file
+                continue
+            gate.acquire()
+            future = self._chunk_pool.submit(self.put_bytes, chunk)
+            future.add_done_callback(lambda _: gate.release())
+            futures.append(future)
+        objects = tuple(f if isinstance(f, str) else f.result() for f in futures)
+        return FileEntry(size, objects)
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter)."""
+    while True:
+        buf = bytearray()
+        while len(buf) < CHUNK_SIZE:
+            piece = stream.read(CHUNK_SIZE - len(buf))
+            if not piece:
+                break
+            buf += piece
+        if not buf:
+            return
+        yield bytes(buf)
+        if len(buf) < CHUNK_SIZE:
+            return
+
+
+def read_objects(store: ObjectStore, objects: tuple[str, ...], out: BinaryIO,
+                 block: int = 1024 * 1024) -> int:
+    """Write the concatenated bytes of ``objects`` to ``out``, streaming;
+    return the byte count. Raises NotFound if an object is missing."""
+    total = 0
+    for sha in objects:
+        with store.open(object_key(sha)) as f:
+            while True:
+                piece = f.read(block)
+                if not piece:
+                    break
+                out.write(piece)
+                total += len(piece)
+    return total

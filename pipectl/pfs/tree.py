@@ -1,0 +1,170 @@
+"""Commit file trees (manifests).
+
+A tree maps each file path (``/dir/name``) to a :class:`FileEntry`: its size
+and the content-addressed objects (SHA-256 of each chunk) that hold its bytes
+in order. Directories are implied by the paths. A tree is serialised as
+canonical JSON (``{"version": 1, "files": {path: [size, [sha256, ...]]}}``,
+keys sorted, no spaces) and stored once under the SHA-256 of those bytes at
+``trees/<sha256>``; a commit names its tree by that hash. Trees never change
+once written.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import json
+from typing import Iterable, Iterator
+
+from .. import glob as globs
+from ..errors import NotFound
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One file: ``size`` in bytes and its chunk ``objects`` (SHA-256 hex)."""
+
+    size: int
+    objects: tuple[str, ...]
+
+    @property
+    def hash(self) -> str:
+        """The file's content identity: its one object's SHA-256, or the
+        SHA-256 of the newline-joined chunk hashes for multi-chunk files."""
+        if len(self.objects) == 1:
+            return self.objects[0]
+        return hashlib.sha256("\n".join(self.objects).encode()).hexdigest()
+
+    def appended(self, other: "FileEntry") -> "FileEntry":
+        """This file followed by ``other``'s bytes (pachctl 1.x put-file append)."""
+        return FileEntry(self.size + other.size, self.objects + other.objects)
+
+
+EMPTY_FILE = FileEntry(0, ())
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """A listing row: a file or a directory with its total size in bytes."""
+
+    path: str
+    type: str  # "file" | "dir"
+    size: int
+    hash: str = ""
+
+
+class Tree:
+    """An immutable file tree. ``files`` maps clean paths to entries."""
+
+    def __init__(self, files: dict[str, FileEntry] | None = None):
+        self.files = dict(sorted((files or {}).items()))
+        self._paths = list(self.files)
+
+    # serialisation -------------------------------------------------------
+    def serialize(self) -> bytes:
+        """Canonical JSON bytes (the input of the tree's content hash)."""
+        files = {p: [e.size, list(e.objects)] for p, e in self.files.items()}
+        return json.dumps({"version": 1, "files": files}, separators=(",", ":"),
+                          sort_keys=True).encode()
+
+    @classmethod
+    def parse(cls, data: bytes) -> "Tree":
+        """Inverse of :meth:`serialize`."""
+        files = json.loads(data)["files"]
+        return cls({p: FileEntry(s, tuple(o)) for p, (s, o) in files.items()})
+
+    # queries -------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Total bytes of all files."""
+        return sum(e.size for e in self.files.values())
+
+    def _under(self, directory: str) -> Iterator[str]:
+        """Paths strictly below ``directory``, in order (binary search)."""
+        prefix = "/" if directory == "/" else directory + "/"
+        i = bisect.bisect_left(self._paths, prefix)
+        while i < len(self._paths) and self._paths[i].startswith(prefix):
+            yield self._paths[i]
+            i += 1
+
+    def is_dir(self, path: str) -> bool:
+        """Whether ``path`` is the root or a directory implied by some file."""
+        return path == "/" or next(self._under(path), None) is not None
+
+    def subtree(self, path: str) -> dict[str, FileEntry]:
+        """Every file at or below ``path``."""
+        if path in self.files:
+            return {path: self.files[path]}
+        return {p: self.files[p] for p in self._under(path)}
+
+    def node(self, path: str) -> Node:
+        """Describe ``path``. Raises NotFound."""
+        if path in self.files:
+            entry = self.files[path]
+            return Node(path, "file", entry.size, entry.hash)
+        files = self.subtree(path)
+        if not files and path != "/":
+            raise NotFound(f"file {path} not found")
+        digest = hashlib.sha256("".join(p + e.hash for p, e in files.items()).encode()).hexdigest()
+        return Node(path, "dir", sum(e.size for e in files.values()), digest)
+
+    def list_dir(self, path: str) -> list[Node]:
+        """The direct children of directory ``path`` (or the file itself).
+        Raises NotFound if ``path`` does not exist."""
+        if path in self.files:
+            return [self.node(path)]
+        if not self.is_dir(path):
+            raise NotFound(f"file {path} not found")
+        base = 0 if path == "/" else len(path)
+        children: dict[str, list] = {}
+        for p in self._under(path):
+            name, sep, _ = p[base + 1:].partition("/")
+            child = (path.rstrip("/") + "/" + name)
+            row = children.setdefault(child, ["dir" if sep else "file", 0])
+            row[1] += self.files[p].size
+        return [Node(p, t, s, self.files[p].hash if t == "file" else "")
+                for p, (t, s) in children.items()]
+
+    def all_paths(self) -> Iterator[str]:
+        """Every file and directory path, the root included, each once."""
+        yield "/"
+        seen: set[str] = set()
+        for p in self._paths:
+            parts = p.split("/")
+            for i in range(2, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in seen:
+                    seen.add(d)
+                    yield d
+            yield p
+
+    def glob(self, pattern: str) -> list[str]:
+        """Paths (files and directories) matching a Pachyderm glob, sorted."""
+        rx = globs.compile_glob(pattern)
+        return sorted(p for p in self.all_paths() if rx.match(p))
+
+    # changes -------------------------------------------------------------
+    def with_changes(self, puts: Iterable[tuple[str, FileEntry]] = (),
+                     deletes: Iterable[str] = (), append: bool = False) -> "Tree":
+        """A new tree: ``deletes`` (files or whole directories) removed, then
+        ``puts`` written (appended to existing files when ``append``)."""
+        files = dict(self.files)
+        for path in deletes:
+            for p in list(self.subtree(path)):
+                del files[p]
+        for path, entry in puts:
+            if append and path in files:
+                entry = files[path].appended(entry)
+            files[path] = entry
+        return Tree(files)
+
+
+def diff(new: Tree, old: Tree, path: str = "/") -> tuple[list[Node], list[Node]]:
+    """Files under ``path`` that are new or changed in ``new``, and files that
+    are gone or changed from ``old``: ``(added, removed)``, like pachctl's
+    diff-file."""
+    a, b = new.subtree(path), old.subtree(path)
+    added = [new.node(p) for p, e in a.items() if b.get(p) != e]
+    removed = [old.node(p) for p, e in b.items() if a.get(p) != e]
+    return added, removed

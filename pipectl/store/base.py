@@ -1,0 +1,66 @@
+"""The object-store interface: the only place pipectl keeps state.
+
+Every state change goes through :class:`ObjectStore`. Keys are ``/``-separated
+strings relative to the store's root (``repos/iris/info.json``). Two primitives
+give the atomicity pipectl needs without any other database:
+
+- ``write(..., if_absent=True)`` creates a key only if it does not exist
+  (S3 ``If-None-Match: *``; a hard link on local disk);
+- ``write(..., if_match=version)`` replaces a key only if it still holds the
+  version the caller read (S3 ``If-Match: <etag>``; a lock plus an atomic
+  rename on local disk). This is the compare-and-swap that moves branch heads
+  and updates job records.
+
+Readers never see a partially written object on either store.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import BinaryIO, Iterator
+
+
+class ObjectStore(abc.ABC):
+    """A flat key/value store of immutable-or-CAS-updated byte objects."""
+
+    url: str
+
+    @abc.abstractmethod
+    def read(self, key: str) -> bytes:
+        """Return the whole object. Raises NotFound."""
+
+    @abc.abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """Return ``(data, version)``; pass ``version`` to ``write(if_match=)``.
+        Raises NotFound."""
+
+    @abc.abstractmethod
+    def write(self, key: str, data: bytes, *, if_match: str | None = None,
+              if_absent: bool = False) -> str:
+        """Store ``data`` under ``key``; return the new version tag.
+
+        ``if_absent``: fail if the key exists. ``if_match``: fail unless the
+        key currently holds that version. Raises PreconditionFailed when a
+        condition does not hold (nothing is written then).
+        """
+
+    @abc.abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader over the object (``.read(n)``, ``.close()``).
+        Raises NotFound."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key starting with ``prefix``, in no particular order."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    def read_text(self, key: str) -> str:
+        """``read`` decoded as UTF-8."""
+        return self.read(key).decode()

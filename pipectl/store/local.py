@@ -1,0 +1,144 @@
+"""The embedded store: a directory on local disk.
+
+Atomicity: every write goes to a temporary file in the same directory and is
+then renamed into place (``os.replace`` is atomic on POSIX), so a process
+killed mid-write leaves at most a stray ``.tmp-*`` file that readers ignore.
+``if_absent`` uses ``os.link``, which fails atomically if the target exists.
+``if_match`` holds an exclusive ``fcntl.flock`` on a per-key lock file while it
+compares and renames; the lock dies with its process, so a killed writer never
+wedges the store. The version tag of an object is the MD5 of its bytes (like
+an S3 ETag for single-part uploads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import uuid
+from typing import BinaryIO, Iterator
+
+from ..errors import NotFound, PreconditionFailed, StoreUnavailable
+from .base import ObjectStore
+
+_TMP = ".tmp-"
+
+
+def _version(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class LocalStore(ObjectStore):
+    """An :class:`ObjectStore` rooted at directory ``root`` (created if needed)."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.url = "file://" + self.root
+        try:
+            os.makedirs(os.path.join(self.root, ".locks"), exist_ok=True)
+        except OSError as e:
+            raise StoreUnavailable(f"cannot use store directory {self.root}: {e.strerror}") from None
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    def read(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"object {key} not found") from None
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.read(key)
+        return data, _version(data)
+
+    def _write_tmp(self, path: str, data: bytes) -> str:
+        tmp = os.path.join(os.path.dirname(path), f"{_TMP}{uuid.uuid4().hex}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return tmp
+
+    @contextlib.contextmanager
+    def _lock(self, key: str):
+        name = hashlib.sha1(key.encode()).hexdigest()
+        fd = os.open(os.path.join(self.root, ".locks", name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def write(self, key: str, data: bytes, *, if_match: str | None = None,
+              if_absent: bool = False) -> str:
+        path = self._path(key)
+        tmp = self._write_tmp(path, data)
+        try:
+            if if_absent:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise PreconditionFailed(f"object {key} already exists") from None
+            elif if_match is not None:
+                with self._lock(key):
+                    try:
+                        current = _version(self.read(key))
+                    except NotFound:
+                        current = None
+                    if current != if_match:
+                        raise PreconditionFailed(f"object {key} changed concurrently")
+                    os.replace(tmp, path)
+                    tmp = None
+            else:
+                os.replace(tmp, path)
+                tmp = None
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return _version(data)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"object {key} not found") from None
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        head, _, _ = prefix.rpartition("/")
+        base = self._path(head) if head else self.root
+        stack = [(base, head + "/" if head else "")]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name.startswith(_TMP):
+                    continue
+                key = rel + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if key.startswith(prefix) or prefix.startswith(key + "/"):
+                        stack.append((entry.path, key + "/"))
+                elif key.startswith(prefix):
+                    yield key
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ENOTDIR:
+                raise

@@ -1,0 +1,124 @@
+"""An S3 (or any S3-compatible endpoint) object store, through boto3.
+
+Configuration comes from the standard AWS variables (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...), read by
+boto3 itself. Conditional writes use ``If-None-Match: *`` and
+``If-Match: <etag>`` (supported by AWS S3 since 2024, MinIO and moto).
+
+Failures to reach the endpoint are retried a bounded number of times
+(``PIPECTL_S3_MAX_ATTEMPTS``, default 3; connect timeout
+``PIPECTL_S3_CONNECT_TIMEOUT`` seconds, default 3) and then raised as
+:class:`~pipectl.errors.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import BinaryIO, Iterator
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from ..errors import NotFound, PreconditionFailed, StoreUnavailable
+from .base import ObjectStore
+
+_NETWORK_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+)
+
+
+def _s3(fn):
+    """Decorate an S3Store method: botocore errors become pipectl errors."""
+
+    @functools.wraps(fn)
+    def inner(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except _NETWORK_ERRORS as e:
+            raise StoreUnavailable(f"cannot reach S3 endpoint {self.endpoint}: {e}") from None
+        except botocore.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            name = args[0] if args else "?"
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"object {name} not found") from None
+            if code == "NoSuchBucket":
+                raise StoreUnavailable(f"S3 bucket {self.bucket} does not exist") from None
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise PreconditionFailed(f"object {name} changed concurrently") from None
+            raise StoreUnavailable(f"S3 error on {name}: {code or status}") from None
+
+    return inner
+
+
+class S3Store(ObjectStore):
+    """An :class:`ObjectStore` in ``bucket`` under an optional key ``prefix``."""
+
+    def __init__(self, bucket: str, prefix: str = ""):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        config = botocore.config.Config(
+            retries={"max_attempts": int(os.environ.get("PIPECTL_S3_MAX_ATTEMPTS", "3")),
+                     "mode": "standard"},
+            connect_timeout=float(os.environ.get("PIPECTL_S3_CONNECT_TIMEOUT", "3")),
+            read_timeout=60,
+            max_pool_connections=64,
+        )
+        self.client = boto3.session.Session().client("s3", config=config)
+        self.endpoint = self.client.meta.endpoint_url
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    @_s3
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    @_s3
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        return response["Body"].read(), response["ETag"]
+
+    @_s3
+    def write(self, key: str, data: bytes, *, if_match: str | None = None,
+              if_absent: bool = False) -> str:
+        extra = {}
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
+        elif if_match is not None:
+            extra["IfMatch"] = if_match
+        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        return response["ETag"]
+
+    @_s3
+    def open(self, key: str) -> BinaryIO:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+
+    @_s3
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+
+    @_s3
+    def list(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        skip = len(self.prefix)
+        keys = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys.extend(item["Key"][skip:] for item in page.get("Contents", ()))
+        return iter(keys)
+
+    @_s3
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
