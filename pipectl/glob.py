@@ -53,5 +53,9 @@ def compile_glob(pattern: str) -> re.Pattern:
 
 
 def match(pattern: str, path: str) -> bool:
-    """Whether the commit path ``path`` (``/a/b``) matches ``pattern``."""
+    """Whether the commit path ``path`` (``/a/b``) matches ``pattern``. The
+    root ``/`` matches only the pattern ``/`` (as in Pachyderm, ``/*`` means
+    each top-level entry, never the root itself)."""
+    if path == "/":
+        return pattern.strip() in ("/", "")
     return compile_glob(pattern).match(path) is not None

@@ -1,2 +1,256 @@
-"""stub"""
-def register(cli): pass
+"""Pipeline, job, datum and controller commands (pachctl 1.8 forms)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ..errors import InvalidArgument, NotFound
+from ..pps import spec as specs
+from . import output
+
+raw_option = click.option("--raw", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _ctx():
+    return click.get_current_context().obj
+
+
+def _read_spec(path: str) -> dict:
+    if path == "-":
+        return specs.load(click.get_text_stream("stdin").read(), "stdin")
+    try:
+        with open(path) as f:
+            return specs.load(f.read(), path)
+    except FileNotFoundError:
+        raise NotFound(f"spec file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidArgument(f"{path} is a directory, not a spec file") from None
+
+
+def _input_text(node: dict) -> str:
+    if "pfs" in node:
+        p = node["pfs"]
+        return f"{p['repo']}:{p['glob']}"
+    kind = "cross" if "cross" in node else "union"
+    return "(" + (" ⨯ " if kind == "cross" else " ∪ ").join(_input_text(c) for c in node[kind]) + ")"
+
+
+def _progress(job) -> str:
+    return f"{job.datums_processed} + {job.datums_skipped} / {job.datums_total}"
+
+
+def _job_duration(job) -> float | None:
+    from ..pfs.model import parse_time
+    if not job.started:
+        return None
+    end = parse_time(job.finished) if job.finished else None
+    if end is None:
+        import datetime as dt
+        end = dt.datetime.now(dt.timezone.utc)
+    return (end - parse_time(job.started)).total_seconds()
+
+
+def register(cli: click.Group) -> None:
+    """Add the pipeline commands to ``cli``."""
+
+    @cli.command("create-pipeline")
+    @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
+    def create_pipeline(path):
+        """Create a pipeline (and its output repo) from a spec."""
+        _ctx().pps.create_pipeline(_read_spec(path))
+
+    @cli.command("update-pipeline")
+    @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
+    @click.option("--reprocess", is_flag=True, help="Reprocess every datum, even ones already processed.")
+    def update_pipeline(path, reprocess):
+        """Replace a pipeline's spec with a new version."""
+        spec = _read_spec(path)
+        _ctx().pps.inspect_pipeline(spec["pipeline"]["name"])
+        _ctx().pps.create_pipeline(spec, update=True, reprocess=reprocess)
+
+    @cli.command("list-pipeline")
+    @raw_option
+    def list_pipeline(raw):
+        """List pipelines: NAME, VERSION, INPUT, CREATED, STATE, LAST JOB."""
+        pps = _ctx().pps
+        pipelines = pps.list_pipelines()
+        last = {}
+        for p in pipelines:
+            jobs = pps.list_jobs(p.name)
+            last[p.name] = jobs[0].state if jobs else "-"
+        if raw:
+            return output.raw([dict(p.to_dict(), last_job_state=last[p.name]) for p in pipelines])
+        output.table(["NAME", "VERSION", "INPUT", "CREATED", "STATE", "LAST JOB", "DESCRIPTION"],
+                     [[p.name, p.version, _input_text(p.spec["input"]), output.ago(p.created), p.state,
+                       last[p.name], p.spec.get("description", "")] for p in pipelines])
+
+    @cli.command("inspect-pipeline")
+    @click.argument("pipeline")
+    @raw_option
+    def inspect_pipeline(pipeline, raw):
+        """Show a pipeline's spec, version and state."""
+        p = _ctx().pps.inspect_pipeline(pipeline)
+        if raw:
+            return output.raw(p.to_dict())
+        t = p.spec["transform"]
+        click.echo(f"Name: {p.name}\nDescription: {p.spec.get('description', '')}\nVersion: {p.version}\n"
+                   f"State: {p.state}\nCreated: {output.ago(p.created)}\nUpdated: {output.ago(p.updated)}\n"
+                   f"Image: {t['image']}\nCmd: {' '.join(t['cmd'])}\nInput: {_input_text(p.spec['input'])}\n"
+                   f"Parallelism: {p.spec['parallelism_spec'].get('constant', 1)}\n"
+                   f"Datum tries: {p.spec['datum_tries']}\nOutput branch: {p.output_branch}")
+
+    @cli.command("delete-pipeline")
+    @click.argument("pipeline")
+    @click.option("--keep-repo", is_flag=True, help="Keep the pipeline's output repo.")
+    def delete_pipeline(pipeline, keep_repo):
+        """Delete a pipeline, its jobs and its output repo."""
+        _ctx().pps.delete_pipeline(pipeline, keep_repo)
+
+    @cli.command("stop-pipeline")
+    @click.argument("pipeline")
+    def stop_pipeline(pipeline):
+        """Pause a pipeline: no new jobs start until start-pipeline."""
+        _ctx().pps.set_pipeline_state(pipeline, "paused")
+
+    @cli.command("start-pipeline")
+    @click.argument("pipeline")
+    def start_pipeline(pipeline):
+        """Resume a paused pipeline."""
+        _ctx().pps.set_pipeline_state(pipeline, "running")
+
+    # jobs ----------------------------------------------------------------
+    @cli.command("list-job")
+    @click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
+    @raw_option
+    def list_job(pipeline, raw):
+        """List jobs, newest first."""
+        jobs = _ctx().pps.list_jobs(pipeline)
+        if raw:
+            return output.raw([j.to_dict() for j in jobs])
+        output.table(["ID", "PIPELINE", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"],
+                     [[j.id, j.pipeline, output.ago(j.started), output.duration(_job_duration(j)), j.restarts,
+                       _progress(j), output.size(j.bytes_downloaded), output.size(j.bytes_uploaded), j.state]
+                      for j in jobs])
+
+    @cli.command("inspect-job")
+    @click.argument("job")
+    @raw_option
+    def inspect_job(job, raw):
+        """Show a job: inputs, datum counts, bytes, state and failure reason."""
+        j = _ctx().pps.inspect_job(job)
+        if raw:
+            return output.raw(j.to_dict())
+        lines = [f"ID: {j.id}", f"Pipeline: {j.pipeline} (spec version {j.pipeline_version})",
+                 f"State: {j.state}", f"Started: {output.ago(j.started)}",
+                 f"Duration: {output.duration(_job_duration(j))}", f"Restarts: {j.restarts}",
+                 f"Datums: {j.datums_total} total, {j.datums_processed} processed, {j.datums_skipped} skipped, "
+                 f"{j.datums_failed} failed, {j.datums_recovered} recovered",
+                 f"Data: {output.size(j.bytes_downloaded)} downloaded, {output.size(j.bytes_uploaded)} uploaded",
+                 f"Output commit: {j.pipeline}@{j.output_commit}", "Inputs:"]
+        lines += [f"  {i['name']}: {i['repo']}@{i['commit']} (branch {i['branch']})" for i in j.inputs]
+        if j.reason:
+            lines.append("Reason: " + j.reason.replace("\n", "\n  "))
+        click.echo("\n".join(lines))
+
+    @cli.command("stop-job")
+    @click.argument("job")
+    def stop_job(job):
+        """Stop a running job (its state becomes killed)."""
+        _ctx().pps.stop_job(job)
+
+    @cli.command("list-datum")
+    @click.argument("job")
+    @raw_option
+    def list_datum(job, raw):
+        """List a job's datums: ID, FILES, STATUS, TIME."""
+        pps = _ctx().pps
+        j = pps.inspect_job(job)
+        results = pps.datum_results(j.pipeline, j.id)
+        rows = []
+        for d in pps.plan(j.pipeline, j.id):
+            r = results.get(d["id"])
+            files = ", ".join(f"{i['repo']}@{i['commit'][:8]}:{i['path']}" for i in d["inputs"])
+            rows.append({"id": d["id"], "files": files, "state": r.state if r else "pending",
+                         "seconds": r.seconds if r else None, "attempts": r.attempts if r else 0})
+        if raw:
+            return output.raw(rows)
+        output.table(["ID", "FILES", "STATUS", "TIME"],
+                     [[r["id"], r["files"], r["state"], output.duration(r["seconds"])] for r in rows])
+
+    @cli.command("inspect-datum")
+    @click.argument("job")
+    @click.argument("datum")
+    @raw_option
+    def inspect_datum(job, datum, raw):
+        """Show one datum's result: state, attempts, outputs, error."""
+        r = _ctx().pps.inspect_datum(job, datum)
+        if raw:
+            return output.raw(r.to_dict())
+        click.echo(f"ID: {r.id}\nState: {r.state}\nAttempts: {r.attempts}\nWorker: {r.worker}\n"
+                   f"Time: {output.duration(r.seconds)}\nDownloaded: {output.size(r.bytes_downloaded)}\n"
+                   f"Uploaded: {output.size(r.bytes_uploaded)}\nOutputs: {', '.join(sorted(r.outputs)) or '-'}"
+                   + (f"\nError: {r.error}" if r.error else ""))
+
+    @cli.command("get-logs")
+    @click.option("-p", "--pipeline", help="Logs of this pipeline's latest job (unless --job).")
+    @click.option("--job", help="Logs of this job.")
+    @click.option("--datum", help="Only this datum (id or 8+ character prefix).")
+    @raw_option
+    def get_logs(pipeline, job, datum, raw):
+        """Print the output of user code, per datum."""
+        pps = _ctx().pps
+        if not job:
+            if not pipeline:
+                raise InvalidArgument("get-logs needs --pipeline or --job")
+            jobs = pps.list_jobs(pipeline)
+            if not jobs:
+                raise NotFound(f"pipeline {pipeline} has no jobs")
+            job = jobs[0].id
+        j = pps.inspect_job(job, pipeline)
+        results = pps.datum_results(j.pipeline, j.id)
+        chosen = [r for d, r in sorted(results.items()) if not datum or d.startswith(datum)]
+        if datum and not chosen:
+            raise NotFound(f"datum {datum} not found in job {job}")
+        if raw:
+            return output.raw([{"datum": r.id, "state": r.state, "log": r.log} for r in chosen])
+        for r in chosen:
+            if r.log:
+                for line in r.log.rstrip("\n").splitlines():
+                    click.echo(f"[{r.id[:12]}] {line}")
+
+    @cli.command("flush-commit")
+    @click.argument("repo")
+    @click.argument("commit")
+    @click.option("--timeout", type=float, help="Give up after this many seconds.")
+    @raw_option
+    def flush_commit(repo, commit, timeout, raw):
+        """Wait for every downstream commit of REPO@COMMIT, then list them."""
+        commits = _ctx().pps.flush_commit(repo, commit, timeout)
+        if raw:
+            return output.raw([c.to_dict() for c in commits])
+        from .pfs_commands import _commit_row
+        output.table(["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"],
+                     [_commit_row(c) for c in commits])
+
+    # controller ----------------------------------------------------------
+    @cli.command("controller")
+    @click.option("--exit-when-idle", is_flag=True, help="Process all pending work, then exit.")
+    @click.option("--executor", type=click.Choice(["process"]), default="process", show_default=True,
+                  envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
+    @click.option("--local-images", type=click.Path(dir_okay=False), envvar="PIPECTL_LOCAL_IMAGES",
+                  help="JSON file mapping images to local environments (process executor).")
+    @click.option("--poll-interval", type=float, default=0.2, show_default=True,
+                  help="Seconds between checks of input branches.")
+    @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+    def controller(exit_when_idle, executor, local_images, poll_interval, verbose):
+        """Watch input repos and run pipeline jobs (until stopped)."""
+        from ..pps.controller import Controller
+        from ..pps.executors import make_executor
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s")
+        ctx = _ctx()
+        options = {"local_images": local_images} if executor == "process" else {}
+        ex = make_executor(executor, ctx.store.url, **options)
+        Controller(ctx.store, ex, poll_interval).run(exit_when_idle)

@@ -141,8 +141,10 @@ class Tree:
 
     def glob(self, pattern: str) -> list[str]:
         """Paths (files and directories) matching a Pachyderm glob, sorted."""
+        if pattern.strip() in ("/", ""):
+            return ["/"]
         rx = globs.compile_glob(pattern)
-        return sorted(p for p in self.all_paths() if rx.match(p))
+        return sorted(p for p in self.all_paths() if p != "/" and rx.match(p))
 
     # changes -------------------------------------------------------------
     def with_changes(self, puts: Iterable[tuple[str, FileEntry]] = (),

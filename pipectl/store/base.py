@@ -61,6 +61,18 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
 
+    def download(self, key: str, path: str) -> int:
+        """Copy an object into local file ``path``; return its size in bytes.
+        Raises NotFound."""
+        with self.open(key) as src, open(path, "wb") as dst:
+            size = 0
+            while True:
+                piece = src.read(1024 * 1024)
+                if not piece:
+                    return size
+                dst.write(piece)
+                size += len(piece)
+
     def read_text(self, key: str) -> str:
         """``read`` decoded as UTF-8."""
         return self.read(key).decode()

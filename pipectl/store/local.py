@@ -17,6 +17,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import uuid
 from typing import BinaryIO, Iterator
 
@@ -110,6 +111,15 @@ class LocalStore(ObjectStore):
             return open(self._path(key), "rb")
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"object {key} not found") from None
+
+    def download(self, key: str, path: str) -> int:
+        try:
+            shutil.copyfile(self._path(key), path)
+        except FileNotFoundError:
+            if not os.path.exists(self._path(key)):
+                raise NotFound(f"object {key} not found") from None
+            raise
+        return os.path.getsize(path)
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))

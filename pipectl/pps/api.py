@@ -1,0 +1,302 @@
+"""Pipelines, jobs and datums: the records the CLI and the controller share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PreconditionFailed
+from ..pfs import PFS
+from ..pfs.api import _parallel
+from ..pfs.model import now
+from ..store import ObjectStore
+from . import spec as specs
+from .model import DONE, DatumResult, JobInfo, PipelineInfo
+
+
+def job_id(pipeline: PipelineInfo, inputs: list[dict]) -> str:
+    """The deterministic id of the job running ``pipeline`` (at its current
+    version and salt) over ``inputs`` (``[{name, commit}]``)."""
+    key = json.dumps([pipeline.name, pipeline.version, pipeline.salt,
+                      sorted((i["name"], i["commit"]) for i in inputs)])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class PPS:
+    """Pipeline, job and datum records on one store."""
+
+    def __init__(self, store: ObjectStore, pfs: PFS | None = None):
+        self.store = store
+        self.pfs = pfs or PFS(store)
+
+    # pipelines -----------------------------------------------------------
+    @staticmethod
+    def _info_key(name: str) -> str:
+        return f"pipelines/{name}/info.json"
+
+    def _read_pipeline(self, name: str) -> tuple[PipelineInfo, str]:
+        try:
+            data, version = self.store.read_versioned(self._info_key(name))
+        except NotFound:
+            raise NotFound(f"pipeline {name} not found") from None
+        return PipelineInfo.from_json(data), version
+
+    def inspect_pipeline(self, name: str) -> PipelineInfo:
+        """Raises NotFound."""
+        return self._read_pipeline(name)[0]
+
+    def list_pipelines(self) -> list[PipelineInfo]:
+        """Every pipeline, by name."""
+        keys = [k for k in self.store.list("pipelines/") if k.endswith("/info.json") and k.count("/") == 2]
+        return sorted(_parallel(lambda k: PipelineInfo.from_json(self.store.read(k)), keys),
+                      key=lambda p: p.name)
+
+    def pipeline_version(self, name: str, version: int) -> dict:
+        """The spec of ``name`` at ``version``. Raises NotFound."""
+        try:
+            return json.loads(self.store.read(f"pipelines/{name}/versions/{version}.json"))
+        except NotFound:
+            raise NotFound(f"pipeline {name} has no version {version}") from None
+
+    def pipelines_using(self, repo: str) -> list[str]:
+        """Names of pipelines that read ``repo``."""
+        return [p.name for p in self.list_pipelines() if any(i["repo"] == repo for i in p.inputs)]
+
+    def _check_inputs(self, spec: dict) -> None:
+        for pfs in specs.pfs_inputs(spec["input"]):
+            self.pfs.inspect_repo(pfs["repo"])
+            try:
+                commit = self.pfs.inspect_commit(pfs["repo"], pfs["branch"])
+            except NotFound:
+                continue  # no data yet: the pipeline waits for it
+            if not commit.is_open and not self.pfs.read_tree(commit).glob(pfs["glob"]):
+                if commit.tree is not None:
+                    raise InvalidArgument(f"glob {pfs['glob']!r} matches nothing in "
+                                          f"{pfs['repo']}@{pfs['branch']}")
+
+    def create_pipeline(self, spec: dict, update: bool = False, reprocess: bool = False) -> PipelineInfo:
+        """Create (or with ``update``, replace) a pipeline from a validated spec,
+        creating its output repo. Checks input repos exist first, so a bad
+        spec creates nothing. Raises AlreadyExists, NotFound, InvalidArgument."""
+        name = spec["pipeline"]["name"]
+        self._check_inputs(spec)
+        stamp = now()
+        if not update:
+            if self._pipeline_exists(name):
+                raise AlreadyExists(f"pipeline {name} already exists; use update-pipeline")
+            try:
+                self.pfs.inspect_repo(name)
+                raise AlreadyExists(f"repo {name} already exists; a pipeline's output repo takes its name")
+            except NotFound:
+                pass
+            info = PipelineInfo(name, 1, spec, "running", stamp, stamp, "", specs.transform_hash(spec))
+            self.store.write(f"pipelines/{name}/versions/1.json", json.dumps(spec).encode())
+            try:
+                self.store.write(self._info_key(name), info.to_json(), if_absent=True)
+            except PreconditionFailed:
+                raise AlreadyExists(f"pipeline {name} already exists; use update-pipeline") from None
+            self.pfs.create_repo(name, f"Output repo for pipeline {name}.", exist_ok=True)
+            return info
+        self.pfs.create_repo(name, f"Output repo for pipeline {name}.", exist_ok=True)
+        while True:
+            info, version = self._read_pipeline(name)
+            info.version += 1
+            info.spec, info.updated = spec, stamp
+            info.transform_hash = specs.transform_hash(spec)
+            if reprocess:
+                info.salt = hashlib.sha256(f"{info.salt}{stamp}".encode()).hexdigest()[:16]
+            self.store.write(f"pipelines/{name}/versions/{info.version}.json", json.dumps(spec).encode())
+            try:
+                self.store.write(self._info_key(name), info.to_json(), if_match=version)
+                return info
+            except PreconditionFailed:
+                continue
+
+    def _pipeline_exists(self, name: str) -> bool:
+        return self.store.exists(self._info_key(name))
+
+    def set_pipeline_state(self, name: str, state: str) -> PipelineInfo:
+        """``running`` (start-pipeline) or ``paused`` (stop-pipeline)."""
+        while True:
+            info, version = self._read_pipeline(name)
+            info.state, info.updated = state, now()
+            try:
+                self.store.write(self._info_key(name), info.to_json(), if_match=version)
+                return info
+            except PreconditionFailed:
+                continue
+
+    def delete_pipeline(self, name: str, keep_repo: bool = False) -> None:
+        """Delete a pipeline, its jobs and (unless ``keep_repo``) its output
+        repo. Refuses while another pipeline reads its output. Raises NotFound, Conflict."""
+        self.inspect_pipeline(name)
+        users = [p for p in self.pipelines_using(name) if p != name]
+        if users and not keep_repo:
+            raise Conflict(f"pipeline(s) {', '.join(users)} read the output of {name}; delete them first")
+        for job in self.list_jobs(name):
+            if not job.done:
+                self.update_job(job.pipeline, job.id, state="killed", reason="pipeline deleted")
+        self.store.delete(self._info_key(name))
+        _parallel(self.store.delete, list(self.store.list(f"pipelines/{name}/")))
+        _parallel(self.store.delete, list(self.store.list(f"jobs/{name}/")))
+        if not keep_repo:
+            try:
+                self.pfs.delete_repo(name)
+            except NotFound:
+                pass
+
+    # jobs ----------------------------------------------------------------
+    @staticmethod
+    def job_key(pipeline: str, job: str) -> str:
+        return f"jobs/{pipeline}/{job}.json"
+
+    def create_job(self, job: JobInfo) -> bool:
+        """Write a new job record; False if that job already exists."""
+        try:
+            self.store.write(self.job_key(job.pipeline, job.id), job.to_json(), if_absent=True)
+            return True
+        except PreconditionFailed:
+            return False
+
+    def job_exists(self, pipeline: str, job: str) -> bool:
+        return self.store.exists(self.job_key(pipeline, job))
+
+    def _find_job(self, job: str, pipeline: str | None = None) -> str:
+        if pipeline:
+            return pipeline
+        for p in self.list_pipelines():
+            if self.job_exists(p.name, job):
+                return p.name
+        raise NotFound(f"job {job} not found")
+
+    def inspect_job(self, job: str, pipeline: str | None = None) -> JobInfo:
+        """Raises NotFound."""
+        pipeline = self._find_job(job, pipeline)
+        try:
+            return JobInfo.from_json(self.store.read(self.job_key(pipeline, job)))
+        except NotFound:
+            raise NotFound(f"job {job} not found") from None
+
+    def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:
+        """Jobs newest first (of one pipeline, or of all)."""
+        if pipeline:
+            self.inspect_pipeline(pipeline)
+        prefix = f"jobs/{pipeline}/" if pipeline else "jobs/"
+        keys = [k for k in self.store.list(prefix) if k.endswith(".json") and k.count("/") == 2]
+        jobs = _parallel(lambda k: JobInfo.from_json(self.store.read(k)), keys)
+        return sorted(jobs, key=lambda j: j.created, reverse=True)
+
+    def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
+        """Compare-and-swap ``changes`` into a job record. A finished job is
+        never changed again. Raises NotFound."""
+        key = self.job_key(pipeline, job)
+        while True:
+            try:
+                data, version = self.store.read_versioned(key)
+            except NotFound:
+                raise NotFound(f"job {job} not found") from None
+            info = JobInfo.from_json(data)
+            if info.done:
+                return info
+            for k, v in changes.items():
+                setattr(info, k, v)
+            if info.done and not info.finished:
+                info.finished = now()
+            try:
+                self.store.write(key, info.to_json(), if_match=version)
+                return info
+            except PreconditionFailed:
+                continue
+
+    def stop_job(self, job: str) -> JobInfo:
+        """Mark a job killed; the controller stops its workers."""
+        info = self.inspect_job(job)
+        if info.done:
+            raise Conflict(f"job {job} already finished ({info.state})")
+        return self.update_job(info.pipeline, job, state="killed", reason="stopped by user")
+
+    # datums --------------------------------------------------------------
+    def plan(self, pipeline: str, job: str) -> list[dict]:
+        """The job's datums (``Datum.to_dict`` form, plus ``cache_key``)."""
+        try:
+            return json.loads(self.store.read(f"jobs/{pipeline}/{job}/plan.json"))
+        except NotFound:
+            return []
+
+    def datum_results(self, pipeline: str, job: str) -> dict[str, DatumResult]:
+        """Every recorded datum result of a job, by datum id (a datum recorded
+        twice, e.g. by a restarted worker, counts once; success wins)."""
+        keys = list(self.store.list(f"jobs/{pipeline}/{job}/results/"))
+        results: dict[str, DatumResult] = {}
+        for batch in _parallel(lambda k: json.loads(self.store.read(k)), keys):
+            for raw in batch:
+                r = DatumResult(**raw)
+                if r.id not in results or results[r.id].state == "failed":
+                    results[r.id] = r
+        return results
+
+    def write_results(self, pipeline: str, job: str, name: str, results: list[DatumResult]) -> None:
+        """Record a batch of datum results under a unique batch ``name``."""
+        body = json.dumps([r.to_dict() for r in results], separators=(",", ":")).encode()
+        self.store.write(f"jobs/{pipeline}/{job}/results/{name}.json", body)
+
+    def inspect_datum(self, job: str, datum: str) -> DatumResult:
+        """Raises NotFound (a datum id prefix of 8+ characters is accepted)."""
+        info = self.inspect_job(job)
+        results = self.datum_results(info.pipeline, job)
+        matches = [r for d, r in results.items() if d.startswith(datum)] if len(datum) >= 8 else []
+        if len(matches) != 1:
+            raise NotFound(f"datum {datum} not found in job {job}")
+        return matches[0]
+
+    # provenance ----------------------------------------------------------
+    def downstream(self, repo: str) -> list[PipelineInfo]:
+        """Pipelines fed, directly or transitively, by ``repo``, upstream first."""
+        pipelines = self.list_pipelines()
+        order, frontier = [], [repo]
+        while frontier:
+            current = frontier.pop(0)
+            for p in pipelines:
+                if p not in order and any(i["repo"] == current for i in p.inputs):
+                    order.append(p)
+                    frontier.append(p.name)
+        return order
+
+    def flush_commit(self, repo: str, commit: str, timeout: float | None = None,
+                     interval: float = 0.2) -> list:
+        """Wait until every downstream pipeline has an output commit whose
+        provenance includes ``repo@commit``; return those commits. Raises
+        Conflict if a job on that data fails, NotFound, or TimeoutError."""
+        commit_id = self.pfs.inspect_commit(repo, commit).id
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = {p.name: p for p in self.downstream(repo)}
+        found = []
+        while pending:
+            for name, p in list(pending.items()):
+                for c in self.pfs.list_commits(name, p.output_branch, limit=20):
+                    if any(x["commit"] == commit_id for x in c.provenance):
+                        found.append(c)
+                        del pending[name]
+                        break
+                else:
+                    for job in self.list_jobs(name)[:5]:
+                        if job.state in ("failure", "killed") and self._job_depends_on(job, commit_id):
+                            raise Conflict(f"job {job.id} of pipeline {name} {job.state}: {job.reason}")
+            if pending:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"flush-commit timed out waiting for {', '.join(pending)}")
+                time.sleep(interval)
+        return found
+
+    def _job_depends_on(self, job: JobInfo, commit_id: str) -> bool:
+        for i in job.inputs:
+            if i["commit"] == commit_id:
+                return True
+            try:
+                c = self.pfs.inspect_commit(i["repo"], i["commit"])
+            except NotFound:
+                continue
+            if any(p["commit"] == commit_id for p in c.provenance):
+                return True
+        return False

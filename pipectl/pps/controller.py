@@ -1,0 +1,295 @@
+"""The controller: turns new input commits into jobs and runs them.
+
+Each step it (1) creates a job for every running pipeline whose input branch
+heads form a set it has no job for yet, and (2) runs the oldest unfinished job
+to completion: plan its datums, skip those processed before, start
+``parallelism_spec.constant`` workers through the executor, restart workers
+that die, then commit the outputs with provenance.
+
+All its state lives in the store, so it is restartable: job ids are derived
+from their inputs (creating one twice is a no-op), a job's plan is written
+once, finished datums are recorded by workers, and landing the output commit
+is a compare-and-swap checked on restart. A controller killed mid-job resumes
+the job: recorded datums are not rerun and each datum's output lands once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+from ..errors import NotFound, PreconditionFailed
+from ..pfs import PFS
+from ..pfs.model import Commit, Provenance, now
+from ..pfs.tree import FileEntry, Tree
+from ..store import ObjectStore
+from . import datums as datum_mod
+from .api import PPS, job_id
+from .executors import Executor
+from .model import DatumResult, JobInfo, PipelineInfo
+from .spec import parse_duration
+
+log = logging.getLogger("pipectl.controller")
+
+MAX_WORKER_RESTARTS = 5
+
+
+class JobFailed(Exception):
+    """Internal: ends a job run with state ``failure`` and this reason."""
+
+
+class Controller:
+    """Watches input branches and runs jobs. ``poll_interval`` in seconds."""
+
+    def __init__(self, store: ObjectStore, executor: Executor, poll_interval: float = 0.2):
+        self.store = store
+        self.pfs = PFS(store)
+        self.pps = PPS(store, self.pfs)
+        self.executor = executor
+        self.poll_interval = poll_interval
+        self._finished_jobs: set[str] = set()
+
+    def run(self, exit_when_idle: bool = False) -> None:
+        """Loop until interrupted (or, with ``exit_when_idle``, until no work
+        is left)."""
+        try:
+            while True:
+                busy = self.step()
+                if not busy:
+                    if exit_when_idle:
+                        return
+                    time.sleep(self.poll_interval)
+        finally:
+            self.executor.close()
+
+    def step(self) -> bool:
+        """One round: create due jobs, run the next one. True if anything ran."""
+        created = self.create_jobs()
+        job = self.next_job()
+        if job is not None:
+            self.run_job(job)
+        return bool(created or job)
+
+    # creating jobs -------------------------------------------------------
+    def current_inputs(self, pipeline: PipelineInfo) -> list[dict] | None:
+        """The input commits a job would run on now, or None while some input
+        has no finished head commit yet."""
+        inputs = []
+        for i in pipeline.inputs:
+            try:
+                commit = self.pfs.inspect_commit(i["repo"], i["branch"])
+            except NotFound:
+                return None
+            if commit.is_open:
+                return None
+            inputs.append({"name": i["name"], "repo": i["repo"], "branch": i["branch"], "commit": commit.id})
+        return inputs
+
+    def create_jobs(self) -> int:
+        created = 0
+        for pipeline in self.pps.list_pipelines():
+            if pipeline.state != "running":
+                continue
+            inputs = self.current_inputs(pipeline)
+            if inputs is None:
+                continue
+            jid = job_id(pipeline, inputs)
+            if jid in self._finished_jobs or self.pps.job_exists(pipeline.name, jid):
+                continue
+            job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash,
+                          inputs, output_commit=hashlib.sha256(f"output:{jid}".encode()).hexdigest()[:32],
+                          created=now(), executor=self.executor.name)
+            if self.pps.create_job(job):
+                log.info("job %s created for pipeline %s on %s", jid, pipeline.name,
+                         ", ".join(f"{i['repo']}@{i['commit'][:8]}" for i in inputs))
+                created += 1
+        return created
+
+    def next_job(self) -> JobInfo | None:
+        """The oldest unfinished job (jobs of one pipeline run in order)."""
+        pending = []
+        for job in self.pps.list_jobs():
+            if job.done:
+                self._finished_jobs.add(job.id)
+            else:
+                pending.append(job)
+        return min(pending, key=lambda j: j.created) if pending else None
+
+    # running a job -------------------------------------------------------
+    def run_job(self, job: JobInfo) -> JobInfo:
+        """Run ``job`` to a final state; return its final record."""
+        if job.state == "created":
+            job = self.pps.update_job(job.pipeline, job.id, state="running", started=now())
+        spec = self.pps.pipeline_version(job.pipeline, job.pipeline_version)
+        try:
+            plan = self._plan(job, spec)
+            results = self._execute(job, spec, plan)
+            return self._finish(job, spec, plan, results)
+        except JobFailed as e:
+            log.warning("job %s of %s failed: %s", job.id, job.pipeline, e)
+            return self.pps.update_job(job.pipeline, job.id, state="failure", reason=str(e))
+
+    def _previous_index(self, job: JobInfo) -> dict:
+        """Cache key -> outputs of the datums the latest earlier job of this
+        pipeline completed (empty if none)."""
+        earlier = [j for j in self.pps.list_jobs(job.pipeline)
+                   if j.id != job.id and j.datum_index and j.created <= job.created]
+        if not earlier:
+            return {}
+        latest = max(earlier, key=lambda j: j.created)
+        try:
+            return json.loads(self.store.read(f"datum-index/{latest.datum_index}"))
+        except NotFound:
+            return {}
+
+    def _plan(self, job: JobInfo, spec: dict) -> list[dict]:
+        plan = self.pps.plan(job.pipeline, job.id)
+        if plan:
+            return plan
+        trees = {}
+        for i in job.inputs:
+            commit = self.pfs.inspect_commit(i["repo"], i["commit"])
+            trees[i["name"]] = (commit.id, self.pfs.read_tree(commit))
+        found = datum_mod.compute(spec["input"], trees)
+        previous = self._previous_index(job)
+        skips, plan, seen = [], [], set()
+        for d in found:
+            raw = d.to_dict()
+            if raw["id"] in seen:
+                continue
+            seen.add(raw["id"])
+            raw["cache_key"] = datum_mod.cache_key(job.transform_hash, job.salt, raw["id"])
+            plan.append(raw)
+            if raw["cache_key"] in previous:
+                skips.append(DatumResult(raw["id"], raw["cache_key"], "skipped",
+                                         outputs=previous[raw["cache_key"]], started=now(), finished=now(),
+                                         worker="controller"))
+        if skips:
+            self.pps.write_results(job.pipeline, job.id, "controller-skipped", skips)
+        self.store.write(f"jobs/{job.pipeline}/{job.id}/plan.json",
+                         json.dumps(plan, separators=(",", ":")).encode())
+        self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=len(skips))
+        log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), len(skips))
+        return plan
+
+    def _execute(self, job: JobInfo, spec: dict, plan: list[dict]) -> dict[str, DatumResult]:
+        """Run workers until every datum has a result; return the results."""
+        deadline = parse_duration(spec.get("job_timeout"))
+        started = time.monotonic()
+        restarts = job.restarts
+        while True:
+            results = self.pps.datum_results(job.pipeline, job.id)
+            todo = [d for d in plan if d["id"] not in results]
+            if not todo or any(r.state == "failed" for r in results.values()):
+                return results
+            count = max(1, min(int(spec.get("parallelism_spec", {}).get("constant", 1)), len(todo)))
+            # Shards are taken over the whole plan, so a datum keeps its worker
+            # index across controller restarts.
+            count = min(count, len(plan))
+            handles = {i: self.executor.start(job, spec, i, count) for i in range(count)}
+            try:
+                while handles:
+                    time.sleep(0.05)
+                    for i, h in list(handles.items()):
+                        status = h.poll()
+                        if status is None:
+                            continue
+                        del handles[i]
+                        if status != 0:
+                            restarts += 1
+                            self.pps.update_job(job.pipeline, job.id, restarts=restarts)
+                            log.warning("job %s: worker %d exited with %s; restarting (%d)",
+                                        job.id, i, status, restarts)
+                            if restarts > MAX_WORKER_RESTARTS * count:
+                                raise JobFailed(f"workers kept failing ({restarts} restarts); see controller log")
+                            handles[i] = self.executor.start(job, spec, i, count)
+                    if deadline and time.monotonic() - started > deadline:
+                        raise JobFailed(f"job timed out after {spec['job_timeout']}")
+                    if self._stopped(job):
+                        raise JobFailed("killed")
+            finally:
+                for h in handles.values():
+                    h.kill()
+
+    def _stopped(self, job: JobInfo) -> bool:
+        try:
+            return self.pps.inspect_job(job.id, job.pipeline).state == "killed"
+        except NotFound:
+            return True
+
+    def _finish(self, job: JobInfo, spec: dict, plan: list[dict],
+                results: dict[str, DatumResult]) -> JobInfo:
+        ok = {d: r for d, r in results.items() if r.state in ("success", "skipped")}
+        index = {r.cache_key: r.outputs for r in ok.values()}
+        index_hash = self._write_index(index)
+        counts = dict(
+            datums_processed=sum(r.state == "success" for r in ok.values()),
+            datums_skipped=sum(r.state == "skipped" for r in ok.values()),
+            datums_failed=sum(r.state == "failed" for r in results.values()),
+            datums_recovered=sum(r.state == "success" and r.attempts > 1 for r in ok.values()),
+            bytes_downloaded=sum(r.bytes_downloaded for r in results.values()),
+            bytes_uploaded=sum(r.bytes_uploaded for r in results.values()),
+            datum_index=index_hash,
+        )
+        failed = [r for r in results.values() if r.state == "failed"]
+        if failed:
+            r = failed[0]
+            tail = "\n".join(r.log.rstrip().splitlines()[-15:])
+            self.pps.update_job(job.pipeline, job.id, **counts)
+            raise JobFailed(f"{r.error}\n{tail}".rstrip())
+        tree = self._output_tree(plan, ok)
+        commit = self._land(job, spec, tree)
+        log.info("job %s of %s succeeded: %d processed, %d skipped; output %s@%s", job.id, job.pipeline,
+                 counts["datums_processed"], counts["datums_skipped"], job.pipeline, commit.id)
+        return self.pps.update_job(job.pipeline, job.id, state="success", finished=now(), **counts)
+
+    def _write_index(self, index: dict) -> str:
+        data = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            self.store.write(f"datum-index/{sha}", data, if_absent=True)
+        except PreconditionFailed:
+            pass
+        return sha
+
+    @staticmethod
+    def _output_tree(plan: list[dict], ok: dict[str, DatumResult]) -> Tree:
+        files: dict[str, FileEntry] = {}
+        owner: dict[str, str] = {}
+        for d in plan:
+            for path, (size, objects) in ok[d["id"]].outputs.items():
+                if path in owner:
+                    raise JobFailed(f"datums {owner[path][:12]} and {d['id'][:12]} both wrote output "
+                                    f"file {path}; each output path must come from one datum")
+                owner[path] = d["id"]
+                files[path] = FileEntry(size, tuple(objects))
+        return Tree(files)
+
+    def _provenance(self, job: JobInfo) -> list[dict]:
+        seen: dict[tuple, dict] = {}
+        for i in job.inputs:
+            commit = self.pfs.inspect_commit(i["repo"], i["commit"])
+            entries = [Provenance(i["repo"], i["branch"], commit.id, commit.pipeline_version).to_dict()]
+            for p in entries + commit.provenance:
+                seen.setdefault((p["repo"], p["commit"]), p)
+        return list(seen.values())
+
+    def _land(self, job: JobInfo, spec: dict, tree: Tree) -> Commit:
+        branch = spec.get("output_branch", "master")
+        for _ in range(100):
+            try:
+                head = self.pfs.inspect_branch(job.pipeline, branch).head
+            except NotFound:
+                head = None
+            if head == job.output_commit:  # landed before a restart
+                return self.pfs.inspect_commit(job.pipeline, head)
+            commit = Commit(job.output_commit, job.pipeline, branch, head, "auto", job.started or now(),
+                            provenance=self._provenance(job), pipeline=job.pipeline,
+                            pipeline_version=job.pipeline_version, job=job.id)
+            try:
+                return self.pfs.land_commit(commit, tree, head)
+            except PreconditionFailed:
+                continue
+        raise JobFailed(f"output branch {branch} of {job.pipeline} keeps moving; cannot commit")

@@ -1,0 +1,105 @@
+"""Datums: how a pipeline's inputs are split into units of work.
+
+Each ``pfs`` input's glob is matched against the paths (files and
+directories) of its input commit; each match is one datum holding the matched
+file, or every file below the matched directory. ``cross`` yields the
+cartesian product of its children's datums, ``union`` their concatenation
+(Pachyderm's semantics). A datum's files appear to user code at
+``/pfs/<input name>/<path in commit>``.
+
+A datum's id is the SHA-256 of its inputs' names, matched paths, file paths
+and file content hashes, so the same data gives the same id in every job; the
+cache key adds the pipeline's transform hash, so a datum is reprocessed only
+when its data or the code that processes it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+
+from ..pfs.tree import FileEntry, Tree
+
+
+@dataclasses.dataclass
+class DatumInput:
+    """One input's share of a datum: the glob match ``path`` in ``repo@commit``
+    and the ``files`` (commit path -> entry) at or below it."""
+
+    name: str
+    repo: str
+    branch: str
+    commit: str
+    path: str
+    files: dict[str, FileEntry]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "repo": self.repo, "branch": self.branch, "commit": self.commit,
+                "path": self.path, "files": {p: [e.size, list(e.objects)] for p, e in self.files.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatumInput":
+        files = {p: FileEntry(s, tuple(o)) for p, (s, o) in d["files"].items()}
+        return cls(d["name"], d["repo"], d["branch"], d["commit"], d["path"], files)
+
+
+@dataclasses.dataclass
+class Datum:
+    """A unit of work: one :class:`DatumInput` per pfs input taking part."""
+
+    inputs: list[DatumInput]
+
+    @property
+    def id(self) -> str:
+        h = hashlib.sha256()
+        for i in self.inputs:
+            h.update(f"{i.name}\0{i.path}\0".encode())
+            for p, e in i.files.items():
+                h.update(f"{p}\0{e.hash}\0".encode())
+        return h.hexdigest()
+
+    @property
+    def size(self) -> int:
+        """Total input bytes."""
+        return sum(e.size for i in self.inputs for e in i.files.values())
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "inputs": [i.to_dict() for i in self.inputs]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Datum":
+        return cls([DatumInput.from_dict(i) for i in d["inputs"]])
+
+
+def cache_key(transform_hash: str, salt: str, datum_id: str) -> str:
+    """Identity of a datum's processing: same transform, same salt (changed by
+    ``update-pipeline --reprocess``) and same data give the same key."""
+    return hashlib.sha256(f"{transform_hash}\0{salt}\0{datum_id}".encode()).hexdigest()
+
+
+def compute(input_spec: dict, commits: dict[str, tuple[str, Tree]]) -> list[Datum]:
+    """The datums of an input tree. ``commits`` maps each pfs input name to
+    ``(commit id, tree)``; a name missing there yields no datums."""
+
+    def walk(node: dict) -> list[Datum]:
+        if "pfs" in node:
+            p = node["pfs"]
+            if p["name"] not in commits:
+                return []
+            commit, tree = commits[p["name"]]
+            return [Datum([DatumInput(p["name"], p["repo"], p["branch"], commit, path, tree.subtree(path))])
+                    for path in tree.glob(p["glob"])]
+        if "cross" in node:
+            parts = [walk(child) for child in node["cross"]]
+            return [Datum([i for d in combo for i in d.inputs]) for combo in itertools.product(*parts)]
+        return [d for child in node["union"] for d in walk(child)]
+
+    return walk(input_spec)
+
+
+def shard(datums: list, index: int, count: int) -> list:
+    """The datums worker ``index`` of ``count`` runs (round robin)."""
+    return datums[index::count]
+
+

@@ -1,0 +1,109 @@
+"""Records kept for pipelines, jobs and datums.
+
+Store layout::
+
+    pipelines/<name>/info.json                     PipelineInfo (CAS-updated)
+    pipelines/<name>/versions/<n>.json             each spec version, immutable
+    jobs/<pipeline>/<job-id>.json                  JobInfo (CAS-updated)
+    jobs/<pipeline>/<job-id>/plan.json             the datums to run (written once)
+    jobs/<pipeline>/<job-id>/results/<w>-<n>.json  batches of DatumResult from workers
+    datum-index/<sha256>                           successful datums of a job:
+                                                   cache key -> outputs (content addressed)
+
+A job's id is derived from its pipeline, spec version, reprocess salt and
+input commits, so the controller creating the same job twice (say after a
+crash) creates it once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..pfs.model import Record
+
+JOB_STATES = ("created", "running", "success", "failure", "killed")
+DONE = ("success", "failure", "killed")
+
+
+@dataclasses.dataclass
+class PipelineInfo(Record):
+    """A pipeline: its current ``spec`` (version ``version``), ``state``
+    (``running`` or ``paused``) and reprocess ``salt``."""
+
+    name: str
+    version: int
+    spec: dict
+    state: str
+    created: str
+    updated: str
+    salt: str = ""
+    transform_hash: str = ""
+
+    @property
+    def inputs(self) -> list[dict]:
+        from .spec import pfs_inputs
+        return list(pfs_inputs(self.spec["input"]))
+
+    @property
+    def output_branch(self) -> str:
+        return self.spec.get("output_branch", "master")
+
+
+@dataclasses.dataclass
+class JobInfo(Record):
+    """One run of a pipeline over one set of input commits.
+
+    ``inputs``: ``[{name, repo, branch, commit}]``. Counts are datums;
+    ``bytes_downloaded``/``bytes_uploaded`` are bytes moved by workers.
+    """
+
+    id: str
+    pipeline: str
+    pipeline_version: int
+    salt: str
+    transform_hash: str
+    inputs: list[dict]
+    output_commit: str
+    state: str = "created"
+    created: str = ""
+    started: str | None = None
+    finished: str | None = None
+    restarts: int = 0
+    datums_total: int = 0
+    datums_processed: int = 0
+    datums_skipped: int = 0
+    datums_failed: int = 0
+    datums_recovered: int = 0
+    bytes_downloaded: int = 0
+    bytes_uploaded: int = 0
+    reason: str = ""
+    datum_index: str | None = None
+    executor: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.state in DONE
+
+
+@dataclasses.dataclass
+class DatumResult(Record):
+    """What happened to one datum in one job.
+
+    ``state``: ``success``, ``skipped`` (outputs reused from an earlier job)
+    or ``failed``. ``outputs`` maps paths under /pfs/out to ``[size,
+    [objects]]``. ``log`` holds the tail of the user code's output.
+    """
+
+    id: str
+    cache_key: str
+    state: str
+    attempts: int = 0
+    outputs: dict = dataclasses.field(default_factory=dict)
+    started: str | None = None
+    finished: str | None = None
+    seconds: float = 0.0
+    bytes_downloaded: int = 0
+    bytes_uploaded: int = 0
+    log: str = ""
+    worker: str = ""
+    error: str = ""

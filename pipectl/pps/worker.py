@@ -1,0 +1,264 @@
+"""The worker: runs a job's datums, one user-command process per datum.
+
+The same code runs under every executor; only how the worker process is
+started differs (a subprocess, a container, a Kubernetes pod). Worker
+``index`` of ``count`` takes every ``count``-th datum of the job's plan
+(round robin) that has no recorded result yet, so a restarted worker resumes
+where its predecessor stopped.
+
+For each datum the worker lays out the input files under ``<root>/<input
+name>/<path in commit>``, runs ``transform.cmd`` (stdin from
+``transform.stdin``) up to ``datum_tries`` times, uploads ``<root>/out`` as
+content-addressed files and records a :class:`DatumResult`. Results are
+written in batches (at most :data:`FLUSH_SECONDS` apart), so a killed worker
+loses at most that much finished work, which its successor redoes.
+
+Paths: inside a container the root is ``/pfs`` as in Pachyderm. Where /pfs
+cannot be mounted (the process executor), the root is a scratch directory and
+every ``/pfs`` path in ``cmd``, ``stdin`` and ``env`` values is rewritten to
+it; ``$PFS_ROOT`` also holds it. User code that takes its paths from
+arguments, stdin or Pachyderm's environment variables runs unchanged.
+
+Environment given to user code (Pachyderm's names): ``PACH_JOB_ID``,
+``PACH_DATUM_ID``, ``PACH_OUTPUT_COMMIT_ID``, ``PPS_PIPELINE_NAME``, and for
+each input ``<name>`` (the path of its datum files) and ``<name>_COMMIT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+from ..errors import PipectlError
+from ..pfs.model import now
+from ..pfs.objects import ObjectWriter, object_key
+from ..store import ObjectStore, open_store
+from .api import PPS
+from .datums import Datum, shard
+from .model import DatumResult
+from .spec import parse_duration
+
+FLUSH_SECONDS = 1.0
+FLUSH_COUNT = 500
+LOG_TAIL = 64 * 1024
+_PFS = re.compile(r"(?<![\w.-])/pfs(?=/|$|\s)")
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: ask Linux to SIGKILL this child when its parent dies,
+    so no worker or user process outlives a killed controller or worker."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def rewrite(text: str, root: str) -> str:
+    """Replace each ``/pfs`` path prefix in ``text`` with ``root``."""
+    return text if root == "/pfs" else _PFS.sub(root, text)
+
+
+class Worker:
+    """Runs the datums of worker ``index`` of ``count`` of one job."""
+
+    def __init__(self, store: ObjectStore, pipeline: str, job: str, index: int, count: int,
+                 root: str | None = None):
+        self.store = store
+        self.pps = PPS(store)
+        self.job = self.pps.inspect_job(job, pipeline)
+        self.spec = self.pps.pipeline_version(pipeline, self.job.pipeline_version)
+        self.index, self.count = index, count
+        self.scratch = None if root else tempfile.mkdtemp(prefix="pipectl-worker-")
+        self.root = root or os.path.join(self.scratch, "pfs")
+        self.name = f"{index:04d}-{uuid.uuid4().hex[:8]}"
+        self.pending: list[DatumResult] = []
+        self.batches = 0
+        self.last_flush = time.monotonic()
+        image = json.loads(os.environ.get("PIPECTL_IMAGE_ENV") or "{}")
+        self.workdir = image.get("workdir")
+        self.path_prefix = image.get("path", [])
+
+    def run(self) -> int:
+        """Process this worker's datums; return how many failed (0 or 1:
+        the worker stops at the first datum that exhausts its tries)."""
+        done = self.pps.datum_results(self.job.pipeline, self.job.id)
+        todo = [d for d in shard(self.pps.plan(self.job.pipeline, self.job.id), self.index, self.count)
+                if d["id"] not in done]
+        failed = 0
+        try:
+            for raw in todo:
+                result = self.run_datum(Datum.from_dict(raw), raw["cache_key"])
+                self.pending.append(result)
+                if result.state == "failed":
+                    failed = 1
+                    break
+                if len(self.pending) >= FLUSH_COUNT or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+                    self.flush()
+        finally:
+            self.flush()
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+        return failed
+
+    def flush(self) -> None:
+        if self.pending:
+            self.pps.write_results(self.job.pipeline, self.job.id, f"{self.name}-{self.batches:06d}",
+                                   self.pending)
+            self.batches += 1
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+    # one datum -----------------------------------------------------------
+    def _layout(self, datum: Datum) -> int:
+        if os.path.isdir(self.root):
+            for entry in os.scandir(self.root):
+                shutil.rmtree(entry.path) if entry.is_dir() else os.unlink(entry.path)
+        os.makedirs(os.path.join(self.root, "out"), exist_ok=True)
+        size = 0
+        for i in datum.inputs:
+            os.makedirs(os.path.join(self.root, i.name), exist_ok=True)
+            for path, entry in i.files.items():
+                local = os.path.join(self.root, i.name, path.lstrip("/"))
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                if len(entry.objects) == 1:
+                    size += self.store.download(object_key(entry.objects[0]), local)
+                else:
+                    with open(local, "wb") as f:
+                        for sha in entry.objects:
+                            with self.store.open(object_key(sha)) as src:
+                                shutil.copyfileobj(src, f, 1024 * 1024)
+                    size += entry.size
+        return size
+
+    def _environment(self, datum: Datum) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("PIPECTL_IMAGE_ENV", None)
+        if self.path_prefix:
+            env["PATH"] = os.pathsep.join(self.path_prefix + [env.get("PATH", "")])
+        for k, v in (self.spec["transform"].get("env") or {}).items():
+            env[k] = rewrite(v, self.root)
+        env.update(PACH_JOB_ID=self.job.id, PACH_DATUM_ID=datum.id, PPS_PIPELINE_NAME=self.job.pipeline,
+                   PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.root)
+        for i in datum.inputs:
+            env[i.name] = os.path.join(self.root, i.name, i.path.lstrip("/")).rstrip("/")
+            env[f"{i.name}_COMMIT"] = i.commit
+        return env
+
+    def _run_once(self, datum: Datum, env: dict, log_path: str) -> str:
+        """Run the user command once; return '' on success or an error line."""
+        out = os.path.join(self.root, "out")
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        cmd = [rewrite(a, self.root) for a in self.spec["transform"]["cmd"]]
+        stdin_lines = self.spec["transform"].get("stdin") or []
+        stdin = rewrite("\n".join(stdin_lines) + "\n", self.root).encode() if stdin_lines else None
+        timeout = parse_duration(self.spec.get("datum_timeout"))
+        cwd = self.workdir or self.spec["transform"].get("working_dir") or None
+        with open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                        start_new_session=True, preexec_fn=die_with_parent)
+            except OSError as e:
+                message = f"cannot start {cmd[0]}: {e.strerror}"
+                log.write((message + "\n").encode())
+                return message
+            try:
+                proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                log.write(f"datum timed out after {timeout:g}s\n".encode())
+                return f"timed out after {timeout:g}s"
+        if proc.returncode != 0:
+            how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+            return f"{cmd[0]} failed with {how}"
+        return ""
+
+    def run_datum(self, datum: Datum, cache_key: str) -> DatumResult:
+        """Run one datum to completion (with retries); never raises for user
+        code failures, which become a ``failed`` result."""
+        result = DatumResult(datum.id, cache_key, "failed", started=now(), worker=self.name)
+        began = time.monotonic()
+        log_fd, log_path = tempfile.mkstemp(prefix="pipectl-datum-", suffix=".log")
+        os.close(log_fd)
+        try:
+            try:
+                result.bytes_downloaded = self._layout(datum)
+            except (PipectlError, OSError) as e:
+                result.error = f"cannot lay out inputs: {e}"
+                return result
+            env = self._environment(datum)
+            tries = int(self.spec.get("datum_tries", 3))
+            error = ""
+            for attempt in range(1, tries + 1):
+                result.attempts = attempt
+                if attempt > 1:
+                    with open(log_path, "ab") as log:
+                        log.write(f"--- retry {attempt} of {tries} after: {error}\n".encode())
+                error = self._run_once(datum, env, log_path)
+                if not error:
+                    break
+            result.log = _tail(log_path)
+            if error:
+                result.error = f"datum {datum.id} failed after {result.attempts} tries: {error}"
+                return result
+            result.outputs, result.bytes_uploaded = self._upload_outputs()
+            result.state = "success"
+            return result
+        finally:
+            os.unlink(log_path)
+            result.finished = now()
+            result.seconds = round(time.monotonic() - began, 6)
+
+    def _upload_outputs(self) -> tuple[dict, int]:
+        out = os.path.join(self.root, "out")
+        outputs = {}
+        with ObjectWriter(self.store) as writer:
+            for directory, _, files in os.walk(out):
+                for name in files:
+                    local = os.path.join(directory, name)
+                    with open(local, "rb") as f:
+                        entry = writer.put_stream(f)
+                    outputs["/" + os.path.relpath(local, out)] = [entry.size, list(entry.objects)]
+        return outputs, writer.stats.bytes_uploaded
+
+
+def _tail(path: str) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - LOG_TAIL))
+        return f.read().decode(errors="replace")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipectl.pps.worker --store URL --pipeline P --job J
+    --index I --count N [--root DIR]``. Exit 0 when its datums are recorded
+    (even failed ones), 2 on a platform error."""
+    parser = argparse.ArgumentParser(prog="pipectl-worker", description=main.__doc__)
+    parser.add_argument("--store", default=os.environ.get("PIPECTL_STORE"))
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--index", type=int, default=int(os.environ.get("JOB_COMPLETION_INDEX", "0")))
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--root", help="Where /pfs is laid out (default: a scratch directory).")
+    args = parser.parse_args(argv)
+    try:
+        Worker(open_store(args.store), args.pipeline, args.job, args.index, args.count, args.root).run()
+    except PipectlError as e:
+        print(f"worker error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
