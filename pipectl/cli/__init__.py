@@ -6,6 +6,7 @@ act on print ``error: <message>`` on one line and exit with status 1.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -58,3 +59,9 @@ def main() -> None:
     except OSError as e:
         click.echo(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
         sys.exit(1)
+    except Exception as e:  # a bug: still one line, with the way to the traceback
+        if os.environ.get("PIPECTL_DEBUG"):
+            raise
+        click.echo(f"error: internal error ({type(e).__name__}: {e}); "
+                   "rerun with PIPECTL_DEBUG=1 for details and please report it", err=True)
+        sys.exit(2)

@@ -308,7 +308,7 @@ def _sources(path: str | None, files: list[str], recursive: bool):
             stream = _open_url(f)
             closers.append(stream)
             name = os.path.basename(urllib.parse.urlparse(f).path) or "index"
-            sources.append((names.join(path, name) if (many or not path) else path, stream))
+            sources.append((names.join(path or "/", name) if (many or not path) else path, stream))
         elif os.path.isdir(f):
             if not recursive:
                 raise InvalidArgument(f"{f} is a directory; use -r to put its contents")

@@ -214,7 +214,20 @@ class PFS:
             while cid and cid not in seen and cid in commits:
                 seen[cid] = commits[cid]
                 cid = commits[cid].parent
-        ordered = sorted(seen.values(), key=lambda c: c.started, reverse=True)
+        depth: dict[str, int] = {}
+
+        def generation(cid: str) -> int:  # distance from the first commit
+            chain = []
+            while cid in seen and cid not in depth:
+                chain.append(cid)
+                cid = seen[cid].parent
+            base = depth.get(cid, -1)
+            for c in reversed(chain):
+                base += 1
+                depth[c] = base
+            return depth[chain[0]] if chain else base
+
+        ordered = sorted(seen.values(), key=lambda c: (generation(c.id), c.started), reverse=True)
         return ordered[:limit] if limit else ordered
 
     def start_commit(self, repo: str, branch: str, description: str = "", parent: str | None = None,

@@ -1,0 +1,5 @@
+"""``python -m pipectl``: the same as the ``pipectl`` command."""
+
+from .cli import main
+
+main()

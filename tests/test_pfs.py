@@ -1,0 +1,283 @@
+"""Versioned repositories: round trips, dedupe, errors and faults, on both stores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import assert_clean_error, run_cli, snapshot
+from pipectl import glob as globs
+from pipectl.errors import Conflict, InvalidArgument, NotFound
+from pipectl.pfs import objects
+from pipectl.pfs.tree import FileEntry, Tree
+
+
+def make_tree(root, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+SAMPLE = {
+    "a.csv": b"x,y\n1,2\n",
+    "empty.txt": b"",
+    "sub/b.bin": bytes(range(256)) * 40,
+    "sub/deeper/c.txt": "naïve ünïcode\n".encode(),
+}
+
+
+def test_round_trip_directory_via_cli(store_url, tmp_path, cli):
+    """The README walk-through: create a repo, put a directory, list and
+    inspect commits, get every file back byte-identical."""
+    src = tmp_path / "data"
+    files = dict(SAMPLE)
+    files["big.bin"] = os.urandom(objects.CHUNK_SIZE + 12345)  # spans two chunks
+    make_tree(src, files)
+    assert cli("create-repo", "images").code == 0
+    r = cli("put-file", "images", "master", "/", "-r", "-f", str(src))
+    assert r.code == 0, r
+    listing = cli("list-commit", "images")
+    assert listing.code == 0 and len(listing.out.strip().splitlines()) == 2
+    assert listing.out.split()[:7] == ["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"]
+    info = json.loads(cli("inspect-commit", "images", "master", "--raw").out)
+    assert info["size_bytes"] == sum(len(v) for v in files.values())
+    assert info["finished"] and info["origin"] == "user" and info["parent"] is None
+    for rel, data in files.items():
+        got = cli("get-file", "images", "master", "/" + rel)
+        assert got.code == 0, got
+        assert got.stdout_bytes == data, rel
+    out = tmp_path / "copy.bin"
+    assert cli("get-file", "images", info["id"], "/big.bin", "-o", str(out)).code == 0
+    assert out.read_bytes() == files["big.bin"]
+    names = [row["path"] for row in json.loads(cli("list-file", "images", "master", "/sub", "--raw").out)]
+    assert names == ["/sub/b.bin", "/sub/deeper"]
+
+
+def test_put_same_bytes_twice_uploads_nothing(pfs, store, tmp_path):
+    pfs.create_repo("r")
+    make_tree(tmp_path / "d", SAMPLE)
+    sources = [("/" + k, str(tmp_path / "d" / k)) for k in SAMPLE]
+    _, first = pfs.put_files("r", "master", sources)
+    assert first.bytes_uploaded == sum(len(v) for v in SAMPLE.values())
+    before = sorted(store.list("objects/"))
+    _, second = pfs.put_files("r", "master", sources, overwrite=True)
+    assert second.bytes_uploaded == 0 and second.objects_uploaded == 0
+    # the same bytes at new paths in another repo are stored once too
+    pfs.create_repo("other")
+    _, third = pfs.put_files("other", "master", [("/copy" + p, s) for p, s in sources])
+    assert third.bytes_uploaded == 0
+    assert sorted(store.list("objects/")) == before
+    assert len(pfs.list_commits("r")) == 2
+
+
+def test_append_and_overwrite(pfs, tmp_path):
+    pfs.create_repo("r")
+    f = tmp_path / "x"
+    f.write_bytes(b"one\n")
+    pfs.put_files("r", "master", [("/x", str(f))])
+    pfs.put_files("r", "master", [("/x", str(f))])  # pachctl 1.x appends
+    assert _read(pfs, "r", "master", "/x") == b"one\none\n"
+    pfs.put_files("r", "master", [("/x", str(f))], overwrite=True)
+    assert _read(pfs, "r", "master", "/x") == b"one\n"
+    assert _read(pfs, "r", "master^", "/x") == b"one\none\n"
+    assert _read(pfs, "r", "master~2", "/x") == b"one\n"
+
+
+def _read(pfs, repo, ref, path) -> bytes:
+    import io
+    buf = io.BytesIO()
+    pfs.get_file(repo, ref, path, buf)
+    return buf.getvalue()
+
+
+def test_open_commit_lifecycle(pfs, tmp_path):
+    pfs.create_repo("r")
+    f = tmp_path / "x"
+    f.write_bytes(b"data")
+    c = pfs.start_commit("r", "master")
+    pfs.put_files("r", "master", [("/a", str(f))])  # the branch's open head
+    pfs.put_files("r", c.id, [("/b", str(f))])       # by id
+    assert pfs.inspect_commit("r", "master").is_open
+    with pytest.raises(Conflict):
+        pfs.start_commit("r", "master")
+    done = pfs.finish_commit("r", c.id)
+    assert done.size_bytes == 8 and not done.is_open
+    with pytest.raises(Conflict):
+        pfs.put_files("r", c.id, [("/c", str(f))])
+    assert [n.path for n in pfs.list_files("r", "master")] == ["/a", "/b"]
+
+
+def test_branches_delete_and_diff(pfs, tmp_path):
+    pfs.create_repo("r")
+    f = tmp_path / "x"
+    f.write_bytes(b"1")
+    first, _ = pfs.put_files("r", "master", [("/dir/a", str(f)), ("/dir/b", str(f))])
+    pfs.create_branch("r", "dev", "master")
+    second = pfs.delete_file("r", "master", "/dir/a")
+    added, removed = pfs.diff_files("r", "master")
+    assert (added, [n.path for n in removed]) == ([], ["/dir/a"])
+    assert pfs.inspect_branch("r", "dev").head == first.id
+    pfs.delete_commit("r", second.id)
+    assert pfs.inspect_commit("r", "master").id == first.id
+    with pytest.raises(NotFound):
+        pfs.inspect_commit("r", second.id)
+    with pytest.raises(NotFound):
+        pfs.delete_file("r", "master", "/nope")
+    assert [b.name for b in pfs.list_branches("r")] == ["dev", "master"]
+
+
+@pytest.mark.parametrize("pattern,expected", [
+    ("/", ["/"]),
+    ("/*", ["/a", "/b.txt"]),
+    ("/*/*", ["/a/x", "/a/y"]),
+    ("/**", ["/a", "/a/x", "/a/x/1", "/a/y", "/b.txt"]),
+    ("/a/x/*", ["/a/x/1"]),
+    ("*.txt", ["/b.txt"]),
+    ("/[ab]", ["/a"]),
+])
+def test_glob_semantics(pattern, expected):
+    e = FileEntry(1, ("0" * 64,))
+    tree = Tree({"/a/x/1": e, "/a/y": e, "/b.txt": e})
+    assert tree.glob(pattern) == expected
+
+
+def test_glob_rejects_unterminated_class():
+    with pytest.raises(InvalidArgument):
+        globs.compile_glob("/[ab")
+
+
+def test_listing_aligns_and_raw(store_url, tmp_path, cli):
+    cli("create-repo", "short")
+    cli("create-repo", "a-much-longer-name", "-d", "described")
+    out = cli("list-repo").out.splitlines()
+    assert out[0].startswith("NAME") and len(out) == 3
+    col = out[0].index("CREATED")
+    assert all(line[col - 3:col] == "   " and line[col] != " " for line in out)
+    data = json.loads(cli("list-repo", "--raw").out)
+    assert {r["name"] for r in data} == {"short", "a-much-longer-name"}
+
+
+def test_bad_input_is_one_line_and_changes_nothing(store_url, store, tmp_path, cli):
+    (tmp_path / "f").write_bytes(b"1")
+    assert cli("create-repo", "r").code == 0
+    assert cli("put-file", "r", "master", "/f", "-f", str(tmp_path / "f")).code == 0
+    assert cli("put-file", "r", "master", "/f2", "-f", str(tmp_path / "f")).code == 0
+    commit = cli("start-commit", "r", "dev").out.strip()
+    assert cli("finish-commit", "r", commit).code == 0
+    before = snapshot(store)
+    cases = [
+        (("list-commit", "nope"), "repo nope not found"),
+        (("get-file", "r", "nobranch", "/f"), "branch nobranch not found"),
+        (("get-file", "r", "0" * 32, "/f"), "not found"),
+        (("get-file", "r", "master", "/missing"), "file /missing not found"),
+        (("create-repo", "bad name"), "invalid repo name"),
+        (("create-repo", "r"), "already exists"),
+        (("put-file", "r", "bad/branch", "/f", "-f", str(tmp_path / "f")), "invalid branch name"),
+        (("put-file", "r", commit, "/g", "-f", str(tmp_path / "f")), "is finished"),
+        (("put-file", "r", "master", "/g", "-f", str(tmp_path / "absent")), "does not exist"),
+        (("put-file", "nope", "master", "/g", "-f", str(tmp_path / "f")), "repo nope not found"),
+        (("inspect-commit", "r", "master~5"), "past the first commit"),
+        (("get-file", "r", "master", "/"), "is a directory"),
+        (("finish-commit", "r", commit), "already finished"),
+        (("delete-commit", "r", "master^"), "not the head"),
+    ]
+    for args, needle in cases:
+        assert_clean_error(cli(*args), needle)
+    assert snapshot(store) == before
+
+
+def _put_proc(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "pipectl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kw)
+
+
+def test_eight_concurrent_writers_all_land(store_url, pfs, tmp_path):
+    pfs.create_repo("r")
+    procs = []
+    for i in range(8):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(f"writer {i}\n".encode())
+        procs.append(_put_proc(["put-file", "r", "master", f"/f{i}", "-f", str(f)]))
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    commits = pfs.list_commits("r", "master")
+    assert len(commits) == 8
+    chain = [c.parent for c in commits[:-1]]
+    assert chain == [c.id for c in commits[1:]]  # linear: each commit's parent is the previous
+    assert sorted(n.path for n in pfs.list_files("r", "master")) == [f"/f{i}" for i in range(8)]
+
+
+def test_put_file_killed_midway_leaves_branch_unchanged(store_url, pfs, tmp_path, cli):
+    pfs.create_repo("r")
+    (tmp_path / "seed").write_bytes(b"seed")
+    pfs.put_files("r", "master", [("/seed", str(tmp_path / "seed"))])
+    head = pfs.inspect_commit("r", "master").id
+    proc = _put_proc(["put-file", "r", "master", "/big", "-f", "-"], stdin=subprocess.PIPE)
+    chunk = os.urandom(1024 * 1024)
+    for _ in range(objects.CHUNK_SIZE // len(chunk) + 3):  # past one whole chunk: some objects stored
+        proc.stdin.write(chunk)
+    proc.stdin.flush()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert pfs.inspect_commit("r", "master").id == head
+    assert [c.id for c in pfs.list_commits("r")] == [head]
+    assert [n.path for n in pfs.list_files("r", "master")] == ["/seed"]
+    r = cli("put-file", "r", "master", "/small", "-f", str(tmp_path / "seed"))
+    assert r.code == 0, r
+    assert len(pfs.list_commits("r")) == 2
+
+
+def test_s3_endpoint_down_fails_fast(tmp_path):
+    from conftest import free_port
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+           "PIPECTL_STORE": "s3://bucket/p"}
+    began = time.monotonic()
+    r = run_cli("list-repo", env=env, timeout=120)
+    assert_clean_error(r, "cannot reach S3 endpoint")
+    assert time.monotonic() - began < 60
+
+
+def test_unsupported_store_url(tmp_path):
+    assert_clean_error(run_cli("list-repo", env={"PIPECTL_STORE": "ftp://x"}), "unsupported store URL")
+
+
+def test_put_file_from_url_and_stdin(store_url, pfs, tmp_path, cli):
+    import http.server
+    import threading
+    (tmp_path / "served.txt").write_bytes(b"over http\n")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pfs.create_repo("r")
+        url = f"http://127.0.0.1:{server.server_port}/served.txt"
+        assert cli("put-file", "r", "master", "-f", url).code == 0
+        assert cli("put-file", "r", "master", "/in.txt", "-f", "-", input=b"piped\n").code == 0
+        assert _read(pfs, "r", "master", "/served.txt") == b"over http\n"
+        assert _read(pfs, "r", "master", "/in.txt") == b"piped\n"
+        assert_clean_error(cli("put-file", "r", "master", "-f", url + ".missing"), "cannot fetch")
+    finally:
+        server.shutdown()
+
+
+def test_content_is_addressed_by_sha256(pfs, store, tmp_path):
+    data = b"content addressed\n"
+    (tmp_path / "f").write_bytes(data)
+    pfs.create_repo("r")
+    pfs.put_files("r", "master", [("/f", str(tmp_path / "f"))])
+    sha = hashlib.sha256(data).hexdigest()
+    assert store.read(objects.object_key(sha)) == data
+    commit = pfs.inspect_commit("r", "master")
+    assert hashlib.sha256(store.read(f"trees/{commit.tree}")).hexdigest() == commit.tree

@@ -1,0 +1,717 @@
+"""Pipelines end to end (issue #3): specs, glob semantics, jobs, incremental
+processing, failures, the job/datum/log commands and flush-commit.
+
+Real parts only: every command is the real ``pipectl`` CLI in a subprocess,
+jobs run under a real ``pipectl controller --exit-when-idle`` process whose
+workers are real ``pipectl.pps.worker`` processes, and user code is small
+``sh -c`` / ``python3 -c`` commands. Test data is put and read back with
+the real PFS API (``pfs`` fixture) where the CLI is not what is tested.
+User code counts its own runs by appending to files outside /pfs.
+
+Store-level behaviour runs on both stores (local directory and moto S3 over
+HTTP); CLI formatting and the 1,000-file scenario run on the local store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import assert_clean_error, snapshot
+
+LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
+IMAGE = "pipectl/test:1"
+LIST_JOB_HEADER = ["ID", "PIPELINE", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
+
+
+# helpers -------------------------------------------------------------------
+
+def pipeline(name: str, cmd: list[str], input: dict, **extra) -> dict:
+    spec = {"pipeline": {"name": name}, "transform": {"image": IMAGE, "cmd": cmd}, "input": input}
+    spec.update(extra)
+    return spec
+
+
+def pfs_input(repo: str, glob: str = "/*", **extra) -> dict:
+    return {"pfs": {"repo": repo, "glob": glob, **extra}}
+
+
+def sh(script: str) -> list[str]:
+    return ["sh", "-c", script]
+
+
+def put(pfs, repo: str, files: dict, branch: str = "master"):
+    """One commit putting (overwriting) ``files`` {path: text}; returns it."""
+    sources = [(p, io.BytesIO(d if isinstance(d, bytes) else d.encode())) for p, d in files.items()]
+    return pfs.put_files(repo, branch, sources, overwrite=True)[0]
+
+
+def files_of(pfs, repo: str, ref: str = "master") -> dict[str, str]:
+    """Every file of ``repo@ref`` with its text."""
+    out = {}
+    for path, _ in pfs.iter_files(repo, ref):
+        buf = io.BytesIO()
+        pfs.get_file(repo, ref, path, buf)
+        out[path] = buf.getvalue().decode()
+    return out
+
+
+def ok(result):
+    assert result.code == 0, result
+    return result
+
+
+def raw(result):
+    """The JSON a ``--raw`` command printed."""
+    return json.loads(ok(result).out)
+
+
+def list_jobs(cli, pipeline: str | None = None) -> list[dict]:
+    return raw(cli("list-job", "--raw", *(["-p", pipeline] if pipeline else [])))
+
+
+def counts(path) -> dict[str, int]:
+    """How often each word was appended (one per line) to ``path``."""
+    tally: dict[str, int] = {}
+    if os.path.exists(path):
+        for line in open(path).read().split():
+            tally[line] = tally.get(line, 0) + 1
+    return tally
+
+
+def parse_table(text: str, header: list[str]) -> list[dict]:
+    """Rows of an aligned table; asserts the header is exactly ``header`` and
+    that every cell starts at its header's column."""
+    lines = text.rstrip("\n").splitlines()
+    assert lines[0].split() == header, text
+    starts, at = [], 0
+    for h in header:
+        at = lines[0].index(h, at)
+        starts.append(at)
+        at += len(h)
+    rows = []
+    for line in lines[1:]:
+        for s in starts[1:]:
+            assert line[s - 1] == " " and line[s] != " ", f"misaligned at column {s}:\n{text}"
+        cells = [line[s:e].strip() for s, e in zip(starts, starts[1:] + [None])]
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+# specs ---------------------------------------------------------------------
+
+GOOD = pipeline("edges", ["sh", "-c", "true"], pfs_input("images"))
+
+
+def _with(path: str, value) -> dict:
+    """GOOD with the field at dotted ``path`` set to ``value`` (None deletes it)."""
+    spec = json.loads(json.dumps(GOOD))
+    *parents, last = path.split(".")
+    node = spec
+    for p in parents:
+        node = node[p]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return spec
+
+
+BAD_SPECS = {
+    "cmd-not-a-list": (_with("transform.cmd", "echo hi"), ["transform.cmd", "not of type 'array'"]),
+    "cmd-missing": (_with("transform.cmd", None), ["transform.cmd", "missing"]),
+    "cmd-empty": (_with("transform.cmd", []), ["transform.cmd"]),
+    "image-missing": (_with("transform.image", None), ["transform.image", "missing"]),
+    "unknown-field": (_with("transform.cmnd", ["x"]), ["transform.cmnd", "unknown field"]),
+    "input-missing": (_with("input", None), ["input", "missing"]),
+    "glob-missing": (_with("input.pfs.glob", None), ["input.pfs.glob", "missing"]),
+    "bad-glob": (_with("input.pfs.glob", "/[ab"), ["input.pfs.glob", "unterminated"]),
+    "bad-parallelism": (_with("parallelism_spec", {"constant": 0}), ["parallelism_spec.constant", "minimum"]),
+    "bad-name": (_with("pipeline.name", "no spaces"), ["pipeline.name", "invalid pipeline name"]),
+    "reads-itself": (_with("input.pfs.repo", "edges"), ["input.pfs.repo", "own output"]),
+    "bad-cross-child": (_with("input", {"cross": [pfs_input("images"), {"pfs": {"repo": "images"}}]}),
+                        ["input.cross.1.pfs.glob", "missing"]),
+    "yaml-bad-cmd": ("pipeline:\n  name: edges\ntransform:\n  image: x\n  cmd: echo hi\n"
+                     "input:\n  pfs: {repo: images, glob: /*}\n", ["transform.cmd", "not of type 'array'"]),
+    "neither-json-nor-yaml": ("{ this is: [not valid\n", ["not valid JSON", "nor YAML"]),
+}
+
+
+@LOCAL
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_is_refused_naming_the_field_and_creates_nothing(case, cli, store, pfs, spec_file):
+    """A spec failing the JSON Schema (or the name/glob rules) is refused with
+    one line naming the bad field's path and why; nothing is created."""
+    pfs.create_repo("images")
+    put(pfs, "images", {"/a.txt": "a"})
+    spec, needles = BAD_SPECS[case]
+    path = spec_file(spec, ".yaml" if case.startswith("yaml") else ".json")
+    before = snapshot(store)
+    result = cli("create-pipeline", "-f", path)
+    assert_clean_error(result, *needles)
+    assert snapshot(store) == before
+
+
+def test_spec_errors_that_need_the_store_create_nothing(cli, store, pfs, spec_file):
+    """A missing input repo, a glob matching nothing in the input's data, a
+    name taken by a repo or pipeline: clear one-line errors; no output repo,
+    no pipeline record, nothing else written."""
+    pfs.create_repo("images")
+    pfs.create_repo("taken")
+    put(pfs, "images", {"/a.txt": "a", "/dir/b.txt": "b"})
+    before = snapshot(store)
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(_with("input.pfs.repo", "nope"))), "nope", "not found")
+    cross = _with("input", {"cross": [pfs_input("images"), pfs_input("missing")]})
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(cross)), "missing", "not found")
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(_with("input.pfs.glob", "/*.csv"))),
+                       "'/*.csv'", "matches nothing", "images")
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(_with("pipeline.name", "taken"))),
+                       "taken", "already exists")
+    assert_clean_error(cli("create-pipeline", "-f", "/nonexistent/spec.json"), "/nonexistent/spec.json",
+                       "does not exist")
+    assert snapshot(store) == before
+    assert raw(cli("list-pipeline", "--raw")) == []
+    assert sorted(r["name"] for r in raw(cli("list-repo", "--raw"))) == ["images", "taken"]
+
+    # A valid YAML spec creates the pipeline and its output repo; creating
+    # it again is refused and changes nothing.
+    yaml_spec = ("pipeline:\n  name: edges\ndescription: edge detection\ntransform:\n  image: x:1\n"
+                 "  cmd: [sh, -c, 'cp /pfs/images/* /pfs/out/']\ninput:\n  pfs:\n    repo: images\n"
+                 "    glob: /*\nparallelism_spec:\n  constant: 2\n")
+    ok(cli("create-pipeline", "-f", spec_file(yaml_spec, ".yaml")))
+    assert sorted(r["name"] for r in raw(cli("list-repo", "--raw"))) == ["edges", "images", "taken"]
+    before = snapshot(store)
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(yaml_spec, ".yaml")), "edges", "already exists")
+    assert snapshot(store) == before
+
+
+def test_pipeline_lifecycle_and_versions(cli, pfs, pps, spec_file, run_controller, tmp_path):
+    """create-pipeline, list/inspect-pipeline, update-pipeline keeping each
+    spec version, output commits recording the version that made them,
+    datums reprocessed when the transform changes or with --reprocess and
+    skipped otherwise."""
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("words")
+    put(pfs, "words", {"/a": "alpha", "/b": "beta"})
+    spec = pipeline("upper", sh(f"echo v1 >> {runs}; tr a-z A-Z < $words > /pfs/out/$(basename $words)"),
+                    pfs_input("words"), description="shout")
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+
+    lines = ok(cli("list-pipeline")).out.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "INPUT", "CREATED", "STATE", "LAST", "JOB", "DESCRIPTION"]
+    assert lines[1].split()[:3] == ["upper", "1", "words:/*"] and lines[1].split()[-1] == "shout"
+    listed = raw(cli("list-pipeline", "--raw"))
+    assert [(p["name"], p["version"], p["state"], p["last_job_state"]) for p in listed] == [("upper", 1, "running", "-")]
+    text = ok(cli("inspect-pipeline", "upper")).out
+    assert "Name: upper" in text and "Version: 1" in text and "State: running" in text
+    assert "Input: words:/*" in text and "Description: shout" in text and "Parallelism: 1" in text
+
+    run_controller()
+    assert files_of(pfs, "upper") == {"/a": "ALPHA", "/b": "BETA"}
+    head = raw(cli("inspect-commit", "upper", "master", "--raw"))
+    assert (head["pipeline"], head["pipeline_version"], head["origin"]) == ("upper", 1, "auto")
+    assert counts(runs) == {"v1": 2}
+
+    # A new transform: version 2, every datum reprocessed.
+    spec["transform"]["cmd"] = sh(f"echo v2 >> {runs}; rev < $words > /pfs/out/$(basename $words)")
+    ok(cli("update-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    assert files_of(pfs, "upper") == {"/a": "ahpla\n", "/b": "ateb\n"}
+    assert raw(cli("inspect-commit", "upper", "master", "--raw"))["pipeline_version"] == 2
+    assert counts(runs) == {"v1": 2, "v2": 2}
+
+    # Same transform (only the description changed): a job of version 3 that skips every datum.
+    spec["description"] = "reversed"
+    ok(cli("update-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    assert counts(runs) == {"v1": 2, "v2": 2}
+    latest = list_jobs(cli, "upper")[0]
+    assert (latest["pipeline_version"], latest["datums_processed"], latest["datums_skipped"]) == (3, 0, 2)
+    assert raw(cli("inspect-commit", "upper", "master", "--raw"))["pipeline_version"] == 3
+
+    # --reprocess: same transform, every datum run again.
+    ok(cli("update-pipeline", "-f", spec_file(spec), "--reprocess"))
+    run_controller()
+    assert counts(runs) == {"v1": 2, "v2": 4}
+    assert [j["pipeline_version"] for j in list_jobs(cli, "upper")] == [4, 3, 2, 1]
+    assert list_jobs(cli, "upper")[0]["datums_processed"] == 2
+
+    # Every version is kept, unchanged.
+    assert "tr a-z A-Z" in pps.pipeline_version("upper", 1)["transform"]["cmd"][2]
+    assert "rev" in pps.pipeline_version("upper", 2)["transform"]["cmd"][2]
+    assert pps.pipeline_version("upper", 1)["description"] == "shout"
+    info = raw(cli("inspect-pipeline", "upper", "--raw"))
+    assert info["version"] == 4 and info["spec"]["description"] == "reversed"
+
+    # Updating a pipeline that does not exist is refused.
+    assert_clean_error(cli("update-pipeline", "-f", spec_file(_with("pipeline.name", "ghost"))), "ghost", "not found")
+
+
+def test_stop_start_and_delete_pipeline(cli, pfs, store, spec_file, run_controller):
+    """stop-pipeline: no new jobs while paused; start-pipeline resumes;
+    delete-pipeline removes the pipeline, its jobs and its output repo, and
+    refuses while another pipeline reads that repo."""
+    pfs.create_repo("src")
+    put(pfs, "src", {"/1": "one"})
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("copy", sh("cp $src /pfs/out/"), pfs_input("src")))))
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("copy2", sh("cp $copy /pfs/out/"), pfs_input("copy")))))
+    ok(cli("stop-pipeline", "copy"))
+    assert "State: paused" in ok(cli("inspect-pipeline", "copy")).out
+    run_controller()
+    assert list_jobs(cli, "copy") == []
+    put(pfs, "src", {"/2": "two"})
+    run_controller()
+    assert list_jobs(cli) == []
+
+    ok(cli("start-pipeline", "copy"))
+    run_controller()
+    assert [j["state"] for j in list_jobs(cli, "copy")] == ["success"]
+    assert [j["state"] for j in list_jobs(cli, "copy2")] == ["success"]
+    assert files_of(pfs, "copy2") == {"/1": "one", "/2": "two"}
+
+    assert_clean_error(cli("delete-pipeline", "copy"), "copy2", "delete them first")
+    assert_clean_error(cli("stop-pipeline", "nope"), "nope", "not found")
+    ok(cli("delete-pipeline", "copy2"))
+    ok(cli("delete-pipeline", "copy"))
+    assert raw(cli("list-pipeline", "--raw")) == []
+    assert [r["name"] for r in raw(cli("list-repo", "--raw"))] == ["src"]
+    assert list_jobs(cli) == []
+    assert not [k for k in store.list("jobs/")] and not [k for k in store.list("pipelines/")]
+    assert_clean_error(cli("delete-pipeline", "copy"), "copy", "not found")
+
+
+# datums ----------------------------------------------------------------------
+
+# What each datum's user code sees: the matched path ($data minus its root)
+# and the files under /pfs/data.
+SEE = "cd /pfs/data && printf '%s|%s' \"${data#/pfs/data}\" \"$(find . -type f | sort | tr '\\n' ' ')\" > /pfs/out/$PACH_DATUM_ID"
+
+
+@LOCAL
+def test_glob_semantics(cli, pfs, spec_file, run_controller):
+    """"/" is one datum with everything, "/*" one per top-level entry,
+    "/*/*" one per second-level entry, "/**" one per file and directory at
+    any depth; each datum sees exactly its files under /pfs/<input>."""
+    pfs.create_repo("data")
+    put(pfs, "data", {"/a/1.txt": "1", "/a/2.txt": "2", "/a/sub/3.txt": "3", "/b/4.txt": "4", "/c.txt": "c"})
+    globs = {"root": "/", "top": "/*", "second": "/*/*", "deep": "/**", "txt": "/*.txt"}
+    for name, glob in globs.items():
+        ok(cli("create-pipeline", "-f", spec_file(pipeline(name, sh(SEE), pfs_input("data", glob)))))
+    run_controller()
+
+    def seen(repo):
+        return sorted(tuple(x.strip() for x in v.split("|")) for v in files_of(pfs, repo).values())
+
+    every = "./a/1.txt ./a/2.txt ./a/sub/3.txt ./b/4.txt ./c.txt"
+    assert seen("root") == [("", every)]
+    assert seen("top") == [("/a", "./a/1.txt ./a/2.txt ./a/sub/3.txt"), ("/b", "./b/4.txt"), ("/c.txt", "./c.txt")]
+    assert seen("second") == [("/a/1.txt", "./a/1.txt"), ("/a/2.txt", "./a/2.txt"), ("/a/sub", "./a/sub/3.txt"),
+                              ("/b/4.txt", "./b/4.txt")]
+    assert seen("deep") == [("/a", "./a/1.txt ./a/2.txt ./a/sub/3.txt"), ("/a/1.txt", "./a/1.txt"),
+                            ("/a/2.txt", "./a/2.txt"), ("/a/sub", "./a/sub/3.txt"), ("/a/sub/3.txt", "./a/sub/3.txt"),
+                            ("/b", "./b/4.txt"), ("/b/4.txt", "./b/4.txt"), ("/c.txt", "./c.txt")]
+    assert seen("txt") == [("/c.txt", "./c.txt")]
+    for name, n in {"root": 1, "top": 3, "second": 4, "deep": 8, "txt": 1}.items():
+        job = list_jobs(cli, name)[0]
+        assert (job["state"], job["datums_total"], job["datums_processed"]) == ("success", n, n), job
+
+
+def test_cross_and_union(cli, pfs, spec_file, run_controller):
+    """cross yields the product of its inputs' datums (each sees one file of
+    each input), union their concatenation (each sees one input only)."""
+    for repo, files in {"left": {"/x1": "X1", "/x2": "X2"}, "right": {"/y1": "Y1", "/y2": "Y2", "/y3": "Y3"}}.items():
+        pfs.create_repo(repo)
+        put(pfs, repo, files)
+    cross = pipeline("pairs", sh("ls /pfs/left /pfs/right | grep -c . > /dev/null; "
+                                 "cat $left $right > /pfs/out/$(basename $left)-$(basename $right)"),
+                     {"cross": [pfs_input("left"), pfs_input("right")]})
+    union = pipeline("either", sh("for f in /pfs/left/* /pfs/right/*; do [ -e \"$f\" ] && "
+                                  "echo \"$(ls /pfs | tr '\\n' ' ')\" > /pfs/out/$(basename $f); done; true"),
+                     {"union": [pfs_input("left"), pfs_input("right")]})
+    ok(cli("create-pipeline", "-f", spec_file(cross)))
+    ok(cli("create-pipeline", "-f", spec_file(union)))
+    run_controller()
+    assert files_of(pfs, "pairs") == {f"/x{i}-y{j}": f"X{i}Y{j}" for i in (1, 2) for j in (1, 2, 3)}
+    assert files_of(pfs, "either") == {**{f"/x{i}": "left out \n" for i in (1, 2)},
+                                       **{f"/y{j}": "out right \n" for j in (1, 2, 3)}}
+    job = list_jobs(cli, "pairs")[0]
+    assert len(raw(cli("list-datum", job["id"], "--raw"))) == 6
+    job = list_jobs(cli, "either")[0]
+    assert len(raw(cli("list-datum", job["id"], "--raw"))) == 5
+
+
+@LOCAL
+def test_user_code_sees_pfs_paths_and_pachyderm_environment(cli, pfs, spec_file, run_controller, tmp_path):
+    """Inputs appear under /pfs/<input name>/ and outputs go to /pfs/out:
+    /pfs paths are rewritten in cmd (also quoted, as in Python code), stdin
+    and transform.env; env carries PACH_JOB_ID, PACH_DATUM_ID,
+    PACH_OUTPUT_COMMIT_ID, <name>_COMMIT and <name> = the datum's path."""
+    pfs.create_repo("images")
+    commit = put(pfs, "images", {"/one.png": "first", "/two.png": "second"})
+    code = ("import os, json; e = os.environ\n"
+            "d = {k: e.get(k) for k in ['PACH_JOB_ID', 'PACH_DATUM_ID', 'PACH_OUTPUT_COMMIT_ID', 'src', "
+            "'src_COMMIT', 'PPS_PIPELINE_NAME', 'OUT_COPY']}\n"
+            "d['listing'] = sorted(os.listdir('/pfs'))\n"
+            "d['inputs'] = sorted(os.listdir('/pfs/src'))\n"
+            "d['content'] = open(e['src']).read()\n"
+            "json.dump(d, open('/pfs/out/' + os.path.basename(e['src']) + '.json', 'w'))\n")
+    spec = pipeline("env", ["python3", "-c", code], pfs_input("images", name="src"))
+    spec["transform"]["env"] = {"OUT_COPY": "/pfs/out/copy"}
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    stdin_spec = pipeline("stdin", ["sh"], pfs_input("images", "/"))
+    stdin_spec["transform"]["stdin"] = ["cd /pfs/images", "for f in *; do cp $f /pfs/out/$f.copy; done"]
+    ok(cli("create-pipeline", "-f", spec_file(stdin_spec)))
+    run_controller()
+
+    assert files_of(pfs, "stdin") == {"/one.png.copy": "first", "/two.png.copy": "second"}
+    job = list_jobs(cli, "env")[0]
+    assert job["state"] == "success", job
+    datum_ids = {d["id"] for d in raw(cli("list-datum", job["id"], "--raw"))}
+    out_head = raw(cli("inspect-commit", "env", "master", "--raw"))
+    seen = {path: json.loads(text) for path, text in files_of(pfs, "env").items()}
+    assert sorted(seen) == ["/one.png.json", "/two.png.json"]
+    for name, content in (("one.png", "first"), ("two.png", "second")):
+        env = seen[f"/{name}.json"]
+        assert env["PACH_JOB_ID"] == job["id"]
+        assert env["PACH_OUTPUT_COMMIT_ID"] == out_head["id"] == job["output_commit"]
+        assert env["src_COMMIT"] == commit.id
+        assert env["PPS_PIPELINE_NAME"] == "env"
+        assert env["listing"] == ["out", "src"] and env["inputs"] == [name]
+        assert env["src"].endswith(f"/src/{name}") and not env["src"].startswith("/pfs/")
+        assert env["content"] == content
+        assert env["OUT_COPY"] == env["src"][:-len(f"src/{name}")] + "out/copy"
+    assert {seen[f"/{n}.json"]["PACH_DATUM_ID"] for n in ("one.png", "two.png")} == datum_ids
+
+
+# jobs ----------------------------------------------------------------------
+
+@LOCAL
+def test_one_job_per_new_set_of_input_heads_run_in_order(cli, pfs, spec_file, run_controller):
+    """Jobs are created for the current input heads (two commits landed
+    before the controller looks make one job), never twice for the same
+    heads, and a pipeline's jobs run one after another with a linear output
+    history."""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "1"})
+    second = put(pfs, "in", {"/b": "2"})
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("p", sh("cp $in /pfs/out/"), pfs_input("in")))))
+    run_controller()
+    run_controller()
+    jobs = list_jobs(cli, "p")
+    assert len(jobs) == 1 and jobs[0]["inputs"][0]["commit"] == second.id
+    third = put(pfs, "in", {"/c": "3"})
+    run_controller()
+    jobs = list_jobs(cli, "p")
+    assert [j["inputs"][0]["commit"] for j in jobs] == [third.id, second.id]
+    assert jobs[0]["started"] >= jobs[1]["finished"]
+    heads = raw(cli("list-commit", "p", "master", "--raw"))
+    assert [c["id"] for c in heads] == [jobs[0]["output_commit"], jobs[1]["output_commit"]]
+    assert heads[0]["parent"] == heads[1]["id"]
+    assert files_of(pfs, "p") == {"/a": "1", "/b": "2", "/c": "3"}
+
+
+def test_multi_stage_chain_provenance_and_flush_commit(cli, pfs, spec_file, run_controller, background):
+    """Three chained stages run in one controller pass; the last stage's
+    output commit lists every upstream commit with the spec version that
+    made it (inspect-commit --raw and text). flush-commit, started before
+    the controller, returns the downstream commits, also for an input commit
+    superseded before any job ran."""
+    pfs.create_repo("raw")
+    first = put(pfs, "raw", {"/a": "x"})
+    second = put(pfs, "raw", {"/b": "yy"})
+    s1 = pipeline("s1", sh("tr a-z A-Z < $raw > /pfs/out/$(basename $raw)"), pfs_input("raw"))
+    ok(cli("create-pipeline", "-f", spec_file(s1)))
+    s1["transform"]["cmd"] = sh("tr x-y X-Y < $raw > /pfs/out/$(basename $raw)")
+    ok(cli("update-pipeline", "-f", spec_file(s1)))  # s1 is at spec version 2
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("s2", sh("cat /pfs/s1/* > /pfs/out/all"), pfs_input("s1", "/")))))
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("s3", sh("wc -c < /pfs/s2/all | tr -d ' ' > /pfs/out/n"),
+                                                       pfs_input("s2", "/")))))
+    flush_new = background("flush-commit", "raw", second.id, "--raw", "--timeout", "120")
+    flush_old = background("flush-commit", "raw", first.id, "--raw", "--timeout", "120")
+    time.sleep(0.5)
+    assert flush_new.poll() is None  # waits for the controller
+    run_controller()
+    assert files_of(pfs, "s3") == {"/n": "3\n"}
+
+    s1_head, s2_head, s3_head = (raw(cli("inspect-commit", r, "master", "--raw")) for r in ("s1", "s2", "s3"))
+    assert (s3_head["pipeline"], s3_head["pipeline_version"]) == ("s3", 1)
+    assert s1_head["pipeline_version"] == 2
+    prov = {(p["repo"], p["commit"], p["pipeline_version"]) for p in s3_head["provenance"]}
+    assert prov == {("raw", second.id, None), ("s1", s1_head["id"], 2), ("s2", s2_head["id"], 1)}
+    assert {(p["repo"], p["commit"]) for p in s2_head["provenance"]} == {("raw", second.id), ("s1", s1_head["id"])}
+    text = ok(cli("inspect-commit", "s3", "master")).out
+    assert f"raw@{second.id} (branch master)" in text
+    assert f"s1@{s1_head['id']} (branch master)  (pipeline spec version 2)" in text
+    assert "Pipeline: s3 (spec version 1" in text
+
+    for proc in (flush_new, flush_old):
+        assert proc.wait(60) == 0, proc.err_path.read_text()
+        flushed = json.loads(proc.out_path.read_text())
+        assert sorted((c["repo"], c["id"]) for c in flushed) == sorted(
+            [("s1", s1_head["id"]), ("s2", s2_head["id"]), ("s3", s3_head["id"])])
+    # Already processed: returns at once; a table without --raw.
+    rows = parse_table(ok(cli("flush-commit", "raw", "master")).out,
+                       ["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"])
+    assert sorted(r["REPO"] for r in rows) == ["s1", "s2", "s3"]
+    assert_clean_error(cli("flush-commit", "raw", "0" * 32), "not found")
+
+
+def test_incremental_skips_processed_datums_and_drops_removed_outputs(cli, pfs, spec_file, run_controller, tmp_path):
+    """A datum processed before with the same transform is skipped and its
+    outputs reused; a datum whose files disappeared has its outputs removed
+    from the next output commit."""
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("docs")
+    put(pfs, "docs", {"/a": "apple", "/b": "banana", "/c": "cherry"})
+    spec = pipeline("lens", sh(f"basename $docs >> {runs}; wc -c < $docs | tr -d ' ' > /pfs/out/$(basename $docs).len"),
+                    pfs_input("docs"))
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
+    assert counts(runs) == {"a": 1, "b": 1, "c": 1}
+
+    pfs.delete_file("docs", "master", "/b")
+    put(pfs, "docs", {"/d": "date", "/c": "cherries"})
+    run_controller()
+    assert files_of(pfs, "lens") == {"/a.len": "5\n", "/c.len": "8\n", "/d.len": "4\n"}
+    assert counts(runs) == {"a": 1, "b": 1, "c": 2, "d": 1}
+    job = list_jobs(cli, "lens")[0]
+    assert (job["datums_total"], job["datums_processed"], job["datums_skipped"]) == (3, 2, 1)
+    states = {d["files"].rsplit(":", 1)[1]: d["state"] for d in raw(cli("list-datum", job["id"], "--raw"))}
+    assert states == {"/a": "skipped", "/c": "success", "/d": "success"}
+
+
+@LOCAL
+def test_two_datums_writing_one_path_fail_the_job(cli, pfs, spec_file, run_controller):
+    """Two datums writing the same output path fail the job with a message
+    naming the path; the output branch does not move."""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "1"})
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("clash", sh("cp $in /pfs/out/$(basename $in)"), pfs_input("in")))))
+    run_controller()
+    good_head = raw(cli("inspect-commit", "clash", "master", "--raw"))["id"]
+    put(pfs, "in", {"/b": "2"})
+    spec = pipeline("clash", sh("mkdir -p /pfs/out/x && cp $in /pfs/out/x/same.txt"), pfs_input("in"))
+    ok(cli("update-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    job = list_jobs(cli, "clash")[0]
+    assert job["state"] == "failure"
+    assert "/x/same.txt" in job["reason"] and "both wrote" in job["reason"]
+    assert (job["datums_total"], job["datums_processed"]) == (2, 2)
+    assert "/x/same.txt" in ok(cli("inspect-job", job["id"])).out
+    assert raw(cli("inspect-commit", "clash", "master", "--raw"))["id"] == good_head
+
+
+@LOCAL
+def test_failing_datum_is_retried_then_fails_the_job(cli, pfs, spec_file, run_controller, tmp_path):
+    """A datum failing every try is attempted datum_tries times; the job
+    fails naming the datum and showing the tail of its stderr (inspect-job,
+    inspect-datum, get-logs); the output branch is not moved. A datum that
+    fails once and then succeeds is recovered."""
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("in")
+    put(pfs, "in", {"/good": "fine"})
+    script = (f"echo $(basename $in) >> {runs}; "
+              "if [ $(basename $in) = bad ]; then echo \"boom-$(cat $in)\" >&2; exit 3; fi; "
+              f"if [ $(basename $in) = flaky ] && [ $(grep -c flaky {runs}) -lt 2 ]; then exit 1; fi; "
+              "cp $in /pfs/out/")
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("fragile", sh(script), pfs_input("in"), datum_tries=4))))
+    run_controller()
+    good_head = raw(cli("inspect-commit", "fragile", "master", "--raw"))["id"]
+
+    put(pfs, "in", {"/flaky": "ok", "/bad": "kaput"})
+    run_controller()
+    assert counts(runs) == {"good": 1, "flaky": 2, "bad": 4}
+    job = list_jobs(cli, "fragile")[0]
+    assert job["state"] == "failure"
+    bad = [d for d in raw(cli("list-datum", job["id"], "--raw")) if d["files"].endswith(":/bad")][0]
+    assert bad["state"] == "failed" and bad["attempts"] == 4
+    text = ok(cli("inspect-job", job["id"])).out
+    assert "State: failure" in text
+    reason = text.split("Reason:", 1)[1]
+    assert bad["id"] in reason and "4 tries" in reason and "boom-kaput" in reason
+    assert "exit status 3" in reason
+    datum = ok(cli("inspect-datum", job["id"], bad["id"])).out
+    assert "State: failed" in datum and "Attempts: 4" in datum and bad["id"] in datum
+    logs = ok(cli("get-logs", "--job", job["id"], "--datum", bad["id"][:12])).out
+    assert logs.count("boom-kaput") == 4 and all(line.startswith(f"[{bad['id'][:12]}]") for line in logs.splitlines())
+    assert raw(cli("inspect-commit", "fragile", "master", "--raw"))["id"] == good_head
+
+    # The flaky datum, had it been alone, is recovered: fix the bad datum.
+    pfs.delete_file("in", "master", "/bad")
+    run_controller()
+    job = list_jobs(cli, "fragile")[0]
+    assert job["state"] == "success"
+    assert files_of(pfs, "fragile") == {"/good": "fine", "/flaky": "ok"}
+
+
+@LOCAL
+def test_job_and_datum_commands(cli, pfs, spec_file, run_controller):
+    """list-job [-p] (header, alignment, PROGRESS, --raw), inspect-job,
+    list-datum, inspect-datum and get-logs (--pipeline, --job, --datum, --raw)
+    and their clean errors."""
+    pfs.create_repo("in")
+    put(pfs, "in", {f"/f{i}": "x" * (i + 1) * 100 for i in range(3)})
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("copy", sh("echo copying $(basename $in); cp $in /pfs/out/"),
+                                                       pfs_input("in")))))
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("count", sh("ls /pfs/copy | wc -l > /pfs/out/n"),
+                                                       pfs_input("copy", "/")))))
+    run_controller()
+    put(pfs, "in", {"/f9": "new"})
+    run_controller()
+
+    rows = parse_table(ok(cli("list-job")).out, LIST_JOB_HEADER)
+    jobs = list_jobs(cli)
+    assert [r["ID"] for r in rows] == [j["id"] for j in jobs] and len(rows) == 4
+    assert [r["PIPELINE"] for r in rows] == ["count", "copy", "count", "copy"]
+    newest_copy = [r for r in rows if r["PIPELINE"] == "copy"][0]
+    assert newest_copy["PROGRESS"] == "1 + 3 / 4" and newest_copy["STATE"] == "success"
+    assert newest_copy["RESTART"] == "0" and newest_copy["DL"] == "3B" and newest_copy["UL"] == "3B"
+    assert newest_copy["STARTED"].endswith("ago") or newest_copy["STARTED"].startswith("Less than")
+    rows_p = parse_table(ok(cli("list-job", "-p", "copy")).out, LIST_JOB_HEADER)
+    assert [r["ID"] for r in rows_p] == [j["id"] for j in jobs if j["pipeline"] == "copy"]
+    assert_clean_error(cli("list-job", "-p", "nope"), "nope", "not found")
+
+    job = [j for j in jobs if j["pipeline"] == "copy"][1]  # the first copy job
+    text = ok(cli("inspect-job", job["id"])).out
+    assert f"ID: {job['id']}" in text and "Pipeline: copy (spec version 1)" in text and "State: success" in text
+    assert "Datums: 3 total, 3 processed, 0 skipped, 0 failed, 0 recovered" in text
+    assert f"Output commit: copy@{job['output_commit']}" in text and "in@" in text
+    assert raw(cli("inspect-job", job["id"], "--raw"))["id"] == job["id"]
+    assert_clean_error(cli("inspect-job", "f" * 32), "not found")
+
+    datums = raw(cli("list-datum", job["id"], "--raw"))
+    assert sorted(d["files"].rsplit(":", 1)[1] for d in datums) == ["/f0", "/f1", "/f2"]
+    assert {d["state"] for d in datums} == {"success"}
+    table = parse_table(ok(cli("list-datum", job["id"])).out, ["ID", "FILES", "STATUS", "TIME"])
+    assert sorted(r["ID"] for r in table) == sorted(d["id"] for d in datums)
+    one = datums[0]
+    detail = raw(cli("inspect-datum", job["id"], one["id"], "--raw"))
+    assert detail["id"] == one["id"] and detail["state"] == "success" and detail["attempts"] == 1
+    text = ok(cli("inspect-datum", job["id"], one["id"][:10])).out
+    assert f"ID: {one['id']}" in text and "Outputs: /f" in text
+    assert_clean_error(cli("inspect-datum", job["id"], "0" * 64), "not found")
+
+    latest = ok(cli("get-logs", "--pipeline", "copy")).out.splitlines()
+    assert len(latest) == 1 and latest[0].endswith("copying f9")
+    logs = ok(cli("get-logs", "--job", job["id"])).out.splitlines()
+    assert sorted(line.split("] ")[1] for line in logs) == ["copying f0", "copying f1", "copying f2"]
+    only = ok(cli("get-logs", "--job", job["id"], "--datum", one["id"])).out.splitlines()
+    assert len(only) == 1 and only[0].startswith(f"[{one['id'][:12]}] copying")
+    logs_raw = raw(cli("get-logs", "-p", "copy", "--job", job["id"], "--raw"))
+    assert sorted(x["datum"] for x in logs_raw) == sorted(d["id"] for d in datums)
+    assert_clean_error(cli("get-logs"), "--pipeline or --job")
+    assert_clean_error(cli("get-logs", "--job", job["id"], "--datum", "zzzzzzzz"), "not found")
+
+
+@LOCAL
+def test_stop_job(cli, pfs, spec_file, background, tmp_path):
+    """stop-job kills a running job: its workers stop, no output commit
+    lands, the controller carries on; stopping a finished job is refused."""
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("in")
+    put(pfs, "in", {f"/{i:02d}": str(i) for i in range(20)})
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("slow", sh(f"echo $(basename $in) >> {runs}; sleep 0.3; "
+                                                                  "cp $in /pfs/out/"), pfs_input("in")))))
+    controller = background("controller", "--exit-when-idle", "--poll-interval", "0.05")
+    wait_for(lambda: sum(counts(runs).values()) >= 2, what="datums to start")
+    job = list_jobs(cli, "slow")[0]
+    assert job["state"] == "running"
+    ok(cli("stop-job", job["id"]))
+    assert controller.wait(60) == 0, controller.err_path.read_text()
+    ran = sum(counts(runs).values())
+    assert ran < 20
+    time.sleep(0.5)
+    assert sum(counts(runs).values()) == ran  # no user code left running
+    job = list_jobs(cli, "slow")[0]
+    assert job["state"] == "killed" and job["finished"]
+    assert "State: killed" in ok(cli("inspect-job", job["id"])).out
+    assert_clean_error(cli("inspect-commit", "slow", "master"), "no commits")
+    assert_clean_error(cli("stop-job", job["id"]), "already finished")
+    assert_clean_error(cli("stop-job", "a" * 32), "not found")
+
+
+@LOCAL
+def test_parallel_workers_each_run_many_datums(cli, pfs, spec_file, run_controller, tmp_path):
+    """parallelism_spec.constant = 3 starts 3 worker processes; each runs
+    several datums, starting the user command once per datum."""
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("in")
+    put(pfs, "in", {f"/{i:02d}": str(i) for i in range(15)})
+    script = (f"echo \"$PACH_DATUM_ID $PPID $(tr '\\0' ' ' < /proc/$PPID/cmdline | tr ' ' '#')\" >> {runs}; "
+              "cp $in /pfs/out/")
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("par", sh(script), pfs_input("in"),
+                                                       parallelism_spec={"constant": 3}))))
+    run_controller()
+    lines = [line.split() for line in runs.read_text().splitlines()]
+    assert len(lines) == 15 and len({datum for datum, _, _ in lines}) == 15
+    workers: dict[str, int] = {}
+    for _, pid, cmdline in lines:
+        assert "pipectl.pps.worker" in cmdline
+        workers[pid] = workers.get(pid, 0) + 1
+    assert len(workers) == 3 and all(n >= 2 for n in workers.values()), workers
+    assert len(files_of(pfs, "par")) == 15
+    job = list_jobs(cli, "par")[0]
+    assert (job["state"], job["restarts"], job["datums_processed"]) == ("success", 0, 15)
+
+
+# the done-when scenario ------------------------------------------------------
+
+@pytest.mark.parametrize("store_url, n", [("local", 1000), ("s3", 200)], indirect=["store_url"])
+def test_two_stage_pipeline_over_many_files(n, cli, pfs, spec_file, run_controller, tmp_path):
+    """Issue #3's done-when: a two-stage pipeline over 1,000 input files runs
+    to completion under ``controller --exit-when-idle``; adding one file runs
+    jobs that process 1 datum and skip the rest (PROGRESS shows it);
+    provenance and list-job show what Pachyderm's would."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(n):
+        (data / f"{i:04d}.txt").write_text(f"line {i}\n")
+    ok(cli("create-repo", "numbers"))
+    ok(cli("put-file", "numbers", "master", "-r", "-f", str(data)))
+    ok(cli("create-pipeline", "-f", spec_file(pipeline(
+        "double", sh("sed 's/$/ twice/' $numbers > /pfs/out/$(basename $numbers)"), pfs_input("numbers"),
+        parallelism_spec={"constant": 2}))))
+    ok(cli("create-pipeline", "-f", spec_file(pipeline(
+        "sizes", sh("wc -c < $double | tr -d ' ' > /pfs/out/$(basename $double).size"), pfs_input("double"),
+        parallelism_spec={"constant": 2}))))
+    run_controller()
+    rows = parse_table(ok(cli("list-job")).out, LIST_JOB_HEADER)
+    assert [(r["PIPELINE"], r["PROGRESS"], r["STATE"]) for r in rows] == [
+        ("sizes", f"{n} + 0 / {n}", "success"), ("double", f"{n} + 0 / {n}", "success")]
+
+    (data / "new.txt").write_text("brand new\n")
+    ok(cli("put-file", "numbers", "master", "/new.txt", "-f", str(data / "new.txt")))
+    run_controller()
+    rows = parse_table(ok(cli("list-job")).out, LIST_JOB_HEADER)
+    assert [(r["PIPELINE"], r["PROGRESS"], r["STATE"], r["RESTART"]) for r in rows] == [
+        ("sizes", f"1 + {n} / {n + 1}", "success", "0"), ("double", f"1 + {n} / {n + 1}", "success", "0"),
+        ("sizes", f"{n} + 0 / {n}", "success", "0"), ("double", f"{n} + 0 / {n}", "success", "0")]
+    assert rows[1]["DL"] == "10B" and rows[1]["UL"] == "16B"
+
+    sizes = files_of(pfs, "sizes")
+    assert len(sizes) == n + 1 and sizes["/new.txt.size"] == "16\n" and sizes["/0007.txt.size"] == "13\n"
+    numbers_head = raw(cli("inspect-commit", "numbers", "master", "--raw"))
+    double_head = raw(cli("inspect-commit", "double", "master", "--raw"))
+    sizes_head = raw(cli("inspect-commit", "sizes", "master", "--raw"))
+    assert sizes_head["provenance"] == [
+        {"repo": "double", "branch": "master", "commit": double_head["id"], "pipeline_version": 1},
+        {"repo": "numbers", "branch": "master", "commit": numbers_head["id"], "pipeline_version": None}]
+    assert sizes_head["parent"] == list_jobs(cli, "sizes")[1]["output_commit"]
+    assert (sizes_head["origin"], sizes_head["job"]) == ("auto", rows[0]["ID"])
