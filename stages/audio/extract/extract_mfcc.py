@@ -15,8 +15,8 @@ Output, for each clip, at the same relative path:
   coefficient k, column t = frame t, frame t centred at t * HOP_LENGTH
   samples), written with ``numpy.save`` (NPY format v1.0).
 * ``<speaker>/mfcc_params.json``: the parameters below plus, per clip, the
-  number of samples and frames, so a later stage can check that all of its
-  inputs were computed the same way.
+  number of samples (at SAMPLE_RATE, before trimming) and of frames, so a
+  later stage can check that all of its inputs were computed the same way.
 
 Method, per clip:
 

@@ -172,7 +172,7 @@ def train(X: np.ndarray, y: np.ndarray, settings: dict, extract: dict) -> tuple:
         "class_names": classes.tolist(),
         "confusion_matrix": matrix.tolist(),
         "confusion_matrix_axes": "rows = true speaker, columns = predicted speaker",
-        "per_speaker_recall": {c: float(matrix[i, i] / matrix[i].sum())
+        "per_speaker_recall": {c: float(matrix[i, i] / max(1, matrix[i].sum()))
                                for i, c in enumerate(classes)},
         "clips_per_speaker": dict(zip(classes.tolist(), counts.tolist())),
         "features": f"mean+std over time of MFCCs and their frame deltas, "

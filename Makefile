@@ -1,0 +1,46 @@
+# pipectl: common tasks. `make demo` and `make test` are the quick start.
+PYTHON ?= python3
+STAGE_VENV ?= .venv-stages
+STAGE_PYTHON := $(STAGE_VENV)/bin/python
+export PIPECTL_STAGE_PYTHON := $(abspath $(STAGE_PYTHON))
+
+.PHONY: help install stage-env demo demo-audio test test-fast bench bench-full lint images clean
+
+help:  ## List targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install:  ## Install pipectl (editable) with its test tools
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+$(STAGE_PYTHON): stages/requirements.txt $(wildcard stages/*/requirements.txt stages/audio/*/requirements.txt)
+	$(PYTHON) -m venv $(STAGE_VENV)
+	$(STAGE_PYTHON) -m pip install -q --upgrade pip
+	$(STAGE_PYTHON) -m pip install -q -r stages/requirements.txt
+	touch $(STAGE_PYTHON)
+
+stage-env: $(STAGE_PYTHON)  ## Build the local environment the shipped stages run in (MXNet, librosa)
+
+demo: install stage-env  ## Run the Iris pipeline end to end (local store, process executor)
+	bash scripts/demo_iris.sh
+
+demo-audio: install stage-env  ## Run the speech-audio MFCC pipeline end to end
+	bash scripts/demo_audio.sh
+
+test: install stage-env  ## Run the whole test suite
+	$(PYTHON) -m pytest -q
+
+test-fast: install  ## Run the tests that need no stage environment
+	$(PYTHON) -m pytest -q --ignore=tests/stages
+
+bench: install  ## Benchmarks, quick mode (figures as ratios to baselines)
+	$(PYTHON) -m benchmarks.run --quick
+
+bench-full: install  ## Benchmarks at full size
+	$(PYTHON) -m benchmarks.run
+
+lint:  ## Static checks
+	$(PYTHON) -m pip install -q ruff
+	$(PYTHON) -m ruff check pipectl tests
+
+clean:  ## Remove build outputs and the demo store
+	rm -rf build .pytest_cache
