@@ -38,6 +38,9 @@ bench: install  ## Benchmarks, quick mode (figures as ratios to baselines)
 bench-full: install  ## Benchmarks at full size
 	$(PYTHON) -m benchmarks.run
 
+images:  ## Build the base, stage and serving images (Docker engine + debootstrap; no registry needed)
+	bash scripts/build_images.sh
+
 lint:  ## Static checks
 	$(PYTHON) -m pip install -q ruff
 	$(PYTHON) -m ruff check pipectl tests

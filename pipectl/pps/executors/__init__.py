@@ -43,4 +43,7 @@ def make_executor(name: str, store_url: str, **options) -> Executor:
     if name == "process":
         from .process import ProcessExecutor
         return ProcessExecutor(store_url, **options)
-    raise InvalidArgument(f"unknown executor {name!r}: choose process")
+    if name == "docker":
+        from .docker import DockerExecutor
+        return DockerExecutor(store_url)
+    raise InvalidArgument(f"unknown executor {name!r}: choose process or docker")

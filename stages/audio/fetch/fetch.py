@@ -16,6 +16,9 @@ are ignored, e.g. ``corpus/<speaker>/<clip>.wav``; members that are not
 is the PKZIP "APPNOTE" format read by Python's ``zipfile``; every member's
 CRC-32 is checked before anything is written.
 
+The download is buffered in memory up to 64 MiB, beyond that in a temporary
+file (``tempfile.SpooledTemporaryFile``), and unpacked only once complete.
+
 Output: ``<output>/<speaker>/<clip>.wav``, the members' bytes unchanged (WAV
 content is not decoded here; the FILTER stage does that).  Speaker and clip
 names must match ``[A-Za-z0-9][A-Za-z0-9._-]*``, so no member can escape the
