@@ -37,7 +37,8 @@ step "Held-out accuracy"
 pipectl get-file train master /metrics.json | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
-print(f"accuracy on the held-out split: {m[\"accuracy\"]:.3f} ({m[\"n_test\"]} rows)")'
+a, n = m["accuracy"], m["n_test"]
+print(f"accuracy on the held-out split: {a:.3f} ({n} rows)")'
 
 step "Predictions (pipectl get-file inference master /test1.csv)"
 pipectl get-file inference master /test1.csv
