@@ -237,7 +237,7 @@ def register(cli: click.Group) -> None:
     # controller ----------------------------------------------------------
     @cli.command("controller")
     @click.option("--exit-when-idle", is_flag=True, help="Process all pending work, then exit.")
-    @click.option("--executor", type=click.Choice(["process"]), default="process", show_default=True,
+    @click.option("--executor", type=click.Choice(["process", "docker"]), default="process", show_default=True,
                   envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
     @click.option("--local-images", type=click.Path(dir_okay=False), envvar="PIPECTL_LOCAL_IMAGES",
                   help="JSON file mapping images to local environments (process executor).")
