@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import abc
 
+from ...errors import PipectlError
 from ..model import JobInfo
+
+
+class ExecutorError(PipectlError):
+    """A worker could not be started (e.g. its image does not exist); the
+    job fails with this message."""
 
 
 class WorkerHandle(abc.ABC):

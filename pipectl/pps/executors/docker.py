@@ -20,9 +20,9 @@ import os
 import re
 import urllib.parse
 
-from ...errors import InvalidArgument, PipectlError
+from ...errors import InvalidArgument
 from ..model import JobInfo
-from . import Executor, WorkerHandle
+from . import Executor, ExecutorError, WorkerHandle
 
 log = logging.getLogger("pipectl.docker")
 
@@ -31,10 +31,6 @@ _PASS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "
              "AWS_DEFAULT_REGION", "AWS_REGION", "PIPECTL_S3_MAX_ATTEMPTS", "PIPECTL_S3_CONNECT_TIMEOUT")
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-
-
-class ExecutorError(PipectlError):
-    """A worker could not be started (e.g. its image does not exist)."""
 
 
 def memory_bytes(value: str) -> int:
@@ -124,6 +120,10 @@ class DockerExecutor(Executor):
         command = ["python3", "-m", "pipectl.pps.worker", "--pipeline", job.pipeline, "--job", job.id,
                    "--index", str(index), "--count", str(count), "--root", "/pfs"]
         try:
+            self.client.images.get(image)  # never pull: images are built locally
+        except docker.errors.ImageNotFound:
+            raise ExecutorError(f"image {image} not found in the Docker engine (build it with `make images`)") from None
+        try:
             container = self.client.containers.run(
                 image, command, detach=True, environment=env, network_mode="host",
                 volumes=self._store_mounts(), name=f"pipectl-{job.pipeline}-{job.id[:8]}-{index}-{os.urandom(2).hex()}",
@@ -131,8 +131,6 @@ class DockerExecutor(Executor):
                         "io.pipectl.pipeline": job.pipeline, "io.pipectl.job": job.id,
                         "io.pipectl.worker-index": str(index)},
                 **options)
-        except docker.errors.ImageNotFound:
-            raise ExecutorError(f"image {image} not found in the Docker engine (build it with `make images`)") from None
         except docker.errors.APIError as e:
             raise ExecutorError(f"cannot start a worker from image {image}: {e.explanation or e}") from None
         return DockerHandle(container)
