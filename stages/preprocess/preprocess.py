@@ -177,7 +177,7 @@ def read_csv_file(path: Path, name: str, data: CleanData) -> None:
     except csv.Error as exc:
         raise InputError(f"{path}: unparseable CSV: {exc}") from None
     if kept == 0:
-        raise InputError(f"{path}: no valid data rows ({rows} read, all dropped)")
+        raise InputError(f"{path}: no valid data rows ({rows} read, {rows} dropped)")
     data.files.append({"file": name, "rows": rows, "kept": kept, "dropped": rows - kept})
     log.info("%s: %d rows read, %d kept, %d dropped", name, rows, kept, rows - kept)
 

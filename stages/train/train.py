@@ -20,9 +20,10 @@ Output (``--output``, default ``/pfs/out``), a self-contained model directory:
 Training is deterministic for a given seed: MXNet, NumPy and Python RNGs are
 seeded and minibatch order comes from a seeded RandomState.
 
-Parameters (flag, env var, default): ``--epochs`` EPOCHS 100,
-``--learning-rate`` LEARNING_RATE 0.01 (Adam), ``--batch-size`` BATCH_SIZE 16,
-``--hidden-units`` HIDDEN_UNITS 16 (two ReLU layers), ``--seed`` SEED 42.
+Parameters (flag, env var, default): ``--epochs`` EPOCHS 50,
+``--learning-rate`` LEARNING_RATE 0.01 (Adam), ``--weight-decay``
+WEIGHT_DECAY 0.01, ``--batch-size`` BATCH_SIZE 16, ``--hidden-units``
+HIDDEN_UNITS 32 (one ReLU layer), ``--seed`` SEED 42.
 """
 
 from __future__ import annotations
@@ -101,32 +102,30 @@ def read_split(path: Path, features: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 def build_net(hidden_units: int, n_classes: int) -> gluon.nn.HybridSequential:
-    """Return an initialized, hybridized MLP: 2 x Dense(hidden_units, relu) -> Dense(n_classes) logits."""
+    """Return an initialized, hybridized MLP: Dense(hidden_units, relu) -> Dense(n_classes) logits."""
     net = gluon.nn.HybridSequential()
-    net.add(
-        gluon.nn.Dense(hidden_units, activation="relu"),
-        gluon.nn.Dense(hidden_units, activation="relu"),
-        gluon.nn.Dense(n_classes),
-    )
+    net.add(gluon.nn.Dense(hidden_units, activation="relu"), gluon.nn.Dense(n_classes))
     net.initialize(mx.init.Xavier(), ctx=mx.cpu())
     net.hybridize()
     return net
 
 
 def fit(net: gluon.HybridBlock, x: np.ndarray, y: np.ndarray, epochs: int,
-        learning_rate: float, batch_size: int, seed: int) -> float:
-    """Train ``net`` with Adam on softmax cross-entropy; return the last epoch's mean loss.
+        learning_rate: float, weight_decay: float, batch_size: int, seed: int) -> float:
+    """Train ``net`` with Adam (L2 ``weight_decay``) on softmax cross-entropy.
 
+    Returns the last epoch's mean per-row loss.
     ``x``: float32 (n_rows, n_features); ``y``: class indices (n_rows,).
     Minibatches are drawn in an order fixed by ``seed``.
     """
-    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": learning_rate})
+    trainer = gluon.Trainer(net.collect_params(), "adam",
+                            {"learning_rate": learning_rate, "wd": weight_decay})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     rng = np.random.RandomState(seed)
     mean_loss = float("nan")
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(x))
-        total = 0.0
+        total = mx.nd.zeros(1)
         for start in range(0, len(x), batch_size):
             batch = order[start:start + batch_size]
             data, label = mx.nd.array(x[batch]), mx.nd.array(y[batch])
@@ -134,8 +133,8 @@ def fit(net: gluon.HybridBlock, x: np.ndarray, y: np.ndarray, epochs: int,
                 loss = loss_fn(net(data), label)
             loss.backward()
             trainer.step(len(batch))
-            total += float(loss.sum().asscalar())
-        mean_loss = total / len(x)
+            total += loss.sum()
+        mean_loss = float(total.asscalar()) / len(x)
         if epoch == 1 or epoch % 20 == 0 or epoch == epochs:
             log.info("epoch %d/%d: mean train loss %.4f", epoch, epochs, mean_loss)
     return mean_loss
@@ -170,8 +169,8 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def run(input_dir: Path, output_dir: Path, epochs: int, learning_rate: float,
-        batch_size: int, hidden_units: int, seed: int) -> dict:
+def run(input_dir: Path, output_dir: Path, epochs: int = 50, learning_rate: float = 0.01,
+        weight_decay: float = 0.01, batch_size: int = 16, hidden_units: int = 32, seed: int = 42) -> dict:
     """Train, evaluate and export the model; return the metrics written to ``metrics.json``."""
     scaler = read_json(input_dir / "scaler.json")
     features = scaler.get("features") if isinstance(scaler, dict) else None
@@ -191,7 +190,7 @@ def run(input_dir: Path, output_dir: Path, epochs: int, learning_rate: float,
     seed_everything(seed)
     net = build_net(hidden_units, len(classes))
     started = time.monotonic()
-    final_loss = fit(net, x_train, y_train, epochs, learning_rate, batch_size, seed)
+    final_loss = fit(net, x_train, y_train, epochs, learning_rate, weight_decay, batch_size, seed)
     log.info("trained %d epochs in %.2f s", epochs, time.monotonic() - started)
 
     metrics = evaluate(y_test, predict(net, x_test), classes)
@@ -204,6 +203,7 @@ def run(input_dir: Path, output_dir: Path, epochs: int, learning_rate: float,
         "n_test": len(y_test),
         "epochs": epochs,
         "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
         "batch_size": batch_size,
         "hidden_units": hidden_units,
         "seed": seed,
@@ -230,19 +230,29 @@ def positive(kind):
     return convert
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a float >= 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line; defaults come from the environment where noted."""
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=Path("/pfs/preprocess"), help="preprocess output dir")
     parser.add_argument("--output", type=Path, default=Path("/pfs/out"), help="model output dir")
-    parser.add_argument("--epochs", type=positive(int), default=env("EPOCHS", "100"), help="env EPOCHS, default 100")
+    parser.add_argument("--epochs", type=positive(int), default=env("EPOCHS", "50"), help="env EPOCHS, default 50")
     parser.add_argument("--learning-rate", type=positive(float), default=env("LEARNING_RATE", "0.01"),
                         help="Adam learning rate (env LEARNING_RATE, default 0.01)")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=env("WEIGHT_DECAY", "0.01"),
+                        help="L2 weight decay (env WEIGHT_DECAY, default 0.01)")
     parser.add_argument("--batch-size", type=positive(int), default=env("BATCH_SIZE", "16"),
                         help="env BATCH_SIZE, default 16")
-    parser.add_argument("--hidden-units", type=positive(int), default=env("HIDDEN_UNITS", "16"),
-                        help="units per hidden layer (env HIDDEN_UNITS, default 16)")
+    parser.add_argument("--hidden-units", type=positive(int), default=env("HIDDEN_UNITS", "32"),
+                        help="hidden layer units (env HIDDEN_UNITS, default 32)")
     parser.add_argument("--seed", type=int, default=env("SEED", "42"), help="env SEED, default 42")
     return parser.parse_args(argv)
 
@@ -255,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if var in os.environ:
             log.info("%s=%s", var, os.environ[var])
     try:
-        run(args.input, args.output, args.epochs, args.learning_rate,
+        run(args.input, args.output, args.epochs, args.learning_rate, args.weight_decay,
             args.batch_size, args.hidden_units, args.seed)
     except InputError as exc:
         log.error("error: %s", exc)
