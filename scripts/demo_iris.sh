@@ -40,5 +40,6 @@ m = json.load(sys.stdin)
 a, n = m["accuracy"], m["n_test"]
 print(f"accuracy on the held-out split: {a:.3f} ({n} rows)")'
 
-step "Predictions (pipectl get-file inference master /test1.csv)"
-pipectl get-file inference master /test1.csv
+step "Predictions: iris-new@master:/test1.csv beside inference@master:/test1.csv"
+paste -d, <(pipectl get-file iris-new master /test1.csv) \
+          <(echo predicted_species; pipectl get-file inference master /test1.csv) | tr , '\t'

@@ -37,6 +37,10 @@ def _input_text(node: dict) -> str:
     return "(" + (" ⨯ " if kind == "cross" else " ∪ ").join(_input_text(c) for c in node[kind]) + ")"
 
 
+def _shorten(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
+
+
 def _progress(job) -> str:
     return f"{job.datums_processed} + {job.datums_skipped} / {job.datums_total}"
 
@@ -84,7 +88,7 @@ def register(cli: click.Group) -> None:
             return output.raw([dict(p.to_dict(), last_job_state=last[p.name]) for p in pipelines])
         output.table(["NAME", "VERSION", "INPUT", "CREATED", "STATE", "LAST JOB", "DESCRIPTION"],
                      [[p.name, p.version, _input_text(p.spec["input"]), output.ago(p.created), p.state,
-                       last[p.name], p.spec.get("description", "")] for p in pipelines])
+                       last[p.name], _shorten(p.spec.get("description", ""))] for p in pipelines])
 
     @cli.command("inspect-pipeline")
     @click.argument("pipeline")
