@@ -3,6 +3,7 @@
 #   1. pipectl/rootfs:bookworm  debootstrap of Debian bookworm, `docker import`ed
 #   2. pipectl/base:$TAG        + Python venv with the pipectl worker
 #   3. one image per stage      FROM pipectl/base, its requirements from wheels
+#   4. pipectl/serving:$TAG     FROM pipectl/inference, + serving/requirements.txt
 # Wheels are downloaded on the host with pip (PyPI) into build/wheels/ and
 # copied into each build context, so `docker build` needs no network. Docker's
 # layer cache makes a second run fast.
@@ -19,7 +20,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 if ! docker image inspect pipectl/rootfs:bookworm >/dev/null 2>&1; then
     log "debootstrap Debian bookworm (minbase + python3)"
     rootfs=$(mktemp -d "$BUILD/rootfs.XXXX")
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,libgomp1,libsndfile1 \
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,libgomp1,libquadmath0,libgfortran5,libsndfile1 \
         bookworm "$rootfs" "$MIRROR" >"$BUILD/debootstrap.log" 2>&1 \
         || { tail -20 "$BUILD/debootstrap.log"; exit 1; }
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
@@ -60,4 +61,8 @@ for stage in $(find stages -name Dockerfile -printf '%h\n' | sort); do
     ctx=$(context "$name" "$stage" "$stage/requirements.txt")
     docker build -q -t "$image" -f "$stage/Dockerfile" "$ctx" >/dev/null
 done
+
+log "pipectl/serving:$TAG"   # FROM pipectl/inference, so after the stages
+ctx=$(context serving serving serving/requirements.txt)
+docker build -q -t "pipectl/serving:$TAG" -f serving/Dockerfile "$ctx" >/dev/null
 docker images --filter reference='pipectl/*' --format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import click
 
@@ -257,4 +258,7 @@ def register(cli: click.Group) -> None:
         ctx = _ctx()
         options = {"local_images": local_images} if executor == "process" else {}
         ex = make_executor(executor, ctx.store.url, **options)
+        # SIGTERM (docker stop, kubectl delete) unwinds like Ctrl-C, so that
+        # running workers are stopped and removed on the way out.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         Controller(ctx.store, ex, poll_interval).run(exit_when_idle)

@@ -1,0 +1,181 @@
+"""The Docker executor against a real Docker engine and the images built by
+`make images`: the Iris pipeline in containers, failures, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT, run_cli
+
+docker = pytest.importorskip("docker")
+
+
+def _engine():
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except Exception:
+        return None
+
+
+CLIENT = _engine()
+IMAGES = ["pipectl/base:0.1.0", "pipectl/preprocess:0.1.0", "pipectl/train:0.1.0", "pipectl/inference:0.1.0"]
+
+
+def _have_images() -> bool:
+    try:
+        return all(CLIENT.images.get(i) for i in IMAGES)
+    except Exception:
+        return False
+
+
+pytestmark = [
+    pytest.mark.skipif(CLIENT is None, reason="no Docker engine (start dockerd)"),
+    pytest.mark.skipif(CLIENT is not None and not _have_images(), reason="images missing: run `make images`"),
+]
+
+
+def ok(*args, **kw):
+    r = run_cli(*args, **kw)
+    assert r.code == 0, r
+    return r
+
+
+def workers():
+    return CLIENT.containers.list(all=True, filters={"label": "io.pipectl.worker"})
+
+
+def controller(executor: str, timeout: float = 900, **kw):
+    args = ["controller", "--exit-when-idle", "--executor", executor]
+    if executor == "process":
+        args += ["--local-images", os.path.join(REPO_ROOT, "stages", "local-images.json")]
+    r = run_cli(*args, timeout=timeout, **kw)
+    assert r.code == 0 and "Traceback" not in r.err, r
+    assert workers() == []  # nothing left behind when a controller exits
+    return r
+
+
+def run_iris(executor: str, data, new) -> dict:
+    ok("create-repo", "iris")
+    ok("put-file", "iris", "master", "/", "-r", "-f", str(data))
+    ok("create-repo", "iris-new")
+    ok("put-file", "iris-new", "master", "/", "-r", "-f", str(new))
+    for name in ("preprocess", "train", "inference"):
+        ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "iris", f"{name}.json"))
+    controller(executor)
+    return {
+        "metrics": ok("get-file", "train", "master", "/metrics.json").out,
+        "params": ok("get-file", "train", "master", "/model-0000.params").stdout_bytes,
+        "test1": ok("get-file", "inference", "master", "/test1.csv").out,
+        "test2": ok("get-file", "inference", "master", "/test2.csv").out,
+    }
+
+
+def test_iris_in_containers_matches_process_executor(tmp_path, monkeypatch, request):
+    stage_python = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages/bin/python"))
+    if not os.path.exists(stage_python):
+        pytest.skip("stage environment missing: run `make stage-env`")
+    data, new = tmp_path / "iris", tmp_path / "new"
+    subprocess.run([stage_python, os.path.join(REPO_ROOT, "scripts", "iris_data.py"), str(data),
+                    "--new-dir", str(new)], check=True)
+    monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "process-store"))
+    local = run_iris("process", data, new)
+    # containers talk to an S3 server (moto, on the host's loopback)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    import boto3
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3").create_bucket(Bucket="docker-iris")
+    monkeypatch.setenv("PIPECTL_STORE", "s3://docker-iris/p")
+    contained = run_iris("docker", data, new)
+    assert json.loads(contained["metrics"])["accuracy"] >= 0.9
+    assert contained == local
+    job = json.loads(ok("list-job", "-p", "train", "--raw").out)[0]
+    assert job["executor"] == "docker"
+
+
+SHELL_SPEC = {
+    "pipeline": {"name": "shell"},
+    "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", ""]},
+    "input": {"pfs": {"repo": "in", "glob": "/*"}},
+    "parallelism_spec": {"constant": 2},
+    "resource_limits": {"memory": "256Mi", "cpu": "500m"},
+}
+
+
+@pytest.fixture
+def shell_pipeline(tmp_path, monkeypatch):
+    """A local store (bind-mounted into containers) with an input repo of 4
+    files; returns a function creating the 'shell' pipeline with a command."""
+    monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "store"))
+    ok("create-repo", "in")
+    for i in range(4):
+        ok("put-file", "in", "master", f"/f{i}", "-f", "-", input=f"file {i}\n".encode())
+
+    def create(script: str, **fields):
+        spec = json.loads(json.dumps(SHELL_SPEC))
+        spec["transform"]["cmd"][2] = script
+        spec.update(fields)
+        ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    return create
+
+
+def test_failing_container_is_retried_then_fails_the_job(shell_pipeline, tmp_path):
+    shell_pipeline("echo trying $PACH_DATUM_ID >&2; exit 3", datum_tries=2)
+    controller("docker")
+    job = json.loads(ok("list-job", "-p", "shell", "--raw").out)[0]
+    assert job["state"] == "failure"
+    assert "failed after 2 tries" in job["reason"] and "exit status 3" in job["reason"]
+    assert "trying" in job["reason"]  # the tail of its stderr
+    assert run_cli("inspect-commit", "shell", "master").code == 1  # output branch not moved
+
+
+def test_killed_container_is_replaced_and_the_job_succeeds(shell_pipeline):
+    shell_pipeline("sleep 1; cp /pfs/in/* /pfs/out/")
+    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "controller", "--exit-when-idle",
+                             "--executor", "docker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not [c for c in workers() if c.status == "running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    victim = [c for c in workers() if c.status == "running"][0]
+    victim.kill()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    job = json.loads(ok("list-job", "-p", "shell", "--raw").out)[0]
+    assert job["state"] == "success" and job["restarts"] >= 1
+    assert sorted(n["path"] for n in json.loads(ok("list-file", "shell", "master", "--raw").out)) == \
+        [f"/f{i}" for i in range(4)]
+    assert workers() == []
+
+
+def test_missing_image_fails_the_job_clearly(shell_pipeline):
+    spec = json.loads(json.dumps(SHELL_SPEC))
+    spec["pipeline"]["name"] = "ghost"
+    spec["transform"]["image"] = "pipectl/does-not-exist:0"
+    ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    controller("docker")
+    job = json.loads(ok("list-job", "-p", "ghost", "--raw").out)[0]
+    assert job["state"] == "failure"
+    assert "image pipectl/does-not-exist:0 not found" in job["reason"]
+
+
+def test_stopping_the_controller_removes_its_containers(shell_pipeline):
+    shell_pipeline("sleep 30")
+    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "controller", "--executor", "docker"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len([c for c in workers() if c.status == "running"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers()) == 2
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert workers() == []
