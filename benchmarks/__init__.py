@@ -1,0 +1,23 @@
+"""pipectl benchmarks: every figure beside a baseline measured in the same run.
+
+Run ``python -m benchmarks.run [--quick] [--stores local,s3] [--json PATH]``
+(``make bench`` / ``make bench-full``). Each workload runs on the local
+directory store and on a moto S3 server started by the harness on a loopback
+port (one fresh bucket per store), and prints one aligned table; the same
+figures go to a JSON file (default ``bench-results.json``).
+
+Modules:
+
+- :mod:`benchmarks.harness`: subprocesses timed with ``os.wait4`` (wall
+  seconds and peak RSS), background processes, the moto server, store
+  environments and test data;
+- :mod:`benchmarks.workloads`: the workloads (put-file, dedupe, jobs,
+  incremental jobs, trigger latency, listing, serving hook);
+- :mod:`benchmarks.report`: result rows, the table and the JSON file;
+- :mod:`benchmarks.run`: the command line;
+- :mod:`benchmarks.profile`: pyinstrument profiles of the slow paths
+  (``python -m benchmarks.profile latency|job|list|put-big``).
+
+Ratios are oriented so that a ratio above 1 means pipectl did better than the
+baseline (baseline time / pipectl time, or pipectl rate / baseline rate).
+"""

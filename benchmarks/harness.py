@@ -1,0 +1,368 @@
+"""The benchmark harness: timed subprocesses, background processes, stores
+(local directory and a moto S3 server) and test data.
+
+Units used throughout: seconds for times (``time.perf_counter`` wall clock),
+bytes for sizes and memory, unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import ClassVar
+
+
+class BenchError(Exception):
+    """A benchmark step failed (a command exited non-zero, a check failed)."""
+
+
+def log(message: str) -> None:
+    """Progress line on stderr (the table goes to stdout)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- commands -------------------------------------------------------------
+
+def pipectl_command() -> list[str]:
+    """How to start the real ``pipectl`` CLI: the console script installed
+    beside this interpreter (not a pyenv shim, which adds its own start-up
+    time), else ``python -m pipectl``."""
+    script = os.path.join(os.path.dirname(sys.executable), "pipectl")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "pipectl"]
+
+
+PIPECTL = pipectl_command()
+
+
+@dataclasses.dataclass
+class Result:
+    """A finished subprocess: exit ``code``, wall ``seconds`` from spawn to
+    reaping, ``maxrss_bytes`` (peak resident set of the process itself, from
+    ``os.wait4``; children not included), captured ``stdout``/``stderr``, and
+    ``ended`` (``time.time()`` when it was reaped)."""
+
+    args: list[str]
+    code: int
+    seconds: float
+    maxrss_bytes: int
+    stdout: bytes
+    stderr: bytes
+    ended: float
+
+    def text(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def run(args: Sequence[str], *, env: dict | None = None, cwd: str | None = None, timeout: float = 1800,
+        check: bool = True, stdin: bytes | None = None) -> Result:
+    """Run ``args`` to completion, timing it (wall seconds) and reading its
+    peak RSS with ``os.wait4``. stdout/stderr go to temporary files (no pipe
+    back-pressure). The process runs in its own session, and the whole group
+    is killed after ``timeout`` seconds. Raises BenchError on a non-zero exit
+    when ``check``."""
+    args = [str(a) for a in args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryFile() as inp:
+        if stdin is not None:
+            inp.write(stdin)
+            inp.seek(0)
+        began = time.perf_counter()
+        proc = subprocess.Popen(args, stdin=inp if stdin is not None else subprocess.DEVNULL,
+                                stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True)
+        timer = threading.Timer(timeout, _kill_group, (proc.pid,))
+        timer.daemon = True
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - began
+        ended = time.time()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = Result(args, proc.returncode, seconds, usage.ru_maxrss * 1024, out.read(), err.read(), ended)
+    if check and result.code != 0:
+        tail = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise BenchError(f"{' '.join(args[:6])}{' ...' if len(args) > 6 else ''} exited {result.code}: "
+                         + " | ".join(tail))
+    return result
+
+
+class Background:
+    """Processes started without waiting (the long-running controller, the
+    moto server). Every one still running is stopped by :meth:`stop_all`
+    (by its own pid / process group, never by name)."""
+
+    procs: ClassVar[list[subprocess.Popen]] = []
+
+    @classmethod
+    def start(cls, args: Sequence[str], *, env: dict | None = None, log_path: str | None = None,
+              cwd: str | None = None) -> subprocess.Popen:
+        with open(log_path or os.devnull, "wb") as sink:
+            proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL, stdout=sink,
+                                    stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+        proc.log_path = log_path
+        cls.procs.append(proc)
+        return proc
+
+    @classmethod
+    def stop(cls, proc: subprocess.Popen, grace: float = 10) -> None:
+        """SIGTERM, then SIGKILL of its process group after ``grace`` seconds."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                proc.wait(30)
+        # workers die with the controller (parent-death signal); make sure of
+        # anything left in its session
+        _kill_group(proc.pid)
+        if proc in cls.procs:
+            cls.procs.remove(proc)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for proc in list(cls.procs):
+            cls.stop(proc, grace=5)
+
+
+def log_tail(path: str | None, lines: int = 15) -> str:
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, "rb") as f:
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+
+
+# --- statistics -----------------------------------------------------------
+
+def best(values: Iterable[float]) -> float:
+    """The smallest value (best-of-N for times)."""
+    return min(values)
+
+
+def median(values: Iterable[float]) -> float:
+    xs = sorted(values)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# --- stores ---------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """``python -m moto.server`` on an ephemeral loopback port (a separate
+    process spoken to over HTTP, as the tests do)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MotoServer:
+        self.proc = Background.start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                      "-p", str(self.port)])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        self.stop()
+        raise BenchError("moto server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            Background.stop(self.proc)
+            self.proc = None
+
+
+class StoreEnv:
+    """One kind of store: makes fresh stores and runs pipectl against them.
+
+    ``name``: ``local`` or ``s3``. ``workdir``: scratch directory for this
+    store's data and copies (removed by the caller)."""
+
+    name = ""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def new_store(self, label: str) -> str:
+        """A fresh, empty store; returns its URL."""
+        raise NotImplementedError
+
+    def env(self, url: str) -> dict:
+        """The environment for pipectl subprocesses using store ``url``."""
+        return dict(os.environ, PIPECTL_STORE=url)
+
+    def pipectl(self, url: str, *args: str, timeout: float = 1800, check: bool = True) -> Result:
+        """Run ``pipectl ARGS`` (the real CLI) on store ``url``."""
+        return run(PIPECTL + list(args), env=self.env(url), timeout=timeout, check=check)
+
+    def objects_bytes(self, url: str) -> int:
+        """Total size in bytes of every object under ``objects/`` (file content)."""
+        raise NotImplementedError
+
+
+class LocalEnv(StoreEnv):
+    """Local directory stores under ``workdir``."""
+
+    name = "local"
+
+    def new_store(self, label: str) -> str:
+        root = tempfile.mkdtemp(prefix=f"store-{label}-", dir=self.workdir)
+        return "file://" + root
+
+    @staticmethod
+    def root(url: str) -> str:
+        return url[len("file://"):]
+
+    def objects_bytes(self, url: str) -> int:
+        total = 0
+        for directory, _, files in os.walk(os.path.join(self.root(url), "objects")):
+            for name in files:
+                if not name.startswith("."):
+                    total += os.path.getsize(os.path.join(directory, name))
+        return total
+
+    def drop(self, url: str) -> None:
+        shutil.rmtree(self.root(url), ignore_errors=True)
+
+
+_AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+             "AWS_REGION")
+
+
+class S3Env(StoreEnv):
+    """S3 stores on a moto server this harness starts (and stops on close):
+    one fresh bucket per store, prefix ``pipectl``. While open, the AWS
+    variables in ``os.environ`` point at the server, so in-process boto3
+    clients and pipectl's Python API reach it too."""
+
+    name = "s3"
+    prefix = "pipectl"
+
+    def __init__(self, workdir: str):
+        super().__init__(workdir)
+        self.server = MotoServer().start()
+        self._saved = {k: os.environ.get(k) for k in _AWS_VARS}
+        os.environ.update(AWS_ENDPOINT_URL=self.server.endpoint, AWS_ACCESS_KEY_ID="bench",
+                          AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                          AWS_REGION="us-east-1")
+        import boto3
+        import botocore.config
+        self.client = boto3.client("s3", config=botocore.config.Config(max_pool_connections=32))
+
+    def close(self) -> None:
+        self.server.stop()
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def new_bucket(self, label: str) -> str:
+        bucket = f"b-{label}-{uuid.uuid4().hex[:10]}".lower().replace("_", "-")[:63]
+        self.client.create_bucket(Bucket=bucket)
+        return bucket
+
+    def new_store(self, label: str) -> str:
+        return f"s3://{self.new_bucket(label)}/{self.prefix}"
+
+    @staticmethod
+    def bucket(url: str) -> str:
+        return url[len("s3://"):].split("/", 1)[0]
+
+    def list_keys(self, bucket: str, prefix: str, limit: int | None = None) -> Iterable[dict]:
+        """``list_objects_v2`` pages (1,000 keys each) until ``limit`` keys."""
+        count = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                yield item
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    def objects_bytes(self, url: str) -> int:
+        return sum(item["Size"] for item in self.list_keys(self.bucket(url), f"{self.prefix}/objects/"))
+
+
+# --- data -----------------------------------------------------------------
+
+def make_files(directory: str, count: int, size: int, prefix: str = "f") -> str:
+    """``count`` files of ``size`` random (hence distinct) bytes named
+    ``<prefix>000000``... in ``directory`` (created); returns the directory."""
+    os.makedirs(directory, exist_ok=True)
+    width = max(6, len(str(count)))
+    for i in range(count):
+        with open(os.path.join(directory, f"{prefix}{i:0{width}d}"), "wb") as f:
+            f.write(os.urandom(size))
+    return directory
+
+
+def make_big_file(path: str, size: int) -> str:
+    """One file of ``size`` random bytes (written in 16 MiB pieces)."""
+    piece = 16 * 1024 * 1024
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(piece, left)
+            f.write(os.urandom(n))
+            left -= n
+    return path
+
+
+def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.05,
+             what: str = "condition", alive: subprocess.Popen | None = None) -> object:
+    """Poll ``check()`` every ``interval`` seconds until it returns something
+    truthy; return it. Raises BenchError after ``timeout`` seconds, or as soon
+    as process ``alive`` has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if alive is not None and alive.poll() is not None:
+            raise BenchError(f"{what}: process exited with {alive.returncode}\n"
+                             f"{log_tail(getattr(alive, 'log_path', None))}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,251 @@
+"""Profile pipectl's slow paths with pyinstrument (``pip install pyinstrument``).
+
+``python -m benchmarks.profile latency [--files N] [--store local|s3]``
+    The trigger-latency path of workload 6, split into its parts: ``put-file``
+    of one file into a repo of N files under /bulk (the real CLI under
+    pyinstrument), then the controller's side (create the job, plan it)
+    and the worker's side (run the one new datum) and the controller's finish,
+    each in-process under pyinstrument (the process executor would hide the
+    worker in a subprocess). Prints each part's wall time in seconds and its
+    top frames.
+
+``python -m benchmarks.profile job [--datums N] [--store local|s3]``
+    Workload 4's job: planning, one worker running every datum in-process
+    (where the per-datum overhead shows), and the finish.
+
+``python -m benchmarks.profile list [--files N] [--store local|s3]``
+    ``list-file`` and ``inspect-commit`` (the real CLI under pyinstrument) on
+    a commit of N files under /bulk.
+
+``python -m benchmarks.profile put-big [--mib N] [--store local|s3]``
+    ``put-file`` of one big file (the real CLI under pyinstrument). Only the
+    main thread is sampled; chunk hashing and writes run on pool threads.
+
+Output: the text reports on stdout; nothing is kept on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+from . import harness as h
+
+TOP = 10
+
+
+def _profiler():
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        sys.exit("pyinstrument is not installed: pip install pyinstrument")
+    return Profiler(interval=0.0005)
+
+
+def _frames(flat_text: str) -> list[str]:
+    """The ``<seconds> <function> <file>:<line>`` lines of a flat report."""
+    return [x.strip() for x in flat_text.splitlines() if re.match(r"^\s*\d+\.\d+\s+\S", x)]
+
+
+def _report(title: str, seconds: float, profiler, top: int = TOP) -> None:
+    print(f"\n=== {title}: {seconds * 1000:,.0f} ms wall ===")
+    flat = profiler.output_text(flat=True, flat_time="self", unicode=False, color=False)
+    print(f"-- top {top} frames by self time --")
+    print("\n".join(_frames(flat)[:top]))
+    print("-- call tree --")
+    tree = profiler.output_text(unicode=False, color=False)
+    print("\n".join(tree.splitlines()[:60]))
+
+
+def _cli_profile(env: h.StoreEnv, url: str, args: list[str], title: str) -> None:
+    """Run ``pipectl ARGS`` once under ``python -m pyinstrument`` (session
+    saved, then rendered as a flat self-time list and as a call tree)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        session = os.path.join(tmp, "run.pyisession")
+        r = h.run([sys.executable, "-m", "pyinstrument", "-i", "0.0005", "-r", "pyisession", "-o", session,
+                   "-m", "pipectl", *args], env=env.env(url))
+        load = [sys.executable, "-m", "pyinstrument", f"--load={session}", "-r", "text", "--no-color",
+                "--no-unicode"]
+        flat = h.run(load + ["-p", "flat"]).text()
+        tree = h.run(load).text()
+    print(f"\n=== {title}: {r.seconds * 1000:,.0f} ms wall (under the profiler; "
+          f"peak RSS {r.maxrss_bytes / 1e6:,.0f} MB) ===")
+    print(f"-- top {TOP} frames by self time --")
+    print("\n".join(_frames(flat)[:TOP]))
+    print("-- call tree --")
+    print("\n".join(tree.splitlines()[:60]))
+
+
+def profile_latency(env: h.StoreEnv, files: int) -> None:
+    from pipectl.pfs import PFS
+    from pipectl.pps import PPS
+    from pipectl.pps.controller import Controller
+    from pipectl.pps.executors.process import ProcessExecutor
+    from pipectl.pps.worker import Worker
+    from pipectl.store import open_store
+
+    from .workloads import LATENCY_CMD
+
+    work = env.workdir
+    src = h.make_files(os.path.join(work, "bulk"), files, 256)
+    url = env.new_store("profile")
+    h.log(f"setup: {files:,} files under /bulk")
+    env.pipectl(url, "create-repo", "data")
+    env.pipectl(url, "put-file", "data", "master", "/bulk", "-r", "-f", src)
+    spec = {"pipeline": {"name": "latency"}, "transform": {"image": "bench/sh", "cmd": LATENCY_CMD},
+            "input": {"pfs": {"repo": "data", "glob": "/*", "name": "in"}}, "parallelism_spec": {"constant": 1}}
+    spec_path = os.path.join(work, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    env.pipectl(url, "create-pipeline", "-f", spec_path)
+    h.log("setup: first job over /bulk")
+    env.pipectl(url, "controller", "--exit-when-idle")
+
+    trig = os.path.join(work, "trigger")
+    with open(trig, "wb") as f:
+        f.write(b"trigger\n")
+    _cli_profile(env, url, ["put-file", "data", "master", "/trigger-0", "-f", trig],
+                 f"put-file of 1 file into a {files:,}-file repo (CLI)")
+
+    store = open_store(url)
+    pfs = PFS(store)
+    pps = PPS(store, pfs)
+    controller = Controller(store, ProcessExecutor(url), 0.2)
+
+    p = _profiler()
+    began = time.perf_counter()
+    p.start()
+    controller.create_jobs()
+    job = controller.next_job()
+    job = pps.update_job(job.pipeline, job.id, state="running", started=job.created)
+    spec_v = pps.pipeline_version(job.pipeline, job.pipeline_version)
+    plan = controller._plan(job, spec_v)
+    p.stop()
+    _report(f"controller: create job + plan ({len(plan)} datums)", time.perf_counter() - began, p)
+
+    p = _profiler()
+    began = time.perf_counter()
+    p.start()
+    Worker(store, job.pipeline, job.id, 0, 1).run()
+    p.stop()
+    _report("worker: run the new datum (in-process)", time.perf_counter() - began, p)
+
+    p = _profiler()
+    began = time.perf_counter()
+    p.start()
+    results = controller._execute(job, spec_v, plan)
+    controller._finish(job, spec_v, plan, results)
+    p.stop()
+    _report("controller: collect results + land the output commit", time.perf_counter() - began, p)
+
+    r = [h.run([sys.executable, "-c", "import pipectl.pps.worker"]).seconds for _ in range(3)]
+    print(f"\nworker process start-up (python -c 'import pipectl.pps.worker'): {min(r) * 1000:,.0f} ms best of 3")
+    if not pfs.inspect_file("latency", "master", "/trigger-0").size:
+        raise h.BenchError("trigger output missing")
+
+
+def profile_job(env: h.StoreEnv, datums: int) -> None:
+    """Workload 4's job: the controller's planning, then one worker running
+    every datum in-process (parallelism 1), then the finish."""
+    from pipectl.pps import PPS
+    from pipectl.pps.controller import Controller
+    from pipectl.pps.executors.process import ProcessExecutor
+    from pipectl.pps.worker import Worker
+    from pipectl.store import open_store
+
+    src = h.make_files(os.path.join(env.workdir, "in"), datums, 4096)
+    url = env.new_store("profile-job")
+    env.pipectl(url, "create-repo", "in")
+    env.pipectl(url, "put-file", "in", "master", "/", "-r", "-f", src)
+    spec = {"pipeline": {"name": "copy"},
+            "transform": {"image": "bench/sh", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": 1}}
+    spec_path = os.path.join(env.workdir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    env.pipectl(url, "create-pipeline", "-f", spec_path)
+    store = open_store(url)
+    pps = PPS(store)
+    controller = Controller(store, ProcessExecutor(url), 0.2)
+
+    p = _profiler()
+    began = time.perf_counter()
+    p.start()
+    controller.create_jobs()
+    job = controller.next_job()
+    job = pps.update_job(job.pipeline, job.id, state="running", started=job.created)
+    spec_v = pps.pipeline_version(job.pipeline, job.pipeline_version)
+    plan = controller._plan(job, spec_v)
+    p.stop()
+    _report(f"controller: create job + plan ({len(plan)} datums)", time.perf_counter() - began, p)
+
+    p = _profiler()
+    began = time.perf_counter()
+    p.start()
+    Worker(store, job.pipeline, job.id, 0, 1).run()
+    p.stop()
+    seconds = time.perf_counter() - began
+    _report(f"worker: {datums} datums in-process ({datums / seconds:,.0f} datums/s)", seconds, p)
+
+    p = _profiler()
+    began = time.perf_counter()
+    p.start()
+    results = controller._execute(job, spec_v, plan)
+    final = controller._finish(job, spec_v, plan, results)
+    p.stop()
+    _report("controller: collect results + land the output commit", time.perf_counter() - began, p)
+    if final.state != "success" or final.datums_processed != datums:
+        raise h.BenchError(f"job ended {final.state} with {final.datums_processed} datums processed")
+
+
+def profile_list(env: h.StoreEnv, files: int) -> None:
+    """``list-file`` and ``inspect-commit`` on a commit of N files under /bulk."""
+    src = h.make_files(os.path.join(env.workdir, "bulk"), files, 256)
+    url = env.new_store("profile-list")
+    env.pipectl(url, "create-repo", "data")
+    env.pipectl(url, "put-file", "data", "master", "/bulk", "-r", "-f", src)
+    _cli_profile(env, url, ["list-file", "data", "master", "/bulk"], f"list-file of {files:,} files (CLI)")
+    _cli_profile(env, url, ["inspect-commit", "data", "master"], f"inspect-commit, {files:,}-file commit (CLI)")
+
+
+def profile_put_big(env: h.StoreEnv, mib: int) -> None:
+    path = h.make_big_file(os.path.join(env.workdir, "big.bin"), mib * 1024 * 1024)
+    url = env.new_store("profile-big")
+    env.pipectl(url, "create-repo", "big")
+    _cli_profile(env, url, ["put-file", "big", "master", "/big.bin", "-o", "-f", path],
+                 f"put-file of one {mib} MiB file (CLI, main thread only)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["latency", "put-big", "job", "list"])
+    parser.add_argument("--files", type=int, default=20_000, help="latency, list: files under /bulk (default 20,000)")
+    parser.add_argument("--datums", type=int, default=1_000, help="job: single-file datums (default 1,000)")
+    parser.add_argument("--mib", type=int, default=256, help="put-big: file size in MiB (default 256)")
+    parser.add_argument("--store", choices=["local", "s3"], default="local")
+    args = parser.parse_args(argv)
+    top = tempfile.mkdtemp(prefix="pipectl-profile-")
+    try:
+        with (h.S3Env if args.store == "s3" else h.LocalEnv)(top) as env:
+            if args.what == "latency":
+                profile_latency(env, args.files)
+            elif args.what == "list":
+                profile_list(env, args.files)
+            elif args.what == "job":
+                profile_job(env, args.datums)
+            else:
+                profile_put_big(env, args.mib)
+    finally:
+        h.Background.stop_all()
+        shutil.rmtree(top, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""``python -m benchmarks.run [--quick] [--stores local,s3] [--json PATH]``
+
+Runs the workloads of :mod:`benchmarks.workloads` on each store (the local
+directory store; S3 on a moto server this command starts on an ephemeral
+loopback port and stops at the end), prints one aligned table on stdout and
+writes the same figures to a JSON file (default ``bench-results.json``).
+Progress goes to stderr. Scratch data lives in a temporary directory that is
+removed at the end, and every process started is stopped.
+
+Exit status: 0 when every workload ran (targets missed are reported, not
+errors), 1 when a workload failed (its row says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+from . import harness as h
+from .report import FOOTER, Row, table, write_json
+from .workloads import SIZES, WORKLOADS, Context, controller_poll_interval
+
+STORES = {"local": h.LocalEnv, "s3": h.S3Env}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], check=False, capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--quick", action="store_true", help="Small sizes (a few minutes in all).")
+    parser.add_argument("--stores", default="local,s3", help="Comma-separated: local, s3 (default both).")
+    parser.add_argument("--json", default="bench-results.json", metavar="PATH",
+                        help="Where to write the figures as JSON (default bench-results.json).")
+    parser.add_argument("--workloads", default="0,1,2,3,4,5,6,7,8",
+                        help="Comma-separated workload numbers to run (default all).")
+    args = parser.parse_args(argv)
+    stores = [x.strip() for x in args.stores.split(",") if x.strip()]
+    bad = [x for x in stores if x not in STORES]
+    if bad or not stores:
+        parser.error(f"unknown store(s) {', '.join(bad) or '(none)'}; choose from local, s3")
+    selected = {x.strip() for x in args.workloads.split(",") if x.strip()}
+    mode = "quick" if args.quick else "full"
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    started, began = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+    load_start = os.getloadavg()
+    rows: list[Row] = []
+    timings: dict[str, float] = {}
+    failed = False
+    top = tempfile.mkdtemp(prefix="pipectl-bench-")
+    h.log(f"mode {mode}, stores {', '.join(stores)}, scratch {top}")
+    try:
+        for name in stores:
+            workdir = os.path.join(top, name)
+            os.makedirs(workdir)
+            store_began = time.perf_counter()
+            with STORES[name](workdir) as env:
+                ctx = Context(env, SIZES[(mode, name)], mode, SIZES[(mode, "local")])
+                for numbers, fn in WORKLOADS:
+                    if not numbers & selected:
+                        continue
+                    fn_began = time.perf_counter()
+                    try:
+                        rows.extend(fn(ctx))
+                    except Exception as e:  # noqa: BLE001  (report it in the table, then go on)
+                        failed = True
+                        h.log(f"{name}: {fn.__name__} FAILED: {e}")
+                        traceback.print_exc(file=sys.stderr)
+                        rows.append(Row(name, f"{'/'.join(sorted(numbers))} {fn.__name__}", None, "",
+                                        compare=False, notes=f"FAILED: {str(e).splitlines()[0][:200]}"))
+                    elapsed = time.perf_counter() - fn_began
+                    timings[f"{name}/{fn.__name__}"] = round(elapsed, 1)
+                    h.log(f"{name}: {fn.__name__} took {elapsed:.0f} s")
+            cleanup = time.perf_counter()
+            shutil.rmtree(workdir, ignore_errors=True)
+            timings[f"{name}/cleanup"] = round(time.perf_counter() - cleanup, 1)
+            h.log(f"{name}: done in {time.perf_counter() - store_began:.0f} s")
+    except KeyboardInterrupt:
+        h.log("interrupted; stopping processes and cleaning up")
+        failed = True
+    finally:
+        h.Background.stop_all()
+        shutil.rmtree(top, ignore_errors=True)
+
+    duration = time.perf_counter() - began
+    load_end = os.getloadavg()
+    try:
+        poll = controller_poll_interval()
+    except Exception:  # noqa: BLE001
+        poll = None
+    meta = {
+        "mode": mode, "stores": stores, "started": started, "duration_seconds": round(duration, 1),
+        "nproc": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": load_end,
+        "python": platform.python_version(), "platform": platform.platform(), "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "controller_poll_interval_seconds": poll, "workload_seconds": timings, "pipectl_command": h.PIPECTL,
+        "sizes": {s: vars(SIZES[(mode, s)]) for s in stores},
+        "units": "files/s, MB/s (10^6 bytes/s), datums/s: higher is better; s, ms: lower is better",
+    }
+    footer = [
+        FOOTER,
+        ("Stats: best of N for throughputs and one-shot times, median of N for latencies and repeated jobs "
+         "(as marked). Target MET/MISSED is judged on pipectl's figure."),
+        (f"Mode {mode}; nproc={os.cpu_count()}; load average {load_start[0]:.1f} at start, "
+         f"{load_end[0]:.1f} at end (a shared machine: figures are noisy, ratios less so); "
+         f"total runtime {duration:.0f} s."),
+    ]
+    print(table(rows, footer))
+    if args.json:
+        write_json(args.json, rows, meta)
+        h.log(f"wrote {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

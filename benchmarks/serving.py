@@ -1,0 +1,316 @@
+"""Serving benchmark: ``pipectl serve`` against the same model called in-process.
+
+:func:`bench_serving` is self-contained: unless the store it is given
+already holds a model, it trains one with the Iris demo
+(``scripts/demo_iris.sh``: real data, the real controller, the train stage)
+into it (by default a temporary local store). It starts ``pipectl serve``
+with the stage interpreter on a loopback port and measures, for single-row
+``POST /predictions/iris`` (JSON) over keep-alive connections at
+concurrency 1 and 8:
+
+- requests/s (all requests over the wall time of the run), and
+- p50 / p99 latency in ms (per request, client side),
+
+beside the *baseline*: the same model's forward pass
+(``iris_model.load(dir).predict_proba([row])``) timed in one process with
+the same interpreter in the same run (calls/s and per-call ms). The
+overhead of serving is pipectl / baseline for latencies (how many times a
+forward pass one request costs). Last, the reload time: from a new model
+commit landing on the branch to the server answering with it.
+
+``ratio`` follows :mod:`benchmarks.report`: > 1 means pipectl did better
+(pipectl rate / baseline rate; baseline time / pipectl time), so here it
+is below 1 and its inverse is the overhead (also given as ``overhead``).
+
+Run alone: ``python -m benchmarks.serving [--quick] [--store URL]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from . import harness as h
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HANDLER = os.path.join(REPO, "stages", "inference", "iris_model.py")
+MODEL = "iris"
+ROW = [6.1, 2.8, 4.7, 1.2]
+"""The instance every request sends (cm; a versicolor)."""
+
+_FORWARD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import iris_model
+model = iris_model.load(sys.argv[2])
+row, n = json.loads(sys.argv[3]), int(sys.argv[4])
+for _ in range(100):
+    model.predict_proba([row])
+latencies = []
+began = time.perf_counter()
+for _ in range(n):
+    t = time.perf_counter()
+    model.predict_proba([row])
+    latencies.append(time.perf_counter() - t)
+print(json.dumps({"seconds": time.perf_counter() - began, "latencies": latencies}))
+"""
+
+
+def stage_python() -> str:
+    """The stage environment's interpreter ($PIPECTL_STAGE_PYTHON or .venv-stages)."""
+    return os.environ.get("PIPECTL_STAGE_PYTHON") or os.path.join(REPO, ".venv-stages", "bin", "python")
+
+
+def missing_requirements(python: str) -> str | None:
+    """Why ``python`` cannot serve the Iris model (None when it can)."""
+    if not os.path.exists(python):
+        return f"stage interpreter {python} not found (make stage-env)"
+    probe = subprocess.run([python, "-c", "import mxnet, numpy, starlette, uvicorn, pipectl"],
+                           check=False, capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        return f"{python} lacks a serving requirement: {probe.stderr.strip().splitlines()[-1]}"
+    return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0 < q <= 100) of a non-empty list."""
+    xs = sorted(values)
+    return xs[max(0, math.ceil(q / 100 * len(xs)) - 1)]
+
+
+class Server:
+    """``pipectl serve`` (stage interpreter) on a free loopback port."""
+
+    def __init__(self, python: str, store_url: str, log_path: str, poll_interval: float = 1.0):
+        self.port = h.free_port()
+        self.proc = h.Background.start(
+            [python, "-m", "pipectl", "--store", store_url, "serve", "--repo", "train", "--model", MODEL,
+             "--handler", HANDLER, "--host", "127.0.0.1", "--port", str(self.port),
+             "--poll-interval", str(poll_interval)], log_path=log_path)
+
+    def get(self, path: str) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise h.BenchError(f"pipectl serve exited {self.proc.returncode}: "
+                                   f"{h.log_tail(self.proc.log_path, 5)}")
+            try:
+                if self.get("/ping")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise h.BenchError("pipectl serve did not become ready")
+
+    def version(self) -> str | None:
+        return self.get(f"/models/{MODEL}")[1][0]["modelVersion"]
+
+    def stop(self) -> None:
+        h.Background.stop(self.proc)
+
+
+def load(port: int, concurrency: int, seconds: float, warmup: int = 50) -> tuple[float, list[float]]:
+    """Send single-row predictions from ``concurrency`` threads (one
+    keep-alive connection each) for ``seconds``; return (requests/s,
+    latencies in seconds). Raises BenchError on any non-200 answer."""
+    body = json.dumps(ROW).encode()
+    headers = {"Content-Type": "application/json"}
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[str] = []
+    start = threading.Barrier(concurrency + 1)
+    stop_at = [math.inf]  # set once every thread is past the barrier
+
+    def client(mine: list[float]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            def one() -> None:
+                conn.request("POST", f"/predictions/{MODEL}", body, headers)
+                response = conn.getresponse()
+                data = response.read()
+                if response.status != 200:
+                    raise h.BenchError(f"status {response.status}: {data[:200]!r}")
+            for _ in range(warmup):
+                one()
+            start.wait()
+            while time.perf_counter() < stop_at[0]:
+                t = time.perf_counter()
+                one()
+                mine.append(time.perf_counter() - t)
+        except Exception as e:  # noqa: BLE001  (reported below, after every thread ends)
+            errors.append(f"{type(e).__name__}: {e}")
+            start.abort()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(latencies[i],)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise h.BenchError(f"serving load at concurrency {concurrency}: {errors[0]}")
+    merged = [x for mine in latencies for x in mine]
+    return len(merged) / elapsed, merged
+
+
+def forward_baseline(python: str, model_dir: str, calls: int) -> tuple[float, list[float]]:
+    """In-process forward passes of one row: (calls/s, latencies in seconds)."""
+    result = h.run([python, "-c", _FORWARD, os.path.dirname(HANDLER), model_dir, json.dumps(ROW), str(calls)],
+                   timeout=600)
+    out = json.loads(result.text().strip().splitlines()[-1])
+    return calls / out["seconds"], out["latencies"]
+
+
+def download_model(store_url: str, dest: str) -> list[tuple[str, str]]:
+    """Copy every file of train@master into ``dest``; return (commit path, local path) pairs."""
+    from pipectl.pfs import PFS
+    from pipectl.store import open_store
+    pfs = PFS(open_store(store_url))
+    files = []
+    for path, _ in pfs.iter_files("train", "master"):
+        local = os.path.join(dest, path.lstrip("/"))
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "wb") as out:
+            pfs.get_file("train", "master", path, out)
+        files.append((path, local))
+    return files
+
+
+def reload_seconds(server: Server, store_url: str, files: list[tuple[str, str]], timeout: float = 60) -> float:
+    """Land a new model commit on train@master (the same files again) and
+    return the seconds until the server reports the new version."""
+    from pipectl.pfs import PFS
+    from pipectl.store import open_store
+    pfs = PFS(open_store(store_url))
+    sources = [(path, io.BytesIO(pathlib.Path(local).read_bytes())) for path, local in files]
+    commit = pfs.put_files("train", "master", sources, overwrite=True)[0]
+    landed = time.perf_counter()
+    while time.perf_counter() - landed < timeout:
+        if server.version() == commit.id:
+            return time.perf_counter() - landed
+        time.sleep(0.01)
+    raise h.BenchError(f"the server did not load model commit {commit.id} within {timeout} s")
+
+
+def row(store: str, workload: str, pipectl: float | None, baseline: float | None, unit: str,
+        notes: str, higher_is_better: bool) -> dict:
+    """One result row; ``ratio`` > 1 means pipectl did better (see the module doc)."""
+    ratio = overhead = None
+    if pipectl and baseline:
+        ratio = pipectl / baseline if higher_is_better else baseline / pipectl
+        overhead = 1 / ratio
+    return {"store": store, "workload": workload, "pipectl": pipectl, "baseline": baseline,
+            "baseline_name": "in-process forward pass" if baseline is not None else "-",
+            "ratio": ratio, "overhead": overhead, "unit": unit, "notes": notes}
+
+
+def has_model(store_url: str) -> bool:
+    """Whether ``train@master`` of the store has a commit."""
+    from pipectl.errors import NotFound
+    from pipectl.pfs import PFS
+    from pipectl.store import open_store
+    try:
+        PFS(open_store(store_url)).inspect_commit("train", "master")
+        return True
+    except NotFound:
+        return False
+
+
+def bench_serving(quick: bool, store_url: str | None = None) -> list[dict]:
+    """Measure ``pipectl serve`` (see the module doc) on the model in
+    ``train@master`` of ``store_url`` (``file://`` or ``s3://``, e.g. the
+    demo's ``file://…/build/demo-store``). When that store has no model
+    yet, or none is given (then a temporary local store is used), the model
+    is trained into it first with ``scripts/demo_iris.sh``. Returns result
+    rows (dicts: store, workload, pipectl, baseline, baseline_name, ratio,
+    overhead, unit, notes), or one row with the reason when the stage
+    environment cannot serve. Raises BenchError when a step fails."""
+    python = stage_python()
+    reason = missing_requirements(python)
+    if reason:
+        return [row("local", "serving", None, None, "req/s", f"skipped: {reason}", True)]
+    seconds, calls = (3.0, 3000) if quick else (10.0, 20000)
+    scratch = tempfile.mkdtemp(prefix="pipectl-bench-serving-")
+    server = None
+    try:
+        store_url = store_url or "file://" + os.path.join(scratch, "store")
+        if not has_model(store_url):
+            h.log("serving: training the Iris model (scripts/demo_iris.sh)")
+            h.run(["bash", os.path.join(REPO, "scripts", "demo_iris.sh")],
+                  env=dict(os.environ, PIPECTL_STORE=store_url, PIPECTL_STAGE_PYTHON=python), timeout=1200)
+        store = store_url.split(":", 1)[0].replace("file", "local")
+        files = download_model(store_url, os.path.join(scratch, "model"))
+        h.log("serving: in-process forward pass baseline")
+        base_rate, base_lat = forward_baseline(python, os.path.join(scratch, "model"), calls)
+        server = Server(python, store_url, os.path.join(scratch, "serve.log"))
+        server.wait_ready()
+        rows = []
+        for concurrency in (1, 8):
+            h.log(f"serving: {seconds:g} s of single-row predictions at concurrency {concurrency}")
+            rate, lat = load(server.port, concurrency, seconds)
+            what = f"8 serving: POST /predictions, 1 row, concurrency {concurrency}"
+            common = (f"{len(lat)} requests over keep-alive HTTP/1.1 from {concurrency} client thread(s); "
+                      f"baseline: {calls} in-process predict_proba calls, one thread")
+            rows.append(row(store, f"{what}: throughput", rate, base_rate, "req/s", common, True))
+            for q in (50, 99):
+                rows.append(row(store, f"{what}: p{q} latency", percentile(lat, q) * 1e3,
+                                percentile(base_lat, q) * 1e3, "ms", common, False))
+        reload = reload_seconds(server, store_url, files)
+        rows.append(row(store, "8 serving: reload after a new model commit", reload, None, "s",
+                        "from the commit landing to the server answering with it; "
+                        "poll interval 1 s, so about 0.5 s plus load time is expected", False))
+        return rows
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per concurrency level instead of 10 s.")
+    parser.add_argument("--store", help="A store whose train@master holds (or will hold) the Iris model "
+                                        "(default: a temporary one).")
+    args = parser.parse_args(argv)
+    try:
+        rows = bench_serving(args.quick, args.store)
+    finally:
+        h.Background.stop_all()
+    width = max(len(r["workload"]) for r in rows)
+    for r in rows:
+        fmt = (lambda v: "-" if v is None else f"{v:,.3f}")
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x"
+        print(f"{r['workload']:<{width}}  {fmt(r['pipectl']):>10} {r['unit']:<5}  "
+              f"baseline {fmt(r['baseline']):>10}  ratio {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,493 @@
+"""The workloads. Each ``bench_*`` function takes a :class:`Context` (one
+store kind and its sizes) and returns :class:`~benchmarks.report.Row` s.
+
+Every pipectl figure comes from the real command line in a subprocess
+(``pipectl put-file``, ``pipectl controller --exit-when-idle``...), timed
+wall clock from spawn to exit; each baseline is measured in the same run on
+the same data. Results are checked (file counts, job states, bytes uploaded)
+through pipectl's Python API so a fast wrong answer cannot pass.
+
+Workloads (sizes in :data:`SIZES`):
+
+0. CLI start-up: ``pipectl list-repo`` on an empty store, ms, vs ``python -c pass``.
+1. put-file of many 4 KiB files, files/s, vs ``cp -r`` / boto3 ``put_object`` x16 threads.
+2. put-file of one big file, MB/s (10^6 bytes/s) and peak RSS, vs ``cp`` / boto3 ``upload_file``.
+3. the same put-file again (dedupe): s, and new bytes under ``objects/`` (must be 0).
+4. a job over N single-file datums, datums/s, vs a shell loop of the same command.
+5. the same job after adding one file: s, vs run 4 (target < 5% of it).
+6. trigger latency (put-file returns -> first datum starts), ms, small repo and bulk repo.
+7. list-file and inspect-commit on a commit of many files, ms, vs ``find`` / ``list_objects_v2``.
+8. serving: a hook returning a "not yet available" row.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+
+from pipectl.errors import NotFound
+
+from . import harness as h
+from .report import Row
+
+KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
+MB = 1e6
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Workload sizes for one mode and store (counts of files, bytes)."""
+
+    small_files: int          # 1: number of 4 KiB files
+    put_repeats: int          # 1: best of
+    big_bytes: int            # 2/3: size of the big file in bytes
+    big_repeats: int          # 2: best of (each into a fresh store)
+    dedupe_repeats: int       # 3: best of
+    datums: int               # 4: single-file datums
+    job_baseline_repeats: int  # 4: best of, for the shell loop
+    bulk_files: int           # 6/7: files under /bulk
+    small_size: int = 4 * KiB
+    datum_size: int = 4 * KiB
+    bulk_size: int = 256
+    incremental_repeats: int = 3   # 5: median of
+    latency_small_files: int = 10  # 6: files under /bulk of the "small" repo
+    latency_repeats: int = 3       # 6: median of
+    list_repeats: int = 3          # 7: best of
+    startup_repeats: int = 5       # 0: median of
+    reduced: bool = False          # sizes cut down for moto (said in notes)
+
+
+SIZES = {
+    ("quick", "local"): Sizes(small_files=2_000, put_repeats=2, big_bytes=256 * MiB, big_repeats=1,
+                              dedupe_repeats=2, datums=1_000, job_baseline_repeats=1, bulk_files=20_000,
+                              startup_repeats=3),
+    ("full", "local"): Sizes(small_files=10_000, put_repeats=3, big_bytes=1 * GiB, big_repeats=3,
+                             dedupe_repeats=3, datums=10_000, job_baseline_repeats=3, bulk_files=100_000),
+    # moto is a single Python process doing ~100-300 requests/s on this machine:
+    # the S3 sizes are cut down so quick mode stays within a few minutes.
+    ("quick", "s3"): Sizes(small_files=500, put_repeats=1, big_bytes=64 * MiB, big_repeats=1,
+                           dedupe_repeats=2, datums=200, job_baseline_repeats=1, bulk_files=1_000,
+                           incremental_repeats=2, latency_repeats=3, list_repeats=2, startup_repeats=3,
+                           reduced=True),
+    ("full", "s3"): Sizes(small_files=2_000, put_repeats=2, big_bytes=256 * MiB, big_repeats=2,
+                          dedupe_repeats=3, datums=1_000, job_baseline_repeats=2, bulk_files=10_000,
+                          reduced=True),
+}
+
+
+@dataclasses.dataclass
+class Context:
+    """What a workload needs: the store kind (``env``), its sizes, the mode
+    (``quick``/``full``) and the nominal (local) sizes of that mode."""
+
+    env: h.StoreEnv
+    sizes: Sizes
+    mode: str
+    nominal: Sizes
+
+    @property
+    def store(self) -> str:
+        return self.env.name
+
+    def scratch(self, name: str) -> str:
+        path = os.path.join(self.env.workdir, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def reduced(self, what: str, value, nominal) -> str:
+        """A note saying a size was cut down for moto (empty if not)."""
+        if self.sizes.reduced and value != nominal:
+            return f"; moto: {what} reduced to {value:,} (nominal {nominal:,})"
+        return ""
+
+
+def api(url: str):
+    """pipectl's Python API on store ``url`` (for checks and polling only)."""
+    from pipectl.pfs import PFS
+    from pipectl.pps import PPS
+    from pipectl.store import open_store
+    store = open_store(url)
+    pfs = PFS(store)
+    return pfs, PPS(store, pfs)
+
+
+def file_count(url: str, repo: str, ref: str = "master") -> int:
+    pfs, _ = api(url)
+    return len(pfs.read_tree(pfs.inspect_commit(repo, ref)).files)
+
+
+def controller_poll_interval() -> float:
+    """The CLI's default ``--poll-interval`` in seconds."""
+    from pipectl.cli import cli
+    return float(next(p.default for p in cli.commands["controller"].params if p.name == "poll_interval"))
+
+
+def _write_spec(ctx: Context, name: str, spec: dict) -> str:
+    path = os.path.join(ctx.scratch("specs"), f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    return path
+
+
+# --- 0. start-up ------------------------------------------------------------
+
+def bench_startup(ctx: Context) -> list[Row]:
+    """Wall time of ``pipectl list-repo`` on an empty store (ms, median),
+    against ``python -c pass`` (the interpreter alone). Explains the fixed
+    cost inside every CLI figure below."""
+    env, n = ctx.env, ctx.sizes.startup_repeats
+    url = env.new_store("startup")
+    env.pipectl(url, "list-repo")  # warm the page cache
+    pip = [env.pipectl(url, "list-repo").seconds * 1000 for _ in range(n)]
+    base = [h.run([sys.executable, "-c", "pass"]).seconds * 1000 for _ in range(n)]
+    return [Row(ctx.store, "0 CLI start-up (list-repo)", h.median(pip), "ms", f"median of {n}",
+                h.median(base), "python -c pass", samples=pip, baseline_samples=base,
+                notes="fixed cost included in every CLI figure below")]
+
+
+# --- 1. many small files ------------------------------------------------------
+
+def _boto_put_many(env: h.S3Env, bucket: str, src: str, names: list[str]) -> float:
+    """put_object every file of ``src`` on 16 threads; wall seconds."""
+    def one(name: str) -> None:
+        with open(os.path.join(src, name), "rb") as f:
+            env.client.put_object(Bucket=bucket, Key=f"copy/{name}", Body=f.read())
+
+    began = time.perf_counter()
+    with cf.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, names))
+    return time.perf_counter() - began
+
+
+def bench_put_small(ctx: Context) -> list[Row]:
+    """1. ``pipectl put-file REPO master / -r -f DIR`` of N 4 KiB files into a
+    fresh store each repeat, files/s (best of N), against ``cp -r`` (local)
+    or boto3 ``put_object`` on a ThreadPoolExecutor(16) (S3, in-process: no
+    interpreter start-up)."""
+    env, s = ctx.env, ctx.sizes
+    n = s.small_files
+    h.log(f"{ctx.store}: 1 put-file {n} x {s.small_size // KiB} KiB")
+    src = h.make_files(os.path.join(ctx.scratch("put-small"), "src"), n, s.small_size)
+    names = sorted(os.listdir(src))
+    pip, base = [], []
+    for k in range(s.put_repeats):
+        url = env.new_store(f"small{k}")
+        env.pipectl(url, "create-repo", "small")
+        pip.append(env.pipectl(url, "put-file", "small", "master", "/", "-r", "-f", src).seconds)
+        got = file_count(url, "small")
+        if got != n:
+            raise h.BenchError(f"put-file stored {got} files, expected {n}")
+        if isinstance(env, h.LocalEnv):
+            env.drop(url)
+    for k in range(s.put_repeats):
+        if isinstance(env, h.S3Env):
+            base.append(_boto_put_many(env, env.new_bucket(f"copy{k}"), src, names))
+        else:
+            dest = os.path.join(ctx.scratch("put-small"), f"copy{k}")
+            base.append(h.run(["cp", "-r", src, dest]).seconds)
+            shutil.rmtree(dest)
+    name = "boto3 put_object x16" if isinstance(env, h.S3Env) else "cp -r"
+    stat = f"best of {s.put_repeats}"
+    return [Row(ctx.store, f"1 put-file {n:,} x 4 KiB", n / min(pip), "files/s", stat, n / min(base), name,
+                samples=[n / t for t in pip], baseline_samples=[n / t for t in base],
+                notes=f"one commit; incl. CLI start-up{ctx.reduced('files', n, ctx.nominal.small_files)}")]
+
+
+# --- 2./3. one big file, then again ---------------------------------------------
+
+def bench_put_big(ctx: Context) -> list[Row]:
+    """2. ``pipectl put-file REPO master /big.bin -o -f FILE`` of one big file
+    into a fresh store, MB/s (10^6 bytes/s, best of N), with pipectl's peak
+    RSS (``ru_maxrss`` from ``os.wait4``, target < 200 MB), against ``cp``
+    (local) or boto3 ``upload_file`` (S3).
+
+    3. The same put-file again, unchanged: seconds (best of N) and the new
+    bytes under ``objects/`` (must be 0), against the same baseline again.
+    ``-o`` (overwrite) keeps the re-put unchanged: without it pachctl 1.x
+    semantics would append the file to itself."""
+    env, s = ctx.env, ctx.sizes
+    size = s.big_bytes
+    h.log(f"{ctx.store}: 2/3 put-file one {size // MiB} MiB file")
+    work = ctx.scratch("put-big")
+    path = h.make_big_file(os.path.join(work, "big.bin"), size)
+    is_s3 = isinstance(env, h.S3Env)
+    pip, rss, urls = [], [], []
+    for k in range(s.big_repeats):
+        url = env.new_store(f"big{k}")
+        env.pipectl(url, "create-repo", "big")
+        r = env.pipectl(url, "put-file", "big", "master", "/big.bin", "-o", "-f", path)
+        pip.append(r.seconds)
+        rss.append(r.maxrss_bytes)
+        if not is_s3 and urls:
+            env.drop(urls.pop())
+        urls.append(url)
+    url = urls[-1]
+    pfs, _ = api(url)
+    if pfs.inspect_file("big", "master", "/big.bin").size != size:
+        raise h.BenchError("big file stored with the wrong size")
+
+    bucket = env.new_bucket("bigcopy") if is_s3 else None
+    dest = os.path.join(work, "big.copy")
+
+    def baseline() -> float:
+        if is_s3:
+            began = time.perf_counter()
+            env.client.upload_file(path, bucket, "big.bin")
+            return time.perf_counter() - began
+        return h.run(["cp", path, dest]).seconds
+
+    base = [baseline() for _ in range(s.big_repeats)]
+    base_name = "boto3 upload_file" if is_s3 else "cp"
+    peak = max(rss)
+    note = ctx.reduced("MiB", size // MiB, ctx.nominal.big_bytes // MiB)
+    rows = [Row(ctx.store, f"2 put-file 1 x {size // MiB:,} MiB", size / MB / min(pip), "MB/s",
+                f"best of {s.big_repeats}", size / MB / min(base), base_name,
+                target="peak RSS < 200 MB", target_met=peak < 200 * MB,
+                notes=f"peak RSS {peak / MB:,.0f} MB{note}",
+                samples=[size / MB / t for t in pip], baseline_samples=[size / MB / t for t in base],
+                extra={"peak_rss_bytes": rss})]
+
+    # 3. dedupe: the same put again
+    before = env.objects_bytes(url)
+    again = [env.pipectl(url, "put-file", "big", "master", "/big.bin", "-o", "-f", path).seconds
+             for _ in range(s.dedupe_repeats)]
+    new_bytes = env.objects_bytes(url) - before
+    if pfs.inspect_file("big", "master", "/big.bin").size != size:
+        raise h.BenchError("re-put changed the big file")
+    base3 = [baseline() for _ in range(s.dedupe_repeats)]
+    if not is_s3:
+        os.unlink(dest)
+        env.drop(url)
+    rows.append(Row(ctx.store, f"3 put-file same {size // MiB:,} MiB again", min(again), "s",
+                    f"best of {s.dedupe_repeats}", min(base3), base_name + " again",
+                    target="0 new bytes", target_met=new_bytes == 0,
+                    notes=f"new bytes in objects/: {new_bytes:,}; {size / MB / min(again):,.0f} MB/s effective",
+                    samples=again, baseline_samples=base3, extra={"new_object_bytes": new_bytes}))
+    return rows
+
+
+# --- 4./5. a job, then the same job incrementally --------------------------------
+
+def _job_check(url: str, pipeline: str, processed: int, total: int) -> dict:
+    """The newest job of ``pipeline`` succeeded with these datum counts."""
+    _, pps = api(url)
+    job = pps.list_jobs(pipeline)[0]
+    if job.state != "success" or job.datums_processed != processed or job.datums_total != total:
+        raise h.BenchError(f"job {job.id}: state {job.state}, processed {job.datums_processed}/{processed}, "
+                           f"total {job.datums_total}/{total}: {job.reason}")
+    return {"job": job.id, "processed": job.datums_processed, "skipped": job.datums_skipped}
+
+
+def bench_job(ctx: Context) -> list[Row]:
+    """4. A pipeline over N single-file datums (glob ``/*``, cmd ``sh -c 'cp
+    /pfs/in/* /pfs/out/'``, parallelism 2): wall time of ``pipectl controller
+    --exit-when-idle``, datums/s, against a sequential shell loop running
+    ``sh -c 'cp FILE OUTDIR/'`` for each of the same files (best of N).
+
+    5. The same after adding one file, seconds (median of N, one more file
+    each time), against run 4's time; target: under 5% of it."""
+    env, s = ctx.env, ctx.sizes
+    n = s.datums
+    h.log(f"{ctx.store}: 4/5 job over {n} datums")
+    work = ctx.scratch("job")
+    src = h.make_files(os.path.join(work, "in"), n, s.datum_size)
+    url = env.new_store("job")
+    env.pipectl(url, "create-repo", "in")
+    env.pipectl(url, "put-file", "in", "master", "/", "-r", "-f", src)
+    spec = {"pipeline": {"name": "copy"},
+            "transform": {"image": "bench/sh", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}},
+            "parallelism_spec": {"constant": 2}}
+    env.pipectl(url, "create-pipeline", "-f", _write_spec(ctx, f"copy-{ctx.store}", spec))
+    first = env.pipectl(url, "controller", "--exit-when-idle").seconds
+    _job_check(url, "copy", n, n)
+    if file_count(url, "copy") != n:
+        raise h.BenchError("job output is missing files")
+
+    out = os.path.join(work, "loop-out")
+    loop = 'for f in "$1"/*; do sh -c "cp $f $2/"; done'
+    base = []
+    for _ in range(s.job_baseline_repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        base.append(h.run(["sh", "-c", loop, "loop", src, out]).seconds)
+    if len(os.listdir(out)) != n:
+        raise h.BenchError("shell loop baseline did not copy every file")
+    shutil.rmtree(out)
+    nproc = os.cpu_count()
+    rows = [Row(ctx.store, f"4 job {n:,} datums (cp)", n / first, "datums/s", "1 run", n / min(base),
+                f"sh loop, best of {s.job_baseline_repeats}",
+                notes=f"controller wall {first:.1f} s; parallelism 2 on nproc={nproc}; baseline sequential"
+                      + ctx.reduced("datums", n, ctx.nominal.datums),
+                samples=[first], baseline_samples=base, extra={"controller_seconds": first, "nproc": nproc})]
+
+    extra_dir = ctx.scratch("job-extra")
+    incr, checks = [], []
+    for k in range(s.incremental_repeats):
+        f = h.make_files(os.path.join(extra_dir, str(k)), 1, s.datum_size, prefix=f"extra{k}-")
+        local = os.path.join(f, os.listdir(f)[0])
+        env.pipectl(url, "put-file", "in", "master", f"/extra-{k}", "-f", local)
+        incr.append(env.pipectl(url, "controller", "--exit-when-idle").seconds)
+        checks.append(_job_check(url, "copy", 1, n + k + 1))
+    t5 = h.median(incr)
+    share = t5 / first
+    rows.append(Row(ctx.store, "5 same job +1 file", t5, "s", f"median of {s.incremental_repeats}",
+                    first, "run 4", target="< 5% of run 4", target_met=share < 0.05,
+                    notes=f"{share:.1%} of run 4; 1 datum processed, {n}+ skipped",
+                    samples=incr, baseline_samples=[first], extra={"jobs": checks}))
+    if isinstance(env, h.LocalEnv):
+        env.drop(url)
+    return rows
+
+
+# --- 6./7. trigger latency, listing ----------------------------------------------
+
+LATENCY_CMD = ["sh", "-c", 'date +%s.%N > /pfs/out/"$(basename "$in")"']
+
+
+def _latency_scenario(ctx: Context, label: str, bulk: int, bulk_size: int) -> dict:
+    """A repo with ``bulk`` files under /bulk, a pipeline (glob ``/*``) whose
+    transform writes ``date +%s.%N`` to /pfs/out/<datum name>, and a
+    long-running controller at its default poll interval. After the /bulk
+    datum is processed once, /trigger-K files are put one at a time; each
+    sample is (time the datum started, read back with get-file) - (time
+    put-file returned), in seconds."""
+    env, s = ctx.env, ctx.sizes
+    work = ctx.scratch(f"latency-{label}")
+    src = h.make_files(os.path.join(work, "bulk"), bulk, bulk_size)
+    url = env.new_store(f"lat-{label}")
+    env.pipectl(url, "create-repo", "data")
+    bulk_put = env.pipectl(url, "put-file", "data", "master", "/bulk", "-r", "-f", src).seconds
+    spec = {"pipeline": {"name": "latency"},
+            "transform": {"image": "bench/sh", "cmd": LATENCY_CMD},
+            "input": {"pfs": {"repo": "data", "glob": "/*", "name": "in"}},
+            "parallelism_spec": {"constant": 1}}
+    env.pipectl(url, "create-pipeline", "-f", _write_spec(ctx, f"latency-{label}-{ctx.store}", spec))
+    pfs, _ = api(url)
+
+    def output_has(path: str):
+        def check():
+            try:
+                return path in pfs.read_tree(pfs.inspect_commit("latency", "master")).files
+            except NotFound:  # no output commit yet
+                return False
+        return check
+
+    controller = h.Background.start(h.PIPECTL + ["controller"], env=env.env(url),
+                                    log_path=os.path.join(work, "controller.log"))
+    samples, visible, puts = [], [], []
+    try:
+        began = time.perf_counter()
+        h.wait_for(output_has("/bulk"), 3600, 0.1, f"first job over /bulk ({bulk} files)", controller)
+        first_job = time.perf_counter() - began
+        for k in range(s.latency_repeats):
+            trig = os.path.join(work, f"trigger-{k}")
+            with open(trig, "wb") as f:
+                f.write(os.urandom(64))
+            r = env.pipectl(url, "put-file", "data", "master", f"/trigger-{k}", "-f", trig)
+            puts.append(r.seconds)
+            h.wait_for(output_has(f"/trigger-{k}"), 600, 0.05, f"output of /trigger-{k}", controller)
+            visible.append(time.time() - r.ended)
+            started = float(env.pipectl(url, "get-file", "latency", "master", f"/trigger-{k}").text())
+            samples.append(started - r.ended)
+    finally:
+        h.Background.stop(controller)
+    return {"url": url, "src": src, "samples": samples, "visible": visible, "puts": puts,
+            "first_job": first_job, "bulk_put": bulk_put}
+
+
+def bench_latency_and_listing(ctx: Context) -> list[Row]:
+    """6. Trigger latency (ms, median of N) for a small repo and for a repo of
+    many files under /bulk; baseline column: the controller's poll interval
+    (a reference, not a competitor: ratio n/a). Target < 1 s.
+
+    7. ``pipectl list-file REPO master /bulk`` and ``pipectl inspect-commit
+    REPO master`` on the bulk commit (ms, best of N), against ``find DIR``
+    over the same files (local) or a paginated boto3 ``list_objects_v2`` over
+    the same number of keys (S3: the store's ``objects/`` keys). Target < 2 s."""
+    env, s = ctx.env, ctx.sizes
+    poll = controller_poll_interval()
+    rows = []
+    runs = {}
+    for label, bulk, size in (("small", s.latency_small_files, s.bulk_size), ("bulk", s.bulk_files, s.bulk_size)):
+        h.log(f"{ctx.store}: 6 trigger latency, {label} repo ({bulk:,} files under /bulk)")
+        runs[label] = r = _latency_scenario(ctx, label, bulk, size)
+        ms = [x * 1000 for x in r["samples"]]
+        lat = h.median(ms)
+        note = (f"commit visible after {h.median(r['visible']) * 1000:,.0f} ms; put-file of 1 file "
+                f"{h.median(r['puts']):.2f} s")
+        if label == "bulk":
+            note += (f"; setup: put {bulk:,} files {r['bulk_put']:.1f} s, first job {r['first_job']:.1f} s"
+                     + ctx.reduced("files", bulk, ctx.nominal.bulk_files))
+        rows.append(Row(ctx.store, f"6 trigger latency, {bulk:,}-file repo", lat, "ms",
+                        f"median of {len(ms)}", poll * 1000, "poll interval", compare=False,
+                        target="< 1 s", target_met=lat < 1000, notes=note, samples=ms,
+                        extra={"visible_seconds": r["visible"], "put_seconds": r["puts"],
+                               "first_job_seconds": r["first_job"], "bulk_put_seconds": r["bulk_put"]}))
+
+    big = runs["bulk"]
+    url, src, n = big["url"], big["src"], s.bulk_files
+    h.log(f"{ctx.store}: 7 list-file / inspect-commit on {n:,} files")
+    lists, inspects, base = [], [], []
+    for _ in range(s.list_repeats):
+        r = env.pipectl(url, "list-file", "data", "master", "/bulk")
+        lines = r.stdout.count(b"\n")
+        if lines != n + 1:
+            raise h.BenchError(f"list-file printed {lines} lines, expected {n + 1}")
+        lists.append(r.seconds * 1000)
+        inspects.append(env.pipectl(url, "inspect-commit", "data", "master").seconds * 1000)
+    if isinstance(env, h.S3Env):
+        bucket = env.bucket(url)
+        for _ in range(s.list_repeats):
+            began = time.perf_counter()
+            count = sum(1 for _ in env.list_keys(bucket, f"{env.prefix}/objects/", limit=n))
+            base.append((time.perf_counter() - began) * 1000)
+            if count != n:
+                raise h.BenchError(f"listed {count} keys, expected {n}")
+        base_name = f"list_objects_v2 {n:,} keys"
+    else:
+        for _ in range(s.list_repeats):
+            r = h.run(["find", src])
+            base.append(r.seconds * 1000)
+        base_name = "find DIR"
+    stat = f"best of {s.list_repeats}"
+    for what, xs in (("list-file", lists), ("inspect-commit", inspects)):
+        rows.append(Row(ctx.store, f"7 {what}, {n:,}-file commit", min(xs), "ms", stat, min(base), base_name,
+                        target="< 2 s", target_met=min(xs) < 2000, samples=xs, baseline_samples=base,
+                        notes="incl. CLI start-up" + ctx.reduced("files", n, ctx.nominal.bulk_files)))
+    for r in runs.values():
+        if isinstance(env, h.LocalEnv):
+            env.drop(r["url"])
+    return rows
+
+
+# --- 8. serving (hook) -------------------------------------------------------------
+
+def bench_serving(ctx: Context) -> list[Row]:
+    """8. Serving: HOOK for the serving issue to fill in.
+
+    When the serving deployment exists, measure here e.g. POST
+    /predictions/<model> requests/s and p50/p99 latency in ms against a bare
+    HTTP server returning a fixed body, and model reload time after the
+    model branch moves. Until then this returns one "not yet available" row
+    (no figure, no ratio)."""
+    return [Row(ctx.store, "8 serving", None, "req/s", compare=False, baseline_name="-",
+                notes="not yet available: serving is not implemented (hook: benchmarks/workloads.py "
+                      "bench_serving)")]
+
+
+WORKLOADS = [
+    ({"0"}, bench_startup),
+    ({"1"}, bench_put_small),
+    ({"2", "3"}, bench_put_big),
+    ({"4", "5"}, bench_job),
+    ({"6", "7"}, bench_latency_and_listing),
+    ({"8"}, bench_serving),
+]
+"""(workload numbers, function) in run order; a function runs if any of its
+numbers is selected."""
