@@ -16,8 +16,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print rows as columns aligned like pachctl's (tab-writer style)."""
     rows = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    for r in [list(headers)] + rows:
-        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    lines = ("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [list(headers)] + rows)
+    click.echo("\n".join(lines))
 
 
 def raw(value: Any) -> None:

@@ -120,18 +120,27 @@ class ObjectWriter:
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter)."""
+    """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter),
+    reading into one buffer and copying each piece out once."""
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    readinto = getattr(stream, "readinto", None)
     while True:
-        buf = bytearray()
-        while len(buf) < CHUNK_SIZE:
-            piece = stream.read(CHUNK_SIZE - len(buf))
-            if not piece:
+        filled = 0
+        while filled < CHUNK_SIZE:
+            if readinto is not None:
+                n = readinto(view[filled:])
+            else:
+                piece = stream.read(CHUNK_SIZE - filled)
+                n = len(piece)
+                view[filled:filled + n] = piece
+            if not n:
                 break
-            buf += piece
-        if not buf:
+            filled += n
+        if not filled:
             return
-        yield bytes(buf)
-        if len(buf) < CHUNK_SIZE:
+        yield bytes(view[:filled])
+        if filled < CHUNK_SIZE:
             return
 
 

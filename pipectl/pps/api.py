@@ -6,13 +6,19 @@ import hashlib
 import json
 import time
 
-from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PreconditionFailed
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PreconditionFailed,
+)
 from ..pfs import PFS
 from ..pfs.api import _parallel
 from ..pfs.model import now
 from ..store import ObjectStore
 from . import spec as specs
-from .model import DONE, DatumResult, JobInfo, PipelineInfo
+from .model import DatumResult, JobInfo, PipelineInfo
 
 
 def job_id(pipeline: PipelineInfo, inputs: list[dict]) -> str:
@@ -70,10 +76,8 @@ class PPS:
                 commit = self.pfs.inspect_commit(pfs["repo"], pfs["branch"])
             except NotFound:
                 continue  # no data yet: the pipeline waits for it
-            if not commit.is_open and not self.pfs.read_tree(commit).glob(pfs["glob"]):
-                if commit.tree is not None:
-                    raise InvalidArgument(f"glob {pfs['glob']!r} matches nothing in "
-                                          f"{pfs['repo']}@{pfs['branch']}")
+            if commit.tree is not None and not commit.is_open and not self.pfs.read_tree(commit).glob(pfs["glob"]):
+                raise InvalidArgument(f"glob {pfs['glob']!r} matches nothing in {pfs['repo']}@{pfs['branch']}")
 
     def create_pipeline(self, spec: dict, update: bool = False, reprocess: bool = False) -> PipelineInfo:
         """Create (or with ``update``, replace) a pipeline from a validated spec,
@@ -266,37 +270,92 @@ class PPS:
     def flush_commit(self, repo: str, commit: str, timeout: float | None = None,
                      interval: float = 0.2) -> list:
         """Wait until every downstream pipeline has an output commit whose
-        provenance includes ``repo@commit``; return those commits. Raises
-        Conflict if a job on that data fails, NotFound, or TimeoutError."""
-        commit_id = self.pfs.inspect_commit(repo, commit).id
+        provenance includes ``repo@commit``, or a later commit built on it
+        (the controller runs jobs on the newest input heads, so a commit
+        superseded before a job ran is processed by its successor's job);
+        return those commits. Raises Conflict if a job on that data fails,
+        NotFound, or TimeoutError.
+
+        Polls cheaply (one read per pending output branch; its commits are
+        read only when its head moves; failed jobs are looked for once a
+        second), which matters on S3."""
+        target = self.pfs.inspect_commit(repo, commit)
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = {p.name: p for p in self.downstream(repo)}
-        found = []
+        found, covers, heads = [], {}, {}
+        failures_checked = 0.0
+
+        def covered(provenance: list[dict]) -> bool:
+            return any(x["repo"] == repo and self._descends_from(repo, x["commit"], target, covers)
+                       for x in provenance)
+
         while pending:
             for name, p in list(pending.items()):
-                for c in self.pfs.list_commits(name, p.output_branch, limit=20):
-                    if any(x["commit"] == commit_id for x in c.provenance):
+                try:
+                    head = self.pfs.inspect_branch(name, p.output_branch).head
+                except NotFound:
+                    head = None
+                if head is None or heads.get(name) == head:
+                    continue
+                heads[name] = head
+                # Output commits newer than the target, newest first.
+                c = self.pfs.inspect_commit(name, head)
+                for _ in range(100):
+                    if covered(c.provenance):
                         found.append(c)
                         del pending[name]
                         break
-                else:
+                    if c.parent is None or c.started < target.started:
+                        break
+                    c = self.pfs.inspect_commit(name, c.parent)
+            if pending and time.monotonic() - failures_checked >= 1.0:
+                failures_checked = time.monotonic()
+                for name in pending:
+                    # The newest job on that data decides: failed or killed
+                    # ends the wait (a later job, e.g. after update-pipeline,
+                    # supersedes an earlier failure).
                     for job in self.list_jobs(name)[:5]:
-                        if job.state in ("failure", "killed") and self._job_depends_on(job, commit_id):
-                            raise Conflict(f"job {job.id} of pipeline {name} {job.state}: {job.reason}")
+                        if self._job_depends_on(job, covered):
+                            if job.state in ("failure", "killed"):
+                                reason = (job.reason or "").strip().splitlines()[:1] or ["no reason recorded"]
+                                raise Conflict(f"job {job.id} of pipeline {name} ended in {job.state}: "
+                                               f"{reason[0]} (see inspect-job {job.id})")
+                            break
             if pending:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"flush-commit timed out waiting for {', '.join(pending)}")
                 time.sleep(interval)
         return found
 
-    def _job_depends_on(self, job: JobInfo, commit_id: str) -> bool:
+    def _descends_from(self, repo: str, commit_id: str, ancestor, cache: dict) -> bool:
+        """Whether ``repo@commit_id`` is the commit ``ancestor`` or one built on
+        it (found by walking parents back to ``ancestor``'s start time).
+        ``cache`` remembers answers across calls (commits are immutable)."""
+        if commit_id not in cache:
+            found, cid = False, commit_id
+            while cid:
+                if cid == ancestor.id:
+                    found = True
+                    break
+                try:
+                    c = self.pfs.inspect_commit(repo, cid)
+                except NotFound:
+                    break
+                if c.started < ancestor.started:
+                    break
+                cid = c.parent
+            cache[commit_id] = found
+        return cache[commit_id]
+
+    def _job_depends_on(self, job: JobInfo, covered) -> bool:
+        """Whether ``job`` ran on data ``covered(provenance)`` accepts."""
         for i in job.inputs:
-            if i["commit"] == commit_id:
+            if covered([i]):
                 return True
             try:
                 c = self.pfs.inspect_commit(i["repo"], i["commit"])
             except NotFound:
                 continue
-            if any(p["commit"] == commit_id for p in c.provenance):
+            if covered(c.provenance):
                 return True
         return False

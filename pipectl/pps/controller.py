@@ -1,10 +1,11 @@
 """The controller: turns new input commits into jobs and runs them.
 
 Each step it (1) creates a job for every running pipeline whose input branch
-heads form a set it has no job for yet, and (2) runs the oldest unfinished job
-to completion: plan its datums, skip those processed before, start
-``parallelism_spec.constant`` workers through the executor, restart workers
-that die, then commit the outputs with provenance.
+heads form a set it has no job for yet (and agree on their common upstream
+commits), and (2) runs the oldest unfinished job to completion: plan its
+datums, skip those processed before, start ``parallelism_spec.constant``
+workers through the executor, restart workers that die, then commit the
+outputs with provenance.
 
 All its state lives in the store, so it is restartable: job ids are derived
 from their inputs (creating one twice is a no-op), a job's plan is written
@@ -27,13 +28,15 @@ from ..pfs.tree import FileEntry, Tree
 from ..store import ObjectStore
 from . import datums as datum_mod
 from .api import PPS, job_id
-from .executors import Executor
+from .executors import Executor, ExecutorError
 from .model import DatumResult, JobInfo, PipelineInfo
 from .spec import parse_duration
 
 log = logging.getLogger("pipectl.controller")
 
 MAX_WORKER_RESTARTS = 5
+PROGRESS_SECONDS = 1.0  # how often a running job's counts are refreshed
+STOP_CHECK_SECONDS = 0.25  # how often a running job's record is read for stop-job
 
 
 class JobFailed(Exception):
@@ -75,8 +78,12 @@ class Controller:
     # creating jobs -------------------------------------------------------
     def current_inputs(self, pipeline: PipelineInfo) -> list[dict] | None:
         """The input commits a job would run on now, or None while some input
-        has no finished head commit yet."""
-        inputs = []
+        has no finished head commit yet, or while the heads disagree about a
+        common upstream branch (as in Pachyderm, a pipeline reading ``a``
+        directly and through pipeline ``p`` waits until ``p`` has processed
+        ``a``'s newest commit, so it gets one job per commit of ``a``, never
+        one on new data beside stale upstream output)."""
+        inputs, upstream = [], {}
         for i in pipeline.inputs:
             try:
                 commit = self.pfs.inspect_commit(i["repo"], i["branch"])
@@ -85,6 +92,9 @@ class Controller:
             if commit.is_open:
                 return None
             inputs.append({"name": i["name"], "repo": i["repo"], "branch": i["branch"], "commit": commit.id})
+            for p in [inputs[-1]] + commit.provenance:
+                if upstream.setdefault((p["repo"], p["branch"]), p["commit"]) != p["commit"]:
+                    return None
         return inputs
 
     def create_jobs(self) -> int:
@@ -127,7 +137,7 @@ class Controller:
             plan = self._plan(job, spec)
             results = self._execute(job, spec, plan)
             return self._finish(job, spec, plan, results)
-        except JobFailed as e:
+        except (JobFailed, ExecutorError) as e:
             log.warning("job %s of %s failed: %s", job.id, job.pipeline, e)
             return self.pps.update_job(job.pipeline, job.id, state="failure", reason=str(e))
 
@@ -189,9 +199,13 @@ class Controller:
             # index across controller restarts.
             count = min(count, len(plan))
             handles = {i: self.executor.start(job, spec, i, count) for i in range(count)}
+            reported = checked = time.monotonic()
             try:
                 while handles:
                     time.sleep(0.05)
+                    if time.monotonic() - reported > PROGRESS_SECONDS:
+                        self._report_progress(job)
+                        reported = time.monotonic()
                     for i, h in list(handles.items()):
                         status = h.poll()
                         if status is None:
@@ -207,11 +221,23 @@ class Controller:
                             handles[i] = self.executor.start(job, spec, i, count)
                     if deadline and time.monotonic() - started > deadline:
                         raise JobFailed(f"job timed out after {spec['job_timeout']}")
-                    if self._stopped(job):
-                        raise JobFailed("killed")
+                    if time.monotonic() - checked > STOP_CHECK_SECONDS:
+                        checked = time.monotonic()
+                        if self._stopped(job):
+                            raise JobFailed("killed")
             finally:
                 for h in handles.values():
                     h.kill()
+
+    def _report_progress(self, job: JobInfo) -> None:
+        """Copy the counts of the datum results recorded so far into the job
+        record, so list-job's PROGRESS, DL and UL move while the job runs."""
+        results = self.pps.datum_results(job.pipeline, job.id).values()
+        self.pps.update_job(job.pipeline, job.id,
+                            datums_processed=sum(r.state == "success" for r in results),
+                            datums_skipped=sum(r.state == "skipped" for r in results),
+                            bytes_downloaded=sum(r.bytes_downloaded for r in results),
+                            bytes_uploaded=sum(r.bytes_uploaded for r in results))
 
     def _stopped(self, job: JobInfo) -> bool:
         try:
@@ -224,20 +250,22 @@ class Controller:
         ok = {d: r for d, r in results.items() if r.state in ("success", "skipped")}
         index = {r.cache_key: r.outputs for r in ok.values()}
         index_hash = self._write_index(index)
-        counts = dict(
-            datums_processed=sum(r.state == "success" for r in ok.values()),
-            datums_skipped=sum(r.state == "skipped" for r in ok.values()),
-            datums_failed=sum(r.state == "failed" for r in results.values()),
-            datums_recovered=sum(r.state == "success" and r.attempts > 1 for r in ok.values()),
-            bytes_downloaded=sum(r.bytes_downloaded for r in results.values()),
-            bytes_uploaded=sum(r.bytes_uploaded for r in results.values()),
-            datum_index=index_hash,
-        )
+        counts = {
+            "datums_total": len(plan),
+            "datums_processed": sum(r.state == "success" for r in ok.values()),
+            "datums_skipped": sum(r.state == "skipped" for r in ok.values()),
+            "datums_failed": sum(r.state == "failed" for r in results.values()),
+            "datums_recovered": sum(r.state == "success" and r.attempts > 1 for r in ok.values()),
+            "bytes_downloaded": sum(r.bytes_downloaded for r in results.values()),
+            "bytes_uploaded": sum(r.bytes_uploaded for r in results.values()),
+            "datum_index": index_hash,
+        }
+        # Counts are recorded first, so a job failing below still shows them.
+        self.pps.update_job(job.pipeline, job.id, **counts)
         failed = [r for r in results.values() if r.state == "failed"]
         if failed:
             r = failed[0]
             tail = "\n".join(r.log.rstrip().splitlines()[-15:])
-            self.pps.update_job(job.pipeline, job.id, **counts)
             raise JobFailed(f"{r.error}\n{tail}".rstrip())
         tree = self._output_tree(plan, ok)
         commit = self._land(job, spec, tree)

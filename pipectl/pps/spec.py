@@ -21,7 +21,8 @@ import functools
 import hashlib
 import importlib.resources
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .. import glob as globs
 from ..errors import InvalidArgument

@@ -51,7 +51,7 @@ from .spec import parse_duration
 FLUSH_SECONDS = 1.0
 FLUSH_COUNT = 500
 LOG_TAIL = 64 * 1024
-_PFS = re.compile(r"(?<![\w.-])/pfs(?=/|$|\s)")
+_PFS = re.compile(r"(?<![\w.-])/pfs(?![\w.-])")  # /pfs, /pfs/x, '/pfs', "/pfs"; not /pfsx, /a/pfs
 
 
 def die_with_parent() -> None:

@@ -6,8 +6,9 @@ killed mid-write leaves at most a stray ``.tmp-*`` file that readers ignore.
 ``if_absent`` uses ``os.link``, which fails atomically if the target exists.
 ``if_match`` holds an exclusive ``fcntl.flock`` on a per-key lock file while it
 compares and renames; the lock dies with its process, so a killed writer never
-wedges the store. The version tag of an object is the MD5 of its bytes (like
-an S3 ETag for single-part uploads).
+wedges the store. The version tag of an object is its file's inode number,
+modification time (ns) and size: every write renames a new file into place,
+so any change yields a new tag, and tagging costs a ``stat``, not a hash.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from .base import ObjectStore
 _TMP = ".tmp-"
 
 
-def _version(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
 
 
 class LocalStore(ObjectStore):
@@ -53,8 +54,11 @@ class LocalStore(ObjectStore):
             raise NotFound(f"object {key} not found") from None
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
-        data = self.read(key)
-        return data, _version(data)
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read(), _version(os.fstat(f.fileno()))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"object {key} not found") from None
 
     def _write_tmp(self, path: str, data: bytes) -> str:
         tmp = os.path.join(os.path.dirname(path), f"{_TMP}{uuid.uuid4().hex}")
@@ -90,8 +94,8 @@ class LocalStore(ObjectStore):
             elif if_match is not None:
                 with self._lock(key):
                     try:
-                        current = _version(self.read(key))
-                    except NotFound:
+                        current = _version(os.stat(path))
+                    except (FileNotFoundError, NotADirectoryError):
                         current = None
                     if current != if_match:
                         raise PreconditionFailed(f"object {key} changed concurrently")
@@ -100,11 +104,11 @@ class LocalStore(ObjectStore):
             else:
                 os.replace(tmp, path)
                 tmp = None
+            return _version(os.stat(path))
         finally:
             if tmp is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-        return _version(data)
 
     def open(self, key: str) -> BinaryIO:
         try:
