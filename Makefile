@@ -4,7 +4,7 @@ STAGE_VENV ?= .venv-stages
 STAGE_PYTHON := $(STAGE_VENV)/bin/python
 export PIPECTL_STAGE_PYTHON := $(abspath $(STAGE_PYTHON))
 
-.PHONY: help install stage-env demo demo-audio test test-fast bench bench-full lint images clean
+.PHONY: help install stage-env serve demo demo-audio test test-fast bench bench-full lint images clean
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -12,13 +12,19 @@ help:  ## List targets
 install:  ## Install pipectl (editable) with its test tools
 	$(PYTHON) -m pip install -q -e '.[test]'
 
-$(STAGE_PYTHON): stages/requirements.txt $(wildcard stages/*/requirements.txt stages/audio/*/requirements.txt)
+$(STAGE_PYTHON): stages/requirements.txt serving/requirements.txt pyproject.toml \
+		$(wildcard stages/*/requirements.txt stages/audio/*/requirements.txt)
 	$(PYTHON) -m venv $(STAGE_VENV)
 	$(STAGE_PYTHON) -m pip install -q --upgrade pip
 	$(STAGE_PYTHON) -m pip install -q -r stages/requirements.txt
+	$(STAGE_PYTHON) -m pip install -q -e .
 	touch $(STAGE_PYTHON)
 
-stage-env: $(STAGE_PYTHON)  ## Build the local environment the shipped stages run in (MXNet, librosa)
+stage-env: $(STAGE_PYTHON)  ## Build the environment the shipped stages and the model server run in (MXNet, librosa)
+
+serve: stage-env  ## Serve the demo's model on http://127.0.0.1:8080 (after make demo)
+	PIPECTL_STORE=file://$(CURDIR)/build/demo-store $(STAGE_VENV)/bin/pipectl serve --repo train --model iris \
+		--handler stages/inference/iris_model.py
 
 demo: install stage-env  ## Run the Iris pipeline end to end (local store, process executor)
 	bash scripts/demo_iris.sh

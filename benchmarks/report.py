@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-HIGHER_IS_BETTER = {"files/s", "MB/s", "datums/s"}
+HIGHER_IS_BETTER = {"files/s", "MB/s", "datums/s", "req/s"}
 
 FOOTER = ("RATIO > 1 means pipectl is faster/better than the baseline: pipectl rate / baseline rate "
           "(files/s, MB/s, datums/s), baseline time / pipectl time (s, ms). n/a: no comparable baseline.")

@@ -469,16 +469,17 @@ def bench_latency_and_listing(ctx: Context) -> list[Row]:
 # --- 8. serving (hook) -------------------------------------------------------------
 
 def bench_serving(ctx: Context) -> list[Row]:
-    """8. Serving: HOOK for the serving issue to fill in.
-
-    When the serving deployment exists, measure here e.g. POST
-    /predictions/<model> requests/s and p50/p99 latency in ms against a bare
-    HTTP server returning a fixed body, and model reload time after the
-    model branch moves. Until then this returns one "not yet available" row
-    (no figure, no ratio)."""
-    return [Row(ctx.store, "8 serving", None, "req/s", compare=False, baseline_name="-",
-                notes="not yet available: serving is not implemented (hook: benchmarks/workloads.py "
-                      "bench_serving)")]
+    """8. Serving: single-row POST /predictions/<model> requests/s and p50/p99
+    latency (ms) at concurrency 1 and 8, beside the same model's in-process
+    forward pass timed in the same run (see benchmarks/serving.py). Run on
+    the local store only: the server reads the model once per version."""
+    if ctx.store != "local":
+        return []
+    from .serving import bench_serving as serve
+    return [Row(ctx.store, r["workload"], r["pipectl"], r["unit"], baseline=r["baseline"],
+                baseline_name=r["baseline_name"], ratio=r["ratio"], notes=r["notes"],
+                compare=r["baseline"] is not None)
+            for r in serve(ctx.mode == "quick", ctx.env.new_store("serving"))]
 
 
 WORKLOADS = [

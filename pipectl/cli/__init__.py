@@ -32,9 +32,11 @@ def cli(ctx: click.Context, store: str | None) -> None:
 
 
 from . import pfs_commands, pps_commands  # noqa: E402  (registers commands)
+from . import serving_commands  # noqa: E402
 
 pfs_commands.register(cli)
 pps_commands.register(cli)
+serving_commands.register(cli)
 
 
 def main() -> None:

@@ -144,6 +144,7 @@ class PPS:
         self.store.delete(self._info_key(name))
         _parallel(self.store.delete, list(self.store.list(f"pipelines/{name}/")))
         _parallel(self.store.delete, list(self.store.list(f"jobs/{name}/")))
+        _parallel(self.store.delete, list(self.store.list(f"job-data/{name}/")))
         if not keep_repo:
             try:
                 self.pfs.delete_repo(name)
@@ -182,12 +183,17 @@ class PPS:
         except NotFound:
             raise NotFound(f"job {job} not found") from None
 
-    def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:
-        """Jobs newest first (of one pipeline, or of all)."""
+    def job_keys(self, pipeline: str | None = None) -> list[str]:
+        """Store keys of the job records (of one pipeline, or of all)."""
+        prefix = f"jobs/{pipeline}/" if pipeline else "jobs/"
+        return [k for k in self.store.list(prefix) if k.endswith(".json") and k.count("/") == 2]
+
+    def list_jobs(self, pipeline: str | None = None, skip: set[str] | frozenset = frozenset()) -> list[JobInfo]:
+        """Jobs newest first (of one pipeline, or of all), except those whose
+        store keys are in ``skip``."""
         if pipeline:
             self.inspect_pipeline(pipeline)
-        prefix = f"jobs/{pipeline}/" if pipeline else "jobs/"
-        keys = [k for k in self.store.list(prefix) if k.endswith(".json") and k.count("/") == 2]
+        keys = [k for k in self.job_keys(pipeline) if k not in skip]
         jobs = _parallel(lambda k: JobInfo.from_json(self.store.read(k)), keys)
         return sorted(jobs, key=lambda j: j.created, reverse=True)
 
@@ -224,14 +230,14 @@ class PPS:
     def plan(self, pipeline: str, job: str) -> list[dict]:
         """The job's datums (``Datum.to_dict`` form, plus ``cache_key``)."""
         try:
-            return json.loads(self.store.read(f"jobs/{pipeline}/{job}/plan.json"))
+            return json.loads(self.store.read(f"job-data/{pipeline}/{job}/plan.json"))
         except NotFound:
             return []
 
     def datum_results(self, pipeline: str, job: str) -> dict[str, DatumResult]:
         """Every recorded datum result of a job, by datum id (a datum recorded
         twice, e.g. by a restarted worker, counts once; success wins)."""
-        keys = list(self.store.list(f"jobs/{pipeline}/{job}/results/"))
+        keys = list(self.store.list(f"job-data/{pipeline}/{job}/results/"))
         results: dict[str, DatumResult] = {}
         for batch in _parallel(lambda k: json.loads(self.store.read(k)), keys):
             for raw in batch:
@@ -243,7 +249,7 @@ class PPS:
     def write_results(self, pipeline: str, job: str, name: str, results: list[DatumResult]) -> None:
         """Record a batch of datum results under a unique batch ``name``."""
         body = json.dumps([r.to_dict() for r in results], separators=(",", ":")).encode()
-        self.store.write(f"jobs/{pipeline}/{job}/results/{name}.json", body)
+        self.store.write(f"job-data/{pipeline}/{job}/results/{name}.json", body)
 
     def inspect_datum(self, job: str, datum: str) -> DatumResult:
         """Raises NotFound (a datum id prefix of 8+ characters is accepted)."""

@@ -53,6 +53,7 @@ class Controller:
         self.executor = executor
         self.poll_interval = poll_interval
         self._finished_jobs: set[str] = set()
+        self._finished_keys: set[str] = set()  # job records never read again
 
     def run(self, exit_when_idle: bool = False) -> None:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
@@ -120,9 +121,10 @@ class Controller:
     def next_job(self) -> JobInfo | None:
         """The oldest unfinished job (jobs of one pipeline run in order)."""
         pending = []
-        for job in self.pps.list_jobs():
+        for job in self.pps.list_jobs(skip=self._finished_keys):
             if job.done:
                 self._finished_jobs.add(job.id)
+                self._finished_keys.add(self.pps.job_key(job.pipeline, job.id))
             else:
                 pending.append(job)
         return min(pending, key=lambda j: j.created) if pending else None
@@ -165,20 +167,20 @@ class Controller:
         found = datum_mod.compute(spec["input"], trees)
         previous = self._previous_index(job)
         skips, plan, seen = [], [], set()
+        stamp = now()
         for d in found:
-            raw = d.to_dict()
-            if raw["id"] in seen:
+            if d.id in seen:
                 continue
-            seen.add(raw["id"])
-            raw["cache_key"] = datum_mod.cache_key(job.transform_hash, job.salt, raw["id"])
-            plan.append(raw)
-            if raw["cache_key"] in previous:
-                skips.append(DatumResult(raw["id"], raw["cache_key"], "skipped",
-                                         outputs=previous[raw["cache_key"]], started=now(), finished=now(),
-                                         worker="controller"))
+            seen.add(d.id)
+            key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
+            reuse = key in previous
+            plan.append(dict(d.to_dict(files=not reuse), cache_key=key))
+            if reuse:
+                skips.append(DatumResult(d.id, key, "skipped", outputs=previous[key], started=stamp,
+                                         finished=stamp, worker="controller"))
         if skips:
             self.pps.write_results(job.pipeline, job.id, "controller-skipped", skips)
-        self.store.write(f"jobs/{job.pipeline}/{job.id}/plan.json",
+        self.store.write(f"job-data/{job.pipeline}/{job.id}/plan.json",
                          json.dumps(plan, separators=(",", ":")).encode())
         self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=len(skips))
         log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), len(skips))

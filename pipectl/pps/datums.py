@@ -16,6 +16,7 @@ when its data or the code that processes it changes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 
@@ -34,9 +35,14 @@ class DatumInput:
     path: str
     files: dict[str, FileEntry]
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "repo": self.repo, "branch": self.branch, "commit": self.commit,
-                "path": self.path, "files": {p: [e.size, list(e.objects)] for p, e in self.files.items()}}
+    def to_dict(self, files: bool = True) -> dict:
+        """JSON form; ``files=False`` leaves out the file list (for datums
+        that will not run, whose files nobody needs to lay out)."""
+        d = {"name": self.name, "repo": self.repo, "branch": self.branch, "commit": self.commit,
+             "path": self.path}
+        if files:
+            d["files"] = {p: [e.size, list(e.objects)] for p, e in self.files.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatumInput":
@@ -50,8 +56,9 @@ class Datum:
 
     inputs: list[DatumInput]
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        """SHA-256 hex of the inputs' names, matched paths, file paths and hashes."""
         h = hashlib.sha256()
         for i in self.inputs:
             h.update(f"{i.name}\0{i.path}\0".encode())
@@ -64,8 +71,9 @@ class Datum:
         """Total input bytes."""
         return sum(e.size for i in self.inputs for e in i.files.values())
 
-    def to_dict(self) -> dict:
-        return {"id": self.id, "inputs": [i.to_dict() for i in self.inputs]}
+    def to_dict(self, files: bool = True) -> dict:
+        """JSON form (see :meth:`DatumInput.to_dict`)."""
+        return {"id": self.id, "inputs": [i.to_dict(files) for i in self.inputs]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Datum":

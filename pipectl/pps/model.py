@@ -4,9 +4,10 @@ Store layout::
 
     pipelines/<name>/info.json                     PipelineInfo (CAS-updated)
     pipelines/<name>/versions/<n>.json             each spec version, immutable
-    jobs/<pipeline>/<job-id>.json                  JobInfo (CAS-updated)
-    jobs/<pipeline>/<job-id>/plan.json             the datums to run (written once)
-    jobs/<pipeline>/<job-id>/results/<w>-<n>.json  batches of DatumResult from workers
+    jobs/<pipeline>/<job-id>.json                      JobInfo (CAS-updated)
+    job-data/<pipeline>/<job-id>/plan.json             the job's datums (written once; file
+                                                       lists only for datums still to run)
+    job-data/<pipeline>/<job-id>/results/<w>-<n>.json  batches of DatumResult from workers
     datum-index/<sha256>                           successful datums of a job:
                                                    cache key -> outputs (content addressed)
 

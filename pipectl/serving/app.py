@@ -1,0 +1,212 @@
+"""The HTTP application (Starlette, ASGI): routes, errors, the poll task.
+
+See the package doc for the routes. Errors are JSON: TorchServe's
+``{"code", "type", "message"}`` and, under ``/v2``, KServe's ``{"error"}``,
+with statuses 400 (malformed body, wrong feature count or names, bad
+values), 404 (unknown model or route), 405, 413 (body over the limit), 415
+(unsupported content type) and 503 (no model loaded yet: the message says
+why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .. import __version__
+from . import instances, v2
+from .errors import ModelNotFound, ServingError, UnsupportedMediaType
+from .model import ModelSlot, ModelVersion, Prediction
+
+log = logging.getLogger("pipectl.serving")
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+INLINE_ROWS = 64
+"""Requests of at most this many rows run the model on the event loop (a
+tiny forward pass costs less than a hop to a worker thread); larger ones run
+in a thread so that they do not hold up other requests."""
+
+CSV_TYPES = {"text/csv", "application/csv"}
+JSON_TYPES = {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
+
+
+def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+    """The application serving ``slot``. While it runs, a task calls
+    ``slot.refresh()`` (in a worker thread) every ``poll_interval`` seconds,
+    starting at once; requests over ``max_body_bytes`` get 413."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        task = asyncio.create_task(_poll(slot, poll_interval))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await anyio.to_thread.run_sync(slot.close)
+
+    endpoints = Endpoints(slot)
+    routes = [
+        Route("/ping", endpoints.ping),
+        Route("/models", endpoints.list_models),
+        Route("/models/{name}", endpoints.describe_model),
+        Route("/predictions/{name}", endpoints.predictions, methods=["POST"]),
+        Route("/v2", endpoints.v2_server),
+        Route("/v2/health/live", endpoints.v2_live),
+        Route("/v2/health/ready", endpoints.v2_ready),
+        Route("/v2/models/{name}", endpoints.v2_model),
+        Route("/v2/models/{name}/ready", endpoints.v2_model_ready),
+        Route("/v2/models/{name}/infer", endpoints.v2_infer, methods=["POST"]),
+    ]
+    handlers = {ServingError: _serving_error, HTTPException: _http_error, Exception: _internal_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
+                     max_body_size=max_body_bytes)
+
+
+async def _poll(slot: ModelSlot, interval: float) -> None:
+    while True:
+        try:
+            await anyio.to_thread.run_sync(slot.refresh)
+        except Exception:  # a bug: log it, keep polling
+            log.exception("model %s: refresh failed", slot.name)
+        await asyncio.sleep(interval)
+
+
+class Endpoints:
+    """The route handlers, over one :class:`ModelSlot`."""
+
+    def __init__(self, slot: ModelSlot):
+        self.slot = slot
+
+    def _check_name(self, request: Request) -> None:
+        """404 unless the URL names the served model."""
+        name = request.path_params["name"]
+        if name != self.slot.name:
+            raise ModelNotFound(f"model {name} not found: this server serves model {self.slot.name}")
+
+    def _version(self, request: Request) -> ModelVersion:
+        """The version to answer with: 404 for another model name, 503 for none."""
+        self._check_name(request)
+        return self.slot.require()
+
+    # TorchServe / MMS ----------------------------------------------------
+    async def ping(self, request: Request) -> JSONResponse:
+        if self.slot.current is None:
+            return JSONResponse({"status": "Unhealthy", "message": self.slot.reason}, 503)
+        return JSONResponse({"status": "Healthy"})
+
+    async def list_models(self, request: Request) -> JSONResponse:
+        version = self.slot.current
+        return JSONResponse({"models": [{"modelName": self.slot.name, "modelUrl": self.slot.url,
+                                         "modelVersion": version.id if version else None}]})
+
+    async def describe_model(self, request: Request) -> JSONResponse:
+        self._check_name(request)
+        return JSONResponse([describe(self.slot)])
+
+    async def predictions(self, request: Request) -> JSONResponse:
+        version = self._version(request)
+        body = await request.body()
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media in CSV_TYPES:
+            rows = instances.rows_from_csv(body, version.features)
+        elif media in JSON_TYPES or media.endswith("+json"):
+            rows = instances.rows_from_json(instances.parse_json(body), version.features)
+        else:
+            raise UnsupportedMediaType(f"content type {media} is not supported: "
+                                       "send application/json or text/csv")
+        result = await _predict(version, rows)
+        body = {"model": self.slot.name, "model_version": version.id, "predictions": result.labels}
+        if result.probabilities is not None:
+            body["probabilities"] = [dict(zip(version.classes, p)) for p in result.probabilities]
+        return _versioned(body, version)
+
+    # KServe v2 -----------------------------------------------------------
+    async def v2_server(self, request: Request) -> JSONResponse:
+        return JSONResponse({"name": "pipectl", "version": __version__, "extensions": []})
+
+    async def v2_live(self, request: Request) -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    async def v2_ready(self, request: Request) -> JSONResponse:
+        ready = self.slot.current is not None
+        return JSONResponse({"ready": ready} if ready else {"ready": False, "error": self.slot.reason},
+                            200 if ready else 503)
+
+    async def v2_model(self, request: Request) -> JSONResponse:
+        version = self._version(request)
+        return _versioned(v2.metadata(self.slot.name, version), version)
+
+    async def v2_model_ready(self, request: Request) -> JSONResponse:
+        version = self._version(request)
+        return _versioned({"name": self.slot.name, "ready": True}, version)
+
+    async def v2_infer(self, request: Request) -> JSONResponse:
+        version = self._version(request)
+        payload = instances.parse_json(await request.body())
+        rows, outputs = v2.parse_request(payload, version.features)
+        result = await _predict(version, rows)
+        return _versioned(v2.response(self.slot.name, version, result, payload.get("id"), outputs), version)
+
+
+def describe(slot: ModelSlot) -> dict[str, Any]:
+    """The TorchServe-style description of the served model: name, version
+    (the model commit id, None before one is loaded), source URL, status,
+    and for a loaded version its features, classes, load time and
+    provenance (see :meth:`ModelVersion.provenance`)."""
+    version = slot.current
+    out: dict[str, Any] = {"modelName": slot.name, "modelVersion": version.id if version else None,
+                           "modelUrl": slot.url, "runtime": "python",
+                           "status": "Ready" if version else "Unavailable"}
+    if version is None:
+        out["reason"] = slot.reason
+    else:
+        out.update(loadedAt=version.loaded_at, loadSeconds=round(version.load_seconds, 3),
+                   features=version.features, classes=version.classes, provenance=version.provenance())
+    if slot.last_error is not None:
+        out["lastError"] = slot.last_error
+    return out
+
+
+async def _predict(version: ModelVersion, rows: list[list[float]]) -> Prediction:
+    if len(rows) <= INLINE_ROWS:
+        return version.predict(rows)
+    return await run_in_threadpool(version.predict, rows)
+
+
+def _versioned(body: Any, version: ModelVersion) -> JSONResponse:
+    return JSONResponse(body, headers={"X-Model-Version": version.id})
+
+
+def _error(request: Request, status: int, kind: str, message: str) -> JSONResponse:
+    if request.url.path.startswith("/v2"):
+        return JSONResponse({"error": message}, status)
+    return JSONResponse({"code": status, "type": kind, "message": message}, status)
+
+
+async def _serving_error(request: Request, exc: ServingError) -> JSONResponse:
+    return _error(request, exc.status, exc.kind, exc.message)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    messages = {404: f"no such endpoint: {request.method} {request.url.path}",
+                405: f"method {request.method} not allowed on {request.url.path}",
+                413: "request body too large"}
+    kind = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge"}.get(exc.status_code, "Error")
+    return _error(request, exc.status_code, kind, messages.get(exc.status_code, str(exc.detail)))
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(request, 500, "InternalServerError", f"internal error ({type(exc).__name__}: {exc})")

@@ -1,0 +1,65 @@
+"""Run the model server: ``pipectl serve`` calls :func:`serve`."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from ..errors import InvalidArgument
+from ..pfs import PFS
+from ..pfs.names import check_name
+from ..store import ObjectStore
+from .handler import load_handler
+from .model import ModelSlot
+
+log = logging.getLogger("pipectl.serving")
+
+
+def serve(store: ObjectStore, repo: str, branch: str, model: str, handler: str, host: str, port: int,
+          poll_interval: float = 1.0, access_log: bool = False) -> None:
+    """Serve the head commit of ``repo@branch`` as model ``model`` on
+    ``host:port`` until SIGINT/SIGTERM, reloading when the branch moves
+    (checked every ``poll_interval`` seconds).
+
+    Imports the ``handler`` file first, so a bad handler (or a missing
+    numpy/MXNet) fails here, before the port is opened. Raises
+    InvalidArgument for a bad name, handler or interval, or when Starlette
+    or uvicorn is not installed.
+    """
+    for kind, name in (("repo", repo), ("branch", branch), ("model", model)):
+        check_name(kind, name)
+    if not poll_interval > 0:
+        raise InvalidArgument(f"--poll-interval must be > 0 seconds, got {poll_interval}")
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as e:
+        raise InvalidArgument(f"pipectl serve needs Starlette and uvicorn ({e}): "
+                              "pip install -r serving/requirements.txt") from None
+    sock = listen(host, port)
+    load = load_handler(handler)
+    slot = ModelSlot(PFS(store), repo, branch, model, load)
+    app = create_app(slot, poll_interval)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("serving model %s from %s@%s on http://%s:%d (handler %s, polling every %g s)",
+             model, repo, branch, host, port, handler, poll_interval)
+    config = uvicorn.Config(app, access_log=access_log, log_level="info", lifespan="on",
+                            timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (uvicorn listens on it). Raises
+    InvalidArgument when the address cannot be used (e.g. already in use)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise InvalidArgument(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock

@@ -1,0 +1,174 @@
+"""The KServe Open Inference Protocol (v2): infer requests and responses.
+
+Request (``POST /v2/models/{name}/infer``)::
+
+    {"id": "optional",
+     "inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32",
+                 "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}],
+     "outputs": [{"name": "predictions"}]}          # optional: which outputs
+
+Inputs come in one of two layouts:
+
+- one tensor (any name) of shape ``[n, n_features]``, rows in feature order;
+- several tensors, one per feature, named by the feature (matched as in
+  :func:`~.instances.normalize_name`), each of shape ``[n]`` or ``[n, 1]``.
+
+``data`` is row-major, flat or nested; ``datatype`` is numeric (``FP*``,
+``INT*``, ``UINT*``); values must be finite. Response::
+
+    {"model_name": "iris", "model_version": "<commit>", "id": "optional",
+     "outputs": [{"name": "predictions", "datatype": "BYTES", "shape": [2], "data": ["setosa", ...]},
+                 {"name": "probabilities", "datatype": "FP32", "shape": [2, 3], "data": [...]}]}
+
+``probabilities`` exists only for models that give them. Problems raise
+:class:`~.errors.BadRequest`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import BadRequest
+from .instances import Rows, expected, normalize_name, number
+from .model import ModelVersion, Prediction
+
+NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
+           "UINT8", "UINT16", "UINT32", "UINT64"}
+OUTPUTS = ("predictions", "probabilities")
+
+
+def parse_request(payload: Any, features: Sequence[str] | None) -> tuple[Rows, list[str] | None]:
+    """``(rows, requested output names or None for all)`` from a decoded infer request."""
+    if not isinstance(payload, dict):
+        raise BadRequest('an infer request is a JSON object with "inputs"')
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest('"inputs" must be a non-empty list of tensors')
+    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+    if len(tensors) == 1:
+        rows = _rows_from_matrix(*tensors[0], features)
+    else:
+        rows = _rows_from_columns({normalize_name(name): (name, shape, data) for name, shape, data in tensors},
+                                  features)
+    return rows, _requested_outputs(payload.get("outputs"))
+
+
+def _tensor(tensor: Any, index: int) -> tuple[str, list[int], list[float]]:
+    """``(name, shape, flat values)`` of one input tensor, checked."""
+    if not isinstance(tensor, dict):
+        raise BadRequest(f"input {index} must be an object with name, shape, datatype, data")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"input {index} has no name")
+    shape, datatype = tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise BadRequest(f"input {name}: shape must be a list of non-negative integers")
+    if datatype not in NUMERIC:
+        raise BadRequest(f"input {name}: datatype {datatype!r} is not numeric "
+                         f"(use one of {', '.join(sorted(NUMERIC))})")
+    if "data" not in tensor:
+        raise BadRequest(f"input {name} has no data")
+    flat = _flatten(tensor["data"])
+    if len(flat) != math.prod(shape):
+        raise BadRequest(f"input {name}: shape {shape} needs {math.prod(shape)} values, data has {len(flat)}")
+    return name, shape, [number(v, f"input {name}, value {i}") for i, v in enumerate(flat)]
+
+
+def _flatten(data: Any) -> list:
+    if not isinstance(data, list):
+        return [data]
+    flat: list = []
+    for item in data:
+        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+    return flat
+
+
+def _rows_from_matrix(name: str, shape: list[int], values: list[float],
+                      features: Sequence[str] | None) -> Rows:
+    if len(shape) != 2:
+        raise BadRequest(f"input {name}: shape {shape} must be [n_rows, n_features]")
+    n, width = shape
+    if features is not None and width != len(features):
+        raise BadRequest(f"input {name}: {width} features per row; the model expects {expected(features)}")
+    if n == 0:
+        raise BadRequest(f"input {name}: no rows")
+    return [values[i * width:(i + 1) * width] for i in range(n)]
+
+
+def _rows_from_columns(named: dict, features: Sequence[str] | None) -> Rows:
+    if features is None:
+        raise BadRequest("the model declares no feature names; send one tensor of shape [n, n_features]")
+    missing = [f for f in features if f not in named]
+    unknown = [original for key, (original, _, _) in named.items() if key not in features]
+    if missing or unknown:
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                   ([f"unknown {', '.join(unknown)}"] if unknown else [])
+        raise BadRequest(f"wrong input names ({'; '.join(problems)}): send one tensor [n, n_features] "
+                         f"or one tensor per feature of {expected(features)}")
+    columns = []
+    for f in features:
+        original, shape, values = named[f]
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise BadRequest(f"input {original}: shape {shape} must be [n] or [n, 1] (one feature)")
+        columns.append(values)
+    lengths = {len(c) for c in columns}
+    if len(lengths) != 1:
+        raise BadRequest(f"feature inputs have different lengths {sorted(lengths)}")
+    if not columns[0]:
+        raise BadRequest("no rows: the feature inputs are empty")
+    return [list(row) for row in zip(*columns)]
+
+
+def _requested_outputs(outputs: Any) -> list[str] | None:
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                for o in outputs):
+        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
+    names = [o["name"] for o in outputs]
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise BadRequest(f"unknown output(s) {', '.join(unknown)}: the outputs are {', '.join(OUTPUTS)}")
+    return names
+
+
+def response(name: str, version: ModelVersion, prediction: Prediction, request_id: Any,
+             requested: list[str] | None) -> dict:
+    """The infer response body for ``prediction`` (see the module doc)."""
+    n = len(prediction.labels)
+    tensors = {"predictions": {"name": "predictions", "shape": [n],
+                               "datatype": "BYTES" if _all_text(prediction.labels) else "FP64",
+                               "data": prediction.labels}}
+    if prediction.probabilities is not None:
+        tensors["probabilities"] = {"name": "probabilities", "datatype": "FP32",
+                                    "shape": [n, len(version.classes or ())],
+                                    "data": [p for row in prediction.probabilities for p in row]}
+    wanted = requested if requested is not None else list(tensors)
+    missing = [w for w in wanted if w not in tensors]
+    if missing:
+        raise BadRequest(f"model {name} gives no {', '.join(missing)}")
+    body = {"model_name": name, "model_version": version.id, "outputs": [tensors[w] for w in wanted]}
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+def metadata(name: str, version: ModelVersion) -> dict:
+    """The model metadata body of ``GET /v2/models/{name}``."""
+    width = len(version.features) if version.features is not None else -1
+    outputs = [{"name": "predictions", "datatype": "BYTES", "shape": [-1]}]
+    if version.classes is not None:
+        outputs.append({"name": "probabilities", "datatype": "FP32", "shape": [-1, len(version.classes)]})
+    return {
+        "name": name, "versions": [version.id], "platform": "pipectl",
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, width]}],
+        "outputs": outputs,
+        "parameters": {"features": version.features, "classes": version.classes},
+    }
+
+
+def _all_text(values: list) -> bool:
+    return all(isinstance(v, str) for v in values)

@@ -1,0 +1,505 @@
+"""Model serving (issue #5): ``pipectl serve`` over real HTTP.
+
+Real parts only: the model is trained once per module by the train stage
+under the real ``pipectl controller`` (process executor, the stage
+environment) on the real Iris data; the server is a real ``python -m
+pipectl serve`` process run by the stage interpreter (it needs MXNet) on an
+ephemeral loopback port; requests go over HTTP with ``requests``. The
+inference stage runs in the same pipeline, so the server's predictions are
+checked against the stage's outputs for the same rows and the same model
+commit.
+
+Skipped, with the reason, when the stage interpreter
+(``$PIPECTL_STAGE_PYTHON`` or ``.venv-stages/bin/python``) lacks MXNet,
+Starlette, uvicorn or pipectl (``make stage-env``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import free_port, run_cli
+
+from pipectl.pfs import PFS
+from pipectl.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_PYTHON = Path(os.environ.get("PIPECTL_STAGE_PYTHON", ROOT / ".venv-stages" / "bin" / "python"))
+HANDLER = ROOT / "stages" / "inference" / "iris_model.py"
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+CLASSES = ["setosa", "versicolor", "virginica"]
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+# --- helpers ------------------------------------------------------------------
+
+def ok(result):
+    assert result.code == 0, result
+    return result
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value (returned)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Server:
+    """A ``pipectl serve`` process (stage interpreter) on a free loopback port."""
+
+    def __init__(self, python: Path, store_url: str, log_path: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(python), "-m", "pipectl", "--store", store_url, "serve", "--repo", "train",
+                 "--model", "iris", "--handler", str(HANDLER), "--host", "127.0.0.1",
+                 "--port", str(self.port), "--poll-interval", "0.2", *extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.session = requests.Session()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def up(self) -> bool:
+        assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{self.log()}"
+        try:
+            self.session.get(self.url + "/ping", timeout=5)
+            return True
+        except requests.ConnectionError:
+            return False
+
+    def wait_up(self) -> Server:
+        wait_for(self.up, 120, "the server to listen")
+        return self
+
+    def wait_healthy(self) -> Server:
+        self.wait_up()
+        wait_for(lambda: self.get("/ping").status_code == 200, 120, f"a model to load:\n{self.log()}")
+        return self
+
+    def get(self, path: str) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30)
+
+    def post(self, path: str, body, content_type: str = "application/json") -> requests.Response:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return self.session.post(self.url + path, data=data, headers={"Content-Type": content_type},
+                                 timeout=30)
+
+    def version(self) -> str | None:
+        return self.get("/models/iris").json()[0]["modelVersion"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+def files_of(pfs: PFS, repo: str, ref: str = "master") -> dict[str, bytes]:
+    """Every file of ``repo@ref`` with its bytes."""
+    out = {}
+    for path, _ in pfs.iter_files(repo, ref):
+        buf = io.BytesIO()
+        pfs.get_file(repo, ref, path, buf)
+        out[path] = buf.getvalue()
+    return out
+
+
+# --- fixtures -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stage_python() -> Path:
+    """The stage interpreter, able to serve; skips the module otherwise."""
+    if not STAGE_PYTHON.exists():
+        pytest.skip(f"stage interpreter {STAGE_PYTHON} not found (make stage-env, or set PIPECTL_STAGE_PYTHON)")
+    probe = subprocess.run([str(STAGE_PYTHON), "-c", "import mxnet, numpy, sklearn, starlette, uvicorn, pipectl"],
+                           check=False, capture_output=True, text=True, timeout=300)
+    if probe.returncode != 0:
+        pytest.skip(f"{STAGE_PYTHON} cannot serve the Iris model ({probe.stderr.strip().splitlines()[-1]}); "
+                    "make stage-env installs MXNet, Starlette, uvicorn and pipectl into it")
+    return STAGE_PYTHON
+
+
+class Trained:
+    """The module's store after the Iris pipelines ran: ``url``, ``pfs``,
+    ``env`` (for CLI calls), ``data`` and ``new_data`` (the directories of
+    CSV files put into the iris and iris-new repos)."""
+
+    def __init__(self, url: str, data: Path, new_data: Path):
+        self.url, self.data, self.new_data = url, data, new_data
+        self.pfs = PFS(open_store(url))
+        self.env = {"PIPECTL_STORE": url}
+
+    def cli(self, *args: str, timeout: float = 600):
+        return ok(run_cli(*args, env=self.env, timeout=timeout))
+
+    def controller(self):
+        return self.cli("controller", "--exit-when-idle", "--poll-interval", "0.05",
+                        "--local-images", str(ROOT / "stages" / "local-images.json"))
+
+
+@pytest.fixture(scope="module")
+def trained(stage_python, tmp_path_factory) -> Trained:
+    """Iris data -> preprocess -> train -> inference, by the real controller."""
+    work = tmp_path_factory.mktemp("serving")
+    data, new = work / "iris", work / "iris-new"
+    subprocess.run([str(stage_python), str(ROOT / "scripts" / "iris_data.py"), str(data), "--new-dir", str(new)],
+                   check=True, capture_output=True, timeout=300)
+    t = Trained("file://" + str(work / "store"), data, new)
+    t.cli("create-repo", "iris")
+    t.cli("put-file", "iris", "master", "/", "-r", "-f", str(data))
+    t.cli("create-repo", "iris-new")
+    t.cli("put-file", "iris-new", "master", "/", "-r", "-f", str(new))
+    for spec in ("preprocess", "train", "inference"):
+        t.cli("create-pipeline", "-f", str(ROOT / "specs" / "iris" / f"{spec}.json"))
+    t.controller()
+    return t
+
+
+@pytest.fixture(scope="module")
+def server(stage_python, trained, tmp_path_factory):
+    """A server on the trained store's train@master, with a model loaded."""
+    s = Server(stage_python, trained.url, tmp_path_factory.mktemp("serve") / "serve.log")
+    try:
+        yield s.wait_healthy()
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def new_server(stage_python, tmp_path):
+    """``new_server(store_url)`` starts a server (stopped at teardown)."""
+    started: list[Server] = []
+
+    def start(store_url: str, *extra: str) -> Server:
+        started.append(Server(stage_python, store_url, tmp_path / f"serve-{len(started)}.log", *extra))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+# --- tests --------------------------------------------------------------------
+
+def test_core_and_cli_import_no_numpy_or_mxnet(stage_python):
+    code = ("import sys, pipectl.cli, pipectl.serving.app, pipectl.serving.server; "
+            "bad = {'numpy', 'mxnet'} & set(sys.modules); assert not bad, bad")
+    result = subprocess.run([str(stage_python), "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("handler, needle", [
+    ("missing.py", "not found"),
+    ("no_load.py", "defines no load(model_dir) function"),
+    ("broken.py", "cannot import handler"),
+    (str(HANDLER), "cannot listen on 127.0.0.1:{port}: Address already in use"),
+])
+def test_a_bad_start_is_a_one_line_error(stage_python, tmp_path, handler, needle):
+    (tmp_path / "no_load.py").write_text("x = 1\n")
+    (tmp_path / "broken.py").write_text("import no_such_module_here\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1] if handler == str(HANDLER) else free_port()
+        result = subprocess.run(
+            [str(stage_python), "-m", "pipectl", "--store", f"file://{tmp_path}/store", "serve", "--repo", "train",
+             "--handler", str(tmp_path / handler), "--port", str(port)],
+            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert needle.format(port=port) in lines[0], result.stderr
+
+
+def test_503_until_a_model_appears_then_serves_it(trained, new_server, tmp_path):
+    url = f"file://{tmp_path}/store"
+    pfs = PFS(open_store(url))
+    s = new_server(url).wait_up()
+
+    def unavailable(needle: str) -> None:
+        ping = s.get("/ping")
+        assert ping.status_code == 503 and ping.json()["status"] == "Unhealthy", ping.text
+        assert needle in ping.json()["message"], ping.text
+        for r in (s.post("/predictions/iris", SETOSA),
+                  s.post("/v2/models/iris/infer", {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                                               "data": SETOSA}]}),
+                  s.get("/v2/health/ready"), s.get("/v2/models/iris")):
+            assert r.status_code == 503, r.text
+            assert needle in (r.json().get("message") or r.json().get("error")), r.text
+        described = s.get("/models/iris").json()[0]
+        assert described["status"] == "Unavailable" and described["modelVersion"] is None
+        assert s.get("/v2/health/live").status_code == 200
+
+    wait_for(lambda: "repo train not found" in s.get("/ping").json()["message"], 30, "the missing-repo reason")
+    unavailable("repo train not found")
+    pfs.create_repo("train")
+    wait_for(lambda: "no commits" in s.get("/ping").json()["message"], 30, "the no-commit reason")
+    unavailable("branch master of repo train has no commits yet")
+
+    model = files_of(trained.pfs, "train")
+    commit = pfs.put_files("train", "master", [(p, io.BytesIO(d)) for p, d in model.items()])[0]
+    wait_for(lambda: s.get("/ping").status_code == 200, 60, "the model to load")
+    r = s.post("/predictions/iris", SETOSA)
+    assert r.status_code == 200 and r.json()["predictions"] == ["setosa"], r.text
+    assert r.json()["model_version"] == r.headers["X-Model-Version"] == commit.id
+    provenance = s.get("/models/iris").json()[0]["provenance"]
+    assert provenance["commit"] == commit.id and provenance["pipeline"] is None  # put by a user
+
+
+def test_a_broken_model_commit_keeps_the_previous_version_serving(trained, new_server, tmp_path):
+    url = f"file://{tmp_path}/store"
+    pfs = PFS(open_store(url))
+    pfs.create_repo("train")
+    model = files_of(trained.pfs, "train")
+    good = pfs.put_files("train", "master", [(p, io.BytesIO(d)) for p, d in model.items()])[0]
+    s = new_server(url).wait_healthy()
+    assert s.version() == good.id
+
+    broken = pfs.delete_file("train", "master", "/model-0000.params")
+    error = wait_for(lambda: s.get("/models/iris").json()[0].get("lastError"), 30, "the load error")
+    assert error["commit"] == broken.id and "model-0000.params" in error["error"]
+    r = s.post("/predictions/iris", SETOSA)
+    assert r.status_code == 200 and r.json()["model_version"] == good.id
+    assert s.get("/ping").status_code == 200
+
+    fixed = pfs.put_files("train", "master", [("/model-0000.params", io.BytesIO(model["/model-0000.params"]))])[0]
+    wait_for(lambda: s.version() == fixed.id, 30, "the fixed model")
+    assert "lastError" not in s.get("/models/iris").json()[0]
+
+
+def test_predictions_match_the_inference_stage(trained, server):
+    model_commit = trained.pfs.inspect_commit("train", "master")
+    inference = trained.pfs.inspect_commit("inference", "master")
+    assert any(p["repo"] == "train" and p["commit"] == model_commit.id for p in inference.provenance)
+    expected = {path: data.decode().split() for path, data in files_of(trained.pfs, "inference").items()}
+    assert sorted(expected) == ["/test1.csv", "/test2.csv"]
+    for path, labels in expected.items():
+        csv_text = (trained.new_data / path.lstrip("/")).read_text()
+        by_csv = server.post("/predictions/iris", csv_text, "text/csv")
+        assert by_csv.status_code == 200, by_csv.text
+        assert by_csv.json()["predictions"] == labels
+        assert by_csv.json()["model_version"] == by_csv.headers["X-Model-Version"] == model_commit.id
+
+        lines = csv_text.split()
+        rows = [[float(v) for v in line.split(",")] for line in lines[1:]]
+        assert server.post("/predictions/iris", rows).json()["predictions"] == labels
+        objects = [dict(zip(FEATURES, r)) for r in rows]
+        assert server.post("/predictions/iris", {"instances": objects}).json()["predictions"] == labels
+        headerless = "\n".join(lines[1:]) + "\n"
+        assert server.post("/predictions/iris", headerless, "text/csv").json()["predictions"] == labels
+        for r, label in zip(rows, labels):
+            one = server.post("/predictions/iris", r).json()
+            assert one["predictions"] == [label]
+            probabilities = one["probabilities"][0]
+            assert sorted(probabilities) == CLASSES and abs(sum(probabilities.values()) - 1) < 1e-4
+            assert max(probabilities, key=probabilities.get) == label
+
+
+def test_a_large_batch_the_whole_data_set(server, trained):
+    """150 rows (run off the event loop): labelled CSV, the species column ignored."""
+    text = (trained.data / "iris.csv").read_text()
+    r = server.post("/predictions/iris", text, "text/csv")
+    assert r.status_code == 200, r.text
+    truth = [line.rsplit(",", 1)[1] for line in text.split()[1:]]
+    predicted = r.json()["predictions"]
+    assert len(predicted) == len(truth) == 150
+    assert sum(p == t for p, t in zip(predicted, truth)) / 150 > 0.9
+
+
+@pytest.mark.parametrize("store_url", ["s3"], indirect=True)
+def test_serves_a_model_from_s3(trained, new_server, store_url):
+    """The model repo on S3 (a moto server over HTTP; the AWS variables are
+    in the environment the server inherits)."""
+    pfs = PFS(open_store(store_url))
+    pfs.create_repo("train")
+    model = files_of(trained.pfs, "train")
+    commit = pfs.put_files("train", "master", [(p, io.BytesIO(d)) for p, d in model.items()])[0]
+    s = new_server(store_url).wait_healthy()
+    r = s.post("/predictions/iris", SETOSA)
+    assert r.status_code == 200 and r.json()["predictions"] == ["setosa"]
+    assert r.json()["model_version"] == commit.id
+
+
+def test_one_instance_in_every_form(server):
+    forms = [
+        (SETOSA, "application/json"),
+        (dict(zip(FEATURES, SETOSA)), "application/json"),
+        ({"Sepal.Length": 5.1, "Sepal Width": 3.5, "PETAL-LENGTH": 1.4, "petal_width": 0.2}, "application/json"),
+        ({"instances": [SETOSA]}, "application/json"),
+        ([SETOSA], "application/json"),
+        ("5.1,3.5,1.4,0.2\n", "text/csv"),
+        ("species,petal_width,petal_length,sepal_width,sepal_length\nsetosa,0.2,1.4,3.5,5.1\n", "text/csv"),
+    ]
+    for body, media in forms:
+        r = server.post("/predictions/iris", body, media)
+        assert r.status_code == 200, (body, r.text)
+        assert r.json()["predictions"] == ["setosa"], body
+
+
+def test_models_endpoints_show_version_and_provenance(trained, server):
+    commit = trained.pfs.inspect_commit("train", "master")
+    assert server.get("/ping").json() == {"status": "Healthy"}
+    models = server.get("/models").json()["models"]
+    assert models == [{"modelName": "iris", "modelUrl": "pfs://train@master", "modelVersion": commit.id}]
+    [described] = server.get("/models/iris").json()
+    assert described["modelVersion"] == commit.id and described["status"] == "Ready"
+    assert described["features"] == FEATURES and described["classes"] == CLASSES
+    provenance = described["provenance"]
+    assert provenance["pipeline"] == "train" and provenance["pipeline_version"] == commit.pipeline_version
+    assert provenance["job"] == commit.job
+    iris_head = trained.pfs.inspect_commit("iris", "master").id
+    assert [(d["repo"], d["commit"]) for d in provenance["data"]] == [("iris", iris_head)]
+    assert {p["repo"] for p in provenance["inputs"]} == {"iris", "preprocess"}
+
+
+def test_kserve_v2_protocol(trained, server):
+    commit = trained.pfs.inspect_commit("train", "master").id
+    assert server.get("/v2/health/live").json() == {"live": True}
+    assert server.get("/v2/health/ready").json() == {"ready": True}
+    assert server.get("/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
+    meta = server.get("/v2/models/iris").json()
+    assert meta["name"] == "iris" and meta["versions"] == [commit]
+    assert meta["inputs"][0]["shape"] == [-1, 4]
+    rows = [SETOSA, [6.7, 3.0, 5.2, 2.3], [6.1, 2.8, 4.7, 1.2]]
+    labels = server.post("/predictions/iris", rows).json()["predictions"]
+
+    matrix = {"id": "req-1", "inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP32",
+                                         "data": [v for r in rows for v in r]}]}
+    r = server.post("/v2/models/iris/infer", matrix)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == "iris" and body["model_version"] == commit and body["id"] == "req-1"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["predictions"]["data"] == labels and outputs["predictions"]["shape"] == [3]
+    assert outputs["probabilities"]["shape"] == [3, 3] and len(outputs["probabilities"]["data"]) == 9
+
+    columns = {"inputs": [{"name": f, "shape": [3, 1], "datatype": "FP64", "data": [[r[i]] for r in rows]}
+                          for i, f in enumerate(FEATURES)],
+               "outputs": [{"name": "predictions"}]}
+    body = server.post("/v2/models/iris/infer", columns).json()
+    assert [o["name"] for o in body["outputs"]] == ["predictions"]
+    assert body["outputs"][0]["data"] == labels
+
+
+JSON, CSV = "application/json", "text/csv"
+TENSOR = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": SETOSA}
+
+
+@pytest.mark.parametrize("method, path, media, body, status, needle", [
+    ("POST", "/predictions/iris", JSON, "[5.1, 3.5", 400, "malformed JSON"),
+    ("POST", "/predictions/iris", JSON, "", 400, "empty request body"),
+    ("POST", "/predictions/iris", JSON, "[5.1, 3.5, NaN, 0.2]", 400, "NaN is not a number"),
+    ("POST", "/predictions/iris", JSON, [5.1, 3.5, 1.4], 400, "has 3 values; the model expects 4 features"),
+    ("POST", "/predictions/iris", JSON, [SETOSA, [1, 2, 3, 4, 5]], 400, "instance 1 has 5 values"),
+    ("POST", "/predictions/iris", JSON, {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
+                                        "petal_widht": 0.2}, 400, "missing petal_width; unknown petal_widht"),
+    ("POST", "/predictions/iris", JSON, [5.1, "x", 1.4, 0.2], 400, "value 1: \"x\" is not a number"),
+    ("POST", "/predictions/iris", JSON, [True, 3.5, 1.4, 0.2], 400, "true is not a number"),
+    ("POST", "/predictions/iris", JSON, [], 400, "no instances"),
+    ("POST", "/predictions/iris", JSON, "\"setosa\"", 400, "send an instance"),
+    ("POST", "/predictions/iris", CSV, "5.1,3.5,1.4\n", 400, "CSV line 1 has 3 values"),
+    ("POST", "/predictions/iris", CSV, "5.1,3.5,1.4,0.2\n5.1,3.5,1.4\n", 400, "CSV line 2 has 3 fields"),
+    ("POST", "/predictions/iris", CSV, "a,b,c,d\n1,2,3,4\n", 400, "lacks feature(s) sepal_length"),
+    ("POST", "/predictions/iris", CSV, "5.1,3.5,x,0.2\n", 400, "CSV line 1, column 3: 'x' is not a number"),
+    ("POST", "/predictions/iris", CSV, "\n", 400, "no data rows"),
+    ("POST", "/predictions/iris", "image/png", "\x89PNG", 415, "image/png is not supported"),
+    ("POST", "/predictions/resnet", JSON, SETOSA, 404, "model resnet not found"),
+    ("GET", "/models/resnet", None, None, 404, "model resnet not found"),
+    ("GET", "/predictions/iris", None, None, 405, "method GET not allowed"),
+    ("GET", "/nowhere", None, None, 404, "no such endpoint"),
+    ("POST", "/v2/models/iris/infer", JSON, "{", 400, "malformed JSON"),
+    ("POST", "/v2/models/iris/infer", JSON, {"inputs": []}, 400, "non-empty list"),
+    ("POST", "/v2/models/iris/infer", JSON, {"inputs": [dict(TENSOR, shape=[1, 3], data=SETOSA[:3])]}, 400,
+     "3 features per row; the model expects 4"),
+    ("POST", "/v2/models/iris/infer", JSON, {"inputs": [dict(TENSOR, shape=[2, 4])]}, 400,
+     "needs 8 values, data has 4"),
+    ("POST", "/v2/models/iris/infer", JSON, {"inputs": [dict(TENSOR, datatype="BYTES")]}, 400, "not numeric"),
+    ("POST", "/v2/models/iris/infer", JSON,
+     {"inputs": [dict(TENSOR, name=n, shape=[1], data=[1.0]) for n in ("sepal_length", "petal_size")]}, 400,
+     "wrong input names (missing sepal_width, petal_length, petal_width; unknown petal_size)"),
+    ("POST", "/v2/models/iris/infer", JSON, {"inputs": [TENSOR], "outputs": [{"name": "logits"}]}, 400,
+     "unknown output(s) logits"),
+    ("POST", "/v2/models/resnet/infer", JSON, {"inputs": [TENSOR]}, 404, "model resnet not found"),
+    ("GET", "/v2/models/resnet", None, None, 404, "model resnet not found"),
+])
+def test_bad_requests_get_their_status_and_a_json_error(server, method, path, media, body, status, needle):
+    if method == "GET":
+        r = server.get(path)
+    else:
+        r = server.post(path, body, media)
+    assert r.status_code == status, r.text
+    error = r.json()
+    message = error["error"] if path.startswith("/v2") else error["message"]
+    if not path.startswith("/v2"):
+        assert error["code"] == status
+    assert needle in message, message
+
+
+def test_reload_under_a_stream_of_requests_loses_none(trained, server, tmp_path):
+    """Retraining (update-pipeline train with more epochs) lands a new model
+    commit while two clients send requests without pause: every request
+    succeeds, each client sees the old version, then only the new one."""
+    old = trained.pfs.inspect_commit("train", "master")
+    assert server.version() == old.id
+    stop = threading.Event()
+    seen: dict[str, list] = {"predictions": [], "v2": []}
+
+    requests_of = {"predictions": ("/predictions/iris", SETOSA), "v2": ("/v2/models/iris/infer", {"inputs": [TENSOR]})}
+
+    def client(kind: str) -> None:
+        session, (path, body) = requests.Session(), requests_of[kind]
+        while not stop.is_set():
+            try:
+                r = session.post(server.url + path, json=body, timeout=30)
+                seen[kind].append((r.status_code, r.json().get("model_version"), r.headers.get("X-Model-Version")))
+            except (requests.RequestException, ValueError) as e:  # counted as a lost request
+                seen[kind].append((repr(e), None, None))
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in seen]
+    for t in threads:
+        t.start()
+    try:
+        spec = json.loads((ROOT / "specs" / "iris" / "train.json").read_text())
+        spec["transform"]["env"]["EPOCHS"] = "60"
+        path = tmp_path / "train.json"
+        path.write_text(json.dumps(spec))
+        trained.cli("update-pipeline", "-f", str(path))
+        trained.controller()
+        new = trained.pfs.inspect_commit("train", "master")
+        assert new.id != old.id and new.pipeline_version == old.pipeline_version + 1
+        wait_for(lambda: all(s and s[-1][1] == new.id for s in seen.values()), 60, "clients to see the new model")
+        count = {k: len(s) for k, s in seen.items()}
+        wait_for(lambda: all(len(s) >= count[k] + 20 for k, s in seen.items()), 30, "more requests")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    for kind, results in seen.items():
+        assert all(status == 200 for status, _, _ in results), [r for r in results if r[0] != 200][:3]
+        assert all(body == header for _, body, header in results)
+        versions = [v for _, v, _ in results]
+        switch = versions.index(new.id)
+        assert switch > 0 and set(versions[:switch]) == {old.id} and set(versions[switch:]) == {new.id}, kind
+    [described] = server.get("/models/iris").json()
+    assert described["modelVersion"] == new.id
+    assert described["provenance"]["pipeline_version"] == new.pipeline_version
