@@ -27,6 +27,7 @@ Output: the text reports on stdout; nothing is kept on disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -51,6 +52,30 @@ def _profiler():
 def _frames(flat_text: str) -> list[str]:
     """The ``<seconds> <function> <file>:<line>`` lines of a flat report."""
     return [x.strip() for x in flat_text.splitlines() if re.match(r"^\s*\d+\.\d+\s+\S", x)]
+
+
+@contextlib.contextmanager
+def _profiled(title):
+    """Profile the ``with`` body; report it under ``title`` (a string, or a
+    function of the elapsed seconds returning one)."""
+    p = _profiler()
+    began = time.perf_counter()
+    p.start()
+    try:
+        yield
+    finally:
+        p.stop()
+        seconds = time.perf_counter() - began
+        _report(title(seconds) if callable(title) else title, seconds, p)
+
+
+def _plan_next_job(controller, pps):
+    """Create and plan the next job as the controller would; ``(job, spec, plan)``."""
+    controller.create_jobs()
+    job = controller.next_job()
+    job = pps.update_job(job.pipeline, job.id, state="running", started=job.created)
+    spec = pps.pipeline_version(job.pipeline, job.pipeline_version)
+    return job, spec, controller._plan(job, spec)
 
 
 def _report(title: str, seconds: float, profiler, top: int = TOP) -> None:
@@ -118,31 +143,15 @@ def profile_latency(env: h.StoreEnv, files: int) -> None:
     pps = PPS(store, pfs)
     controller = Controller(store, ProcessExecutor(url), 0.2)
 
-    p = _profiler()
-    began = time.perf_counter()
-    p.start()
-    controller.create_jobs()
-    job = controller.next_job()
-    job = pps.update_job(job.pipeline, job.id, state="running", started=job.created)
-    spec_v = pps.pipeline_version(job.pipeline, job.pipeline_version)
-    plan = controller._plan(job, spec_v)
-    p.stop()
-    _report(f"controller: create job + plan ({len(plan)} datums)", time.perf_counter() - began, p)
+    with _profiled("controller: create job + plan"):
+        job, spec_v, plan = _plan_next_job(controller, pps)
 
-    p = _profiler()
-    began = time.perf_counter()
-    p.start()
-    Worker(store, job.pipeline, job.id, 0, 1).run()
-    p.stop()
-    _report("worker: run the new datum (in-process)", time.perf_counter() - began, p)
+    with _profiled("worker: run the new datum (in-process)"):
+        Worker(store, job.pipeline, job.id, 0, 1).run()
 
-    p = _profiler()
-    began = time.perf_counter()
-    p.start()
-    results = controller._execute(job, spec_v, plan)
-    controller._finish(job, spec_v, plan, results)
-    p.stop()
-    _report("controller: collect results + land the output commit", time.perf_counter() - began, p)
+    with _profiled("controller: collect results + land the output commit"):
+        results = controller._execute(job, spec_v, plan)
+        controller._finish(job, spec_v, plan, results)
 
     r = [h.run([sys.executable, "-c", "import pipectl.pps.worker"]).seconds for _ in range(3)]
     print(f"\nworker process start-up (python -c 'import pipectl.pps.worker'): {min(r) * 1000:,.0f} ms best of 3")
@@ -174,32 +183,15 @@ def profile_job(env: h.StoreEnv, datums: int) -> None:
     pps = PPS(store)
     controller = Controller(store, ProcessExecutor(url), 0.2)
 
-    p = _profiler()
-    began = time.perf_counter()
-    p.start()
-    controller.create_jobs()
-    job = controller.next_job()
-    job = pps.update_job(job.pipeline, job.id, state="running", started=job.created)
-    spec_v = pps.pipeline_version(job.pipeline, job.pipeline_version)
-    plan = controller._plan(job, spec_v)
-    p.stop()
-    _report(f"controller: create job + plan ({len(plan)} datums)", time.perf_counter() - began, p)
+    with _profiled("controller: create job + plan"):
+        job, spec_v, plan = _plan_next_job(controller, pps)
 
-    p = _profiler()
-    began = time.perf_counter()
-    p.start()
-    Worker(store, job.pipeline, job.id, 0, 1).run()
-    p.stop()
-    seconds = time.perf_counter() - began
-    _report(f"worker: {datums} datums in-process ({datums / seconds:,.0f} datums/s)", seconds, p)
+    with _profiled(lambda seconds: f"worker: {datums} datums in-process ({datums / seconds:,.0f} datums/s)"):
+        Worker(store, job.pipeline, job.id, 0, 1).run()
 
-    p = _profiler()
-    began = time.perf_counter()
-    p.start()
-    results = controller._execute(job, spec_v, plan)
-    final = controller._finish(job, spec_v, plan, results)
-    p.stop()
-    _report("controller: collect results + land the output commit", time.perf_counter() - began, p)
+    with _profiled("controller: collect results + land the output commit"):
+        results = controller._execute(job, spec_v, plan)
+        final = controller._finish(job, spec_v, plan, results)
     if final.state != "success" or final.datums_processed != datums:
         raise h.BenchError(f"job ended {final.state} with {final.datums_processed} datums processed")
 

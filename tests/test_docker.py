@@ -101,6 +101,44 @@ def test_iris_in_containers_matches_process_executor(tmp_path, monkeypatch, requ
     assert contained == local
     job = json.loads(ok("list-job", "-p", "train", "--raw").out)[0]
     assert job["executor"] == "docker"
+    check_serving_image(endpoint, "s3://docker-iris/p", new, contained["test1"])
+
+
+def check_serving_image(endpoint: str, store_url: str, new, expected: str) -> None:
+    """The serving image, as a container, answers /ping and predicts what the
+    inference stage predicted for the same rows."""
+    import requests
+    from conftest import free_port
+    try:
+        CLIENT.images.get("pipectl/serving:0.1.0")
+    except docker.errors.ImageNotFound:
+        pytest.fail("pipectl/serving:0.1.0 missing: run `make images`")
+    port = free_port()
+    container = CLIENT.containers.run(
+        "pipectl/serving:0.1.0",
+        ["--repo", "train", "--model", "iris", "--handler", "/app/iris_model.py",
+         "--host", "127.0.0.1", "--port", str(port)],
+        detach=True, network_mode="host",
+        environment={"PIPECTL_STORE": store_url, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(base + "/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("serving container never became ready:\n" + container.logs().decode()[-2000:])
+        csv = (new / "test1.csv").read_bytes()
+        r = requests.post(base + "/predictions/iris", data=csv, headers={"Content-Type": "text/csv"}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == expected.split()
+    finally:
+        container.remove(force=True)
 
 
 SHELL_SPEC = {

@@ -223,11 +223,16 @@ def register(cli: click.Group) -> None:
             pfs.get_file(repo, commit, path, sys.stdout.buffer)
             sys.stdout.flush()
 
+    def _nodes_raw(nodes):
+        return [{"path": n.path, "type": n.type, "size_bytes": n.size, "hash": n.hash} for n in nodes]
+
     def _node_rows(nodes):
         return [[n.path, n.type, output.size(n.size)] for n in nodes]
 
-    def _nodes_raw(nodes):
-        return [{"path": n.path, "type": n.type, "size_bytes": n.size, "hash": n.hash} for n in nodes]
+    def _show_nodes(nodes, raw):
+        if raw:
+            return output.raw(_nodes_raw(nodes))
+        output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
 
     @cli.command("list-file")
     @click.argument("repo")
@@ -236,10 +241,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def list_file(repo, commit, path, raw):
         """List the files of a directory in a commit: NAME, TYPE, SIZE."""
-        nodes = _ctx().pfs.list_files(repo, commit, path)
-        if raw:
-            return output.raw(_nodes_raw(nodes))
-        output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
+        _show_nodes(_ctx().pfs.list_files(repo, commit, path), raw)
 
     @cli.command("glob-file")
     @click.argument("repo")
@@ -248,10 +250,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def glob_file(repo, commit, pattern, raw):
         """List files and directories matching a glob (as pipeline inputs use)."""
-        nodes = _ctx().pfs.glob_files(repo, commit, pattern)
-        if raw:
-            return output.raw(_nodes_raw(nodes))
-        output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
+        _show_nodes(_ctx().pfs.glob_files(repo, commit, pattern), raw)
 
     @cli.command("inspect-file")
     @click.argument("repo")
