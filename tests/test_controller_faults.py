@@ -88,7 +88,7 @@ def test_controller_killed_mid_job_resumes_without_rerunning_recorded_datums(
 
     controller = background("controller", "--exit-when-idle", "--poll-interval", "0.05")
     job = wait_for(lambda: next(iter(pps.list_jobs("slow")), None), what="the job")
-    prefix = f"jobs/slow/{job.id}/results/"
+    prefix = f"job-data/slow/{job.id}/results/"
     wait_for(lambda: [k for k in store.list(prefix) if "controller" not in k], what="recorded datum results")
     os.kill(controller.pid, signal.SIGKILL)
     controller.wait(30)

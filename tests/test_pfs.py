@@ -281,3 +281,30 @@ def test_content_is_addressed_by_sha256(pfs, store, tmp_path):
     assert store.read(objects.object_key(sha)) == data
     commit = pfs.inspect_commit("r", "master")
     assert hashlib.sha256(store.read(f"trees/{commit.tree}")).hexdigest() == commit.tree
+
+
+def test_progress_bar_only_on_a_terminal(store_url, tmp_path):
+    """Many-file uploads show a progress bar when stdout is a terminal, and
+    print nothing when it is a pipe."""
+    import pty
+    src = tmp_path / "many"
+    make_tree(src, {f"f{i:03d}": b"x" * 100 for i in range(80)})
+    assert run_cli("create-repo", "r").code == 0
+    quiet = run_cli("put-file", "r", "master", "/quiet", "-r", "-f", str(src))
+    assert quiet.code == 0 and quiet.out == ""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "put-file", "r", "master", "/tty", "-r", "-f", str(src)],
+                            stdout=follower, stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="100"))
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            piece = os.read(leader, 4096)
+        except OSError:
+            break
+        if not piece:
+            break
+        shown += piece
+    assert proc.wait(60) == 0
+    os.close(leader)
+    assert b"put 80 files" in shown

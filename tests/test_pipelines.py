@@ -289,7 +289,7 @@ def test_stop_start_and_delete_pipeline(cli, pfs, pps, store, spec_file, run_con
     ok(cli("delete-pipeline", "copy"))
     assert pps.list_pipelines() == [] and pps.list_jobs() == []
     assert [r.name for r in pfs.list_repos()] == ["src"]
-    assert not list(store.list("jobs/")) and not list(store.list("pipelines/"))
+    assert not list(store.list("jobs/")) and not list(store.list("job-data/")) and not list(store.list("pipelines/"))
     assert_clean_error(cli("delete-pipeline", "copy"), "copy", "not found")
 
 

@@ -120,16 +120,18 @@ class Worker:
 
     # one datum -----------------------------------------------------------
     def _layout(self, datum: Datum) -> int:
-        if os.path.isdir(self.root):
-            for entry in os.scandir(self.root):
-                shutil.rmtree(entry.path) if entry.is_dir() else os.unlink(entry.path)
-        os.makedirs(os.path.join(self.root, "out"), exist_ok=True)
+        """Lay the datum's input files out under the root; return their bytes."""
+        _empty_dir(self.root)
+        made: set[str] = set()
         size = 0
         for i in datum.inputs:
             os.makedirs(os.path.join(self.root, i.name), exist_ok=True)
             for path, entry in i.files.items():
                 local = os.path.join(self.root, i.name, path.lstrip("/"))
-                os.makedirs(os.path.dirname(local), exist_ok=True)
+                directory = os.path.dirname(local)
+                if directory not in made:
+                    os.makedirs(directory, exist_ok=True)
+                    made.add(directory)
                 if len(entry.objects) == 1:
                     size += self.store.download(object_key(entry.objects[0]), local)
                 else:
@@ -156,9 +158,7 @@ class Worker:
 
     def _run_once(self, datum: Datum, env: dict, log_path: str) -> str:
         """Run the user command once; return '' on success or an error line."""
-        out = os.path.join(self.root, "out")
-        shutil.rmtree(out, ignore_errors=True)
-        os.makedirs(out)
+        _empty_dir(os.path.join(self.root, "out"))
         cmd = [rewrite(a, self.root) for a in self.spec["transform"]["cmd"]]
         stdin_lines = self.spec["transform"].get("stdin") or []
         stdin = rewrite("\n".join(stdin_lines) + "\n", self.root).encode() if stdin_lines else None
@@ -232,6 +232,21 @@ class Worker:
                         entry = writer.put_stream(f)
                     outputs["/" + os.path.relpath(local, out)] = [entry.size, list(entry.objects)]
         return outputs, writer.stats.bytes_uploaded
+
+
+def _empty_dir(path: str) -> None:
+    """Make ``path`` an empty directory (cheap when it is nearly empty already,
+    as between datums)."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        os.makedirs(path)
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _tail(path: str) -> str:
