@@ -308,3 +308,11 @@ def test_progress_bar_only_on_a_terminal(store_url, tmp_path):
     assert proc.wait(60) == 0
     os.close(leader)
     assert b"put 80 files" in shown
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for args in (("get-file", "r"), ("no-such-command",), ("put-file", "r", "master", "--bogus")):
+        r = run_cli(*args, env={"PIPECTL_STORE": "file://" + str(tmp_path / "s")})
+        assert r.code == 2 and "Traceback" not in r.err, r
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], r

@@ -50,9 +50,13 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, pointing at the command's help
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        click.echo(f"error: {e.format_message()}{where}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code if e.exit_code else 1)
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code or 1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
