@@ -179,7 +179,8 @@ def register(cli: click.Group) -> None:
     @click.option("-r", "--recursive", is_flag=True, help="Put the contents of directories, recursively.")
     @click.option("-o", "--overwrite", is_flag=True,
                   help="Replace existing files instead of appending to them (pachctl 1.x appends).")
-    @click.option("-p", "--parallelism", type=int, default=0, help="Upload threads (default 16).")
+    @click.option("-p", "--parallelism", type=click.IntRange(1, 256), default=None,
+                  help="Files uploaded at once (default: 4 on local disk, 16 on S3).")
     def put_file(repo, branch, path, files, recursive, overwrite, parallelism):
         """Put files into BRANCH (or an open commit id) at PATH.
 
@@ -191,8 +192,7 @@ def register(cli: click.Group) -> None:
         """
         pfs = _ctx().pfs
         if parallelism:
-            from ..pfs import api
-            api.PUT_THREADS = parallelism
+            pfs.put_threads = parallelism
         sources, closers = _sources(path, list(files) or ["-"], recursive)
         try:
             total = sum(os.path.getsize(s) for _, s in sources if isinstance(s, str))

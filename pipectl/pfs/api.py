@@ -35,7 +35,6 @@ from .tree import FileEntry, Node, Tree, diff
 Source = Union[str, BinaryIO]
 """What put-file reads: a local file path, or an open binary stream."""
 
-PUT_THREADS = int(os.environ.get("PIPECTL_PUT_THREADS", "16"))
 _ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<ops>(\^|~\d*)*)$")
 
 
@@ -46,8 +45,10 @@ def _backoff(attempt: int) -> None:
 class PFS:
     """Repos, branches, commits and files on one object store."""
 
-    def __init__(self, store: ObjectStore):
+    def __init__(self, store: ObjectStore, put_threads: int | None = None):
         self.store = store
+        self.put_threads = put_threads or int(os.environ.get("PIPECTL_PUT_THREADS", "0")) or store.io_threads
+        """Files uploaded at once by put-file (default: the store's ``io_threads``)."""
         self._trees: dict[str, Tree] = {}
 
     # keys ----------------------------------------------------------------
@@ -395,7 +396,7 @@ class PFS:
                     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
                         raise NotFound(f"cannot read {source}: {e.strerror}") from None
                 return path, writer.put_stream(source)
-            entries = _parallel(one, sources, PUT_THREADS)
+            entries = _parallel(one, sources, self.put_threads)
         return entries, writer.stats
 
     def put_files(self, repo: str, ref: str, sources: list[tuple[str, Source]], overwrite: bool = False,

@@ -16,10 +16,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import hashlib
+import os
+import stat
 import threading
 from typing import BinaryIO, Callable, Iterator
 
-from ..errors import PreconditionFailed
 from ..store import ObjectStore
 from .tree import FileEntry
 
@@ -84,14 +85,10 @@ class ObjectWriter:
                 self.stats.add(dedup=1)
                 return sha
         key = object_key(sha)
-        if len(data) > _SMALL and self.store.exists(key):
-            self.stats.add(dedup=1)
+        if (len(data) <= _SMALL or not self.store.exists(key)) and self.store.put_content(key, data):
+            self.stats.add(uploaded=len(data), new=1)
         else:
-            try:
-                self.store.write(key, data, if_absent=True)
-                self.stats.add(uploaded=len(data), new=1)
-            except PreconditionFailed:
-                self.stats.add(dedup=1)
+            self.stats.add(dedup=1)
         with self._known_lock:
             self.known.add(sha)
         return sha
@@ -122,16 +119,20 @@ class ObjectWriter:
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
     """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter),
     reading into one buffer and copying each piece out once."""
-    buf = bytearray(CHUNK_SIZE)
+    try:  # a regular file: size the buffer to it (most files are small)
+        size = os.fstat(stream.fileno()).st_size if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) else None
+    except (AttributeError, OSError, ValueError):
+        size = None
+    buf = bytearray(CHUNK_SIZE if size is None else min(CHUNK_SIZE, size + 1))
     view = memoryview(buf)
     readinto = getattr(stream, "readinto", None)
     while True:
         filled = 0
-        while filled < CHUNK_SIZE:
+        while filled < len(buf):
             if readinto is not None:
                 n = readinto(view[filled:])
             else:
-                piece = stream.read(CHUNK_SIZE - filled)
+                piece = stream.read(len(buf) - filled)
                 n = len(piece)
                 view[filled:filled + n] = piece
             if not n:
@@ -140,8 +141,11 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
         if not filled:
             return
         yield bytes(view[:filled])
-        if filled < CHUNK_SIZE:
+        if filled < len(buf):
             return
+        if len(buf) < CHUNK_SIZE:  # the file grew past its size: read on in full chunks
+            buf = bytearray(CHUNK_SIZE)
+            view = memoryview(buf)
 
 
 def read_objects(store: ObjectStore, objects: tuple[str, ...], out: BinaryIO,

@@ -24,6 +24,10 @@ class ObjectStore(abc.ABC):
     """A flat key/value store of immutable-or-CAS-updated byte objects."""
 
     url: str
+    io_threads: int = 16
+    """How many requests are worth running at once (high for remote stores,
+    where each waits on the network; low for local disk, where Python's
+    interpreter lock is the limit)."""
 
     @abc.abstractmethod
     def read(self, key: str) -> bytes:
@@ -43,6 +47,17 @@ class ObjectStore(abc.ABC):
         key currently holds that version. Raises PreconditionFailed when a
         condition does not hold (nothing is written then).
         """
+
+    def put_content(self, key: str, data: bytes) -> bool:
+        """Store immutable, content-addressed ``data`` (the key names its
+        hash, so any two writers write the same bytes). Returns True if it
+        was written, False if the key already existed."""
+        from ..errors import PreconditionFailed
+        try:
+            self.write(key, data, if_absent=True)
+            return True
+        except PreconditionFailed:
+            return False
 
     @abc.abstractmethod
     def open(self, key: str) -> BinaryIO:
