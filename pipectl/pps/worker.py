@@ -63,6 +63,20 @@ def die_with_parent() -> None:
         pass
 
 
+# Starting user code through util-linux's setpriv sets the parent-death signal
+# without a Python preexec_fn, which would force a slow fork() per datum
+# (about 10 ms instead of 2-5 ms with vfork); without setpriv, fall back.
+_SETPRIV = shutil.which("setpriv")
+
+
+def _spawn_options(cmd: list[str]) -> tuple[list[str], dict]:
+    """The argv and Popen options that start ``cmd`` in a new session, dying
+    with its worker."""
+    if _SETPRIV:
+        return [_SETPRIV, "--pdeathsig", "KILL", "--", *cmd], {"start_new_session": True}
+    return cmd, {"start_new_session": True, "preexec_fn": die_with_parent}
+
+
 def rewrite(text: str, root: str) -> str:
     """Replace each ``/pfs`` path prefix in ``text`` with ``root``."""
     return text if root == "/pfs" else _PFS.sub(root, text)
@@ -165,10 +179,14 @@ class Worker:
         timeout = parse_duration(self.spec.get("datum_timeout"))
         cwd = self.workdir or self.spec["transform"].get("working_dir") or None
         with open(log_path, "ab") as log:
+            argv, options = _spawn_options(cmd)
+            if _SETPRIV and not shutil.which(cmd[0], path=env.get("PATH")) and os.sep not in cmd[0]:
+                message = f"cannot start {cmd[0]}: command not found"
+                log.write((message + "\n").encode())
+                return message
             try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                        start_new_session=True, preexec_fn=die_with_parent)
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, **options)
             except OSError as e:
                 message = f"cannot start {cmd[0]}: {e.strerror}"
                 log.write((message + "\n").encode())
