@@ -316,3 +316,15 @@ def test_usage_errors_are_one_line(tmp_path):
         assert r.code == 2 and "Traceback" not in r.err, r
         lines = r.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], r
+
+
+def test_delete_repo_refuses_while_a_pipeline_reads_it(store_url, cli, tmp_path):
+    assert cli("create-repo", "src").code == 0
+    spec = {"pipeline": {"name": "reader"}, "transform": {"image": "none", "cmd": ["true"]},
+            "input": {"pfs": {"repo": "src", "glob": "/*"}}}
+    assert cli("create-pipeline", "-f", "-", input=json.dumps(spec).encode()).code == 0
+    assert_clean_error(cli("delete-repo", "src"), "used by pipeline(s) reader", "--force")
+    assert cli("inspect-repo", "src").code == 0
+    assert cli("delete-repo", "src", "--force").code == 0
+    assert_clean_error(cli("inspect-repo", "src"), "repo src not found")
+    assert_clean_error(cli("delete-repo", "src"), "repo src not found")
