@@ -4,7 +4,7 @@ STAGE_VENV ?= .venv-stages
 STAGE_PYTHON := $(STAGE_VENV)/bin/python
 export PIPECTL_STAGE_PYTHON := $(abspath $(STAGE_PYTHON))
 
-.PHONY: help install stage-env serve demo demo-audio test test-fast bench bench-full lint images clean
+.PHONY: help install stage-env serve audio-tools demo demo-audio test test-fast bench bench-full lint images clean
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,7 +29,12 @@ serve: stage-env  ## Serve the demo's model on http://127.0.0.1:8080 (after make
 demo: install stage-env  ## Run the Iris pipeline end to end (local store, process executor)
 	bash scripts/demo_iris.sh
 
-demo-audio: install stage-env  ## Run the speech-audio MFCC pipeline end to end
+audio-tools:  ## Install espeak-ng and sox (Debian packages) if missing
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null; \
+		else echo "error: the speech demo needs espeak-ng and sox: sudo apt-get install espeak-ng sox" >&2; exit 1; fi; }
+
+demo-audio: install stage-env audio-tools  ## Run the speech-audio MFCC pipeline end to end
 	bash scripts/demo_audio.sh
 
 test: install stage-env  ## Run the whole test suite
@@ -49,7 +54,7 @@ images:  ## Build the base, stage and serving images (Docker engine + debootstra
 
 lint:  ## Static checks
 	$(PYTHON) -m pip install -q ruff
-	$(PYTHON) -m ruff check pipectl tests
+	$(PYTHON) -m ruff check pipectl tests benchmarks scripts stages
 
 clean:  ## Remove build outputs and the demo store
 	rm -rf build .pytest_cache

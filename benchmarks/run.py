@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "mode": mode, "stores": stores, "started": started, "duration_seconds": round(duration, 1),
         "nproc": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": load_end,
-        "python": platform.python_version(), "platform": platform.platform(), "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "controller_poll_interval_seconds": poll, "workload_seconds": timings, "pipectl_command": h.PIPECTL,
         "sizes": {s: vars(SIZES[(mode, s)]) for s in stores},

@@ -304,8 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         h.Background.stop_all()
     width = max(len(r["workload"]) for r in rows)
+
+    def fmt(v):
+        return "-" if v is None else f"{v:,.3f}"
+
     for r in rows:
-        fmt = (lambda v: "-" if v is None else f"{v:,.3f}")
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x"
         print(f"{r['workload']:<{width}}  {fmt(r['pipectl']):>10} {r['unit']:<5}  "
               f"baseline {fmt(r['baseline']):>10}  ratio {ratio}")

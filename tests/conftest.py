@@ -116,6 +116,18 @@ def assert_clean_error(result: CLIResult, *needles: str) -> None:
         assert needle in lines[0], result
 
 
+def wait_for(predicate, timeout: float = 90, interval: float = 0.02, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (returned), or
+    fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 def snapshot(store) -> dict:
     """Every key of a store with its bytes (to prove a failed command changed nothing)."""
     return {k: store.read(k) for k in sorted(store.list(""))}

@@ -16,7 +16,7 @@ import signal
 import time
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, wait_for
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 
@@ -54,16 +54,6 @@ def worker_pids(job_id: str) -> list[int]:
         if b"pipectl.pps.worker" in argv and job_id.encode() in argv:
             pids.append(int(entry))
     return pids
-
-
-def wait_for(predicate, timeout: float = 90, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def slow_pipeline(spec_file, name: str, runs, n_workers: int, seconds: float) -> str:

@@ -21,7 +21,7 @@ import os
 import time
 
 import pytest
-from conftest import assert_clean_error, snapshot
+from conftest import assert_clean_error, snapshot, wait_for
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 IMAGE = "pipectl/test:1"
@@ -101,16 +101,6 @@ def parse_table(text: str, header: list[str]) -> list[dict]:
         cells = [line[s:e].strip() for s, e in zip(starts, starts[1:] + [None])]
         rows.append(dict(zip(header, cells)))
     return rows
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 # specs ---------------------------------------------------------------------

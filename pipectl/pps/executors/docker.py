@@ -141,5 +141,6 @@ class DockerExecutor(Executor):
             DockerHandle(c).kill()
 
     def close(self) -> None:
-        for c in self.client.containers.list(all=True, filters={"label": f"io.pipectl.controller={self.controller_id}"}):
+        mine = {"label": f"io.pipectl.controller={self.controller_id}"}
+        for c in self.client.containers.list(all=True, filters=mine):
             DockerHandle(c).kill()
