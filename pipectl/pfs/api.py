@@ -89,7 +89,7 @@ class PFS:
     def list_repos(self) -> list[RepoInfo]:
         """Every repo, newest first."""
         keys = [k for k in self.store.list("repos/") if k.endswith("/info.json") and k.count("/") == 2]
-        infos = _parallel(lambda k: RepoInfo.from_json(self.store.read(k)), keys)
+        infos = parallel(lambda k: RepoInfo.from_json(self.store.read(k)), keys)
         return sorted(infos, key=lambda r: r.created, reverse=True)
 
     def repo_size(self, repo: str, branch: str = "master") -> int:
@@ -104,7 +104,7 @@ class PFS:
         Raises NotFound. Callers check that no pipeline uses it."""
         self.inspect_repo(repo)
         keys = [k for k in self.store.list(f"repos/{repo}/") if k != self._repo_key(repo)]
-        _parallel(self.store.delete, keys)
+        parallel(self.store.delete, keys)
         self.store.delete(self._repo_key(repo))
 
     # branches ------------------------------------------------------------
@@ -146,7 +146,7 @@ class PFS:
         """Every branch of ``repo``, by name. Raises NotFound."""
         self.inspect_repo(repo)
         keys = list(self.store.list(f"repos/{repo}/branches/"))
-        return sorted(_parallel(lambda k: Branch.from_json(self.store.read(k)), keys),
+        return sorted(parallel(lambda k: Branch.from_json(self.store.read(k)), keys),
                       key=lambda b: b.name)
 
     def delete_branch(self, repo: str, branch: str) -> None:
@@ -208,7 +208,7 @@ class PFS:
         from any branch. Unreferenced (never landed) commits are not listed."""
         branches = [self.inspect_branch(repo, branch)] if branch else self.list_branches(repo)
         keys = list(self.store.list(f"repos/{repo}/commits/"))
-        commits = {c.id: c for c in _parallel(lambda k: Commit.from_json(self.store.read(k)), keys)}
+        commits = {c.id: c for c in parallel(lambda k: Commit.from_json(self.store.read(k)), keys)}
         seen: dict[str, Commit] = {}
         for b in branches:
             cid = b.head
@@ -396,7 +396,7 @@ class PFS:
                     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
                         raise NotFound(f"cannot read {source}: {e.strerror}") from None
                 return path, writer.put_stream(source)
-            entries = _parallel(one, sources, self.put_threads)
+            entries = parallel(one, sources, self.put_threads)
         return entries, writer.stats
 
     def put_files(self, repo: str, ref: str, sources: list[tuple[str, Source]], overwrite: bool = False,
@@ -480,7 +480,7 @@ class PFS:
         return diff(self.read_tree(new), self.read_tree(old), names.clean_path(path))
 
 
-def _parallel(fn, items: Iterable, threads: int = 16) -> list:
+def parallel(fn, items: Iterable, threads: int = 16) -> list:
     """``[fn(x) for x in items]`` on a thread pool; the first error is raised."""
     items = list(items)
     if len(items) <= 1:

@@ -120,7 +120,8 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
     """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter),
     reading into one buffer and copying each piece out once."""
     try:  # a regular file: size the buffer to it (most files are small)
-        size = os.fstat(stream.fileno()).st_size if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) else None
+        st = os.fstat(stream.fileno())
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None
     except (AttributeError, OSError, ValueError):
         size = None
     buf = bytearray(CHUNK_SIZE if size is None else min(CHUNK_SIZE, size + 1))

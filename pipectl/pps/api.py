@@ -14,7 +14,7 @@ from ..errors import (
     PreconditionFailed,
 )
 from ..pfs import PFS
-from ..pfs.api import _parallel
+from ..pfs.api import parallel
 from ..pfs.model import now
 from ..store import ObjectStore
 from . import spec as specs
@@ -55,7 +55,7 @@ class PPS:
     def list_pipelines(self) -> list[PipelineInfo]:
         """Every pipeline, by name."""
         keys = [k for k in self.store.list("pipelines/") if k.endswith("/info.json") and k.count("/") == 2]
-        return sorted(_parallel(lambda k: PipelineInfo.from_json(self.store.read(k)), keys),
+        return sorted(parallel(lambda k: PipelineInfo.from_json(self.store.read(k)), keys),
                       key=lambda p: p.name)
 
     def pipeline_version(self, name: str, version: int) -> dict:
@@ -142,9 +142,9 @@ class PPS:
             if not job.done:
                 self.update_job(job.pipeline, job.id, state="killed", reason="pipeline deleted")
         self.store.delete(self._info_key(name))
-        _parallel(self.store.delete, list(self.store.list(f"pipelines/{name}/")))
-        _parallel(self.store.delete, list(self.store.list(f"jobs/{name}/")))
-        _parallel(self.store.delete, list(self.store.list(f"job-data/{name}/")))
+        parallel(self.store.delete, list(self.store.list(f"pipelines/{name}/")))
+        parallel(self.store.delete, list(self.store.list(f"jobs/{name}/")))
+        parallel(self.store.delete, list(self.store.list(f"job-data/{name}/")))
         if not keep_repo:
             try:
                 self.pfs.delete_repo(name)
@@ -194,7 +194,7 @@ class PPS:
         if pipeline:
             self.inspect_pipeline(pipeline)
         keys = [k for k in self.job_keys(pipeline) if k not in skip]
-        jobs = _parallel(lambda k: JobInfo.from_json(self.store.read(k)), keys)
+        jobs = parallel(lambda k: JobInfo.from_json(self.store.read(k)), keys)
         return sorted(jobs, key=lambda j: j.created, reverse=True)
 
     def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
@@ -234,13 +234,19 @@ class PPS:
         except NotFound:
             return []
 
-    def datum_results(self, pipeline: str, job: str) -> dict[str, DatumResult]:
+    def datum_results(self, pipeline: str, job: str, batches: dict[str, list] | None = None
+                      ) -> dict[str, DatumResult]:
         """Every recorded datum result of a job, by datum id (a datum recorded
-        twice, e.g. by a restarted worker, counts once; success wins)."""
+        twice, e.g. by a restarted worker, counts once; success wins).
+        ``batches`` caches result batches by key across calls: a batch is
+        never rewritten, so only batches not seen before are read."""
+        batches = {} if batches is None else batches
         keys = list(self.store.list(f"job-data/{pipeline}/{job}/results/"))
+        new = [k for k in keys if k not in batches]
+        batches.update(zip(new, parallel(lambda k: json.loads(self.store.read(k)), new)))
         results: dict[str, DatumResult] = {}
-        for batch in _parallel(lambda k: json.loads(self.store.read(k)), keys):
-            for raw in batch:
+        for key in keys:
+            for raw in batches[key]:
                 r = DatumResult(**raw)
                 if r.id not in results or results[r.id].state == "failed":
                     results[r.id] = r

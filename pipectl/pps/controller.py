@@ -191,8 +191,9 @@ class Controller:
         deadline = parse_duration(spec.get("job_timeout"))
         started = time.monotonic()
         restarts = job.restarts
+        batches: dict[str, list] = {}  # result batches read so far (never rewritten)
         while True:
-            results = self.pps.datum_results(job.pipeline, job.id)
+            results = self.pps.datum_results(job.pipeline, job.id, batches)
             todo = [d for d in plan if d["id"] not in results]
             if not todo or any(r.state == "failed" for r in results.values()):
                 return results
@@ -206,7 +207,7 @@ class Controller:
                 while handles:
                     time.sleep(0.05)
                     if time.monotonic() - reported > PROGRESS_SECONDS:
-                        self._report_progress(job)
+                        self._report_progress(job, batches)
                         reported = time.monotonic()
                     for i, h in list(handles.items()):
                         status = h.poll()
@@ -231,15 +232,10 @@ class Controller:
                 for h in handles.values():
                     h.kill()
 
-    def _report_progress(self, job: JobInfo) -> None:
+    def _report_progress(self, job: JobInfo, batches: dict[str, list]) -> None:
         """Copy the counts of the datum results recorded so far into the job
         record, so list-job's PROGRESS, DL and UL move while the job runs."""
-        results = self.pps.datum_results(job.pipeline, job.id).values()
-        self.pps.update_job(job.pipeline, job.id,
-                            datums_processed=sum(r.state == "success" for r in results),
-                            datums_skipped=sum(r.state == "skipped" for r in results),
-                            bytes_downloaded=sum(r.bytes_downloaded for r in results),
-                            bytes_uploaded=sum(r.bytes_uploaded for r in results))
+        self.pps.update_job(job.pipeline, job.id, **_counts(self.pps.datum_results(job.pipeline, job.id, batches)))
 
     def _stopped(self, job: JobInfo) -> bool:
         try:
@@ -252,16 +248,7 @@ class Controller:
         ok = {d: r for d, r in results.items() if r.state in ("success", "skipped")}
         index = {r.cache_key: r.outputs for r in ok.values()}
         index_hash = self._write_index(index)
-        counts = {
-            "datums_total": len(plan),
-            "datums_processed": sum(r.state == "success" for r in ok.values()),
-            "datums_skipped": sum(r.state == "skipped" for r in ok.values()),
-            "datums_failed": sum(r.state == "failed" for r in results.values()),
-            "datums_recovered": sum(r.state == "success" and r.attempts > 1 for r in ok.values()),
-            "bytes_downloaded": sum(r.bytes_downloaded for r in results.values()),
-            "bytes_uploaded": sum(r.bytes_uploaded for r in results.values()),
-            "datum_index": index_hash,
-        }
+        counts = dict(_counts(results), datums_total=len(plan), datum_index=index_hash)
         # Counts are recorded first, so a job failing below still shows them.
         self.pps.update_job(job.pipeline, job.id, **counts)
         failed = [r for r in results.values() if r.state == "failed"]
@@ -323,3 +310,16 @@ class Controller:
             except PreconditionFailed:
                 continue
         raise JobFailed(f"output branch {branch} of {job.pipeline} keeps moving; cannot commit")
+
+
+def _counts(results: dict[str, DatumResult]) -> dict[str, int]:
+    """Datum counts and bytes moved, as JobInfo fields, from a job's results."""
+    rs = list(results.values())
+    return {
+        "datums_processed": sum(r.state == "success" for r in rs),
+        "datums_skipped": sum(r.state == "skipped" for r in rs),
+        "datums_failed": sum(r.state == "failed" for r in rs),
+        "datums_recovered": sum(r.state == "success" and r.attempts > 1 for r in rs),
+        "bytes_downloaded": sum(r.bytes_downloaded for r in rs),
+        "bytes_uploaded": sum(r.bytes_uploaded for r in rs),
+    }

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import json
 import os
 import re
@@ -156,15 +157,31 @@ class Worker:
                     size += entry.size
         return size
 
-    def _environment(self, datum: Datum) -> dict[str, str]:
+    @functools.cached_property
+    def _job_environment(self) -> dict[str, str]:
+        """What every datum's environment shares: ours, the image's PATH,
+        the spec's env (rewritten) and the job's Pachyderm variables."""
         env = dict(os.environ)
         env.pop("PIPECTL_IMAGE_ENV", None)
         if self.path_prefix:
             env["PATH"] = os.pathsep.join(self.path_prefix + [env.get("PATH", "")])
         for k, v in (self.spec["transform"].get("env") or {}).items():
             env[k] = rewrite(v, self.root)
-        env.update(PACH_JOB_ID=self.job.id, PACH_DATUM_ID=datum.id, PPS_PIPELINE_NAME=self.job.pipeline,
+        env.update(PACH_JOB_ID=self.job.id, PPS_PIPELINE_NAME=self.job.pipeline,
                    PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.root)
+        return env
+
+    @functools.cached_property
+    def _missing_command(self) -> str:
+        """An error line if ``cmd[0]`` is not on the job's PATH (setpriv
+        would otherwise report it in its own words), else ''."""
+        program = self.spec["transform"]["cmd"][0]
+        if not _SETPRIV or os.sep in program or shutil.which(program, path=self._job_environment.get("PATH")):
+            return ""
+        return f"cannot start {program}: command not found"
+
+    def _environment(self, datum: Datum) -> dict[str, str]:
+        env = dict(self._job_environment, PACH_DATUM_ID=datum.id)
         for i in datum.inputs:
             env[i.name] = os.path.join(self.root, i.name, i.path.lstrip("/")).rstrip("/")
             env[f"{i.name}_COMMIT"] = i.commit
@@ -179,11 +196,10 @@ class Worker:
         timeout = parse_duration(self.spec.get("datum_timeout"))
         cwd = self.workdir or self.spec["transform"].get("working_dir") or None
         with open(log_path, "ab") as log:
+            if self._missing_command:
+                log.write((self._missing_command + "\n").encode())
+                return self._missing_command
             argv, options = _spawn_options(cmd)
-            if _SETPRIV and not shutil.which(cmd[0], path=env.get("PATH")) and os.sep not in cmd[0]:
-                message = f"cannot start {cmd[0]}: command not found"
-                log.write((message + "\n").encode())
-                return message
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, **options)
