@@ -50,7 +50,8 @@ def ok(*args, **kw):
 
 
 def workers():
-    return CLIENT.containers.list(all=True, filters={"label": "io.pipectl.worker"})
+    # sparse: no per-container inspect, which races with containers being removed
+    return CLIENT.containers.list(all=True, sparse=True, filters={"label": "io.pipectl.worker"})
 
 
 def controller(executor: str, timeout: float = 900, **kw):

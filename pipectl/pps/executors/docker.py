@@ -137,10 +137,10 @@ class DockerExecutor(Executor):
 
     def remove_stale(self) -> None:
         """Remove worker containers left by any earlier controller."""
-        for c in self.client.containers.list(all=True, filters={"label": LABEL}):
+        for c in self.client.containers.list(all=True, sparse=True, filters={"label": LABEL}):
             DockerHandle(c).kill()
 
     def close(self) -> None:
         mine = {"label": f"io.pipectl.controller={self.controller_id}"}
-        for c in self.client.containers.list(all=True, filters=mine):
+        for c in self.client.containers.list(all=True, sparse=True, filters=mine):
             DockerHandle(c).kill()
