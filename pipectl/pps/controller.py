@@ -21,14 +21,14 @@ import json
 import logging
 import time
 
-from ..errors import NotFound, PreconditionFailed
+from ..errors import NotFound, PipectlError, PreconditionFailed
 from ..pfs import PFS
 from ..pfs.model import Commit, Provenance, now
 from ..pfs.tree import FileEntry, Tree
 from ..store import ObjectStore
 from . import datums as datum_mod
 from .api import PPS, job_id
-from .executors import Executor, ExecutorError
+from .executors import Executor, ExecutorError, WorkerGroup
 from .model import DatumResult, JobInfo, PipelineInfo
 from .spec import parse_duration
 
@@ -43,11 +43,17 @@ class JobFailed(Exception):
     """Internal: ends a job run with state ``failure`` and this reason."""
 
 
+class LostLeadership(PipectlError):
+    """This controller no longer holds the leader lease; it must stop at once
+    (another replica takes over its jobs)."""
+
+
 class Controller:
     """Watches input branches and runs jobs. ``poll_interval`` in seconds."""
 
-    def __init__(self, store: ObjectStore, executor: Executor, poll_interval: float = 0.2):
+    def __init__(self, store: ObjectStore, executor: Executor, poll_interval: float = 0.2, leader=None):
         self.store = store
+        self.leader = leader  # a LeaseElector when replicas elect a leader, else None
         self.pfs = PFS(store)
         self.pps = PPS(store, self.pfs)
         self.executor = executor
@@ -60,6 +66,7 @@ class Controller:
         is left)."""
         try:
             while True:
+                self._check_leadership()
                 busy = self.step()
                 if not busy:
                     if exit_when_idle:
@@ -67,6 +74,10 @@ class Controller:
                     time.sleep(self.poll_interval)
         finally:
             self.executor.close()
+
+    def _check_leadership(self) -> None:
+        if self.leader is not None and not self.leader.held:
+            raise LostLeadership("lost the leader lease; stopping so that another replica takes over")
 
     def step(self) -> bool:
         """One round: create due jobs, run the next one. True if anything ran."""
@@ -190,7 +201,6 @@ class Controller:
         """Run workers until every datum has a result; return the results."""
         deadline = parse_duration(spec.get("job_timeout"))
         started = time.monotonic()
-        restarts = job.restarts
         batches: dict[str, list] = {}  # result batches read so far (never rewritten)
         while True:
             results = self.pps.datum_results(job.pipeline, job.id, batches)
@@ -201,36 +211,44 @@ class Controller:
             # Shards are taken over the whole plan, so a datum keeps its worker
             # index across controller restarts.
             count = min(count, len(plan))
-            handles = {i: self.executor.start(job, spec, i, count) for i in range(count)}
-            reported = checked = time.monotonic()
+            group = self.executor.start_workers(job, spec, count, MAX_WORKER_RESTARTS * count)
             try:
-                while handles:
-                    time.sleep(0.05)
-                    if time.monotonic() - reported > PROGRESS_SECONDS:
-                        self._report_progress(job, batches)
-                        reported = time.monotonic()
-                    for i, h in list(handles.items()):
-                        status = h.poll()
-                        if status is None:
-                            continue
-                        del handles[i]
-                        if status != 0:
-                            restarts += 1
-                            self.pps.update_job(job.pipeline, job.id, restarts=restarts)
-                            log.warning("job %s: worker %d exited with %s; restarting (%d)",
-                                        job.id, i, status, restarts)
-                            if restarts > MAX_WORKER_RESTARTS * count:
-                                raise JobFailed(f"workers kept failing ({restarts} restarts); see controller log")
-                            handles[i] = self.executor.start(job, spec, i, count)
-                    if deadline and time.monotonic() - started > deadline:
-                        raise JobFailed(f"job timed out after {spec['job_timeout']}")
-                    if time.monotonic() - checked > STOP_CHECK_SECONDS:
-                        checked = time.monotonic()
-                        if self._stopped(job):
-                            raise JobFailed("killed")
-            finally:
-                for h in handles.values():
-                    h.kill()
+                job = self._follow(job, spec, group, batches, started + deadline if deadline else None)
+            except (KeyboardInterrupt, LostLeadership):
+                group.detach()  # the next controller adopts workers that outlive this one
+                raise
+            except BaseException:
+                group.kill()
+                raise
+            group.kill()
+
+    def _follow(self, job: JobInfo, spec: dict, group: WorkerGroup, batches: dict[str, list],
+                deadline: float | None) -> JobInfo:
+        """Wait for ``group`` to finish, keeping the job record current
+        (progress, restarts). Raises JobFailed on worker errors, timeout
+        (``deadline``, monotonic seconds) or stop-job."""
+        reported = checked = time.monotonic()
+        failures = 0
+        while True:
+            time.sleep(0.05)
+            if time.monotonic() - reported > PROGRESS_SECONDS:
+                self._report_progress(job, batches)
+                reported = time.monotonic()
+            status = group.poll()
+            if status.failures > failures:
+                job = self.pps.update_job(job.pipeline, job.id, restarts=job.restarts + status.failures - failures)
+                failures = status.failures
+            if status.error:
+                raise JobFailed(status.error)
+            if status.done:
+                return job
+            if deadline and time.monotonic() > deadline:
+                raise JobFailed(f"job timed out after {spec['job_timeout']}")
+            if time.monotonic() - checked > STOP_CHECK_SECONDS:
+                checked = time.monotonic()
+                if self._stopped(job):
+                    raise JobFailed("killed")
+            self._check_leadership()
 
     def _report_progress(self, job: JobInfo, batches: dict[str, list]) -> None:
         """Copy the counts of the datum results recorded so far into the job

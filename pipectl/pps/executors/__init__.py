@@ -3,14 +3,25 @@
 Every executor runs the same worker (``pipectl.pps.worker``); they differ only
 in where it runs: a local subprocess (``process``, the default), a Docker
 container (``docker``) or a Kubernetes pod (``kubernetes``).
+
+The controller asks an executor for the ``count`` workers of a job at once
+(:meth:`Executor.start_workers`) and follows them as one
+:class:`WorkerGroup`. A worker that fails is replaced by a new one with the
+same index, which resumes the datums its predecessor left: the process and
+Docker executors restart it themselves (:class:`HandleGroup`); on Kubernetes
+the Job controller does.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import logging
 
 from ...errors import PipectlError
 from ..model import JobInfo
+
+log = logging.getLogger("pipectl.executor")
 
 
 class ExecutorError(PipectlError):
@@ -18,8 +29,61 @@ class ExecutorError(PipectlError):
     job fails with this message."""
 
 
+@dataclasses.dataclass
+class GroupStatus:
+    """What a :class:`WorkerGroup` reports on each poll.
+
+    ``succeeded``: workers that finished with exit status 0; ``failures``:
+    worker exits with another status (or lost workers) so far, each one
+    replaced; ``error``: set when the group cannot go on (the job fails with
+    it)."""
+
+    count: int
+    succeeded: int = 0
+    failures: int = 0
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.succeeded >= self.count
+
+
+class WorkerGroup(abc.ABC):
+    """The running workers of one job."""
+
+    @abc.abstractmethod
+    def poll(self) -> GroupStatus:
+        """The group's state now; replaces failed workers (up to the limit
+        given to :meth:`Executor.start_workers`)."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Stop every worker now (idempotent) and release what they hold."""
+
+    def detach(self) -> None:
+        """The controller is stopping: workers that can outlive it (Kubernetes
+        Jobs) are left running for the next controller to adopt; others are
+        killed."""
+        self.kill()
+
+
+class Executor(abc.ABC):
+    """Starts workers for jobs."""
+
+    name: str
+
+    @abc.abstractmethod
+    def start_workers(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> WorkerGroup:
+        """Start workers ``0..count-1`` for ``job`` (run with ``spec``); a
+        group that saw more than ``max_failures`` failures stops replacing
+        workers. Raises ExecutorError if they cannot be started."""
+
+    def close(self) -> None:
+        """Release executor resources (called when the controller stops)."""
+
+
 class WorkerHandle(abc.ABC):
-    """A started worker."""
+    """One started worker of a :class:`HandleGroup`."""
 
     @abc.abstractmethod
     def poll(self) -> int | None:
@@ -30,21 +94,60 @@ class WorkerHandle(abc.ABC):
         """Stop the worker now (idempotent) and release what it holds."""
 
 
-class Executor(abc.ABC):
-    """Starts workers for jobs."""
-
-    name: str
+class HandleExecutor(Executor):
+    """An executor that starts workers one by one (process, Docker)."""
 
     @abc.abstractmethod
     def start(self, job: JobInfo, spec: dict, index: int, count: int) -> WorkerHandle:
-        """Start worker ``index`` of ``count`` for ``job`` (run with ``spec``)."""
+        """Start worker ``index`` of ``count`` for ``job``."""
 
-    def close(self) -> None:
-        """Release executor resources (called when the controller stops)."""
+    def start_workers(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> WorkerGroup:
+        return HandleGroup(self, job, spec, count, max_failures)
+
+
+class HandleGroup(WorkerGroup):
+    """Workers started one by one; a worker that exits non-zero is started
+    again with the same index."""
+
+    def __init__(self, executor: HandleExecutor, job: JobInfo, spec: dict, count: int, max_failures: int):
+        self.executor, self.job, self.spec = executor, job, spec
+        self.status = GroupStatus(count)
+        self.max_failures = max_failures
+        self.handles: dict[int, WorkerHandle] = {}
+        try:
+            for i in range(count):
+                self.handles[i] = executor.start(job, spec, i, count)
+        except BaseException:
+            self.kill()
+            raise
+
+    def poll(self) -> GroupStatus:
+        for i, h in list(self.handles.items()):
+            code = h.poll()
+            if code is None:
+                continue
+            del self.handles[i]
+            if code == 0:
+                self.status.succeeded += 1
+                continue
+            self.status.failures += 1
+            log.warning("job %s: worker %d exited with %s (%d failures)", self.job.id, i, code,
+                        self.status.failures)
+            if self.status.failures > self.max_failures:
+                self.status.error = f"workers kept failing ({self.status.failures} failures); see controller log"
+            else:
+                self.handles[i] = self.executor.start(self.job, self.spec, i, self.status.count)
+        return self.status
+
+    def kill(self) -> None:
+        for h in self.handles.values():
+            h.kill()
+        self.handles.clear()
 
 
 def make_executor(name: str, store_url: str, **options) -> Executor:
-    """The executor called ``name``. Raises InvalidArgument for unknown names."""
+    """The executor called ``name``. Raises InvalidArgument for unknown names,
+    ExecutorError if its engine cannot be reached."""
     from ...errors import InvalidArgument
     if name == "process":
         from .process import ProcessExecutor
@@ -52,4 +155,7 @@ def make_executor(name: str, store_url: str, **options) -> Executor:
     if name == "docker":
         from .docker import DockerExecutor
         return DockerExecutor(store_url)
-    raise InvalidArgument(f"unknown executor {name!r}: choose process or docker")
+    if name == "kubernetes":
+        from .kubernetes import KubernetesExecutor
+        return KubernetesExecutor(store_url, **options)
+    raise InvalidArgument(f"unknown executor {name!r}: choose process, docker or kubernetes")

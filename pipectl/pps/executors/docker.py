@@ -22,7 +22,7 @@ import urllib.parse
 
 from ...errors import InvalidArgument
 from ..model import JobInfo
-from . import Executor, ExecutorError, WorkerHandle
+from . import ExecutorError, HandleExecutor, WorkerHandle
 
 log = logging.getLogger("pipectl.docker")
 
@@ -82,7 +82,7 @@ class DockerHandle(WorkerHandle):
                 raise
 
 
-class DockerExecutor(Executor):
+class DockerExecutor(HandleExecutor):
     """Starts workers as containers through the Docker SDK (``DOCKER_HOST``
     or the local socket). Raises ExecutorError if the engine is unreachable."""
 

@@ -23,7 +23,7 @@ import sys
 from ...errors import InvalidArgument
 from ..model import JobInfo
 from ..worker import die_with_parent
-from . import Executor, WorkerHandle
+from . import HandleExecutor, WorkerHandle
 
 
 def load_local_images(path: str | None) -> dict[str, dict]:
@@ -66,7 +66,7 @@ class ProcessHandle(WorkerHandle):
             self.proc.wait()
 
 
-class ProcessExecutor(Executor):
+class ProcessExecutor(HandleExecutor):
     """Runs each worker as ``python -m pipectl.pps.worker`` in its own
     process group, killed with the controller (Linux parent-death signal)."""
 
