@@ -185,3 +185,102 @@ def background(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+# --- Kubernetes (tests/test_kubernetes.py, tests/test_k8s_e2e.py) ---
+
+K8S_SCRIPTS = os.path.join(REPO_ROOT, "scripts", "k8s")
+K8S_CACHE = os.environ.get("PIPECTL_K8S_CACHE", os.path.expanduser("~/.cache/pipectl/k8s"))
+K8S_STATE = os.environ.get("PIPECTL_K8S_STATE", "/var/lib/pipectl-k8s")
+K8S_IMAGES = ["pipectl/base:0.1.0", "pipectl/preprocess:0.1.0", "pipectl/train:0.1.0",
+              "pipectl/inference:0.1.0", "pipectl/serving:0.1.0"]
+
+
+class Cluster:
+    """A running single-node cluster: ``kubeconfig`` path, ``node_ip`` (the
+    address at which pods reach servers on this host), ``bin`` (kubectl, helm)."""
+
+    def __init__(self, kubeconfig: str, node_ip: str):
+        self.kubeconfig, self.node_ip = kubeconfig, node_ip
+        self.bin = os.path.join(K8S_CACHE, "bin")
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        proc = subprocess.run([os.path.join(self.bin, "kubectl"), "--kubeconfig", self.kubeconfig, *args],
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+
+def _k8s_script(name: str, *args: str, timeout: float = 3600) -> None:
+    proc = subprocess.run(["bash", os.path.join(K8S_SCRIPTS, name), *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/k8s/{name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster():
+    """A real single-node Kubernetes cluster (scripts/k8s/up.sh) with the
+    project's images loaded into its containerd; stopped at the end of the
+    session unless it was already running. Skips when the binaries are not
+    built (`make k8s-build`) or not running as root."""
+    if os.geteuid() != 0:
+        pytest.skip("the Kubernetes cluster needs root")
+    if not os.path.exists(os.path.join(K8S_CACHE, "bin", "kube")):
+        pytest.skip("Kubernetes binaries not built: run `make k8s-build`")
+    kubeconfig = os.path.join(K8S_STATE, "admin.kubeconfig")
+    was_up = os.path.exists(kubeconfig) and subprocess.run(
+        [os.path.join(K8S_CACHE, "bin", "kubectl"), "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"],
+        capture_output=True, timeout=30).returncode == 0
+    _k8s_script("up.sh")
+    _k8s_script("load-images.sh", *K8S_IMAGES)
+    with open(os.path.join(K8S_STATE, "node-ip")) as f:
+        cluster = Cluster(kubeconfig, f.read().strip())
+    yield cluster
+    if not was_up:
+        _k8s_script("down.sh")
+
+
+@pytest.fixture(scope="session")
+def cluster_s3(k8s_cluster):
+    """A moto S3 server listening on every address, so that pods reach it at
+    the node IP; returns its endpoint URL (``http://<node ip>:<port>``)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://{k8s_cluster.node_ip}:{port}"
+    wait_for(lambda: _connects(k8s_cluster.node_ip, port), 30, 0.05, "moto server")
+    yield endpoint
+    proc.terminate()
+    proc.wait(10)
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def k8s_env(k8s_cluster, cluster_s3, monkeypatch):
+    """A fresh namespace holding a Secret ``pipectl-s3`` with the store
+    credentials, and a fresh S3 store; this process's environment points the
+    CLI and controllers at both. Returns a dict with ``namespace``,
+    ``store``, ``endpoint``, ``cluster``."""
+    namespace = "t-" + uuid.uuid4().hex[:10]
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    for k, v in dict(creds, AWS_ENDPOINT_URL=cluster_s3, AWS_DEFAULT_REGION="us-east-1",
+                     KUBECONFIG=k8s_cluster.kubeconfig, PIPECTL_K8S_NAMESPACE=namespace).items():
+        monkeypatch.setenv(k, v)
+    bucket = "k-" + uuid.uuid4().hex[:12]
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    store = f"s3://{bucket}/pipectl"
+    monkeypatch.setenv("PIPECTL_STORE", store)
+    k8s_cluster.kubectl("create", "namespace", namespace)
+    k8s_cluster.kubectl("-n", namespace, "create", "secret", "generic", "pipectl-s3",
+                        *[f"--from-literal={k}={v}" for k, v in creds.items()])
+    yield {"namespace": namespace, "store": store, "endpoint": cluster_s3, "cluster": k8s_cluster}
+    k8s_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

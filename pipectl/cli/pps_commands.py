@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 
 import click
 
@@ -202,9 +204,10 @@ def register(cli: click.Group) -> None:
     @click.option("-p", "--pipeline", help="Logs of this pipeline's latest job (unless --job).")
     @click.option("--job", help="Logs of this job.")
     @click.option("--datum", help="Only this datum (id or 8+ character prefix).")
+    @click.option("--workers", is_flag=True, help="The logs of the worker processes (e.g. Kubernetes pods) instead.")
     @raw_option
-    def get_logs(pipeline, job, datum, raw):
-        """Print the output of user code, per datum."""
+    def get_logs(pipeline, job, datum, workers, raw):
+        """Print the output of user code, per datum (or of the workers)."""
         pps = _ctx().pps
         if not job:
             if not pipeline:
@@ -214,6 +217,14 @@ def register(cli: click.Group) -> None:
                 raise NotFound(f"pipeline {pipeline} has no jobs")
             job = jobs[0].id
         j = pps.inspect_job(job, pipeline)
+        if workers:
+            logs = pps.worker_logs(j.pipeline, j.id)
+            if raw:
+                return output.raw([{"worker": w, "log": text} for w, text in sorted(logs.items())])
+            for w, text in sorted(logs.items()):
+                for line in text.rstrip("\n").splitlines():
+                    click.echo(f"[{w}] {line}")
+            return
         results = pps.datum_results(j.pipeline, j.id)
         chosen = [r for d, r in sorted(results.items()) if not datum or d.startswith(datum)]
         if datum and not chosen:
@@ -242,23 +253,60 @@ def register(cli: click.Group) -> None:
     # controller ----------------------------------------------------------
     @cli.command("controller")
     @click.option("--exit-when-idle", is_flag=True, help="Process all pending work, then exit.")
-    @click.option("--executor", type=click.Choice(["process", "docker"]), default="process", show_default=True,
-                  envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
+    @click.option("--executor", type=click.Choice(["process", "docker", "kubernetes"]), default="process",
+                  show_default=True, envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
     @click.option("--local-images", type=click.Path(dir_okay=False), envvar="PIPECTL_LOCAL_IMAGES",
                   help="JSON file mapping images to local environments (process executor).")
+    @click.option("--namespace", envvar="PIPECTL_K8S_NAMESPACE",
+                  help="Namespace of worker Jobs (kubernetes; default: the pod's or kubeconfig's).")
+    @click.option("--worker-service-account", envvar="PIPECTL_K8S_WORKER_SERVICE_ACCOUNT",
+                  help="ServiceAccount of worker pods (kubernetes).")
+    @click.option("--store-secret", envvar="PIPECTL_K8S_STORE_SECRET",
+                  help="Secret holding the store credentials (AWS_*), given to worker pods (kubernetes).")
+    @click.option("--job-ttl", type=click.IntRange(0), default=600, show_default=True, envvar="PIPECTL_K8S_JOB_TTL",
+                  help="Seconds a finished Kubernetes Job is kept if the controller did not delete it.")
+    @click.option("--image-pull-policy", type=click.Choice(["IfNotPresent", "Always", "Never"]),
+                  default="IfNotPresent", show_default=True, envvar="PIPECTL_K8S_IMAGE_PULL_POLICY",
+                  help="imagePullPolicy of worker pods (kubernetes).")
+    @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, envvar="PIPECTL_LEADER_ELECT",
+                  help="Run jobs only while holding a Kubernetes Lease, so replicas never run the same job.")
+    @click.option("--lease-name", default="pipectl-controller", show_default=True, envvar="PIPECTL_LEASE_NAME",
+                  help="Name of the Lease (in --namespace) replicas elect a leader with.")
     @click.option("--poll-interval", type=float, default=0.2, show_default=True,
                   help="Seconds between checks of input branches.")
     @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-    def controller(exit_when_idle, executor, local_images, poll_interval, verbose):
+    def controller(exit_when_idle, executor, local_images, namespace, worker_service_account, store_secret,
+                   job_ttl, image_pull_policy, leader_elect, lease_name, poll_interval, verbose):
         """Watch input repos and run pipeline jobs (until stopped)."""
         from ..pps.controller import Controller
         from ..pps.executors import make_executor
         logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                            format="%(asctime)s %(levelname)s %(message)s")
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
         ctx = _ctx()
-        options = {"local_images": local_images} if executor == "process" else {}
+        options = {
+            "process": {"local_images": local_images},
+            "docker": {},
+            "kubernetes": {"namespace": namespace, "service_account": worker_service_account,
+                           "store_secret": store_secret, "job_ttl": job_ttl, "image_pull_policy": image_pull_policy},
+        }[executor]
         ex = make_executor(executor, ctx.store.url, **options)
         # SIGTERM (docker stop, kubectl delete) unwinds like Ctrl-C, so that
         # running workers are stopped and removed on the way out.
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        Controller(ctx.store, ex, poll_interval).run(exit_when_idle)
+        leader = _elect_leader(namespace, lease_name) if leader_elect else None
+        try:
+            Controller(ctx.store, ex, poll_interval, leader=leader).run(exit_when_idle)
+        finally:
+            if leader is not None:
+                leader.release()
+
+
+def _elect_leader(namespace: str | None, lease_name: str):
+    """Block until this process holds the controller Lease; return the elector."""
+    from ..pps.executors.kubernetes import default_namespace, load_client_config
+    from ..pps.leader import LeaseElector
+    load_client_config()
+    identity = os.environ.get("PIPECTL_POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    leader = LeaseElector(namespace or default_namespace(), lease_name, identity)
+    leader.acquire()
+    return leader

@@ -257,6 +257,20 @@ class PPS:
         body = json.dumps([r.to_dict() for r in results], separators=(",", ":")).encode()
         self.store.write(f"job-data/{pipeline}/{job}/results/{name}.json", body)
 
+    def write_worker_logs(self, pipeline: str, job: str, logs: dict[str, str]) -> None:
+        """Keep the logs of a job's worker processes (by worker name, e.g. a
+        pod name): executors whose workers vanish with their logs (Kubernetes
+        pods) copy them here first."""
+        parallel(lambda item: self.store.write(f"job-data/{pipeline}/{job}/worker-logs/{item[0]}.log",
+                                               item[1].encode()), list(logs.items()))
+
+    def worker_logs(self, pipeline: str, job: str) -> dict[str, str]:
+        """Worker name -> log kept by :meth:`write_worker_logs` (empty if none)."""
+        prefix = f"job-data/{pipeline}/{job}/worker-logs/"
+        keys = list(self.store.list(prefix))
+        texts = parallel(lambda k: self.store.read(k).decode(errors="replace"), keys)
+        return {k[len(prefix):-len(".log")]: t for k, t in zip(keys, texts)}
+
     def inspect_datum(self, job: str, datum: str) -> DatumResult:
         """Raises NotFound (a datum id prefix of 8+ characters is accepted)."""
         info = self.inspect_job(job)

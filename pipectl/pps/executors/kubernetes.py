@@ -1,0 +1,381 @@
+"""The Kubernetes executor: each job runs as one Indexed ``batch/v1`` Job.
+
+A job with ``count`` workers becomes a Job with ``completionMode: Indexed``,
+``completions = parallelism = count``; pod ``i`` runs worker ``i`` (its index
+comes from ``JOB_COMPLETION_INDEX``) in ``transform.image`` with ``/pfs`` an
+emptyDir, exactly as in a Docker container. The Job carries:
+
+- labels ``app.kubernetes.io/managed-by=pipectl``, ``pipectl.io/pipeline``,
+  ``pipectl.io/job`` (on the Job and its pods);
+- ``resource_requests`` / ``resource_limits`` of the spec as the container's
+  requests and limits (``cpu``, ``memory``, ``disk`` as ephemeral-storage,
+  ``gpu: {type, number}`` as ``<type>: number``);
+- ``activeDeadlineSeconds`` from ``job_timeout``; ``backoffLimit`` from the
+  controller's worker-failure limit (a failed or deleted pod is replaced by
+  the Job controller, and the new pod resumes the datums of its index);
+- store credentials through ``envFrom`` a Secret (``store_secret``), never
+  in the Job spec; the worker ServiceAccount (``service_account``) with no
+  API token mounted;
+- ``ttlSecondsAfterFinished`` (``job_ttl``), a backstop: the controller
+  copies every pod's log into the store (``pipectl get-logs --workers``) and
+  deletes the Job itself as soon as the job ends.
+
+Jobs and pods are followed with list+watch informers (no polling of the API
+server). Job names derive from the job id, so a controller restarted
+mid-job re-attaches to the Job its predecessor started.
+
+The store must be S3 (``s3://...``): pods cannot reach a local directory.
+Kubernetes API access comes from the in-cluster ServiceAccount, else from
+``$KUBECONFIG`` / ``~/.kube/config``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+
+from ...store import open_store
+from ..api import PPS
+from ..model import JobInfo
+from ..spec import parse_duration
+from . import Executor, ExecutorError, GroupStatus, WorkerGroup
+
+log = logging.getLogger("pipectl.kubernetes")
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+SELECTOR = f"{MANAGED_BY}=pipectl"
+PIPELINE_LABEL = "pipectl.io/pipeline"
+JOB_LABEL = "pipectl.io/job"
+# Settings (not secrets) the workers need to reach the store as the controller does.
+PASS_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "PIPECTL_S3_MAX_ATTEMPTS",
+            "PIPECTL_S3_CONNECT_TIMEOUT")
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Container states after which a pod never starts by itself.
+STUCK_REASONS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                 "CreateContainerConfigError", "CreateContainerError"}
+IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+LOG_LIMIT_BYTES = 1 << 20  # per pod
+
+
+def load_client_config() -> None:
+    """Configure the kubernetes client: in-cluster when running in a pod,
+    else from the kubeconfig. Raises ExecutorError when neither works."""
+    from kubernetes import config
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config()
+    except (config.ConfigException, OSError) as e:
+        raise ExecutorError(f"no Kubernetes configuration: {e}") from None
+
+
+def default_namespace() -> str:
+    """``$PIPECTL_K8S_NAMESPACE``, the pod's own namespace, the kubeconfig
+    context's namespace, else ``default``."""
+    if os.environ.get("PIPECTL_K8S_NAMESPACE"):
+        return os.environ["PIPECTL_K8S_NAMESPACE"]
+    try:
+        with open(IN_CLUSTER_NAMESPACE) as f:
+            return f.read().strip()
+    except OSError:
+        pass
+    try:
+        from kubernetes import config
+        _, context = config.list_kube_config_contexts()
+        return context["context"].get("namespace") or "default"
+    except Exception:  # no kubeconfig: the default namespace
+        return "default"
+
+
+def api_error(e) -> str:
+    """The message of a kubernetes ApiException, in one line."""
+    import json
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"{e.status} {e.reason}"
+
+
+def job_name(job: JobInfo) -> str:
+    """The Kubernetes Job name of ``job``: a DNS-1123 label of at most 51
+    characters, unique per job id."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", job.pipeline.lower()).strip("-")[:30].rstrip("-")
+    return f"pipectl-{slug}-{job.id[:12]}" if slug else f"pipectl-{job.id[:12]}"
+
+
+def label_value(text: str) -> str:
+    """``text`` made a valid label value (63 characters of [A-Za-z0-9_.-],
+    alphanumeric at both ends)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:63].strip("_.-") or "x"
+
+
+def resources(spec: dict) -> dict:
+    """The container ``resources`` for a pipeline spec's resource_requests
+    and resource_limits (Pachyderm's field names)."""
+    out = {}
+    for field, key in (("resource_requests", "requests"), ("resource_limits", "limits")):
+        given = spec.get(field) or {}
+        quantities = {}
+        if "cpu" in given:
+            quantities["cpu"] = str(given["cpu"])
+        if "memory" in given:
+            quantities["memory"] = str(given["memory"])
+        if "disk" in given:
+            quantities["ephemeral-storage"] = str(given["disk"])
+        gpu = given.get("gpu") or {}
+        if gpu.get("number"):
+            quantities[gpu.get("type") or "nvidia.com/gpu"] = str(gpu["number"])
+        if quantities:
+            out[key] = quantities
+    return out
+
+
+class Informer:
+    """A local cache of the objects one ``list_namespaced_*`` call returns
+    (filtered by the pipectl label), kept current by a watch, as client-go's
+    informers do: list, watch from the list's resourceVersion, list again
+    when the watch ends or expires (410 Gone)."""
+
+    def __init__(self, list_fn, namespace: str, kind: str):
+        self.list_fn, self.namespace, self.kind = list_fn, namespace, kind
+        self.objects: dict[str, object] = {}
+        self.lock = threading.Lock()
+        self.synced = threading.Event()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, name=f"informer-{kind}", daemon=True).start()
+
+    def get(self, name: str):
+        with self.lock:
+            return self.objects.get(name)
+
+    def select(self, **labels) -> list:
+        with self.lock:
+            return [o for o in self.objects.values()
+                    if all((o.metadata.labels or {}).get(k) == v for k, v in labels.items())]
+
+    def _run(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+        while not self.stopped.is_set():
+            try:
+                listed = self.list_fn(self.namespace, label_selector=SELECTOR)
+                with self.lock:
+                    self.objects = {o.metadata.name: o for o in listed.items}
+                self.synced.set()
+                w = watch.Watch()
+                for event in w.stream(self.list_fn, self.namespace, label_selector=SELECTOR,
+                                      resource_version=listed.metadata.resource_version, timeout_seconds=300):
+                    if self.stopped.is_set():
+                        w.stop()
+                        break
+                    obj = event["object"]
+                    if event["type"] == "ERROR" or not hasattr(obj, "metadata"):
+                        break
+                    with self.lock:
+                        if event["type"] == "DELETED":
+                            self.objects.pop(obj.metadata.name, None)
+                        else:
+                            self.objects[obj.metadata.name] = obj
+            except ApiException as e:
+                if e.status != 410:
+                    log.warning("watching %s: %s", self.kind, api_error(e))
+                    time.sleep(1)
+            except Exception as e:  # connection trouble: list again after a pause
+                log.warning("watching %s: %s", self.kind, e)
+                time.sleep(1)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class KubernetesExecutor(Executor):
+    """Runs each job as an Indexed Job in ``namespace``.
+
+    ``service_account``: the worker pods' ServiceAccount (none: the
+    namespace's default); ``store_secret``: a Secret whose keys (e.g.
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) become the workers' environment;
+    without one, the controller's own credentials are put in the Job spec in
+    clear text (development only). ``job_ttl``: seconds a finished Job is
+    kept if the controller did not delete it. Raises ExecutorError if the API
+    server cannot be reached or the store is not S3."""
+
+    name = "kubernetes"
+
+    def __init__(self, store_url: str, namespace: str | None = None, service_account: str | None = None,
+                 store_secret: str | None = None, job_ttl: int = 600, image_pull_policy: str = "IfNotPresent"):
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        if not store_url.startswith("s3://"):
+            raise ExecutorError(f"the kubernetes executor needs an S3 store that pods can reach, not {store_url}")
+        load_client_config()
+        self.store_url = store_url
+        self.pps = PPS(open_store(store_url))
+        self.namespace = namespace or default_namespace()
+        self.service_account, self.store_secret = service_account, store_secret
+        self.job_ttl, self.image_pull_policy = job_ttl, image_pull_policy
+        self.batch, self.core = client.BatchV1Api(), client.CoreV1Api()
+        try:
+            self.batch.list_namespaced_job(self.namespace, limit=1)
+        except ApiException as e:
+            raise ExecutorError(f"cannot list Jobs in namespace {self.namespace}: {api_error(e)}") from None
+        except Exception as e:
+            raise ExecutorError(f"cannot reach the Kubernetes API server: {e}") from None
+        self.jobs = Informer(self.batch.list_namespaced_job, self.namespace, "jobs")
+        self.pods = Informer(self.core.list_namespaced_pod, self.namespace, "pods")
+        for informer in (self.jobs, self.pods):
+            if not informer.synced.wait(30):
+                raise ExecutorError(f"cannot watch {informer.kind} in namespace {self.namespace}")
+
+    def manifest(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> dict:
+        """The batch/v1 Job for ``count`` workers of ``job`` (a dict in the
+        API's JSON form)."""
+        labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(job.pipeline), JOB_LABEL: job.id}
+        env = [{"name": "PIPECTL_STORE", "value": self.store_url}]
+        passed = PASS_ENV if self.store_secret else PASS_ENV + CREDENTIAL_ENV
+        env += [{"name": k, "value": os.environ[k]} for k in passed if k in os.environ]
+        container = {
+            "name": "worker",
+            "image": spec["transform"]["image"],
+            "imagePullPolicy": self.image_pull_policy,
+            "command": ["python3", "-m", "pipectl.pps.worker", "--pipeline", job.pipeline, "--job", job.id,
+                        "--count", str(count), "--root", "/pfs"],
+            "env": env,
+            "resources": resources(spec),
+            "volumeMounts": [{"name": "pfs", "mountPath": "/pfs"}],
+        }
+        if self.store_secret:
+            container["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
+        pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+               "containers": [container], "volumes": [{"name": "pfs", "emptyDir": {}}]}
+        if self.service_account:
+            pod["serviceAccountName"] = self.service_account
+        body = {
+            "completionMode": "Indexed", "completions": count, "parallelism": count,
+            "backoffLimit": max_failures, "ttlSecondsAfterFinished": self.job_ttl,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        timeout = parse_duration(spec.get("job_timeout"))
+        if timeout:
+            body["activeDeadlineSeconds"] = max(1, int(timeout))
+        return {"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": job_name(job), "namespace": self.namespace, "labels": labels,
+                             "annotations": {"pipectl.io/pipeline-name": job.pipeline}},
+                "spec": body}
+
+    def start_workers(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> KubernetesGroup:
+        from kubernetes.client.exceptions import ApiException
+        name = job_name(job)
+        existing = self._read_job(name)
+        if existing is not None:
+            if not _finished(existing) and existing.spec.completions == count:
+                log.info("job %s: re-attached to Kubernetes Job %s", job.id, name)
+                return KubernetesGroup(self, job, name, count)
+            self._delete_job(name, wait=True)  # a finished Job of an earlier attempt
+        try:
+            self.batch.create_namespaced_job(self.namespace, self.manifest(job, spec, count, max_failures))
+        except ApiException as e:
+            raise ExecutorError(f"cannot create Kubernetes Job {name}: {api_error(e)}") from None
+        log.info("job %s: started Kubernetes Job %s (%d workers)", job.id, name, count)
+        return KubernetesGroup(self, job, name, count)
+
+    def _read_job(self, name: str):
+        from kubernetes.client.exceptions import ApiException
+        try:
+            return self.batch.read_namespaced_job(name, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise ExecutorError(f"cannot read Kubernetes Job {name}: {api_error(e)}") from None
+
+    def _delete_job(self, name: str, wait: bool = False) -> None:
+        """Delete Job ``name`` and its pods; with ``wait``, until they are gone
+        (so no pod of it still runs a datum)."""
+        from kubernetes.client.exceptions import ApiException
+        try:
+            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Foreground" if wait
+                                             else "Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise ExecutorError(f"cannot delete Kubernetes Job {name}: {api_error(e)}") from None
+        deadline = time.monotonic() + 120
+        while wait and self._read_job(name) is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    def pod_logs(self, name: str) -> dict[str, str]:
+        """Pod name -> log of the worker container, for every pod of Job
+        ``name`` still present (at most 1 MiB each)."""
+        from kubernetes.client.exceptions import ApiException
+        logs = {}
+        for pod in self.pods.select(**{"batch.kubernetes.io/job-name": name}):
+            try:
+                logs[pod.metadata.name] = self.core.read_namespaced_pod_log(
+                    pod.metadata.name, self.namespace, container="worker", limit_bytes=LOG_LIMIT_BYTES)
+            except ApiException:  # never started (e.g. a bad image): nothing to keep
+                continue
+        return logs
+
+    def close(self) -> None:
+        self.jobs.stop()
+        self.pods.stop()
+
+
+def _finished(k8s_job) -> bool:
+    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in k8s_job.status.conditions or [])
+
+
+class KubernetesGroup(WorkerGroup):
+    """Follows one Indexed Job through the executor's informers."""
+
+    def __init__(self, executor: KubernetesExecutor, job: JobInfo, name: str, count: int):
+        self.executor, self.job, self.name = executor, job, name
+        self.status = GroupStatus(count)
+        self.appeared = time.monotonic()
+        self.released = False
+
+    def poll(self) -> GroupStatus:
+        k8s_job = self.executor.jobs.get(self.name)
+        if k8s_job is None:
+            # Not in the cache yet just after creation; gone later means deleted.
+            if time.monotonic() - self.appeared > 30:
+                self.status.error = f"Kubernetes Job {self.name} disappeared (deleted outside pipectl?)"
+            return self.status
+        status = k8s_job.status
+        self.status.succeeded = status.succeeded or 0
+        self.status.failures = status.failed or 0
+        for c in status.conditions or []:
+            if c.type == "Failed" and c.status == "True":
+                self.status.error = f"Kubernetes Job {self.name} failed: {c.reason}: {c.message}"
+            if c.type == "Complete" and c.status == "True":
+                self.status.succeeded = self.status.count
+        if not self.status.error:
+            self.status.error = self._stuck_pod()
+        return self.status
+
+    def _stuck_pod(self) -> str | None:
+        """Why a pod of this Job can never start (bad image, missing Secret), if so."""
+        for pod in self.executor.pods.select(**{"batch.kubernetes.io/job-name": self.name}):
+            for cs in (pod.status.container_statuses or []) if pod.status else []:
+                waiting = cs.state.waiting if cs.state else None
+                if waiting and waiting.reason in STUCK_REASONS:
+                    return (f"worker pod {pod.metadata.name} cannot start: {waiting.reason}: "
+                            f"{waiting.message or cs.image}")
+        return None
+
+    def kill(self) -> None:
+        """Keep the pods' logs in the store, then delete the Job and its pods."""
+        if self.released:
+            return
+        self.released = True
+        try:
+            logs = self.executor.pod_logs(self.name)
+            if logs:
+                self.executor.pps.write_worker_logs(self.job.pipeline, self.job.id, logs)
+        finally:
+            self.executor._delete_job(self.name)
+
+    def detach(self) -> None:
+        self.released = True

@@ -1,0 +1,195 @@
+"""The Kubernetes executor and leader election on a real single-node cluster
+(scripts/k8s/up.sh: kube-apiserver, scheduler, controller-manager, kubelet,
+containerd) with a moto S3 server the pods reach at the node's address. The
+controller runs on this host against the cluster's API server; the Helm
+deployment is tested in test_k8s_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from conftest import run_cli, wait_for
+
+from pipectl.pps.executors.kubernetes import load_client_config
+from pipectl.pps.leader import LeaseElector
+
+CONTROLLER = ("controller", "--executor", "kubernetes", "--store-secret", "pipectl-s3",
+              "--image-pull-policy", "Never", "--poll-interval", "0.1")
+
+
+def ok(*args, **kw):
+    r = run_cli(*args, **kw)
+    assert r.code == 0, r
+    return r
+
+
+def shell_pipeline(name: str, script: str, files: int, parallelism: int = 2, image: str = "pipectl/base:0.1.0",
+                   **extra) -> None:
+    """A repo ``in`` with ``files`` small files and pipeline ``name`` running
+    ``script`` (sh) per file in ``image``."""
+    ok("create-repo", "in")
+    ok("start-commit", "in", "master")
+    for i in range(files):
+        ok("put-file", "in", "master", f"/f{i:02d}", "-f", "-", input=f"line {i}\n".encode())
+    ok("finish-commit", "in", "master")
+    spec = {"pipeline": {"name": name}, "transform": {"image": image, "cmd": ["sh", "-c", script]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": parallelism}}
+    spec.update(extra)
+    ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+
+
+def k8s_jobs(env) -> list[dict]:
+    out = env["cluster"].kubectl("-n", env["namespace"], "get", "jobs", "-o", "json")
+    return json.loads(out)["items"]
+
+
+def worker_pods(env, phase: str | None = None) -> list[dict]:
+    out = env["cluster"].kubectl("-n", env["namespace"], "get", "pods", "-l",
+                                 "app.kubernetes.io/managed-by=pipectl", "-o", "json")
+    return [p for p in json.loads(out)["items"] if phase is None or p["status"].get("phase") == phase]
+
+
+def the_job(pipeline: str) -> dict:
+    return json.loads(ok("list-job", "-p", pipeline, "--raw").out)[0]
+
+
+def assert_outputs(pipeline: str, files: int) -> None:
+    """Every input file's copy is in the output commit, once, intact."""
+    listed = sorted(n["path"] for n in json.loads(ok("list-file", pipeline, "master", "--raw").out))
+    assert listed == [f"/f{i:02d}" for i in range(files)]
+    for i in range(files):
+        assert ok("get-file", pipeline, "master", f"/f{i:02d}").out == f"line {i}\n"
+
+
+def test_job_runs_as_an_indexed_job_and_is_cleaned_up(k8s_env):
+    shell_pipeline("copy", "cp /pfs/in/* /pfs/out/; echo copied $PACH_DATUM_ID", files=6,
+                   resource_requests={"cpu": "50m", "memory": "64Mi"}, resource_limits={"memory": "256Mi"},
+                   job_timeout="10m")
+    r = ok(*CONTROLLER, "--exit-when-idle", timeout=300)
+    assert "started Kubernetes Job" in r.err
+    job = the_job("copy")
+    assert job["state"] == "success" and job["executor"] == "kubernetes", job
+    assert job["datums_processed"] == 6
+    assert_outputs("copy", 6)
+    assert k8s_jobs(k8s_env) == []  # deleted once the job ended...
+    logs = json.loads(ok("get-logs", "--job", job["id"], "--workers", "--raw").out)
+    assert len(logs) == 2  # ...after both pods' logs were kept
+    assert all(entry["worker"].startswith("pipectl-copy-") for entry in logs)
+    datum_logs = ok("get-logs", "--job", job["id"]).out
+    assert datum_logs.count("copied") == 6
+
+
+def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
+    """The Job as the API server stored it: Indexed, labels, resources,
+    deadline, Secret, ServiceAccount, TTL."""
+    from pipectl.pps.executors.kubernetes import KubernetesExecutor
+    from pipectl.pps.model import JobInfo
+    ns = k8s_env["namespace"]
+    k8s_env["cluster"].kubectl("-n", ns, "create", "serviceaccount", "workers")
+    load_client_config()
+    ex = KubernetesExecutor(k8s_env["store"], namespace=ns, service_account="workers", store_secret="pipectl-s3",
+                            job_ttl=60, image_pull_policy="Never")
+    try:
+        job = JobInfo("a" * 32, "My_Pipeline", 1, "salt", "hash", [], output_commit="b" * 32)
+        spec = {"transform": {"image": "pipectl/base:0.1.0", "cmd": ["true"]}, "job_timeout": "1h",
+                "resource_requests": {"cpu": 0.5, "memory": "64Mi", "gpu": {"type": "example.com/gpu", "number": 1}},
+                "resource_limits": {"memory": "1Gi", "disk": "1Gi"}}
+        ex.batch.create_namespaced_job(ns, ex.manifest(job, spec, 3, 15))
+        stored = json.loads(k8s_env["cluster"].kubectl("-n", ns, "get", "job", "pipectl-my-pipeline-aaaaaaaaaaaa",
+                                                       "-o", "json"))
+    finally:
+        ex.close()
+    s = stored["spec"]
+    assert (s["completionMode"], s["completions"], s["parallelism"], s["backoffLimit"]) == ("Indexed", 3, 3, 15)
+    assert s["activeDeadlineSeconds"] == 3600 and s["ttlSecondsAfterFinished"] == 60
+    labels = stored["metadata"]["labels"]
+    assert labels["pipectl.io/pipeline"] == "My_Pipeline" and labels["pipectl.io/job"] == "a" * 32
+    assert labels["app.kubernetes.io/managed-by"] == "pipectl"
+    pod = s["template"]["spec"]
+    assert pod["serviceAccountName"] == "workers" and pod["automountServiceAccountToken"] is False
+    c = pod["containers"][0]
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "64Mi", "example.com/gpu": "1"},
+                              "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi"}}
+    assert c["envFrom"] == [{"secretRef": {"name": "pipectl-s3"}}]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["PIPECTL_STORE"] == k8s_env["store"] and "AWS_SECRET_ACCESS_KEY" not in env
+    assert {"name": "pfs", "mountPath": "/pfs"} in c["volumeMounts"]
+
+
+def test_missing_image_fails_the_job_clearly(k8s_env):
+    shell_pipeline("ghost", "true", files=1, parallelism=1, image="pipectl/does-not-exist:0")
+    ok(*CONTROLLER, "--exit-when-idle", timeout=300)
+    job = the_job("ghost")
+    assert job["state"] == "failure"
+    assert "cannot start: ErrImageNeverPull" in job["reason"], job["reason"]
+    assert k8s_jobs(k8s_env) == []
+
+
+def test_deleted_worker_pod_is_replaced_and_the_job_succeeds(k8s_env, background):
+    shell_pipeline("slow", "sleep 2; cp /pfs/in/* /pfs/out/", files=8)
+    proc = background(*CONTROLLER, "--exit-when-idle")
+    victim = wait_for(lambda: worker_pods(k8s_env, "Running"), 120, 0.2, "a running worker pod")[0]
+    time.sleep(1)
+    k8s_env["cluster"].kubectl("-n", k8s_env["namespace"], "delete", "pod", victim["metadata"]["name"],
+                               "--grace-period=0", "--force")
+    assert proc.wait(300) == 0, proc.err_path.read_text()
+    job = the_job("slow")
+    assert job["state"] == "success" and job["restarts"] >= 1, job
+    assert_outputs("slow", 8)
+
+
+def test_restarted_controller_reattaches_to_its_job(k8s_env, background):
+    shell_pipeline("slow", "sleep 3; cp /pfs/in/* /pfs/out/", files=6)
+    first = background(*CONTROLLER)
+    wait_for(lambda: worker_pods(k8s_env, "Running"), 120, 0.2, "running worker pods")
+    uid = k8s_jobs(k8s_env)[0]["metadata"]["uid"]
+    first.send_signal(signal.SIGKILL)  # no clean-up at all
+    first.wait(30)
+    second = background(*CONTROLLER, "--exit-when-idle")
+    assert second.wait(300) == 0, second.err_path.read_text()
+    err = second.err_path.read_text()
+    assert "re-attached to Kubernetes Job" in err and "started Kubernetes Job" not in err, err
+    job = the_job("slow")
+    assert job["state"] == "success", job
+    assert_outputs("slow", 6)
+    assert uid  # the one Job of the first controller finished the work
+
+
+def test_leader_election_on_a_lease(k8s_env):
+    load_client_config()
+    ns = k8s_env["namespace"]
+    fast = {"lease_seconds": 3, "renew_seconds": 2, "retry_seconds": 0.2}
+    a = LeaseElector(ns, "ctl", "a", **fast)
+    b = LeaseElector(ns, "ctl", "b", **fast)
+    assert a.acquire(timeout=10) and a.held
+    assert not b.acquire(timeout=4) and not b.held  # a keeps renewing
+    a.release()
+    assert not a.held
+    started = time.monotonic()
+    assert b.acquire(timeout=10) and b.held
+    assert time.monotonic() - started < 2  # released, not expired
+    # b stops renewing (as if hung): it stops leading before c can take over
+    b._stop.set()
+    c = LeaseElector(ns, "ctl", "c", **fast)
+    assert c.acquire(timeout=10)
+    assert not b.held
+    lease = json.loads(k8s_env["cluster"].kubectl("-n", ns, "get", "lease", "ctl", "-o", "json"))
+    assert lease["spec"]["holderIdentity"] == "c" and lease["spec"]["leaseTransitions"] >= 2
+    c.release()
+
+
+def test_a_second_controller_waits_for_the_lease(k8s_env, background):
+    shell_pipeline("copy", "cp /pfs/in/* /pfs/out/", files=2)
+    first = background(*CONTROLLER, "--leader-elect")
+    wait_for(lambda: "leading" in first.err_path.read_text(), 60, 0.2, "the first controller to lead")
+    second = background(*CONTROLLER, "--leader-elect")
+    wait_for(lambda: "waiting for lease" in second.err_path.read_text(), 60, 0.2, "the second to wait")
+    wait_for(lambda: the_job("copy")["state"] == "success", 240, 0.5, "the job")
+    assert "Kubernetes Job" not in second.err_path.read_text()  # only the leader ran it
+    first.send_signal(signal.SIGTERM)  # releases the lease on the way out
+    first.wait(60)
+    wait_for(lambda: "leading" in second.err_path.read_text(), 30, 0.2, "the second to take over")
+    second.send_signal(signal.SIGTERM)
+    second.wait(60)
