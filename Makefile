@@ -4,7 +4,8 @@ STAGE_VENV ?= .venv-stages
 STAGE_PYTHON := $(STAGE_VENV)/bin/python
 export PIPECTL_STAGE_PYTHON := $(abspath $(STAGE_PYTHON))
 
-.PHONY: help install stage-env serve audio-tools demo demo-audio test test-fast bench bench-full lint images clean
+.PHONY: help install stage-env serve audio-tools demo demo-audio test test-fast bench bench-full lint images \
+	k8s-build k8s-up k8s-down k8s-images clean
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +52,18 @@ bench-full: install  ## Benchmarks at full size
 
 images:  ## Build the base, stage and serving images (Docker engine + debootstrap; no registry needed)
 	bash scripts/build_images.sh
+
+k8s-build:  ## Build Kubernetes, etcd and helm from source (Go module proxy) into ~/.cache/pipectl/k8s
+	bash scripts/k8s/build.sh
+
+k8s-up:  ## Start a single-node Kubernetes cluster on this machine (root; builds first if needed)
+	bash scripts/k8s/up.sh
+
+k8s-images:  ## Copy the images from Docker into the cluster's containerd
+	bash scripts/k8s/load-images.sh $$(docker images --format '{{.Repository}}:{{.Tag}}' 'pipectl/*' | grep -v '<none>')
+
+k8s-down:  ## Stop the cluster and remove its state (keeps the built binaries)
+	bash scripts/k8s/down.sh
 
 lint:  ## Static checks
 	$(PYTHON) -m pip install -q ruff

@@ -274,13 +274,15 @@ def register(cli: click.Group) -> None:
                   help="Name of the Lease (in --namespace) replicas elect a leader with.")
     @click.option("--poll-interval", type=float, default=0.2, show_default=True,
                   help="Seconds between checks of input branches.")
-    @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+    @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+                  default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
+    @click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
     def controller(exit_when_idle, executor, local_images, namespace, worker_service_account, store_secret,
-                   job_ttl, image_pull_policy, leader_elect, lease_name, poll_interval, verbose):
+                   job_ttl, image_pull_policy, leader_elect, lease_name, poll_interval, log_level, verbose):
         """Watch input repos and run pipeline jobs (until stopped)."""
         from ..pps.controller import Controller
         from ..pps.executors import make_executor
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+        logging.basicConfig(level=logging.DEBUG if verbose else log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         ctx = _ctx()
         options = {
