@@ -271,9 +271,9 @@ class KubernetesExecutor(Executor):
         name = job_name(job)
         existing = self._read_job(name)
         if existing is not None:
-            if not _finished(existing) and existing.spec.completions == count:
+            if not _finished(existing):  # started by a controller before a restart: follow it
                 log.info("job %s: re-attached to Kubernetes Job %s", job.id, name)
-                return KubernetesGroup(self, job, name, count)
+                return KubernetesGroup(self, job, name, existing.spec.completions)
             self._delete_job(name, wait=True)  # a finished Job of an earlier attempt
         try:
             self.batch.create_namespaced_job(self.namespace, self.manifest(job, spec, count, max_failures))

@@ -1,0 +1,128 @@
+"""End to end on a real single-node cluster: the Helm chart deploys the
+controller and the model server against an S3 server (moto, reached by the
+pods at the node's address); the Iris pipeline runs as Kubernetes Jobs of the
+stage images; the model server answers through its Service. Then a worker
+pod and the controller pod are deleted mid-job, and the job still lands every
+datum's output exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import requests
+from conftest import REPO_ROOT, run_cli, wait_for
+
+
+def ok(*args, **kw):
+    r = run_cli(*args, **kw)
+    assert r.code == 0, r
+    return r
+
+
+def helm_install(env, *values: str) -> None:
+    cluster = env["cluster"]
+    proc = subprocess.run(
+        [os.path.join(cluster.bin, "helm"), "--kubeconfig", cluster.kubeconfig, "-n", env["namespace"],
+         "install", "pipectl", os.path.join(REPO_ROOT, "helm", "pipectl"),
+         "--set", f"store.url={env['store']}", "--set", "store.existingSecret=pipectl-s3",
+         "--set", f"store.s3.endpoint={env['endpoint']}",
+         "--set", "controller.image.pullPolicy=Never", "--set", "serving.image.pullPolicy=Never",
+         "--set", "worker.imagePullPolicy=Never", *values],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def pods(env, selector: str, phase: str | None = None) -> list[dict]:
+    out = env["cluster"].kubectl("-n", env["namespace"], "get", "pods", "-l", selector, "-o", "json")
+    return [p for p in json.loads(out)["items"]
+            if (phase is None or p["status"].get("phase") == phase) and not p["metadata"].get("deletionTimestamp")]
+
+
+def latest_job(pipeline: str) -> dict | None:
+    jobs = json.loads(ok("list-job", "-p", pipeline, "--raw").out)
+    return jobs[0] if jobs else None
+
+
+@pytest.fixture
+def iris_data(tmp_path):
+    stage_python = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages/bin/python"))
+    if not os.path.exists(stage_python):
+        pytest.skip("stage environment missing: run `make stage-env`")
+    data, new = tmp_path / "iris", tmp_path / "new"
+    subprocess.run([stage_python, os.path.join(REPO_ROOT, "scripts", "iris_data.py"), str(data),
+                    "--new-dir", str(new)], check=True)
+    return data, new
+
+
+def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k8s_env, iris_data):
+    data, new = iris_data
+    helm_install(k8s_env)
+    ns, cluster = k8s_env["namespace"], k8s_env["cluster"]
+    cluster.kubectl("-n", ns, "rollout", "status", "deployment/pipectl-controller", "--timeout=180s", timeout=200)
+
+    # The Iris pipeline, as a user would run it from a workstation.
+    ok("create-repo", "iris")
+    ok("put-file", "iris", "master", "/", "-r", "-f", str(data))
+    ok("create-repo", "iris-new")
+    ok("put-file", "iris-new", "master", "/", "-r", "-f", str(new))
+    for name in ("preprocess", "train", "inference"):
+        ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "iris", f"{name}.json"))
+    iris = json.loads(ok("inspect-commit", "iris", "master", "--raw").out)
+    ok("flush-commit", "iris", "master", "--timeout", "900", timeout=960)
+    for pipeline in ("preprocess", "train", "inference"):
+        job = latest_job(pipeline)
+        assert job["state"] == "success" and job["executor"] == "kubernetes", job
+    model = json.loads(ok("inspect-commit", "train", "master", "--raw").out)
+    assert {"repo": "iris", "commit": iris["id"]}.items() <= \
+        next(p for p in model["provenance"] if p["repo"] == "iris").items()
+    assert json.loads(ok("get-file", "train", "master", "/metrics.json").out)["accuracy"] >= 0.9
+    expected = ok("get-file", "inference", "master", "/test1.csv").out.split()  # one class name per row
+
+    # The model server, through its Service's cluster IP.
+    service = json.loads(cluster.kubectl("-n", ns, "get", "service", "pipectl-serving", "-o", "json"))
+    base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+
+    def ready():
+        try:
+            return requests.get(f"{base}/ping", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+    wait_for(ready, 300, 1, "the model server to load the model")
+    answer = requests.post(f"{base}/predictions/iris", data=(new / "test1.csv").read_text(),
+                           headers={"Content-Type": "text/csv"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == model["id"]
+    assert answer.json()["predictions"] == expected
+
+    # A slow pipeline; a worker pod and then the controller pod die mid-job.
+    ok("create-repo", "in")
+    ok("start-commit", "in", "master")
+    for i in range(12):
+        ok("put-file", "in", "master", f"/f{i:02d}", "-f", "-", input=f"line {i}\n".encode())
+    ok("finish-commit", "in", "master")
+    spec = {"pipeline": {"name": "slow"},
+            "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", "sleep 3; cp /pfs/in/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": 2}}
+    ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    workers = "pipectl.io/pipeline=slow"
+    victim = wait_for(lambda: pods(k8s_env, workers, "Running"), 180, 0.5, "running worker pods")[0]
+    wait_for(lambda: (latest_job("slow") or {}).get("datums_processed", 0) >= 1, 120, 0.5, "a first datum")
+    cluster.kubectl("-n", ns, "delete", "pod", victim["metadata"]["name"], "--wait=false")
+    wait_for(lambda: (latest_job("slow") or {}).get("restarts", 0) >= 1, 120, 0.5, "the lost worker noticed")
+    controller = pods(k8s_env, "app.kubernetes.io/component=controller")[0]["metadata"]["name"]
+    cluster.kubectl("-n", ns, "delete", "pod", controller, "--wait=false")
+    wait_for(lambda: (latest_job("slow") or {}).get("state") in ("success", "failure"), 600, 1, "the slow job")
+    job = latest_job("slow")
+    assert job["state"] == "success", job
+    assert job["datums_processed"] == 12 and job["datums_failed"] == 0, job
+    new_controller = pods(k8s_env, "app.kubernetes.io/component=controller")[0]["metadata"]["name"]
+    assert new_controller != controller
+    listed = sorted(n["path"] for n in json.loads(ok("list-file", "slow", "master", "--raw").out))
+    assert listed == [f"/f{i:02d}" for i in range(12)]
+    for i in range(12):
+        assert ok("get-file", "slow", "master", f"/f{i:02d}").out == f"line {i}\n"
+    logs = cluster.kubectl("-n", ns, "logs", new_controller)
+    assert "re-attached to Kubernetes Job" in logs, logs
