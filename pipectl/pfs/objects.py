@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import hashlib
+import mmap
 import os
 import stat
 import threading
@@ -77,26 +78,35 @@ class ObjectWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def put_bytes(self, data: bytes) -> str:
-        """Store one chunk; return its SHA-256 hex."""
-        sha = hashlib.sha256(data).hexdigest()
+    def _store_chunk(self, sha: str, size: int, write: Callable[[str], bool]) -> str:
+        """Record chunk ``sha``, calling ``write(key)`` (True if it wrote)
+        unless the chunk is known to be stored already."""
         with self._known_lock:
             if sha in self.known:
                 self.stats.add(dedup=1)
                 return sha
-        key = object_key(sha)
-        if (len(data) <= _SMALL or not self.store.exists(key)) and self.store.put_content(key, data):
-            self.stats.add(uploaded=len(data), new=1)
+        if write(object_key(sha)):
+            self.stats.add(uploaded=size, new=1)
         else:
             self.stats.add(dedup=1)
         with self._known_lock:
             self.known.add(sha)
         return sha
 
+    def put_bytes(self, data: bytes) -> str:
+        """Store one chunk; return its SHA-256 hex."""
+        def write(key: str) -> bool:
+            return (len(data) <= _SMALL or not self.store.exists(key)) and self.store.put_content(key, data)
+        return self._store_chunk(hashlib.sha256(data).hexdigest(), len(data), write)
+
     def put_stream(self, stream: BinaryIO) -> FileEntry:
         """Store everything ``stream`` yields; return the file's entry.
         Chunks after the first are uploaded concurrently, at most
-        ``CHUNK_UPLOADS`` at a time."""
+        ``CHUNK_UPLOADS`` at a time; a regular file of more than one chunk
+        takes :meth:`_put_file_chunks` instead."""
+        size = _regular_size(stream)
+        if size is not None and size > CHUNK_SIZE:
+            return self._put_file_chunks(stream.fileno(), size)
         futures: list[cf.Future | str] = []
         gate = threading.Semaphore(CHUNK_UPLOADS)
         size = 0
@@ -115,15 +125,47 @@ class ObjectWriter:
         objects = tuple(f if isinstance(f, str) else f.result() for f in futures)
         return FileEntry(size, objects)
 
+    def _put_file_chunks(self, fd: int, size: int) -> FileEntry:
+        """A large regular file, ``CHUNK_UPLOADS`` chunks at a time, each on
+        its own thread: hashed in place through a read-only mmap (no copy;
+        hashlib releases the GIL), then stored with the store's
+        :meth:`~pipectl.store.ObjectStore.put_content_range` (on local disk a
+        kernel-side copy_file_range). Mapped pages are dropped after hashing,
+        so resident memory stays near ``CHUNK_UPLOADS * CHUNK_SIZE``."""
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
+            def one(offset: int) -> str:
+                n = min(CHUNK_SIZE, size - offset)
+                whole = memoryview(mm)
+                try:
+                    with whole[offset:offset + n] as view:
+                        sha = hashlib.sha256(view).hexdigest()
+                finally:
+                    whole.release()
+                mm.madvise(mmap.MADV_DONTNEED, offset, n)
+                self.stats.add(read=n)
+                if self.progress:
+                    self.progress(n)
+
+                def write(key: str) -> bool:
+                    return not self.store.exists(key) and self.store.put_content_range(key, fd, offset, n)
+                return self._store_chunk(sha, n, write)
+            objects = tuple(self._chunk_pool.map(one, range(0, size, CHUNK_SIZE)))
+        return FileEntry(size, objects)
+
+
+def _regular_size(stream: BinaryIO) -> int | None:
+    """The size of ``stream`` if it is a regular file, else None."""
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
     """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter),
     reading into one buffer and copying each piece out once."""
-    try:  # a regular file: size the buffer to it (most files are small)
-        st = os.fstat(stream.fileno())
-        size = st.st_size if stat.S_ISREG(st.st_mode) else None
-    except (AttributeError, OSError, ValueError):
-        size = None
+    size = _regular_size(stream)  # a regular file: size the buffer to it (most files are small)
     buf = bytearray(CHUNK_SIZE if size is None else min(CHUNK_SIZE, size + 1))
     view = memoryview(buf)
     readinto = getattr(stream, "readinto", None)

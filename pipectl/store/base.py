@@ -17,6 +17,7 @@ Readers never see a partially written object on either store.
 from __future__ import annotations
 
 import abc
+import os
 from typing import BinaryIO, Iterator
 
 
@@ -58,6 +59,12 @@ class ObjectStore(abc.ABC):
             return True
         except PreconditionFailed:
             return False
+
+    def put_content_range(self, key: str, fd: int, offset: int, length: int) -> bool:
+        """:meth:`put_content` of ``length`` bytes of open file ``fd`` from
+        ``offset``. Stores that can copy file to file (local disk) override
+        this to copy without passing the bytes through Python."""
+        return self.put_content(key, os.pread(fd, length, offset))
 
     @abc.abstractmethod
     def open(self, key: str) -> BinaryIO:
