@@ -111,7 +111,7 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     assert pod["serviceAccountName"] == "workers" and pod["automountServiceAccountToken"] is False
     c = pod["containers"][0]
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "64Mi", "example.com/gpu": "1"},
-                              "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi"}}
+                              "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi", "example.com/gpu": "1"}}
     assert c["envFrom"] == [{"secretRef": {"name": "pipectl-s3"}}]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["PIPECTL_STORE"] == k8s_env["store"] and "AWS_SECRET_ACCESS_KEY" not in env

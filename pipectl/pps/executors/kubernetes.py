@@ -115,7 +115,8 @@ def label_value(text: str) -> str:
 
 def resources(spec: dict) -> dict:
     """The container ``resources`` for a pipeline spec's resource_requests
-    and resource_limits (Pachyderm's field names)."""
+    and resource_limits (Pachyderm's field names), e.g. ``{"requests":
+    {"cpu": "0.5", "memory": "64Mi"}, "limits": {"nvidia.com/gpu": "1"}}``."""
     out = {}
     for field, key in (("resource_requests", "requests"), ("resource_limits", "limits")):
         given = spec.get(field) or {}
@@ -131,6 +132,11 @@ def resources(spec: dict) -> dict:
             quantities[gpu.get("type") or "nvidia.com/gpu"] = str(gpu["number"])
         if quantities:
             out[key] = quantities
+    # Extended resources (GPUs) cannot be overcommitted: Kubernetes requires
+    # their limit, and a request equal to it.
+    for name, number in out.get("requests", {}).items():
+        if name not in ("cpu", "memory", "ephemeral-storage"):
+            out.setdefault("limits", {}).setdefault(name, number)
     return out
 
 
