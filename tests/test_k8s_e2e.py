@@ -100,11 +100,11 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     # A slow pipeline; a worker pod and then the controller pod die mid-job.
     ok("create-repo", "in")
     ok("start-commit", "in", "master")
-    for i in range(12):
+    for i in range(16):
         ok("put-file", "in", "master", f"/f{i:02d}", "-f", "-", input=f"line {i}\n".encode())
     ok("finish-commit", "in", "master")
     spec = {"pipeline": {"name": "slow"},
-            "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", "sleep 3; cp /pfs/in/* /pfs/out/"]},
+            "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", "sleep 4; cp /pfs/in/* /pfs/out/"]},
             "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": 2}}
     ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
     workers = "pipectl.io/pipeline=slow"
@@ -117,12 +117,15 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     wait_for(lambda: (latest_job("slow") or {}).get("state") in ("success", "failure"), 600, 1, "the slow job")
     job = latest_job("slow")
     assert job["state"] == "success", job
-    assert job["datums_processed"] == 12 and job["datums_failed"] == 0, job
+    assert job["datums_processed"] == 16 and job["datums_failed"] == 0, job
     new_controller = pods(k8s_env, "app.kubernetes.io/component=controller")[0]["metadata"]["name"]
     assert new_controller != controller
     listed = sorted(n["path"] for n in json.loads(ok("list-file", "slow", "master", "--raw").out))
-    assert listed == [f"/f{i:02d}" for i in range(12)]
-    for i in range(12):
+    assert listed == [f"/f{i:02d}" for i in range(16)]
+    for i in range(16):
         assert ok("get-file", "slow", "master", f"/f{i:02d}").out == f"line {i}\n"
     logs = cluster.kubectl("-n", ns, "logs", new_controller)
-    assert "re-attached to Kubernetes Job" in logs, logs
+    assert "re-attached to Kubernetes Job" in logs, logs  # the new controller followed the same Job
+    wait_for(lambda: not json.loads(cluster.kubectl("-n", ns, "get", "jobs", "-l", workers, "-o", "json"))["items"],
+             60, 0.5, "the finished Job to be deleted")
+    assert ok("get-logs", "--job", job["id"], "--workers").out  # its pods' logs were kept first

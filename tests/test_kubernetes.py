@@ -77,6 +77,7 @@ def test_job_runs_as_an_indexed_job_and_is_cleaned_up(k8s_env):
     logs = json.loads(ok("get-logs", "--job", job["id"], "--workers", "--raw").out)
     assert len(logs) == 2  # ...after both pods' logs were kept
     assert all(entry["worker"].startswith("pipectl-copy-") for entry in logs)
+    assert sum(int(e["log"].split(" datums to run")[0].rsplit(" ", 1)[1]) for e in logs) == 6, logs
     datum_logs = ok("get-logs", "--job", job["id"]).out
     assert datum_logs.count("copied") == 6
 

@@ -284,6 +284,8 @@ def register(cli: click.Group) -> None:
         from ..pps.executors import make_executor
         logging.basicConfig(level=logging.DEBUG if verbose else log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
         ctx = _ctx()
         options = {
             "process": {"local_images": local_images},

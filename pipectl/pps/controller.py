@@ -206,6 +206,7 @@ class Controller:
             results = self.pps.datum_results(job.pipeline, job.id, batches)
             todo = [d for d in plan if d["id"] not in results]
             if not todo or any(r.state == "failed" for r in results.values()):
+                self.executor.job_done(job)
                 return results
             count = max(1, min(int(spec.get("parallelism_spec", {}).get("constant", 1)), len(todo)))
             # Shards are taken over the whole plan, so a datum keeps its worker

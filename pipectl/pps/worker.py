@@ -30,6 +30,7 @@ import argparse
 import ctypes
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,6 +49,8 @@ from .api import PPS
 from .datums import Datum, shard
 from .model import DatumResult
 from .spec import parse_duration
+
+log = logging.getLogger("pipectl.worker")
 
 FLUSH_SECONDS = 1.0
 FLUSH_COUNT = 500
@@ -109,13 +112,18 @@ class Worker:
         done = self.pps.datum_results(self.job.pipeline, self.job.id)
         todo = [d for d in shard(self.pps.plan(self.job.pipeline, self.job.id), self.index, self.count)
                 if d["id"] not in done]
-        failed = 0
+        log.info("worker %s (%d of %d) of job %s: %d datums to run", self.name, self.index + 1, self.count,
+                 self.job.id, len(todo))
+        failed = processed = 0
         try:
             for raw in todo:
                 result = self.run_datum(Datum.from_dict(raw), raw["cache_key"])
                 self.pending.append(result)
+                processed += 1
+                log.debug("datum %s: %s after %d attempt(s)", result.id[:12], result.state, result.attempts)
                 if result.state == "failed":
                     failed = 1
+                    log.warning("datum %s failed: %s", result.id[:12], result.error)
                     break
                 if len(self.pending) >= FLUSH_COUNT or time.monotonic() - self.last_flush > FLUSH_SECONDS:
                     self.flush()
@@ -123,6 +131,7 @@ class Worker:
             self.flush()
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
+        log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
         return failed
 
     def flush(self) -> None:
@@ -301,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--root", help="Where /pfs is laid out (default: a scratch directory).")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PIPECTL_LOG_LEVEL", "info").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         Worker(open_store(args.store), args.pipeline, args.job, args.index, args.count, args.root).run()
     except PipectlError as e:

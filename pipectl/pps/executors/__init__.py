@@ -78,6 +78,11 @@ class Executor(abc.ABC):
         group that saw more than ``max_failures`` failures stops replacing
         workers. Raises ExecutorError if they cannot be started."""
 
+    def job_done(self, job: JobInfo) -> None:
+        """Every datum of ``job`` has a result: release whatever is still
+        held for it (e.g. a Kubernetes Job that finished while no controller
+        was following it)."""
+
     def close(self) -> None:
         """Release executor resources (called when the controller stops)."""
 

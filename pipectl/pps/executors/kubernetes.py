@@ -51,7 +51,7 @@ PIPELINE_LABEL = "pipectl.io/pipeline"
 JOB_LABEL = "pipectl.io/job"
 # Settings (not secrets) the workers need to reach the store as the controller does.
 PASS_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "PIPECTL_S3_MAX_ATTEMPTS",
-            "PIPECTL_S3_CONNECT_TIMEOUT")
+            "PIPECTL_S3_CONNECT_TIMEOUT", "PIPECTL_LOG_LEVEL")
 CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Container states after which a pod never starts by itself.
 STUCK_REASONS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
@@ -287,6 +287,12 @@ class KubernetesExecutor(Executor):
             raise ExecutorError(f"cannot create Kubernetes Job {name}: {api_error(e)}") from None
         log.info("job %s: started Kubernetes Job %s (%d workers)", job.id, name, count)
         return KubernetesGroup(self, job, name, count)
+
+    def job_done(self, job: JobInfo) -> None:
+        name = job_name(job)
+        existing = self._read_job(name)
+        if existing is not None:
+            KubernetesGroup(self, job, name, existing.spec.completions).kill()
 
     def _read_job(self, name: str):
         from kubernetes.client.exceptions import ApiException
