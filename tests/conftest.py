@@ -19,6 +19,7 @@ from pipectl.pps import PPS
 from pipectl.store import open_store
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGE_PYTHON = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages", "bin", "python"))
 
 
 def free_port() -> int:
@@ -131,6 +132,32 @@ def wait_for(predicate, timeout: float = 90, interval: float = 0.02, what: str =
 def snapshot(store) -> dict:
     """Every key of a store with its bytes (to prove a failed command changed nothing)."""
     return {k: store.read(k) for k in sorted(store.list(""))}
+
+
+# --- the Iris data and pipelines (tests/test_ml_pipelines.py, test_docker.py, test_k8s_e2e.py) ---
+
+def make_iris_data(root) -> tuple:
+    """Write the Iris CSVs (scripts/iris_data.py, in the stage environment)
+    to ``root/iris`` and the new rows to ``root/iris-new``; return both paths.
+    Skips the test without the stage environment."""
+    if not os.path.exists(STAGE_PYTHON):
+        pytest.skip("stage environment missing: run `make stage-env`")
+    data, new = root / "iris", root / "iris-new"
+    subprocess.run([STAGE_PYTHON, os.path.join(REPO_ROOT, "scripts", "iris_data.py"), str(data),
+                    "--new-dir", str(new)], check=True, capture_output=True)
+    return data, new
+
+
+def put_iris(data, new) -> None:
+    """Repos ``iris`` and ``iris-new`` holding the data, and the Iris
+    pipelines of specs/iris (preprocess, train, inference)."""
+    commands = [("create-repo", "iris"), ("put-file", "iris", "master", "/", "-r", "-f", str(data)),
+                ("create-repo", "iris-new"), ("put-file", "iris-new", "master", "/", "-r", "-f", str(new))]
+    commands += [("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "iris", f"{name}.json"))
+                 for name in ("preprocess", "train", "inference")]
+    for args in commands:
+        result = run_cli(*args)
+        assert result.code == 0, result
 
 
 # --- pipeline helpers (tests/test_pipelines.py, tests/test_controller_faults.py) ---

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, make_iris_data, put_iris, run_cli
 
 docker = pytest.importorskip("docker")
 
@@ -65,12 +65,7 @@ def controller(executor: str, timeout: float = 900, **kw):
 
 
 def run_iris(executor: str, data, new) -> dict:
-    ok("create-repo", "iris")
-    ok("put-file", "iris", "master", "/", "-r", "-f", str(data))
-    ok("create-repo", "iris-new")
-    ok("put-file", "iris-new", "master", "/", "-r", "-f", str(new))
-    for name in ("preprocess", "train", "inference"):
-        ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "iris", f"{name}.json"))
+    put_iris(data, new)
     controller(executor)
     return {
         "metrics": ok("get-file", "train", "master", "/metrics.json").out,
@@ -81,12 +76,7 @@ def run_iris(executor: str, data, new) -> dict:
 
 
 def test_iris_in_containers_matches_process_executor(tmp_path, monkeypatch, request):
-    stage_python = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages/bin/python"))
-    if not os.path.exists(stage_python):
-        pytest.skip("stage environment missing: run `make stage-env`")
-    data, new = tmp_path / "iris", tmp_path / "new"
-    subprocess.run([stage_python, os.path.join(REPO_ROOT, "scripts", "iris_data.py"), str(data),
-                    "--new-dir", str(new)], check=True)
+    data, new = make_iris_data(tmp_path)
     monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "process-store"))
     local = run_iris("process", data, new)
     # containers talk to an S3 server (moto, on the host's loopback)

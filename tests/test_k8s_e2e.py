@@ -11,9 +11,8 @@ import json
 import os
 import subprocess
 
-import pytest
 import requests
-from conftest import REPO_ROOT, run_cli, wait_for
+from conftest import REPO_ROOT, make_iris_data, put_iris, run_cli, wait_for
 
 
 def ok(*args, **kw):
@@ -46,30 +45,14 @@ def latest_job(pipeline: str) -> dict | None:
     return jobs[0] if jobs else None
 
 
-@pytest.fixture
-def iris_data(tmp_path):
-    stage_python = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages/bin/python"))
-    if not os.path.exists(stage_python):
-        pytest.skip("stage environment missing: run `make stage-env`")
-    data, new = tmp_path / "iris", tmp_path / "new"
-    subprocess.run([stage_python, os.path.join(REPO_ROOT, "scripts", "iris_data.py"), str(data),
-                    "--new-dir", str(new)], check=True)
-    return data, new
-
-
-def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k8s_env, iris_data):
-    data, new = iris_data
+def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k8s_env, tmp_path):
+    data, new = make_iris_data(tmp_path)
     helm_install(k8s_env)
     ns, cluster = k8s_env["namespace"], k8s_env["cluster"]
     cluster.kubectl("-n", ns, "rollout", "status", "deployment/pipectl-controller", "--timeout=180s", timeout=200)
 
     # The Iris pipeline, as a user would run it from a workstation.
-    ok("create-repo", "iris")
-    ok("put-file", "iris", "master", "/", "-r", "-f", str(data))
-    ok("create-repo", "iris-new")
-    ok("put-file", "iris-new", "master", "/", "-r", "-f", str(new))
-    for name in ("preprocess", "train", "inference"):
-        ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "iris", f"{name}.json"))
+    put_iris(data, new)
     iris = json.loads(ok("inspect-commit", "iris", "master", "--raw").out)
     ok("flush-commit", "iris", "master", "--timeout", "900", timeout=960)
     for pipeline in ("preprocess", "train", "inference"):

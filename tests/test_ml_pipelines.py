@@ -13,9 +13,8 @@ import threading
 
 import pytest
 
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, STAGE_PYTHON, make_iris_data, put_iris, run_cli
 
-STAGE_PYTHON = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages", "bin", "python"))
 LOCAL_IMAGES = os.path.join(REPO_ROOT, "stages", "local-images.json")
 
 
@@ -62,15 +61,8 @@ def local_store(tmp_path, monkeypatch):
 @pytest.fixture
 def iris(local_store):
     """The Iris pipelines, run once: returns the data directories."""
-    data, new = local_store / "iris-data", local_store / "iris-new"
-    subprocess.run([STAGE_PYTHON, os.path.join(REPO_ROOT, "scripts", "iris_data.py"), str(data),
-                    "--new-dir", str(new)], check=True, capture_output=True)
-    ok("create-repo", "iris")
-    ok("put-file", "iris", "master", "/", "-r", "-f", str(data))
-    ok("create-repo", "iris-new")
-    ok("put-file", "iris-new", "master", "/", "-r", "-f", str(new))
-    for name in ("preprocess", "train", "inference"):
-        ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "iris", f"{name}.json"))
+    data, new = make_iris_data(local_store)
+    put_iris(data, new)
     controller()
     return data, new
 
