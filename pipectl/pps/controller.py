@@ -4,8 +4,9 @@ Each step it (1) creates a job for every running pipeline whose input branch
 heads form a set it has no job for yet (and agree on their common upstream
 commits), and (2) runs the oldest unfinished job to completion: plan its
 datums, skip those processed before, start ``parallelism_spec.constant``
-workers through the executor, restart workers that die, then commit the
-outputs with provenance.
+workers through the executor (which replaces workers that die), then commit
+the outputs with provenance. With leader election (``leader``), it works
+only while it holds the lease.
 
 All its state lives in the store, so it is restartable: job ids are derived
 from their inputs (creating one twice is a no-op), a job's plan is written

@@ -328,6 +328,8 @@ class KubernetesExecutor(Executor):
                     pod.metadata.name, self.namespace, container="worker", limit_bytes=LOG_LIMIT_BYTES)
             except ApiException:  # never started (e.g. a bad image): nothing to keep
                 continue
+            except Exception as e:  # the API server unreachable: the job goes on without these logs
+                log.warning("cannot read the log of pod %s: %s", pod.metadata.name, e)
         return logs
 
     def close(self) -> None:
