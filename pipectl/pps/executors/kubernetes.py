@@ -279,7 +279,8 @@ class KubernetesExecutor(Executor):
         if existing is not None:
             if not _finished(existing):  # started by a controller before a restart: follow it
                 log.info("job %s: re-attached to Kubernetes Job %s", job.id, name)
-                return KubernetesGroup(self, job, name, existing.spec.completions)
+                return KubernetesGroup(self, job, name, existing.spec.completions,
+                                       counted_failures=existing.status.failed or 0)
             self._delete_job(name, wait=True)  # a finished Job of an earlier attempt
         try:
             self.batch.create_namespaced_job(self.namespace, self.manifest(job, spec, count, max_failures))
@@ -344,9 +345,12 @@ def _finished(k8s_job) -> bool:
 class KubernetesGroup(WorkerGroup):
     """Follows one Indexed Job through the executor's informers."""
 
-    def __init__(self, executor: KubernetesExecutor, job: JobInfo, name: str, count: int):
+    def __init__(self, executor: KubernetesExecutor, job: JobInfo, name: str, count: int,
+                 counted_failures: int = 0):
         self.executor, self.job, self.name = executor, job, name
         self.status = GroupStatus(count)
+        # Pod failures an earlier controller already recorded in the job's restarts.
+        self.counted_failures = counted_failures
         self.appeared = time.monotonic()
         self.released = False
 
@@ -359,7 +363,7 @@ class KubernetesGroup(WorkerGroup):
             return self.status
         status = k8s_job.status
         self.status.succeeded = status.succeeded or 0
-        self.status.failures = status.failed or 0
+        self.status.failures = max(0, (status.failed or 0) - self.counted_failures)
         for c in status.conditions or []:
             if c.type == "Failed" and c.status == "True":
                 self.status.error = f"Kubernetes Job {self.name} failed: {c.reason}: {c.message}"
