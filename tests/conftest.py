@@ -4,6 +4,7 @@ the real ``pipectl`` command line in a subprocess."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -127,6 +128,27 @@ def wait_for(predicate, timeout: float = 90, interval: float = 0.02, what: str =
             return value
         time.sleep(interval)
     pytest.fail(f"timed out waiting for {what}")
+
+
+def put(pfs, repo: str, files: dict, branch: str = "master"):
+    """One commit putting (overwriting) ``files`` {path: text or bytes}; returns it."""
+    sources = [(p, io.BytesIO(d if isinstance(d, bytes) else d.encode())) for p, d in files.items()]
+    return pfs.put_files(repo, branch, sources, overwrite=True)[0]
+
+
+def file_bytes(pfs, repo: str, ref: str = "master") -> dict[str, bytes]:
+    """Every file of ``repo@ref`` with its bytes."""
+    out = {}
+    for path, _ in pfs.iter_files(repo, ref):
+        buf = io.BytesIO()
+        pfs.get_file(repo, ref, path, buf)
+        out[path] = buf.getvalue()
+    return out
+
+
+def files_of(pfs, repo: str, ref: str = "master") -> dict[str, str]:
+    """Every file of ``repo@ref`` with its text."""
+    return {path: data.decode() for path, data in file_bytes(pfs, repo, ref).items()}
 
 
 def snapshot(store) -> dict:

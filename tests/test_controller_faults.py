@@ -10,28 +10,14 @@ count how often every datum really ran.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import time
 
 import pytest
-from conftest import run_cli, wait_for
+from conftest import files_of, put, run_cli, wait_for
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
-
-
-def put(pfs, repo: str, files: dict[str, str]):
-    return pfs.put_files(repo, "master", [(p, io.BytesIO(d.encode())) for p, d in files.items()])[0]
-
-
-def files_of(pfs, repo: str, ref: str = "master") -> dict[str, str]:
-    out = {}
-    for path, _ in pfs.iter_files(repo, ref):
-        buf = io.BytesIO()
-        pfs.get_file(repo, ref, path, buf)
-        out[path] = buf.getvalue().decode()
-    return out
 
 
 def runs_of(path) -> list[list[str]]:

@@ -15,13 +15,12 @@ many-files scenario runs with 1,000 files locally and 100 on S3.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 
 import pytest
-from conftest import assert_clean_error, snapshot, wait_for
+from conftest import assert_clean_error, files_of, put, snapshot, wait_for
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 IMAGE = "pipectl/test:1"
@@ -42,22 +41,6 @@ def pfs_input(repo: str, glob: str = "/*", **extra) -> dict:
 
 def sh(script: str) -> list[str]:
     return ["sh", "-c", script]
-
-
-def put(pfs, repo: str, files: dict, branch: str = "master"):
-    """One commit putting (overwriting) ``files`` {path: text}; returns it."""
-    sources = [(p, io.BytesIO(d if isinstance(d, bytes) else d.encode())) for p, d in files.items()]
-    return pfs.put_files(repo, branch, sources, overwrite=True)[0]
-
-
-def files_of(pfs, repo: str, ref: str = "master") -> dict[str, str]:
-    """Every file of ``repo@ref`` with its text."""
-    out = {}
-    for path, _ in pfs.iter_files(repo, ref):
-        buf = io.BytesIO()
-        pfs.get_file(repo, ref, path, buf)
-        out[path] = buf.getvalue().decode()
-    return out
 
 
 def ok(result):

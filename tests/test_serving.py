@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port, run_cli
+from conftest import file_bytes, free_port, run_cli
 
 from pipectl.pfs import PFS
 from pipectl.store import open_store
@@ -112,16 +112,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(30)
-
-
-def files_of(pfs: PFS, repo: str, ref: str = "master") -> dict[str, bytes]:
-    """Every file of ``repo@ref`` with its bytes."""
-    out = {}
-    for path, _ in pfs.iter_files(repo, ref):
-        buf = io.BytesIO()
-        pfs.get_file(repo, ref, path, buf)
-        out[path] = buf.getvalue()
-    return out
 
 
 # --- fixtures -----------------------------------------------------------------
@@ -256,7 +246,7 @@ def test_503_until_a_model_appears_then_serves_it(trained, new_server, tmp_path)
     wait_for(lambda: "no commits" in s.get("/ping").json()["message"], 30, "the no-commit reason")
     unavailable("branch master of repo train has no commits yet")
 
-    model = files_of(trained.pfs, "train")
+    model = file_bytes(trained.pfs, "train")
     commit = pfs.put_files("train", "master", [(p, io.BytesIO(d)) for p, d in model.items()])[0]
     wait_for(lambda: s.get("/ping").status_code == 200, 60, "the model to load")
     r = s.post("/predictions/iris", SETOSA)
@@ -270,7 +260,7 @@ def test_a_broken_model_commit_keeps_the_previous_version_serving(trained, new_s
     url = f"file://{tmp_path}/store"
     pfs = PFS(open_store(url))
     pfs.create_repo("train")
-    model = files_of(trained.pfs, "train")
+    model = file_bytes(trained.pfs, "train")
     good = pfs.put_files("train", "master", [(p, io.BytesIO(d)) for p, d in model.items()])[0]
     s = new_server(url).wait_healthy()
     assert s.version() == good.id
@@ -291,7 +281,7 @@ def test_predictions_match_the_inference_stage(trained, server):
     model_commit = trained.pfs.inspect_commit("train", "master")
     inference = trained.pfs.inspect_commit("inference", "master")
     assert any(p["repo"] == "train" and p["commit"] == model_commit.id for p in inference.provenance)
-    expected = {path: data.decode().split() for path, data in files_of(trained.pfs, "inference").items()}
+    expected = {path: data.decode().split() for path, data in file_bytes(trained.pfs, "inference").items()}
     assert sorted(expected) == ["/test1.csv", "/test2.csv"]
     for path, labels in expected.items():
         csv_text = (trained.new_data / path.lstrip("/")).read_text()
@@ -332,7 +322,7 @@ def test_serves_a_model_from_s3(trained, new_server, store_url):
     in the environment the server inherits)."""
     pfs = PFS(open_store(store_url))
     pfs.create_repo("train")
-    model = files_of(trained.pfs, "train")
+    model = file_bytes(trained.pfs, "train")
     commit = pfs.put_files("train", "master", [(p, io.BytesIO(d)) for p, d in model.items()])[0]
     s = new_server(store_url).wait_healthy()
     r = s.post("/predictions/iris", SETOSA)

@@ -104,13 +104,13 @@ class ObjectWriter:
         Chunks after the first are uploaded concurrently, at most
         ``CHUNK_UPLOADS`` at a time; a regular file of more than one chunk
         takes :meth:`_put_file_chunks` instead."""
-        size = _regular_size(stream)
-        if size is not None and size > CHUNK_SIZE:
-            return self._put_file_chunks(stream.fileno(), size)
+        regular = _regular_size(stream)
+        if regular is not None and regular > CHUNK_SIZE:
+            return self._put_file_chunks(stream.fileno(), regular)
         futures: list[cf.Future | str] = []
         gate = threading.Semaphore(CHUNK_UPLOADS)
         size = 0
-        for chunk in _chunks(stream):
+        for chunk in _chunks(stream, regular):
             size += len(chunk)
             self.stats.add(read=len(chunk))
             if self.progress:
@@ -162,10 +162,11 @@ def _regular_size(stream: BinaryIO) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+def _chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
     """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter),
-    reading into one buffer and copying each piece out once."""
-    size = _regular_size(stream)  # a regular file: size the buffer to it (most files are small)
+    reading into one buffer and copying each piece out once. ``size``: the
+    stream's size if it is a regular file (the buffer is sized to it), else
+    None."""
     buf = bytearray(CHUNK_SIZE if size is None else min(CHUNK_SIZE, size + 1))
     view = memoryview(buf)
     readinto = getattr(stream, "readinto", None)

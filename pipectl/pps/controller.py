@@ -207,7 +207,7 @@ class Controller:
             results = self.pps.datum_results(job.pipeline, job.id, batches)
             todo = [d for d in plan if d["id"] not in results]
             if not todo or any(r.state == "failed" for r in results.values()):
-                self.executor.job_done(job)
+                self._keep_logs(job, self.executor.job_done(job))
                 return results
             count = max(1, min(int(spec.get("parallelism_spec", {}).get("constant", 1)), len(todo)))
             # Shards are taken over the whole plan, so a datum keeps its worker
@@ -220,9 +220,14 @@ class Controller:
                 group.detach()  # the next controller adopts workers that outlive this one
                 raise
             except BaseException:
-                group.kill()
+                self._keep_logs(job, group.kill())
                 raise
-            group.kill()
+            self._keep_logs(job, group.kill())
+
+    def _keep_logs(self, job: JobInfo, logs: dict[str, str]) -> None:
+        """Store the worker logs an executor handed back as its workers went."""
+        if logs:
+            self.pps.write_worker_logs(job.pipeline, job.id, logs)
 
     def _follow(self, job: JobInfo, spec: dict, group: WorkerGroup, batches: dict[str, list],
                 deadline: float | None) -> JobInfo:

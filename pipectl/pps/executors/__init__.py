@@ -57,8 +57,10 @@ class WorkerGroup(abc.ABC):
         given to :meth:`Executor.start_workers`)."""
 
     @abc.abstractmethod
-    def kill(self) -> None:
-        """Stop every worker now (idempotent) and release what they hold."""
+    def kill(self) -> dict[str, str]:
+        """Stop every worker now (idempotent) and release what they hold.
+        Returns the logs that would vanish with the workers (worker name ->
+        text; Kubernetes pods), for the controller to keep; else ``{}``."""
 
     def detach(self) -> None:
         """The controller is stopping: workers that can outlive it (Kubernetes
@@ -78,10 +80,11 @@ class Executor(abc.ABC):
         group that saw more than ``max_failures`` failures stops replacing
         workers. Raises ExecutorError if they cannot be started."""
 
-    def job_done(self, job: JobInfo) -> None:
+    def job_done(self, job: JobInfo) -> dict[str, str]:
         """Every datum of ``job`` has a result: release whatever is still
         held for it (e.g. a Kubernetes Job that finished while no controller
-        was following it)."""
+        was following it). Returns worker logs as :meth:`WorkerGroup.kill`."""
+        return {}
 
     def close(self) -> None:
         """Release executor resources (called when the controller stops)."""
@@ -144,10 +147,11 @@ class HandleGroup(WorkerGroup):
                 self.handles[i] = self.executor.start(self.job, self.spec, i, self.status.count)
         return self.status
 
-    def kill(self) -> None:
+    def kill(self) -> dict[str, str]:
         for h in self.handles.values():
             h.kill()
         self.handles.clear()
+        return {}
 
 
 def make_executor(name: str, store_url: str, **options) -> Executor:

@@ -16,9 +16,9 @@ emptyDir, exactly as in a Docker container. The Job carries:
 - store credentials through ``envFrom`` a Secret (``store_secret``), never
   in the Job spec; the worker ServiceAccount (``service_account``) with no
   API token mounted;
-- ``ttlSecondsAfterFinished`` (``job_ttl``), a backstop: the controller
-  copies every pod's log into the store (``pipectl get-logs --workers``) and
-  deletes the Job itself as soon as the job ends.
+- ``ttlSecondsAfterFinished`` (``job_ttl``), a backstop: as soon as the job
+  ends, the Job's pod logs are read (the controller keeps them in the store,
+  ``pipectl get-logs --workers``) and the Job is deleted.
 
 Jobs and pods are followed with list+watch informers (no polling of the API
 server). Job names derive from the job id, so a controller restarted
@@ -37,8 +37,6 @@ import re
 import threading
 import time
 
-from ...store import open_store
-from ..api import PPS
 from ..model import JobInfo
 from ..spec import parse_duration
 from . import Executor, ExecutorError, GroupStatus, WorkerGroup
@@ -219,7 +217,6 @@ class KubernetesExecutor(Executor):
             raise ExecutorError(f"the kubernetes executor needs an S3 store that pods can reach, not {store_url}")
         load_client_config()
         self.store_url = store_url
-        self.pps = PPS(open_store(store_url))
         self.namespace = namespace or default_namespace()
         self.service_account, self.store_secret = service_account, store_secret
         self.job_ttl, self.image_pull_policy = job_ttl, image_pull_policy
@@ -289,11 +286,12 @@ class KubernetesExecutor(Executor):
         log.info("job %s: started Kubernetes Job %s (%d workers)", job.id, name, count)
         return KubernetesGroup(self, job, name, count)
 
-    def job_done(self, job: JobInfo) -> None:
+    def job_done(self, job: JobInfo) -> dict[str, str]:
         name = job_name(job)
         existing = self._read_job(name)
-        if existing is not None:
-            KubernetesGroup(self, job, name, existing.spec.completions).kill()
+        if existing is None:
+            return {}
+        return KubernetesGroup(self, job, name, existing.spec.completions).kill()
 
     def _read_job(self, name: str):
         from kubernetes.client.exceptions import ApiException
@@ -383,15 +381,13 @@ class KubernetesGroup(WorkerGroup):
                             f"{waiting.message or cs.image}")
         return None
 
-    def kill(self) -> None:
-        """Keep the pods' logs in the store, then delete the Job and its pods."""
+    def kill(self) -> dict[str, str]:
+        """Read the pods' logs, then delete the Job and its pods; return the logs."""
         if self.released:
-            return
+            return {}
         self.released = True
         try:
-            logs = self.executor.pod_logs(self.name)
-            if logs:
-                self.executor.pps.write_worker_logs(self.job.pipeline, self.job.id, logs)
+            return self.executor.pod_logs(self.name)
         finally:
             self.executor._delete_job(self.name)
 
