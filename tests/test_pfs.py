@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 
+import blake3
 import pytest
 
-from conftest import assert_clean_error, run_cli, snapshot
+from conftest import assert_clean_error, file_bytes, run_cli, snapshot
 from pipectl import glob as globs
 from pipectl.errors import Conflict, InvalidArgument, NotFound
-from pipectl.pfs import objects
+from pipectl.pfs import PFS, objects
 from pipectl.pfs.tree import FileEntry, Tree
 
 
@@ -272,15 +273,54 @@ def test_put_file_from_url_and_stdin(store_url, pfs, tmp_path, cli):
         server.shutdown()
 
 
-def test_content_is_addressed_by_sha256(pfs, store, tmp_path):
-    data = b"content addressed\n"
-    (tmp_path / "f").write_bytes(data)
+def test_content_is_addressed_by_blake3(pfs, store, tmp_path):
+    """Objects (small files and each 16 MiB chunk of a large one) and trees
+    are stored under the BLAKE3-256 of their bytes, computed here by the
+    blake3 package itself."""
+    small = b"content addressed\n"
+    large = os.urandom(objects.CHUNK_SIZE + 12345)
+    (tmp_path / "small").write_bytes(small)
+    (tmp_path / "large").write_bytes(large)
     pfs.create_repo("r")
-    pfs.put_files("r", "master", [("/f", str(tmp_path / "f"))])
-    sha = hashlib.sha256(data).hexdigest()
-    assert store.read(objects.object_key(sha)) == data
+    pfs.put_files("r", "master", [("/small", str(tmp_path / "small")), ("/large", str(tmp_path / "large"))])
+    pieces = [small, large[:objects.CHUNK_SIZE], large[objects.CHUNK_SIZE:]]
+    for piece in pieces:
+        assert store.read(objects.object_key(blake3.blake3(piece).hexdigest())) == piece
     commit = pfs.inspect_commit("r", "master")
-    assert hashlib.sha256(store.read(f"trees/{commit.tree}")).hexdigest() == commit.tree
+    assert blake3.blake3(store.read(f"trees/{commit.tree}")).hexdigest() == commit.tree
+    assert pfs.inspect_file("r", "master", "/small").hash == blake3.blake3(small).hexdigest()
+
+
+def test_sha256_named_content_stays_readable(store, tmp_path):
+    """A store written when content was named by SHA-256 (objects, tree and
+    commit rewritten here into that form) still reads, and putting the same
+    bytes again stores them under their BLAKE3 name beside the old ones."""
+    data = b"written by an older pipectl\n"
+    (tmp_path / "f").write_bytes(data)
+    pfs = PFS(store)
+    pfs.create_repo("r")
+    commit, _ = pfs.put_files("r", "master", [("/f", str(tmp_path / "f"))])
+    old_name = hashlib.sha256(data).hexdigest()
+    store.write(objects.object_key(old_name), data)
+    store.delete(objects.object_key(blake3.blake3(data).hexdigest()))
+    tree = json.loads(store.read(f"trees/{commit.tree}"))
+    tree["files"]["/f"][1] = [old_name]
+    tree_bytes = json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()
+    old_tree = hashlib.sha256(tree_bytes).hexdigest()
+    store.write(f"trees/{old_tree}", tree_bytes)
+    record_key = f"repos/r/commits/{commit.id}.json"
+    record = json.loads(store.read(record_key))
+    record["tree"] = old_tree
+    store.write(record_key, json.dumps(record).encode())
+
+    old = PFS(store)
+    assert old.inspect_commit("r", commit.id).tree == old_tree
+    assert file_bytes(old, "r", commit.id) == {"/f": data}
+    assert old.inspect_file("r", commit.id, "/f").hash == old_name
+    again, _ = old.put_files("r", "master", [("/g", str(tmp_path / "f"))])
+    assert file_bytes(old, "r", again.id) == {"/f": data, "/g": data}
+    assert old.inspect_file("r", again.id, "/g").hash == blake3.blake3(data).hexdigest()
+    assert run_cli("get-file", "r", "master", "/f").stdout_bytes == data
 
 
 def test_progress_bar_only_on_a_terminal(store_url, tmp_path):

@@ -18,7 +18,6 @@ for the layout). Consistency rules:
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import os
 import random
 import re
@@ -28,6 +27,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Union
 from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PreconditionFailed
 from ..store import ObjectStore
 from . import names
+from .hashing import write_addressed
 from .model import Branch, Commit, RepoInfo, now
 from .objects import ObjectWriter, TransferStats, read_objects
 from .tree import FileEntry, Node, Tree, diff
@@ -321,14 +321,8 @@ class PFS:
         """Store ``tree``; return its hash (None for an empty tree)."""
         if not tree.files:
             return None
-        data = tree.serialize()
-        sha = hashlib.sha256(data).hexdigest()
-        if sha not in self._trees:
-            try:
-                self.store.write(f"trees/{sha}", data, if_absent=True)
-            except PreconditionFailed:
-                pass
-            self._trees[sha] = tree
+        sha = write_addressed(self.store, "trees", tree.serialize())
+        self._trees[sha] = tree
         return sha
 
     # writing files -------------------------------------------------------

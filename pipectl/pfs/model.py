@@ -5,8 +5,8 @@ Store layout (one bucket or directory)::
     repos/<repo>/info.json               RepoInfo
     repos/<repo>/branches/<branch>.json  Branch (head moved by compare-and-swap)
     repos/<repo>/commits/<id>.json       Commit (immutable once finished)
-    trees/<sha256>                       file tree of a commit (see tree.py)
-    objects/<aa>/<sha256>                file content chunks (see objects.py)
+    trees/<hash>                         file tree of a commit (see tree.py)
+    objects/<aa>/<hash>                  file content chunks (see objects.py)
 """
 
 from __future__ import annotations

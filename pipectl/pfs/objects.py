@@ -1,7 +1,8 @@
 """Content-addressed file storage.
 
 File bytes are cut into chunks of at most :data:`CHUNK_SIZE` bytes; each chunk
-is stored once at ``objects/<first two hex digits>/<sha256>``. Putting bytes
+is stored once at ``objects/<first two hex digits>/<hash>``, named by its
+content hash (:mod:`.hashing`). Putting bytes
 the store already holds uploads nothing: hashes already known to be present
 (e.g. from the target commit's tree) are skipped without a request, large
 chunks are probed with an existence check first, and small ones are written
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import hashlib
 import mmap
 import os
 import stat
@@ -23,6 +23,7 @@ import threading
 from typing import BinaryIO, Callable, Iterator
 
 from ..store import ObjectStore
+from .hashing import content_hash
 from .tree import FileEntry
 
 CHUNK_SIZE = 16 * 1024 * 1024
@@ -31,7 +32,7 @@ _SMALL = 1024 * 1024
 
 
 def object_key(sha: str) -> str:
-    """Store key of the object with SHA-256 ``sha``."""
+    """Store key of the object whose content hash is ``sha``."""
     return f"objects/{sha[:2]}/{sha}"
 
 
@@ -94,10 +95,10 @@ class ObjectWriter:
         return sha
 
     def put_bytes(self, data: bytes) -> str:
-        """Store one chunk; return its SHA-256 hex."""
+        """Store one chunk; return its content hash."""
         def write(key: str) -> bool:
             return (len(data) <= _SMALL or not self.store.exists(key)) and self.store.put_content(key, data)
-        return self._store_chunk(hashlib.sha256(data).hexdigest(), len(data), write)
+        return self._store_chunk(content_hash(data), len(data), write)
 
     def put_stream(self, stream: BinaryIO) -> FileEntry:
         """Store everything ``stream`` yields; return the file's entry.
@@ -128,7 +129,7 @@ class ObjectWriter:
     def _put_file_chunks(self, fd: int, size: int) -> FileEntry:
         """A large regular file, ``CHUNK_UPLOADS`` chunks at a time, each on
         its own thread: hashed in place through a read-only mmap (no copy;
-        hashlib releases the GIL), then stored with the store's
+        the hash releases the GIL), then stored with the store's
         :meth:`~pipectl.store.ObjectStore.put_content_range` (on local disk a
         kernel-side copy_file_range). Mapped pages are dropped after hashing,
         so resident memory stays near ``CHUNK_UPLOADS * CHUNK_SIZE``."""
@@ -138,7 +139,7 @@ class ObjectWriter:
                 whole = memoryview(mm)
                 try:
                     with whole[offset:offset + n] as view:
-                        sha = hashlib.sha256(view).hexdigest()
+                        sha = content_hash(view)
                 finally:
                     whole.release()
                 mm.madvise(mmap.MADV_DONTNEED, offset, n)

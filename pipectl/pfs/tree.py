@@ -1,13 +1,14 @@
 """Commit file trees (manifests).
 
 A tree maps each file path (``/dir/name``) to a :class:`FileEntry`: its size
-and the content-addressed objects (SHA-256 of each chunk) that hold its bytes
+and the content-addressed objects (the content hash of each chunk, see
+:mod:`.hashing`) that hold its bytes
 in order. Directories are implied by the paths. A tree is serialised as
-canonical JSON (``{"files": {path: [size, [sha256, ...]]}, "version": 1}``,
+canonical JSON (``{"files": {path: [size, [hash, ...]]}, "version": 1}``,
 keys sorted, no spaces, UTF-8 unescaped; written and read with orjson, which
 writes a 100,000-file tree about 25x and reads it 1.5x as fast as the
-standard library) and stored once under the SHA-256 of those bytes at
-``trees/<sha256>``; a commit names its tree by that hash. Trees never change
+standard library) and stored once under the content hash of those bytes at
+``trees/<hash>``; a commit names its tree by that hash. Trees never change
 once written.
 """
 
@@ -15,16 +16,16 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import hashlib
 import orjson
 from typing import Iterable, Iterator, NamedTuple
 
 from .. import glob as globs
 from ..errors import NotFound
+from .hashing import content_hash
 
 
 class FileEntry(NamedTuple):
-    """One file: ``size`` in bytes and its chunk ``objects`` (SHA-256 hex).
+    """One file: ``size`` in bytes and its chunk ``objects`` (content hashes).
     A named tuple: trees hold one per file, and 100,000 must parse fast."""
 
     size: int
@@ -32,11 +33,11 @@ class FileEntry(NamedTuple):
 
     @property
     def hash(self) -> str:
-        """The file's content identity: its one object's SHA-256, or the
-        SHA-256 of the newline-joined chunk hashes for multi-chunk files."""
+        """The file's content identity: its one object's hash, or the
+        content hash of the newline-joined chunk hashes for multi-chunk files."""
         if len(self.objects) == 1:
             return self.objects[0]
-        return hashlib.sha256("\n".join(self.objects).encode()).hexdigest()
+        return content_hash("\n".join(self.objects).encode())
 
     def appended(self, other: "FileEntry") -> "FileEntry":
         """This file followed by ``other``'s bytes (pachctl 1.x put-file append)."""
@@ -108,7 +109,7 @@ class Tree:
         files = self.subtree(path)
         if not files and path != "/":
             raise NotFound(f"file {path} not found")
-        digest = hashlib.sha256("".join(p + e.hash for p, e in files.items()).encode()).hexdigest()
+        digest = content_hash("".join(p + e.hash for p, e in files.items()).encode())
         return Node(path, "dir", sum(e.size for e in files.values()), digest)
 
     def list_dir(self, path: str) -> list[Node]:

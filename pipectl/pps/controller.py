@@ -24,6 +24,7 @@ import time
 
 from ..errors import NotFound, PipectlError, PreconditionFailed
 from ..pfs import PFS
+from ..pfs.hashing import write_addressed
 from ..pfs.model import Commit, Provenance, now
 from ..pfs.tree import FileEntry, Tree
 from ..store import ObjectStore
@@ -288,13 +289,7 @@ class Controller:
         return self.pps.update_job(job.pipeline, job.id, state="success", finished=now(), **counts)
 
     def _write_index(self, index: dict) -> str:
-        data = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            self.store.write(f"datum-index/{sha}", data, if_absent=True)
-        except PreconditionFailed:
-            pass
-        return sha
+        return write_addressed(self.store, "datum-index", json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
 
     @staticmethod
     def _output_tree(plan: list[dict], ok: dict[str, DatumResult]) -> Tree:

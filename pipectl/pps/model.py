@@ -8,7 +8,7 @@ Store layout::
     job-data/<pipeline>/<job-id>/plan.json             the job's datums (written once; file
                                                        lists only for datums still to run)
     job-data/<pipeline>/<job-id>/results/<w>-<n>.json  batches of DatumResult from workers
-    datum-index/<sha256>                           successful datums of a job:
+    datum-index/<hash>                             successful datums of a job:
                                                    cache key -> outputs (content addressed)
 
 A job's id is derived from its pipeline, spec version, reprocess salt and

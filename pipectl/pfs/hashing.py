@@ -1,0 +1,39 @@
+"""Content hashes: the names of everything stored by its content.
+
+Objects (file chunks), trees and datum indexes are stored under the hash of
+their bytes: BLAKE3 with its default 256-bit output, as 64 lowercase hex
+digits (O'Connor, Aumasson, Neves, Wilcox-O'Hearn, "BLAKE3: one function,
+fast everywhere", 2020; computed by the ``blake3`` package, the official
+Rust implementation's Python binding, which releases the GIL). On the
+2-core x86-64 machine the benchmarks run on, it hashes 3.3 GB/s on one core
+against SHA-256's 1.5 GB/s (with SHA-NI), and a content-addressed put must
+hash every byte it stores.
+
+Stores written before BLAKE3 hold SHA-256 names; a name is an opaque key
+when read, so those commits stay readable, and their content is stored once
+more (under its BLAKE3 name) only when it is put again.
+"""
+
+from __future__ import annotations
+
+import blake3
+
+from ..errors import PreconditionFailed
+from ..store import ObjectStore
+
+
+def content_hash(data: bytes | bytearray | memoryview) -> str:
+    """The content hash of ``data``: BLAKE3-256 as 64 lowercase hex digits."""
+    return blake3.blake3(data).hexdigest()
+
+
+def write_addressed(store: ObjectStore, prefix: str, data: bytes) -> str:
+    """Store ``data`` once at ``<prefix>/<content hash>`` (a create-only
+    write: an existing object, which holds the same bytes, is left as it
+    is); return the hash."""
+    digest = content_hash(data)
+    try:
+        store.write(f"{prefix}/{digest}", data, if_absent=True)
+    except PreconditionFailed:
+        pass
+    return digest
