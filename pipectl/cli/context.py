@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import click
+
 from ..store import ObjectStore, open_store
 
 
@@ -26,3 +28,8 @@ class Context:
     def pps(self):
         from ..pps import PPS
         return PPS(self.store)
+
+
+def current() -> Context:
+    """The running command's :class:`Context`."""
+    return click.get_current_context().obj

@@ -11,6 +11,9 @@ import click
 
 from ..pfs.model import parse_time
 
+raw_option = click.option("--raw", is_flag=True, help="Print JSON instead of a table.")
+"""The ``--raw`` flag of every listing and inspecting command."""
+
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print rows as columns aligned like pachctl's (tab-writer style)."""

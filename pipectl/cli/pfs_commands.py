@@ -12,12 +12,8 @@ import click
 from ..errors import Conflict, InvalidArgument, NotFound, StoreUnavailable
 from ..pfs import names
 from . import output
-
-raw_option = click.option("--raw", is_flag=True, help="Print JSON instead of a table.")
-
-
-def _ctx():
-    return click.get_current_context().obj
+from .context import current
+from .output import raw_option
 
 
 def _commit_row(c):
@@ -52,13 +48,13 @@ def register(cli: click.Group) -> None:
     @click.option("-d", "--description", default="", help="A description of the repo.")
     def create_repo(repo, description):
         """Create a new repo (with a master branch)."""
-        _ctx().pfs.create_repo(repo, description)
+        current().pfs.create_repo(repo, description)
 
     @cli.command("list-repo")
     @raw_option
     def list_repo(raw):
         """List repos: NAME, CREATED, SIZE (MASTER)."""
-        pfs = _ctx().pfs
+        pfs = current().pfs
         repos = pfs.list_repos()
         sizes = {r.name: pfs.repo_size(r.name) for r in repos}
         if raw:
@@ -71,7 +67,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def inspect_repo(repo, raw):
         """Show a repo's details."""
-        pfs = _ctx().pfs
+        pfs = current().pfs
         info = pfs.inspect_repo(repo)
         branches = pfs.list_branches(repo)
         size = pfs.repo_size(repo)
@@ -86,7 +82,7 @@ def register(cli: click.Group) -> None:
     @click.option("-f", "--force", is_flag=True, help="Delete even if pipelines use the repo.")
     def delete_repo(repo, force):
         """Delete a repo and its history (refuses while a pipeline uses it)."""
-        ctx = _ctx()
+        ctx = current()
         ctx.pfs.inspect_repo(repo)
         users = ctx.pps.pipelines_using(repo)
         if users and not force:
@@ -102,7 +98,7 @@ def register(cli: click.Group) -> None:
     @click.option("-m", "--message", "--description", "description", default="", help="Commit description.")
     def start_commit(repo, branch, parent, description):
         """Start a new commit on BRANCH; prints its id."""
-        click.echo(_ctx().pfs.start_commit(repo, branch, description, parent).id)
+        click.echo(current().pfs.start_commit(repo, branch, description, parent).id)
 
     @cli.command("finish-commit")
     @click.argument("repo")
@@ -110,7 +106,7 @@ def register(cli: click.Group) -> None:
     @click.option("-m", "--message", "--description", "description", default=None, help="Commit description.")
     def finish_commit(repo, commit, description):
         """Finish an open commit (a branch name means its open head commit)."""
-        _ctx().pfs.finish_commit(repo, commit, description)
+        current().pfs.finish_commit(repo, commit, description)
 
     @cli.command("list-commit")
     @click.argument("repo")
@@ -119,7 +115,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def list_commit(repo, branch, number, raw):
         """List the commits of a repo (or of one branch), newest first."""
-        commits = _ctx().pfs.list_commits(repo, branch, number or None)
+        commits = current().pfs.list_commits(repo, branch, number or None)
         if raw:
             return output.raw([c.to_dict() for c in commits])
         output.table(["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"],
@@ -131,7 +127,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def inspect_commit(repo, commit, raw):
         """Show a commit: parent, times, size and full provenance."""
-        c = _ctx().pfs.inspect_commit(repo, commit)
+        c = current().pfs.inspect_commit(repo, commit)
         if raw:
             return output.raw(c.to_dict())
         click.echo(_commit_text(c))
@@ -141,7 +137,7 @@ def register(cli: click.Group) -> None:
     @click.argument("commit")
     def delete_commit(repo, commit):
         """Delete a branch's head commit (the branch moves back to its parent)."""
-        _ctx().pfs.delete_commit(repo, commit)
+        current().pfs.delete_commit(repo, commit)
 
     # branches ------------------------------------------------------------
     @cli.command("create-branch")
@@ -150,14 +146,14 @@ def register(cli: click.Group) -> None:
     @click.option("--head", help="Commit or branch for the new branch to point at.")
     def create_branch(repo, branch, head):
         """Create a branch (or move an existing one to --head)."""
-        _ctx().pfs.create_branch(repo, branch, head)
+        current().pfs.create_branch(repo, branch, head)
 
     @cli.command("list-branch")
     @click.argument("repo")
     @raw_option
     def list_branch(repo, raw):
         """List a repo's branches: BRANCH, HEAD."""
-        branches = _ctx().pfs.list_branches(repo)
+        branches = current().pfs.list_branches(repo)
         if raw:
             return output.raw([b.to_dict() for b in branches])
         output.table(["BRANCH", "HEAD"], [[b.name, b.head or "-"] for b in branches])
@@ -167,7 +163,7 @@ def register(cli: click.Group) -> None:
     @click.argument("branch")
     def delete_branch(repo, branch):
         """Delete a branch (its commits are kept)."""
-        _ctx().pfs.delete_branch(repo, branch)
+        current().pfs.delete_branch(repo, branch)
 
     # files ---------------------------------------------------------------
     @cli.command("put-file")
@@ -190,7 +186,7 @@ def register(cli: click.Group) -> None:
 
           pipectl put-file images master -r -f ./photos
         """
-        pfs = _ctx().pfs
+        pfs = current().pfs
         if parallelism:
             pfs.put_threads = parallelism
         sources, closers = _sources(path, list(files) or ["-"], recursive)
@@ -209,7 +205,7 @@ def register(cli: click.Group) -> None:
     @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
     def get_file(repo, commit, path, out):
         """Print a file's contents (or write them to --output)."""
-        pfs = _ctx().pfs
+        pfs = current().pfs
         if out:
             tmp = out + ".pipectl-partial"
             try:
@@ -241,7 +237,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def list_file(repo, commit, path, raw):
         """List the files of a directory in a commit: NAME, TYPE, SIZE."""
-        _show_nodes(_ctx().pfs.list_files(repo, commit, path), raw)
+        _show_nodes(current().pfs.list_files(repo, commit, path), raw)
 
     @cli.command("glob-file")
     @click.argument("repo")
@@ -250,7 +246,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def glob_file(repo, commit, pattern, raw):
         """List files and directories matching a glob (as pipeline inputs use)."""
-        _show_nodes(_ctx().pfs.glob_files(repo, commit, pattern), raw)
+        _show_nodes(current().pfs.glob_files(repo, commit, pattern), raw)
 
     @cli.command("inspect-file")
     @click.argument("repo")
@@ -259,7 +255,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def inspect_file(repo, commit, path, raw):
         """Show a file's type, size and content hash."""
-        n = _ctx().pfs.inspect_file(repo, commit, path)
+        n = current().pfs.inspect_file(repo, commit, path)
         if raw:
             return output.raw(_nodes_raw([n])[0])
         click.echo(f"Path: {n.path}\nType: {n.type}\nSize: {output.size(n.size)}\nHash: {n.hash}")
@@ -278,7 +274,7 @@ def register(cli: click.Group) -> None:
         new_repo, new_commit = args[0], args[1]
         path = args[2] if len(args) > 2 else "/"
         old_repo, old_commit = (args[3], args[4]) if len(args) > 3 else (None, None)
-        added, removed = _ctx().pfs.diff_files(new_repo, new_commit, path, old_repo, old_commit)
+        added, removed = current().pfs.diff_files(new_repo, new_commit, path, old_repo, old_commit)
         if raw:
             return output.raw({"added": _nodes_raw(added), "removed": _nodes_raw(removed)})
         output.table(["OP", "NAME", "TYPE", "SIZE"],
@@ -290,7 +286,7 @@ def register(cli: click.Group) -> None:
     @click.argument("path")
     def delete_file(repo, branch, path):
         """Delete a file or directory (in a new commit, or an open one)."""
-        _ctx().pfs.delete_file(repo, branch, path)
+        current().pfs.delete_file(repo, branch, path)
 
 
 def _sources(path: str | None, files: list[str], recursive: bool):

@@ -12,12 +12,8 @@ import click
 from ..errors import InvalidArgument, NotFound
 from ..pps import spec as specs
 from . import output
-
-raw_option = click.option("--raw", is_flag=True, help="Print JSON instead of a table.")
-
-
-def _ctx():
-    return click.get_current_context().obj
+from .context import current
+from .output import raw_option
 
 
 def _read_spec(path: str) -> dict:
@@ -66,7 +62,7 @@ def register(cli: click.Group) -> None:
     @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
     def create_pipeline(path):
         """Create a pipeline (and its output repo) from a spec."""
-        _ctx().pps.create_pipeline(_read_spec(path))
+        current().pps.create_pipeline(_read_spec(path))
 
     @cli.command("update-pipeline")
     @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
@@ -74,14 +70,14 @@ def register(cli: click.Group) -> None:
     def update_pipeline(path, reprocess):
         """Replace a pipeline's spec with a new version."""
         spec = _read_spec(path)
-        _ctx().pps.inspect_pipeline(spec["pipeline"]["name"])
-        _ctx().pps.create_pipeline(spec, update=True, reprocess=reprocess)
+        current().pps.inspect_pipeline(spec["pipeline"]["name"])
+        current().pps.create_pipeline(spec, update=True, reprocess=reprocess)
 
     @cli.command("list-pipeline")
     @raw_option
     def list_pipeline(raw):
         """List pipelines: NAME, VERSION, INPUT, CREATED, STATE, LAST JOB."""
-        pps = _ctx().pps
+        pps = current().pps
         pipelines = pps.list_pipelines()
         last = {}
         for p in pipelines:
@@ -98,7 +94,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def inspect_pipeline(pipeline, raw):
         """Show a pipeline's spec, version and state."""
-        p = _ctx().pps.inspect_pipeline(pipeline)
+        p = current().pps.inspect_pipeline(pipeline)
         if raw:
             return output.raw(p.to_dict())
         t = p.spec["transform"]
@@ -113,19 +109,19 @@ def register(cli: click.Group) -> None:
     @click.option("--keep-repo", is_flag=True, help="Keep the pipeline's output repo.")
     def delete_pipeline(pipeline, keep_repo):
         """Delete a pipeline, its jobs and its output repo."""
-        _ctx().pps.delete_pipeline(pipeline, keep_repo)
+        current().pps.delete_pipeline(pipeline, keep_repo)
 
     @cli.command("stop-pipeline")
     @click.argument("pipeline")
     def stop_pipeline(pipeline):
         """Pause a pipeline: no new jobs start until start-pipeline."""
-        _ctx().pps.set_pipeline_state(pipeline, "paused")
+        current().pps.set_pipeline_state(pipeline, "paused")
 
     @cli.command("start-pipeline")
     @click.argument("pipeline")
     def start_pipeline(pipeline):
         """Resume a paused pipeline."""
-        _ctx().pps.set_pipeline_state(pipeline, "running")
+        current().pps.set_pipeline_state(pipeline, "running")
 
     # jobs ----------------------------------------------------------------
     @cli.command("list-job")
@@ -133,7 +129,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def list_job(pipeline, raw):
         """List jobs, newest first."""
-        jobs = _ctx().pps.list_jobs(pipeline)
+        jobs = current().pps.list_jobs(pipeline)
         if raw:
             return output.raw([j.to_dict() for j in jobs])
         output.table(["ID", "PIPELINE", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"],
@@ -146,7 +142,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def inspect_job(job, raw):
         """Show a job: inputs, datum counts, bytes, state and failure reason."""
-        j = _ctx().pps.inspect_job(job)
+        j = current().pps.inspect_job(job)
         if raw:
             return output.raw(j.to_dict())
         lines = [f"ID: {j.id}", f"Pipeline: {j.pipeline} (spec version {j.pipeline_version})",
@@ -165,14 +161,14 @@ def register(cli: click.Group) -> None:
     @click.argument("job")
     def stop_job(job):
         """Stop a running job (its state becomes killed)."""
-        _ctx().pps.stop_job(job)
+        current().pps.stop_job(job)
 
     @cli.command("list-datum")
     @click.argument("job")
     @raw_option
     def list_datum(job, raw):
         """List a job's datums: ID, FILES, STATUS, TIME."""
-        pps = _ctx().pps
+        pps = current().pps
         j = pps.inspect_job(job)
         results = pps.datum_results(j.pipeline, j.id)
         rows = []
@@ -192,7 +188,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def inspect_datum(job, datum, raw):
         """Show one datum's result: state, attempts, outputs, error."""
-        r = _ctx().pps.inspect_datum(job, datum)
+        r = current().pps.inspect_datum(job, datum)
         if raw:
             return output.raw(r.to_dict())
         click.echo(f"ID: {r.id}\nState: {r.state}\nAttempts: {r.attempts}\nWorker: {r.worker}\n"
@@ -208,7 +204,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def get_logs(pipeline, job, datum, workers, raw):
         """Print the output of user code, per datum (or of the workers)."""
-        pps = _ctx().pps
+        pps = current().pps
         if not job:
             if not pipeline:
                 raise InvalidArgument("get-logs needs --pipeline or --job")
@@ -243,7 +239,7 @@ def register(cli: click.Group) -> None:
     @raw_option
     def flush_commit(repo, commit, timeout, raw):
         """Wait for every downstream commit of REPO@COMMIT, then list them."""
-        commits = _ctx().pps.flush_commit(repo, commit, timeout)
+        commits = current().pps.flush_commit(repo, commit, timeout)
         if raw:
             return output.raw([c.to_dict() for c in commits])
         from .pfs_commands import _commit_row
@@ -286,7 +282,7 @@ def register(cli: click.Group) -> None:
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-        ctx = _ctx()
+        ctx = current()
         options = {
             "process": {"local_images": local_images},
             "docker": {},

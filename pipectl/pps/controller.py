@@ -289,7 +289,8 @@ class Controller:
         return self.pps.update_job(job.pipeline, job.id, state="success", finished=now(), **counts)
 
     def _write_index(self, index: dict) -> str:
-        return write_addressed(self.store, "datum-index", json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
+        data = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+        return write_addressed(self.store, "datum-index", data)
 
     @staticmethod
     def _output_tree(plan: list[dict], ok: dict[str, DatumResult]) -> Tree:
