@@ -276,16 +276,17 @@ def test_put_file_from_url_and_stdin(store_url, pfs, tmp_path, cli):
 def test_content_is_addressed_by_blake3(pfs, store, tmp_path):
     """Objects (small files and each 16 MiB chunk of a large one) and trees
     are stored under the BLAKE3-256 of their bytes, computed here by the
-    blake3 package itself."""
+    blake3 package itself, and each object holds its own chunk's bytes."""
     small = b"content addressed\n"
-    large = os.urandom(objects.CHUNK_SIZE + 12345)
+    large = os.urandom((objects.CHUNK_UPLOADS + 1) * objects.CHUNK_SIZE + 12345)  # a thread stores 2 chunks
     (tmp_path / "small").write_bytes(small)
     (tmp_path / "large").write_bytes(large)
     pfs.create_repo("r")
     pfs.put_files("r", "master", [("/small", str(tmp_path / "small")), ("/large", str(tmp_path / "large"))])
-    pieces = [small, large[:objects.CHUNK_SIZE], large[objects.CHUNK_SIZE:]]
+    pieces = [small] + [large[i:i + objects.CHUNK_SIZE] for i in range(0, len(large), objects.CHUNK_SIZE)]
     for piece in pieces:
         assert store.read(objects.object_key(blake3.blake3(piece).hexdigest())) == piece
+    assert file_bytes(pfs, "r")["/large"] == large
     commit = pfs.inspect_commit("r", "master")
     assert blake3.blake3(store.read(f"trees/{commit.tree}")).hexdigest() == commit.tree
     assert pfs.inspect_file("r", "master", "/small").hash == blake3.blake3(small).hexdigest()
