@@ -350,6 +350,12 @@ def make_big_file(path: str, size: int) -> str:
     return path
 
 
+def settle() -> None:
+    """Flush written pages to disk (``sync``) before a timed run, so that no
+    run pays for the write-back of the one before it."""
+    os.sync()
+
+
 def hash_rate(path: str) -> float:
     """MB/s (10^6 bytes/s) of pipectl's content hash over the file's bytes already in
     memory, 16 MiB pieces on one thread per core: the hashing floor of any
