@@ -77,7 +77,7 @@ class Provenance(Record):
 class Commit(Record):
     """An immutable snapshot of a repo.
 
-    ``finished`` is None while the commit is open. ``tree`` is the SHA-256 of
+    ``finished`` is None while the commit is open. ``tree`` is the content hash of
     its file tree (None when empty). ``provenance`` is transitive: every
     upstream commit, each as a :class:`Provenance` dict. ``pipeline`` and
     ``pipeline_version`` name the spec that produced an output commit.
