@@ -74,7 +74,9 @@ def _kill_group(pid: int) -> None:
 def run(args: Sequence[str], *, env: dict | None = None, cwd: str | None = None, timeout: float = 1800,
         check: bool = True, stdin: bytes | None = None) -> Result:
     """Run ``args`` to completion, timing it (wall seconds) and reading its
-    peak RSS with ``os.wait4``. stdout/stderr go to temporary files (no pipe
+    peak RSS with ``os.wait4`` (never below this process's own peak RSS at
+    spawn, which Linux carries over at exec: the bench keeps its own memory
+    small, see :func:`hash_rate`). stdout/stderr go to temporary files (no pipe
     back-pressure). The process runs in its own session, and the whole group
     is killed after ``timeout`` seconds. Raises BenchError on a non-zero exit
     when ``check``."""
@@ -357,18 +359,27 @@ def settle() -> None:
 
 
 def hash_rate(path: str) -> float:
-    """MB/s (10^6 bytes/s) of pipectl's content hash over the file's bytes already in
-    memory, 16 MiB pieces on one thread per core: the hashing floor of any
-    content-addressed put of that file on this machine (no I/O at all)."""
-    import concurrent.futures as cf
-    from pipectl.pfs.hashing import content_hash
-    piece = 16 * 1024 * 1024
-    with open(path, "rb") as f:
-        pieces = [f.read(piece) for _ in range(min(16, max(1, os.path.getsize(path) // piece)))]
-    began = time.perf_counter()
-    with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        list(pool.map(content_hash, pieces))
-    return sum(map(len, pieces)) / 1e6 / (time.perf_counter() - began)
+    """MB/s (10^6 bytes/s) of pipectl's content hash over the file's bytes
+    already in memory, 16 MiB pieces on one thread per core: the hashing
+    floor of any content-addressed put of that file on this machine (no I/O
+    at all). Measured in a child process: the pieces (up to 256 MiB) would
+    otherwise raise this process's peak RSS, which every later child's
+    ``ru_maxrss`` inherits (Linux records the spawning process's high-water
+    mark at exec)."""
+    return float(run([sys.executable, "-c", _HASH_RATE, path]).stdout)
+
+
+_HASH_RATE = """
+import concurrent.futures as cf, os, sys, time
+from pipectl.pfs.hashing import content_hash
+piece = 16 * 1024 * 1024
+with open(sys.argv[1], "rb") as f:
+    pieces = [f.read(piece) for _ in range(min(16, max(1, os.path.getsize(sys.argv[1]) // piece)))]
+began = time.perf_counter()
+with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    list(pool.map(content_hash, pieces))
+print(sum(map(len, pieces)) / 1e6 / (time.perf_counter() - began))
+"""
 
 
 def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.05,
