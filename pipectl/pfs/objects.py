@@ -2,11 +2,11 @@
 
 File bytes are cut into chunks of at most :data:`CHUNK_SIZE` bytes; each chunk
 is stored once at ``objects/<first two hex digits>/<hash>``, named by its
-content hash (:mod:`.hashing`). Putting bytes
-the store already holds uploads nothing: hashes already known to be present
-(e.g. from the target commit's tree) are skipped without a request, large
-chunks are probed with an existence check first, and small ones are written
-with a create-only conditional write.
+content hash (:mod:`.hashing`). Putting bytes the store already holds uploads
+nothing: hashes already known to be present (e.g. from the target commit's
+tree) are skipped without a request, large chunks are probed with an
+existence check first, and small ones are written with a create-only
+conditional write.
 
 Memory: a file streams through at most ``CHUNK_SIZE * (1 + CHUNK_UPLOADS)``
 bytes in flight (80 MiB with the defaults), whatever its size.
