@@ -321,7 +321,7 @@ class PFS:
         """Store ``tree``; return its hash (None for an empty tree)."""
         if not tree.files:
             return None
-        sha = write_addressed(self.store, "trees", tree.serialize())
+        sha = write_addressed(self.store, "trees", tree.serialize(), known=self._trees)
         self._trees[sha] = tree
         return sha
 

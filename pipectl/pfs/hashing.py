@@ -16,6 +16,8 @@ more (under its BLAKE3 name) only when it is put again.
 
 from __future__ import annotations
 
+from typing import Container
+
 import blake3
 
 from ..errors import PreconditionFailed
@@ -27,13 +29,15 @@ def content_hash(data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def write_addressed(store: ObjectStore, prefix: str, data: bytes) -> str:
+def write_addressed(store: ObjectStore, prefix: str, data: bytes, known: Container[str] = ()) -> str:
     """Store ``data`` once at ``<prefix>/<content hash>`` (a create-only
     write: an existing object, which holds the same bytes, is left as it
-    is); return the hash."""
+    is); return the hash. A hash in ``known`` (already stored) is not
+    written again."""
     digest = content_hash(data)
-    try:
-        store.write(f"{prefix}/{digest}", data, if_absent=True)
-    except PreconditionFailed:
-        pass
+    if digest not in known:
+        try:
+            store.write(f"{prefix}/{digest}", data, if_absent=True)
+        except PreconditionFailed:
+            pass
     return digest
