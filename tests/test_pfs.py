@@ -292,6 +292,48 @@ def test_content_is_addressed_by_blake3(pfs, store, tmp_path):
     assert pfs.inspect_file("r", "master", "/small").hash == blake3.blake3(small).hexdigest()
 
 
+def test_small_files_are_packed(pfs, store, tmp_path):
+    """Small files put together are stored as packs (one object per
+    PACK_SIZE bytes, not one per file); each reads back byte-identical and
+    keeps its own content hash; a duplicate and an empty file cost nothing;
+    the same files put again, unchanged or into another repo, store nothing."""
+    files = {f"s/{i:03d}": os.urandom(100 + i) for i in range(300)}
+    files.update({f"m/{i:02d}": os.urandom(objects.SMALL) for i in range(objects.PACK_SIZE // objects.SMALL)})
+    files["t/dup"], files["empty"] = files["s/007"], b""
+    files["large"] = os.urandom(objects.SMALL + 1)  # not small: stored on its own
+    make_tree(tmp_path / "d", files)
+    sources = [("/" + k, str(tmp_path / "d" / k)) for k in sorted(files)]
+    pfs.create_repo("r")
+    _, stats = pfs.put_files("r", "master", sources)
+    # m/* fill one pack to PACK_SIZE; s/* (and t/dup) make a second; large is its own object
+    assert stats.objects_uploaded == 3 and len(list(store.list("objects/"))) == 3
+    assert stats.bytes_uploaded == sum(len(v) for k, v in files.items() if k != "t/dup")
+    assert file_bytes(pfs, "r") == {"/" + k: v for k, v in files.items()}
+    for k in ("s/000", "t/dup", "m/03", "large"):
+        assert pfs.inspect_file("r", "master", "/" + k).hash == blake3.blake3(files[k]).hexdigest()
+    before = sorted(store.list("objects/"))
+    _, again = pfs.put_files("r", "master", sources, overwrite=True)
+    pfs.create_repo("other")
+    _, other = pfs.put_files("other", "master", sources)
+    assert again.bytes_uploaded == other.bytes_uploaded == 0
+    assert sorted(store.list("objects/")) == before
+    # one file put alone is its own object, with the same identity as when packed
+    pfs.create_repo("single")
+    pfs.put_files("single", "master", [("/s/007", str(tmp_path / "d" / "s/007"))])
+    assert pfs.diff_files("single", "master", "/s/007", "r", "master") == ([], [])
+
+
+def test_truncated_pack_is_a_clean_error(store_url, store, pfs, tmp_path):
+    """A pack cut short (a damaged store) fails get-file with one line."""
+    make_tree(tmp_path / "d", {"a": b"first file\n", "b": b"second file\n"})
+    pfs.create_repo("r")
+    pfs.put_files("r", "master", [("/a", str(tmp_path / "d" / "a")), ("/b", str(tmp_path / "d" / "b"))])
+    [pack] = list(store.list("objects/"))
+    store.write(pack, store.read(pack)[:15])
+    assert run_cli("get-file", "r", "master", "/a").stdout_bytes == b"first file\n"
+    assert_clean_error(run_cli("get-file", "r", "master", "/b"), "ends before")
+
+
 def test_sha256_named_content_stays_readable(store, tmp_path):
     """A store written when content was named by SHA-256 (objects, tree and
     commit rewritten here into that form) still reads, and putting the same

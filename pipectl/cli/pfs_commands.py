@@ -310,9 +310,9 @@ def _sources(path: str | None, files: list[str], recursive: bool):
             base = path if path else (f if not os.path.isabs(f) else os.path.basename(os.path.abspath(f)))
             for root, dirs, filenames in os.walk(f):
                 dirs.sort()
-                for name in sorted(filenames):
-                    local = os.path.join(root, name)
-                    sources.append((names.join(base, os.path.relpath(local, f)), local))
+                directory = names.join(base, os.path.relpath(root, f))
+                sources.extend((f"{directory.rstrip('/')}/{name}", os.path.join(root, name))
+                               for name in sorted(filenames))
         elif os.path.exists(f):
             default = f if not os.path.isabs(f) else os.path.basename(f)
             if path and many:

@@ -17,20 +17,20 @@ for the layout). Consistency rules:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import random
 import re
 import time
-from typing import BinaryIO, Callable, Iterable, Iterator, Union
+from typing import BinaryIO, Callable, Iterator, Union
 
 from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PreconditionFailed
+from ..parallel import parallel
 from ..store import ObjectStore
 from . import names
 from .hashing import write_addressed
 from .model import Branch, Commit, RepoInfo, now
 from .objects import ObjectWriter, TransferStats, read_objects
-from .tree import FileEntry, Node, Tree, diff
+from .tree import FileEntry, Node, Tree, diff, ref_hash
 
 Source = Union[str, BinaryIO]
 """What put-file reads: a local file path, or an open binary stream."""
@@ -368,30 +368,32 @@ class PFS:
                 _backoff(attempt)
         raise Conflict(f"commit {commit_id} of {repo} is too busy")
 
-    def _known_objects(self, repo: str, ref: str) -> set[str]:
+    def _known_objects(self, repo: str, ref: str) -> dict[str, str]:
+        """The refs of every chunk in ``ref``'s files, by content hash."""
         try:
             tree = self.read_tree(self.inspect_commit(repo, ref))
         except (NotFound, InvalidArgument):
-            return set()
-        return {o for e in tree.files.values() for o in e.objects}
+            return {}
+        return {ref_hash(o): o for e in tree.files.values() for o in e.objects}
 
     def upload(self, repo: str, ref: str, sources: list[tuple[str, Source]],
                progress: Callable[[int], None] | None = None) -> tuple[list[tuple[str, FileEntry]], TransferStats]:
         """Store the content of ``sources`` (``(path in commit, local path or
         binary stream)`` pairs), many at once; return their entries and the
-        transfer counters. Nothing becomes visible until :meth:`modify`."""
+        transfer counters. Local files go through
+        :meth:`~.objects.ObjectWriter.put_files` (small ones packed),
+        streams through ``put_stream``. Nothing becomes visible until
+        :meth:`modify`. Raises NotFound for a local file that cannot be read."""
+        files = [i for i, (_, source) in enumerate(sources) if isinstance(source, str)]
+        streams = [i for i, (_, source) in enumerate(sources) if not isinstance(source, str)]
+        entries: list[FileEntry | None] = [None] * len(sources)
         with ObjectWriter(self.store, self._known_objects(repo, ref), progress) as writer:
-            def one(item):
-                path, source = item
-                if isinstance(source, str):
-                    try:
-                        with open(source, "rb") as f:
-                            return path, writer.put_stream(f)
-                    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-                        raise NotFound(f"cannot read {source}: {e.strerror}") from None
-                return path, writer.put_stream(source)
-            entries = parallel(one, sources, self.put_threads)
-        return entries, writer.stats
+            for i, entry in zip(files, writer.put_files([sources[i][1] for i in files], self.put_threads)):
+                entries[i] = entry
+            for i, entry in zip(streams, parallel(lambda i: writer.put_stream(sources[i][1]), streams,
+                                                  self.put_threads)):
+                entries[i] = entry
+        return [(path, entry) for (path, _), entry in zip(sources, entries)], writer.stats
 
     def put_files(self, repo: str, ref: str, sources: list[tuple[str, Source]], overwrite: bool = False,
                   progress: Callable[[int], None] | None = None) -> tuple[Commit, TransferStats]:
@@ -472,12 +474,3 @@ class PFS:
         else:
             old = self.inspect_commit(old_repo or repo, old_ref)
         return diff(self.read_tree(new), self.read_tree(old), names.clean_path(path))
-
-
-def parallel(fn, items: Iterable, threads: int = 16) -> list:
-    """``[fn(x) for x in items]`` on a thread pool; the first error is raised."""
-    items = list(items)
-    if len(items) <= 1:
-        return [fn(x) for x in items]
-    with cf.ThreadPoolExecutor(min(threads, len(items))) as pool:
-        return list(pool.map(fn, items))

@@ -6,7 +6,7 @@ Store layout (one bucket or directory)::
     repos/<repo>/branches/<branch>.json  Branch (head moved by compare-and-swap)
     repos/<repo>/commits/<id>.json       Commit (immutable once finished)
     trees/<hash>                         file tree of a commit (see tree.py)
-    objects/<aa>/<hash>                  file content chunks (see objects.py)
+    objects/<aa>/<hash>                  file content chunks and packs (see objects.py)
 """
 
 from __future__ import annotations

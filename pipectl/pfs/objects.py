@@ -8,8 +8,23 @@ tree) are skipped without a request, large chunks are probed with an
 existence check first, and small ones are written with a create-only
 conditional write.
 
+Packs: many small files put at once (:meth:`ObjectWriter.put_files`) are not
+stored one object each. Their bytes are concatenated into packs of about
+:data:`PACK_SIZE` bytes, each stored as one object named by the content hash
+of the pack, and each file's ref names its place in its pack
+(``<hash>@<pack>:<offset>:<length>``, see :class:`~.tree.FileEntry`). One
+write per pack instead of one per file: on local disk the per-file cost of
+creating and renaming a file is gone, on S3 the per-file request. This is
+how Pachyderm 2 stores small files (their bytes share chunks, and a file's
+data refs name a range of a chunk). A packed file is deduplicated against
+the files of the commit it is put into (by hash, without a request), and
+the same files put again in the same order, into any repo, make the same
+packs, which are then found by name and not stored again; but a small file
+put among different neighbours is stored once more.
+
 Memory: a file streams through at most ``CHUNK_SIZE * (1 + CHUNK_UPLOADS)``
-bytes in flight (80 MiB with the defaults), whatever its size.
+bytes in flight (80 MiB with the defaults), whatever its size, and packs
+take as much again.
 """
 
 from __future__ import annotations
@@ -22,13 +37,18 @@ import stat
 import threading
 from typing import BinaryIO, Callable, Iterator
 
+from ..errors import NotFound
+from ..parallel import parallel
 from ..store import ObjectStore
 from .hashing import content_hash
-from .tree import FileEntry
+from .tree import EMPTY_FILE, FileEntry
 
 CHUNK_SIZE = 16 * 1024 * 1024
 CHUNK_UPLOADS = 4
-_SMALL = 1024 * 1024
+SMALL = 1024 * 1024
+"""Files of at most this many bytes are packed; chunks of at most this many
+are written create-only without an existence probe first."""
+PACK_SIZE = CHUNK_SIZE
 
 
 def object_key(sha: str) -> str:
@@ -57,14 +77,15 @@ class TransferStats:
 class ObjectWriter:
     """Uploads byte streams as content-addressed chunks.
 
-    ``known``: hashes already present in the store (skipped without a
-    request). ``progress``: called with a byte count as bytes are consumed.
+    ``known``: the refs of chunks already present in the store, by content
+    hash (skipped without a request; a file whose hash is known gets the
+    known ref). ``progress``: called with a byte count as bytes are consumed.
     """
 
-    def __init__(self, store: ObjectStore, known: set[str] | None = None,
+    def __init__(self, store: ObjectStore, known: dict[str, str] | None = None,
                  progress: Callable[[int], None] | None = None):
         self.store = store
-        self.known = set(known or ())
+        self.known = dict(known or {})
         self.progress = progress
         self.stats = TransferStats()
         self._chunk_pool = cf.ThreadPoolExecutor(CHUNK_UPLOADS, thread_name_prefix="pipectl-chunk")
@@ -81,24 +102,98 @@ class ObjectWriter:
 
     def _store_chunk(self, sha: str, size: int, write: Callable[[str], bool]) -> str:
         """Record chunk ``sha``, calling ``write(key)`` (True if it wrote)
-        unless the chunk is known to be stored already."""
+        unless the chunk is known to be stored already; return its ref."""
         with self._known_lock:
-            if sha in self.known:
-                self.stats.add(dedup=1)
-                return sha
+            ref = self.known.get(sha)
+        if ref is not None:
+            self.stats.add(dedup=1)
+            return ref
         if write(object_key(sha)):
             self.stats.add(uploaded=size, new=1)
         else:
             self.stats.add(dedup=1)
         with self._known_lock:
-            self.known.add(sha)
+            self.known.setdefault(sha, sha)
         return sha
 
+    def _put_object(self, key: str, data: bytes) -> bool:
+        """Create-only write of ``data`` at ``key`` (large data probed with an
+        existence check first, so it is not sent in vain); True if written."""
+        return (len(data) <= SMALL or not self.store.exists(key)) and self.store.put_content(key, data)
+
     def put_bytes(self, data: bytes) -> str:
-        """Store one chunk; return its content hash."""
-        def write(key: str) -> bool:
-            return (len(data) <= _SMALL or not self.store.exists(key)) and self.store.put_content(key, data)
-        return self._store_chunk(content_hash(data), len(data), write)
+        """Store one chunk; return its ref."""
+        return self._store_chunk(content_hash(data), len(data), lambda key: self._put_object(key, data))
+
+    def put_files(self, paths: list[str], threads: int = 16) -> list[FileEntry]:
+        """Store local files; return their entries, in the order of ``paths``.
+
+        Regular files of at most :data:`SMALL` bytes are read one after
+        another and packed (see the module docs); each full pack is written
+        on the chunk pool while reading goes on. The other files stream
+        through :meth:`put_stream`, ``threads`` at a time. Raises NotFound
+        for a path that cannot be read."""
+        entries: list[FileEntry | None] = [None] * len(paths)
+        large: list[int] = []
+        writes: list[cf.Future] = []
+        gate = threading.Semaphore(CHUNK_UPLOADS)
+        pack = _Pack()
+
+        def write_pack(full: _Pack) -> None:
+            gate.acquire()
+            future = self._chunk_pool.submit(self._write_pack, full, entries)
+            future.add_done_callback(lambda _: gate.release())
+            writes.append(future)
+
+        for i, path in enumerate(paths):
+            data = _read_small(path)
+            if data is None:
+                large.append(i)
+                continue
+            self.stats.add(read=len(data))
+            if self.progress:
+                self.progress(len(data))
+            sha = content_hash(data) if data else ""
+            with self._known_lock:
+                ref = self.known.get(sha)
+            if not data or ref is not None:
+                entries[i] = FileEntry(len(data), (ref,)) if data else EMPTY_FILE
+                self.stats.add(dedup=1 if data else 0)
+                continue
+            pack.add(i, sha, data)
+            if len(pack.data) >= PACK_SIZE:
+                write_pack(pack)
+                pack = _Pack()
+        if pack.members:
+            write_pack(pack)
+
+        def one(i: int) -> None:
+            with _open(paths[i]) as f:
+                entries[i] = self.put_stream(f)
+        parallel(one, large, threads)
+        for future in writes:
+            future.result()
+        return entries
+
+    def _write_pack(self, pack: "_Pack", entries: list) -> None:
+        """Store ``pack`` and fill in its members' ``entries``. A pack of
+        one distinct file is stored as that file's own object."""
+        data = bytes(pack.data)
+        if len(pack.offsets) == 1:
+            one = self.put_bytes(data)
+            refs = {sha: one for sha in pack.offsets}
+        else:
+            name = content_hash(data)  # the same files in the same order make the same pack
+            if self._put_object(object_key(name), data):
+                self.stats.add(uploaded=len(data), new=1)
+            else:
+                self.stats.add(dedup=1)
+            refs = {sha: f"{sha}@{name}:{offset}:{length}" for sha, (offset, length) in pack.offsets.items()}
+        for i, sha in pack.members:
+            entries[i] = FileEntry(pack.offsets[sha][1], (refs[sha],))
+        with self._known_lock:
+            for sha, ref in refs.items():
+                self.known.setdefault(sha, ref)
 
     def put_stream(self, stream: BinaryIO) -> FileEntry:
         """Store everything ``stream`` yields; return the file's entry.
@@ -154,6 +249,49 @@ class ObjectWriter:
         return FileEntry(size, objects)
 
 
+class _Pack:
+    """Small files gathered for one pack: ``data`` (their bytes, each
+    distinct content once), ``offsets`` (hash -> (offset, length) in
+    ``data``) and ``members`` ((index in the put, hash) pairs)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.offsets: dict[str, tuple[int, int]] = {}
+        self.members: list[tuple[int, str]] = []
+
+    def add(self, index: int, sha: str, data: bytes) -> None:
+        if sha not in self.offsets:
+            self.offsets[sha] = (len(self.data), len(data))
+            self.data += data
+        self.members.append((index, sha))
+
+
+def _open(path: str) -> BinaryIO:
+    """``open(path, "rb")``; raises NotFound (one line) if it cannot be read."""
+    try:
+        return open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise NotFound(f"cannot read {path}: {e.strerror}") from None
+
+
+def _read_small(path: str) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most
+    :data:`SMALL` bytes, else None. Raises NotFound. (Plain file
+    descriptors: a buffered file object would cost more than the read.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise NotFound(f"cannot read {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL:
+            return None
+        data = os.read(fd, st.st_size + 1)  # whole: a regular file reads short only at its end
+        return data if len(data) <= st.st_size else None  # None: it grew meanwhile
+    finally:
+        os.close(fd)
+
+
 def _regular_size(stream: BinaryIO) -> int | None:
     """The size of ``stream`` if it is a regular file, else None."""
     try:
@@ -193,12 +331,22 @@ def _chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
             view = memoryview(buf)
 
 
-def read_objects(store: ObjectStore, objects: tuple[str, ...], out: BinaryIO,
+def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
                  block: int = 1024 * 1024) -> int:
-    """Write the concatenated bytes of ``objects`` to ``out``, streaming;
-    return the byte count. Raises NotFound if an object is missing."""
+    """Write the concatenated bytes of the chunks ``refs`` name (see
+    :class:`~.tree.FileEntry`) to ``out``, streaming; return the byte count.
+    Raises NotFound if an object is missing or a pack ends early."""
     total = 0
-    for sha in objects:
+    for ref in refs:
+        sha, packed, where = ref.partition("@")
+        if packed:
+            pack, offset, length = where.split(":")
+            piece = store.read_range(object_key(pack), int(offset), int(length))
+            if len(piece) != int(length):
+                raise NotFound(f"object {pack} ends before the {length} bytes of {sha} at byte {offset}")
+            out.write(piece)
+            total += len(piece)
+            continue
         with store.open(object_key(sha)) as f:
             while True:
                 piece = f.read(block)
@@ -207,3 +355,12 @@ def read_objects(store: ObjectStore, objects: tuple[str, ...], out: BinaryIO,
                 out.write(piece)
                 total += len(piece)
     return total
+
+
+def download(store: ObjectStore, refs: tuple[str, ...], path: str) -> int:
+    """Write the file made of the chunks ``refs`` name to local ``path``;
+    return its size in bytes. Raises NotFound."""
+    if len(refs) == 1 and "@" not in refs[0]:
+        return store.download(object_key(refs[0]), path)  # one whole object: the store's own copy
+    with open(path, "wb") as f:
+        return read_objects(store, refs, f)

@@ -14,7 +14,7 @@ from ..errors import (
     PreconditionFailed,
 )
 from ..pfs import PFS
-from ..pfs.api import parallel
+from ..parallel import parallel
 from ..pfs.model import now
 from ..store import ObjectStore
 from . import spec as specs

@@ -43,7 +43,7 @@ import uuid
 
 from ..errors import PipectlError
 from ..pfs.model import now
-from ..pfs.objects import ObjectWriter, object_key
+from ..pfs import objects
 from ..store import ObjectStore, open_store
 from .api import PPS
 from .datums import Datum, shard
@@ -156,14 +156,7 @@ class Worker:
                 if directory not in made:
                     os.makedirs(directory, exist_ok=True)
                     made.add(directory)
-                if len(entry.objects) == 1:
-                    size += self.store.download(object_key(entry.objects[0]), local)
-                else:
-                    with open(local, "wb") as f:
-                        for sha in entry.objects:
-                            with self.store.open(object_key(sha)) as src:
-                                shutil.copyfileobj(src, f, 1024 * 1024)
-                    size += entry.size
+                size += objects.download(self.store, entry.objects, local)
         return size
 
     @functools.cached_property
@@ -266,14 +259,10 @@ class Worker:
 
     def _upload_outputs(self) -> tuple[dict, int]:
         out = os.path.join(self.root, "out")
-        outputs = {}
-        with ObjectWriter(self.store) as writer:
-            for directory, _, files in os.walk(out):
-                for name in files:
-                    local = os.path.join(directory, name)
-                    with open(local, "rb") as f:
-                        entry = writer.put_stream(f)
-                    outputs["/" + os.path.relpath(local, out)] = [entry.size, list(entry.objects)]
+        paths = [os.path.join(directory, name) for directory, _, files in os.walk(out) for name in files]
+        with objects.ObjectWriter(self.store) as writer:
+            entries = writer.put_files(paths, self.store.io_threads)
+        outputs = {"/" + os.path.relpath(local, out): [e.size, list(e.objects)] for local, e in zip(paths, entries)}
         return outputs, writer.stats.bytes_uploaded
 
 

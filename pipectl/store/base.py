@@ -72,6 +72,11 @@ class ObjectStore(abc.ABC):
         Raises NotFound."""
 
     @abc.abstractmethod
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of the object from byte ``offset`` (fewer only if
+        the object ends first). Raises NotFound."""
+
+    @abc.abstractmethod
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
 

@@ -148,6 +148,16 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"object {key} not found") from None
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"object {key} not found") from None
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
     def download(self, key: str, path: str) -> int:
         try:
             shutil.copyfile(self._path(key), path)

@@ -101,6 +101,13 @@ class S3Store(ObjectStore):
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
 
     @_s3
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key),
+                                      Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
+
+    @_s3
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))

@@ -1,0 +1,19 @@
+"""Running independent calls on a thread pool."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> list[R]:
+    """``[fn(x) for x in items]`` on at most ``threads`` threads, results in
+    the order of ``items``; the first error is raised."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with cf.ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
