@@ -35,7 +35,7 @@ import mmap
 import os
 import stat
 import threading
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from ..errors import NotFound
 from ..parallel import parallel
@@ -129,12 +129,40 @@ class ObjectWriter:
         """Store local files; return their entries, in the order of ``paths``.
 
         Regular files of at most :data:`SMALL` bytes are read one after
-        another and packed (see the module docs); each full pack is written
-        on the chunk pool while reading goes on. The other files stream
+        another and packed (:meth:`put_blobs`). The other files stream
         through :meth:`put_stream`, ``threads`` at a time. Raises NotFound
         for a path that cannot be read."""
         entries: list[FileEntry | None] = [None] * len(paths)
         large: list[int] = []
+
+        def small() -> Iterator[tuple[int, bytes]]:
+            for i, path in enumerate(paths):
+                data = read_small(path)
+                if data is None:
+                    large.append(i)
+                else:
+                    yield i, data
+        self._pack(small(), entries)
+
+        def one(i: int) -> None:
+            with _open(paths[i]) as f:
+                entries[i] = self.put_stream(f)
+        parallel(one, large, threads)
+        return entries
+
+    def put_blobs(self, blobs: list[bytes]) -> list[FileEntry]:
+        """Store files given as bytes (each at most :data:`SMALL`), packed
+        (see the module docs); return their entries, in order."""
+        entries: list[FileEntry | None] = [None] * len(blobs)
+        self._pack(enumerate(blobs), entries)
+        return entries
+
+    def _pack(self, items: Iterable[tuple[int, bytes]], entries: list) -> None:
+        """Pack the ``(index, bytes)`` of ``items``, filling ``entries[index]``
+        with each file's entry: a known file takes its known ref, an empty
+        one :data:`~.tree.EMPTY_FILE`, the others go into packs. Each full
+        pack is written on the chunk pool while ``items`` goes on; returns
+        when all are written."""
         writes: list[cf.Future] = []
         gate = threading.Semaphore(CHUNK_UPLOADS)
         pack = _Pack()
@@ -145,11 +173,7 @@ class ObjectWriter:
             future.add_done_callback(lambda _: gate.release())
             writes.append(future)
 
-        for i, path in enumerate(paths):
-            data = _read_small(path)
-            if data is None:
-                large.append(i)
-                continue
+        for i, data in items:
             self.stats.add(read=len(data))
             if self.progress:
                 self.progress(len(data))
@@ -166,14 +190,8 @@ class ObjectWriter:
                 pack = _Pack()
         if pack.members:
             write_pack(pack)
-
-        def one(i: int) -> None:
-            with _open(paths[i]) as f:
-                entries[i] = self.put_stream(f)
-        parallel(one, large, threads)
         for future in writes:
             future.result()
-        return entries
 
     def _write_pack(self, pack: "_Pack", entries: list) -> None:
         """Store ``pack`` and fill in its members' ``entries``. A pack of
@@ -274,7 +292,7 @@ def _open(path: str) -> BinaryIO:
         raise NotFound(f"cannot read {path}: {e.strerror}") from None
 
 
-def _read_small(path: str) -> bytes | None:
+def read_small(path: str) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most
     :data:`SMALL` bytes, else None. Raises NotFound. (Plain file
     descriptors: a buffered file object would cost more than the read.)"""
@@ -331,23 +349,75 @@ def _chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
             view = memoryview(buf)
 
 
+def _packed(ref: str) -> tuple[str, int, int] | None:
+    """``(pack, offset, length)`` of a packed ref, else None."""
+    _, packed, where = ref.partition("@")
+    if not packed:
+        return None
+    pack, offset, length = where.split(":")
+    return pack, int(offset), int(length)
+
+
+def _read_exact(store: ObjectStore, pack: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of object ``pack`` from ``offset``. Raises NotFound
+    if the object is missing or ends early."""
+    data = store.read_range(object_key(pack), offset, length)
+    if len(data) != length:
+        raise NotFound(f"object {pack} ends before byte {offset + length} (it holds {offset + len(data)})")
+    return data
+
+
+def read_packed(store: ObjectStore, refs: Iterable[str], gap: int = SMALL,
+                threads: int = 4) -> dict[str, bytes]:
+    """The bytes of every packed ref in ``refs`` (others are left out), read
+    with few requests: the ranges of one pack that lie at most ``gap`` bytes
+    apart are fetched by one ranged read (``threads`` at a time), as a
+    worker does for the inputs of its next datums. Raises NotFound."""
+    by_pack: dict[str, list[tuple[int, int, str]]] = {}
+    for ref in set(refs):
+        where = _packed(ref)
+        if where:
+            by_pack.setdefault(where[0], []).append((where[1], where[2], ref))
+    runs: list[tuple[str, list[tuple[int, int, str]]]] = []
+    for pack, ranges in by_pack.items():
+        ranges.sort()
+        run, end = [], 0
+        for r in ranges:
+            if run and r[0] - end > gap:
+                runs.append((pack, run))
+                run = []
+            run.append(r)
+            end = max(end, r[0] + r[1])
+        runs.append((pack, run))
+    found: dict[str, bytes] = {}
+
+    def read_run(item: tuple[str, list[tuple[int, int, str]]]) -> None:
+        pack, run = item
+        start = run[0][0]
+        data = _read_exact(store, pack, start, max(o + n for o, n, _ in run) - start)
+        for offset, length, ref in run:
+            found[ref] = data[offset - start:offset - start + length]
+    parallel(read_run, runs, threads)
+    return found
+
+
 def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
-                 block: int = 1024 * 1024) -> int:
+                 block: int = 1024 * 1024, cache: Mapping[str, bytes] | None = None) -> int:
     """Write the concatenated bytes of the chunks ``refs`` name (see
     :class:`~.tree.FileEntry`) to ``out``, streaming; return the byte count.
-    Raises NotFound if an object is missing or a pack ends early."""
+    Packed refs found in ``cache`` (from :func:`read_packed`) are not read
+    again. Raises NotFound if an object is missing or a pack ends early."""
     total = 0
     for ref in refs:
-        sha, packed, where = ref.partition("@")
-        if packed:
-            pack, offset, length = where.split(":")
-            piece = store.read_range(object_key(pack), int(offset), int(length))
-            if len(piece) != int(length):
-                raise NotFound(f"object {pack} ends before the {length} bytes of {sha} at byte {offset}")
+        where = _packed(ref)
+        if where:
+            piece = cache.get(ref) if cache else None
+            if piece is None:
+                piece = _read_exact(store, *where)
             out.write(piece)
             total += len(piece)
             continue
-        with store.open(object_key(sha)) as f:
+        with store.open(object_key(ref)) as f:
             while True:
                 piece = f.read(block)
                 if not piece:
@@ -357,10 +427,12 @@ def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
     return total
 
 
-def download(store: ObjectStore, refs: tuple[str, ...], path: str) -> int:
+def download(store: ObjectStore, refs: tuple[str, ...], path: str,
+             cache: Mapping[str, bytes] | None = None) -> int:
     """Write the file made of the chunks ``refs`` name to local ``path``;
-    return its size in bytes. Raises NotFound."""
+    return its size in bytes. ``cache``: as for :func:`read_objects`.
+    Raises NotFound."""
     if len(refs) == 1 and "@" not in refs[0]:
         return store.download(object_key(refs[0]), path)  # one whole object: the store's own copy
     with open(path, "wb") as f:
-        return read_objects(store, refs, f)
+        return read_objects(store, refs, f, cache=cache)

@@ -8,10 +8,18 @@ where its predecessor stopped.
 
 For each datum the worker lays out the input files under ``<root>/<input
 name>/<path in commit>``, runs ``transform.cmd`` (stdin from
-``transform.stdin``) up to ``datum_tries`` times, uploads ``<root>/out`` as
+``transform.stdin``) up to ``datum_tries`` times, stores ``<root>/out`` as
 content-addressed files and records a :class:`DatumResult`. Results are
 written in batches (at most :data:`FLUSH_SECONDS` apart), so a killed worker
 loses at most that much finished work, which its successor redoes.
+
+Requests per datum: input files kept in packs are read ahead for the next
+datums, a ranged read per run of nearby files
+(:func:`~pipectl.pfs.objects.read_packed`); small output files wait in memory
+and are packed with the rest of their batch just before its results are
+written (large ones are stored at once). So on S3 a job over many small
+files makes a few requests per batch, not two or more per datum, as
+Pachyderm's workers batch datums' inputs and outputs.
 
 Paths: inside a container the root is ``/pfs`` as in Pachyderm. Where /pfs
 cannot be mounted (the process executor), the root is a scratch directory and
@@ -99,7 +107,9 @@ class Worker:
         self.scratch = None if root else tempfile.mkdtemp(prefix="pipectl-worker-")
         self.root = root or os.path.join(self.scratch, "pfs")
         self.name = f"{index:04d}-{uuid.uuid4().hex[:8]}"
-        self.pending: list[DatumResult] = []
+        self.writer = objects.ObjectWriter(store)
+        self.pending: list[tuple[DatumResult, list[tuple[str, bytes]]]] = []  # with their small outputs
+        self.pending_bytes = 0
         self.batches = 0
         self.last_flush = time.monotonic()
         image = json.loads(os.environ.get("PIPECTL_IMAGE_ENV") or "{}")
@@ -110,41 +120,74 @@ class Worker:
         """Process this worker's datums; return how many failed (0 or 1:
         the worker stops at the first datum that exhausts its tries)."""
         done = self.pps.datum_results(self.job.pipeline, self.job.id)
-        todo = [d for d in shard(self.pps.plan(self.job.pipeline, self.job.id), self.index, self.count)
+        mine = [d for d in shard(self.pps.plan(self.job.pipeline, self.job.id), self.index, self.count)
                 if d["id"] not in done]
+        todo = [Datum.from_dict(d) for d in mine]
+        keys = {d["id"]: d["cache_key"] for d in mine}
         log.info("worker %s (%d of %d) of job %s: %d datums to run", self.name, self.index + 1, self.count,
                  self.job.id, len(todo))
         failed = processed = 0
+        inputs: dict[str, bytes] = {}
+        fetched = 0  # todo[:fetched] have their packed inputs read
         try:
-            for raw in todo:
-                result = self.run_datum(Datum.from_dict(raw), raw["cache_key"])
-                self.pending.append(result)
+            for k, datum in enumerate(todo):
+                if k == fetched:
+                    inputs, fetched = self._prefetch(todo, k)
+                result = self.run_datum(datum, keys[datum.id], inputs)
                 processed += 1
                 log.debug("datum %s: %s after %d attempt(s)", result.id[:12], result.state, result.attempts)
                 if result.state == "failed":
                     failed = 1
                     log.warning("datum %s failed: %s", result.id[:12], result.error)
                     break
-                if len(self.pending) >= FLUSH_COUNT or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+                if (len(self.pending) >= FLUSH_COUNT or self.pending_bytes >= objects.PACK_SIZE
+                        or time.monotonic() - self.last_flush > FLUSH_SECONDS):
                     self.flush()
         finally:
             self.flush()
+            self.writer.close()
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
         return failed
 
+    def _prefetch(self, todo: list[Datum], start: int) -> tuple[dict[str, bytes], int]:
+        """Read the packed input files of ``todo[start:end]`` with a few
+        ranged reads (:func:`~pipectl.pfs.objects.read_packed`), taking
+        datums until their packed bytes reach ``PACK_SIZE`` or ``FLUSH_COUNT``
+        datums; return the bytes by ref and ``end``. On a remote store this
+        replaces one request per input file with about one per pack."""
+        refs, size, end = [], 0, start
+        while end < len(todo) and end - start < FLUSH_COUNT and size < objects.PACK_SIZE:
+            for i in todo[end].inputs:
+                for entry in i.files.values():
+                    packed = [r for r in entry.objects if "@" in r]
+                    refs.extend(packed)
+                    size += entry.size if packed else 0
+            end += 1
+        return objects.read_packed(self.store, refs, threads=self.store.io_threads), end
+
     def flush(self) -> None:
-        if self.pending:
-            self.pps.write_results(self.job.pipeline, self.job.id, f"{self.name}-{self.batches:06d}",
-                                   self.pending)
-            self.batches += 1
-            self.pending = []
+        """Store the pending datums' small outputs in packs, then record the
+        datums' results (one write), so a result never names a missing pack."""
+        if not self.pending:
+            return
+        blobs = [data for _, small in self.pending for _, data in small]
+        entries = iter(self.writer.put_blobs(blobs))
+        for result, small in self.pending:
+            for path, _ in small:
+                entry = next(entries)
+                result.outputs[path] = [entry.size, list(entry.objects)]
+        self.pps.write_results(self.job.pipeline, self.job.id, f"{self.name}-{self.batches:06d}",
+                               [result for result, _ in self.pending])
+        self.batches += 1
+        self.pending, self.pending_bytes = [], 0
         self.last_flush = time.monotonic()
 
     # one datum -----------------------------------------------------------
-    def _layout(self, datum: Datum) -> int:
-        """Lay the datum's input files out under the root; return their bytes."""
+    def _layout(self, datum: Datum, cache: dict[str, bytes]) -> int:
+        """Lay the datum's input files out under the root (packed ones from
+        ``cache`` where there); return their bytes."""
         _empty_dir(self.root)
         made: set[str] = set()
         size = 0
@@ -156,7 +199,7 @@ class Worker:
                 if directory not in made:
                     os.makedirs(directory, exist_ok=True)
                     made.add(directory)
-                size += objects.download(self.store, entry.objects, local)
+                size += objects.download(self.store, entry.objects, local, cache)
         return size
 
     @functools.cached_property
@@ -221,16 +264,19 @@ class Worker:
             return f"{cmd[0]} failed with {how}"
         return ""
 
-    def run_datum(self, datum: Datum, cache_key: str) -> DatumResult:
-        """Run one datum to completion (with retries); never raises for user
-        code failures, which become a ``failed`` result."""
+    def run_datum(self, datum: Datum, cache_key: str, inputs: dict[str, bytes]) -> DatumResult:
+        """Run one datum to completion (with retries) and add its result to
+        the pending batch; never raises for user code failures, which become
+        a ``failed`` result. ``inputs``: packed input bytes by ref (see
+        :meth:`_prefetch`)."""
         result = DatumResult(datum.id, cache_key, "failed", started=now(), worker=self.name)
+        small: list[tuple[str, bytes]] = []
         began = time.monotonic()
         log_fd, log_path = tempfile.mkstemp(prefix="pipectl-datum-", suffix=".log")
         os.close(log_fd)
         try:
             try:
-                result.bytes_downloaded = self._layout(datum)
+                result.bytes_downloaded = self._layout(datum, inputs)
             except (PipectlError, OSError) as e:
                 result.error = f"cannot lay out inputs: {e}"
                 return result
@@ -249,21 +295,36 @@ class Worker:
             if error:
                 result.error = f"datum {datum.id} failed after {result.attempts} tries: {error}"
                 return result
-            result.outputs, result.bytes_uploaded = self._upload_outputs()
+            result.outputs, small, result.bytes_uploaded = self._store_outputs()
             result.state = "success"
             return result
         finally:
             os.unlink(log_path)
             result.finished = now()
             result.seconds = round(time.monotonic() - began, 6)
+            self.pending.append((result, small))
+            self.pending_bytes += sum(len(data) for _, data in small)
 
-    def _upload_outputs(self) -> tuple[dict, int]:
+    def _store_outputs(self) -> tuple[dict, list[tuple[str, bytes]], int]:
+        """Store the datum's large output files now; return their ``[size,
+        refs]`` by path, the small ones' ``(path, bytes)``, which
+        :meth:`flush` packs with the other pending datums' outputs, and the
+        bytes uploaded (small outputs counted by size)."""
         out = os.path.join(self.root, "out")
-        paths = [os.path.join(directory, name) for directory, _, files in os.walk(out) for name in files]
-        with objects.ObjectWriter(self.store) as writer:
-            entries = writer.put_files(paths, self.store.io_threads)
-        outputs = {"/" + os.path.relpath(local, out): [e.size, list(e.objects)] for local, e in zip(paths, entries)}
-        return outputs, writer.stats.bytes_uploaded
+        small, large = [], []
+        for directory, _, files in os.walk(out):
+            for name in files:
+                local = os.path.join(directory, name)
+                path = "/" + os.path.relpath(local, out)
+                data = objects.read_small(local)
+                if data is None:
+                    large.append((path, local))
+                else:
+                    small.append((path, data))
+        before = self.writer.stats.bytes_uploaded
+        entries = self.writer.put_files([local for _, local in large], self.store.io_threads)
+        outputs = {path: [e.size, list(e.objects)] for (path, _), e in zip(large, entries)}
+        return outputs, small, self.writer.stats.bytes_uploaded - before + sum(len(d) for _, d in small)
 
 
 def _empty_dir(path: str) -> None:
