@@ -564,6 +564,25 @@ def test_failing_datum_is_retried_then_fails_the_job(cli, pfs, spec_file, run_co
 
 
 @LOCAL
+def test_missing_input_pack_fails_the_datum_not_the_worker(cli, pfs, store, spec_file, run_controller, tmp_path):
+    """When a pack holding input files is gone (a damaged store), the
+    worker's read-ahead gives way, each datum fails on its own missing
+    input, and the job fails naming the missing object; no worker restarts."""
+    for name in ("a", "b"):
+        (tmp_path / name).write_text(name)
+    pfs.create_repo("in")
+    pfs.put_files("in", "master", [("/a", str(tmp_path / "a")), ("/b", str(tmp_path / "b"))])
+    [pack] = list(store.list("objects/"))
+    store.delete(pack)
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("copy", sh("cp $in /pfs/out/"), pfs_input("in"),
+                                                       datum_tries=1))))
+    run_controller()
+    job = list_jobs(cli, "copy")[0]
+    assert (job["state"], job["restarts"]) == ("failure", 0)
+    assert "cannot lay out inputs" in job["reason"] and pack.rsplit("/", 1)[1] in job["reason"]
+
+
+@LOCAL
 def test_job_and_datum_commands(cli, pfs, spec_file, run_controller):
     """list-job [-p] (header, alignment, PROGRESS, --raw), inspect-job,
     list-datum, inspect-datum and get-logs (--pipeline, --job, --datum, --raw)

@@ -27,10 +27,10 @@ from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Precond
 from ..parallel import parallel
 from ..store import ObjectStore
 from . import names
-from .hashing import write_addressed
+from .hashing import HASH_HEX, write_addressed
 from .model import Branch, Commit, RepoInfo, now
 from .objects import ObjectWriter, TransferStats, read_objects
-from .tree import FileEntry, Node, Tree, diff, ref_hash
+from .tree import FileEntry, Node, Tree, diff
 
 Source = Union[str, BinaryIO]
 """What put-file reads: a local file path, or an open binary stream."""
@@ -374,7 +374,7 @@ class PFS:
             tree = self.read_tree(self.inspect_commit(repo, ref))
         except (NotFound, InvalidArgument):
             return {}
-        return {ref_hash(o): o for e in tree.files.values() for o in e.objects}
+        return {o[:HASH_HEX]: o for e in tree.files.values() for o in e.objects}  # ref_hash, inlined
 
     def upload(self, repo: str, ref: str, sources: list[tuple[str, Source]],
                progress: Callable[[int], None] | None = None) -> tuple[list[tuple[str, FileEntry]], TransferStats]:

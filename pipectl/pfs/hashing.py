@@ -24,6 +24,11 @@ from ..errors import PreconditionFailed
 from ..store import ObjectStore
 
 
+HASH_HEX = 64
+"""Hex digits in a content hash (BLAKE3-256, and the SHA-256 names of stores
+written before it, alike)."""
+
+
 def content_hash(data: bytes | bytearray | memoryview) -> str:
     """The content hash of ``data``: BLAKE3-256 as 64 lowercase hex digits."""
     return blake3.blake3(data).hexdigest()

@@ -15,24 +15,24 @@ once written.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import orjson
 from typing import Iterable, Iterator, NamedTuple
 
 from .. import glob as globs
 from ..errors import NotFound
-from .hashing import content_hash
+from .hashing import HASH_HEX, content_hash
 
 
 def ref_hash(ref: str) -> str:
     """The content hash of the chunk that ``ref`` names (see :class:`FileEntry`)."""
-    return ref.partition("@")[0]
+    return ref[:HASH_HEX]
 
 
 class FileEntry(NamedTuple):
     """One file: ``size`` in bytes and the refs of its chunks, in order.
 
-    A ref is either ``<hash>``, a chunk stored on its own at
+    A ref is either ``<hash>`` (:data:`~.hashing.HASH_HEX` hex digits), a
+    chunk stored on its own at
     ``objects/<aa>/<hash>``, or ``<hash>@<pack>:<offset>:<length>``, a chunk
     held at byte ``offset`` (``length`` bytes) of the pack object ``<pack>``
     (see :mod:`.objects`). ``<hash>`` is the chunk's content hash either
@@ -47,7 +47,7 @@ class FileEntry(NamedTuple):
         """The file's content identity: its one chunk's hash, or the content
         hash of the newline-joined chunk hashes for multi-chunk files."""
         if len(self.objects) == 1:
-            return ref_hash(self.objects[0])
+            return self.objects[0][:HASH_HEX]  # ref_hash inlined: list-file asks 100,000 times
         return content_hash("\n".join(map(ref_hash, self.objects)).encode())
 
     def appended(self, other: "FileEntry") -> "FileEntry":
@@ -58,9 +58,9 @@ class FileEntry(NamedTuple):
 EMPTY_FILE = FileEntry(0, ())
 
 
-@dataclasses.dataclass(frozen=True)
-class Node:
-    """A listing row: a file or a directory with its total size in bytes."""
+class Node(NamedTuple):
+    """A listing row: a file or a directory with its total size in bytes.
+    A named tuple: list-file makes one per file, 100,000 at a time."""
 
     path: str
     type: str  # "file" | "dir"
@@ -78,7 +78,9 @@ class Tree:
     # serialisation -------------------------------------------------------
     def serialize(self) -> bytes:
         """Canonical JSON bytes (the input of the tree's content hash)."""
-        files = {p: [e.size, list(e.objects)] for p, e in self.files.items()}  # already sorted
+        # already sorted; as plain tuples (orjson writes those as arrays, not
+        # named tuples), built without a Python loop: 2.5x as fast at 100,000 files
+        files = dict(zip(self.files, map(tuple, self.files.values())))
         return orjson.dumps({"files": files, "version": 2})
 
     @classmethod
@@ -94,17 +96,21 @@ class Tree:
         """Total bytes of all files."""
         return sum(e.size for e in self.files.values())
 
-    def _under(self, directory: str) -> Iterator[str]:
-        """Paths strictly below ``directory``, in order (binary search)."""
-        prefix = "/" if directory == "/" else directory + "/"
-        i = bisect.bisect_left(self._paths, prefix)
-        while i < len(self._paths) and self._paths[i].startswith(prefix):
-            yield self._paths[i]
-            i += 1
+    def _under(self, directory: str) -> list[str]:
+        """Paths strictly below ``directory``, in order: one slice of the
+        sorted paths, found by binary search (every path starting with
+        ``dir/`` sorts between ``dir/`` and ``dir0``, '0' following '/')."""
+        if directory == "/":
+            return self._paths
+        lo = bisect.bisect_left(self._paths, directory + "/")
+        return self._paths[lo:bisect.bisect_left(self._paths, directory + "0", lo)]
 
     def is_dir(self, path: str) -> bool:
         """Whether ``path`` is the root or a directory implied by some file."""
-        return path == "/" or next(self._under(path), None) is not None
+        if path == "/":
+            return True
+        i = bisect.bisect_left(self._paths, path + "/")
+        return i < len(self._paths) and self._paths[i].startswith(path + "/")
 
     def subtree(self, path: str) -> dict[str, FileEntry]:
         """Every file at or below ``path``."""
@@ -130,15 +136,23 @@ class Tree:
             return [self.node(path)]
         if not self.is_dir(path):
             raise NotFound(f"file {path} not found")
-        base = 0 if path == "/" else len(path)
-        children: dict[str, list] = {}
+        start = 1 if path == "/" else len(path) + 1  # where a child's name begins
+        files = self.files
+        children: list[str] = []  # in path order
+        dir_sizes: dict[str, int] = {}
         for p in self._under(path):
-            name, sep, _ = p[base + 1:].partition("/")
-            child = (path.rstrip("/") + "/" + name)
-            row = children.setdefault(child, ["dir" if sep else "file", 0])
-            row[1] += self.files[p].size
-        return [Node(p, t, s, self.files[p].hash if t == "file" else "")
-                for p, (t, s) in children.items()]
+            slash = p.find("/", start)
+            if slash < 0:
+                children.append(p)
+                continue
+            child = p[:slash]
+            if child in dir_sizes:
+                dir_sizes[child] += files[p].size
+            else:
+                dir_sizes[child] = files[p].size
+                children.append(child)
+        return [Node(c, "dir", dir_sizes[c]) if c in dir_sizes else Node(c, "file", files[c].size, files[c].hash)
+                for c in children]
 
     def all_paths(self) -> Iterator[str]:
         """Every file and directory path, the root included, each once."""

@@ -62,8 +62,8 @@ class Datum:
         h = hashlib.sha256()
         for i in self.inputs:
             h.update(f"{i.name}\0{i.path}\0".encode())
-            for p, e in i.files.items():
-                h.update(f"{p}\0{e.hash}\0".encode())
+            # the same bytes as one update per file, in one (a datum may hold 100,000 files)
+            h.update("".join([f"{p}\0{e.hash}\0" for p, e in i.files.items()]).encode())
         return h.hexdigest()
 
     @property

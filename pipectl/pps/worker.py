@@ -165,7 +165,11 @@ class Worker:
                     refs.extend(packed)
                     size += entry.size if packed else 0
             end += 1
-        return objects.read_packed(self.store, refs, threads=self.store.io_threads), end
+        try:
+            return objects.read_packed(self.store, refs, threads=self.store.io_threads), end
+        except (PipectlError, OSError) as e:  # each datum then reads (and fails on) its own inputs
+            log.warning("reading ahead the inputs of %d datums failed: %s", end - start, e)
+            return {}, end
 
     def flush(self) -> None:
         """Store the pending datums' small outputs in packs, then record the
