@@ -6,6 +6,8 @@ import hashlib
 import json
 import time
 
+import orjson
+
 from ..errors import (
     AlreadyExists,
     Conflict,
@@ -13,8 +15,8 @@ from ..errors import (
     NotFound,
     PreconditionFailed,
 )
-from ..pfs import PFS
 from ..parallel import parallel
+from ..pfs import PFS
 from ..pfs.model import now
 from ..store import ObjectStore
 from . import spec as specs
@@ -230,7 +232,7 @@ class PPS:
     def plan(self, pipeline: str, job: str) -> list[dict]:
         """The job's datums (``Datum.to_dict`` form, plus ``cache_key``)."""
         try:
-            return json.loads(self.store.read(f"job-data/{pipeline}/{job}/plan.json"))
+            return orjson.loads(self.store.read(f"job-data/{pipeline}/{job}/plan.json"))
         except NotFound:
             return []
 
@@ -243,7 +245,7 @@ class PPS:
         batches = {} if batches is None else batches
         keys = list(self.store.list(f"job-data/{pipeline}/{job}/results/"))
         new = [k for k in keys if k not in batches]
-        batches.update(zip(new, parallel(lambda k: json.loads(self.store.read(k)), new)))
+        batches.update(zip(new, parallel(lambda k: orjson.loads(self.store.read(k)), new)))
         results: dict[str, DatumResult] = {}
         for key in keys:
             for raw in batches[key]:
@@ -254,7 +256,7 @@ class PPS:
 
     def write_results(self, pipeline: str, job: str, name: str, results: list[DatumResult]) -> None:
         """Record a batch of datum results under a unique batch ``name``."""
-        body = json.dumps([r.to_dict() for r in results], separators=(",", ":")).encode()
+        body = orjson.dumps([r.to_dict() for r in results])
         self.store.write(f"job-data/{pipeline}/{job}/results/{name}.json", body)
 
     def write_worker_logs(self, pipeline: str, job: str, logs: dict[str, str]) -> None:

@@ -18,9 +18,10 @@ the job: recorded datums are not rerun and each datum's output lands once.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
+
+import orjson
 
 from ..errors import NotFound, PipectlError, PreconditionFailed
 from ..pfs import PFS
@@ -165,7 +166,7 @@ class Controller:
             return {}
         latest = max(earlier, key=lambda j: j.created)
         try:
-            return json.loads(self.store.read(f"datum-index/{latest.datum_index}"))
+            return orjson.loads(self.store.read(f"datum-index/{latest.datum_index}"))
         except NotFound:
             return {}
 
@@ -194,7 +195,7 @@ class Controller:
         if skips:
             self.pps.write_results(job.pipeline, job.id, "controller-skipped", skips)
         self.store.write(f"job-data/{job.pipeline}/{job.id}/plan.json",
-                         json.dumps(plan, separators=(",", ":")).encode())
+                         orjson.dumps(plan))
         self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=len(skips))
         log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), len(skips))
         return plan
@@ -289,8 +290,7 @@ class Controller:
         return self.pps.update_job(job.pipeline, job.id, state="success", finished=now(), **counts)
 
     def _write_index(self, index: dict) -> str:
-        data = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
-        return write_addressed(self.store, "datum-index", data)
+        return write_addressed(self.store, "datum-index", orjson.dumps(index, option=orjson.OPT_SORT_KEYS))
 
     @staticmethod
     def _output_tree(plan: list[dict], ok: dict[str, DatumResult]) -> Tree:
