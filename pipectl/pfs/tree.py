@@ -31,12 +31,12 @@ def ref_hash(ref: str) -> str:
 class FileEntry(NamedTuple):
     """One file: ``size`` in bytes and the refs of its chunks, in order.
 
-    A ref is either ``<hash>`` (:data:`~.hashing.HASH_HEX` hex digits), a
-    chunk stored on its own at
+    A ref is either ``<hash>``, a chunk stored on its own at
     ``objects/<aa>/<hash>``, or ``<hash>@<pack>:<offset>:<length>``, a chunk
     held at byte ``offset`` (``length`` bytes) of the pack object ``<pack>``
-    (see :mod:`.objects`). ``<hash>`` is the chunk's content hash either
-    way, so a file's identity does not depend on where its bytes are kept.
+    (see :mod:`.objects`). ``<hash>`` (:data:`~.hashing.HASH_HEX` hex
+    digits) is the chunk's content hash either way, so a file's identity
+    does not depend on where its bytes are kept.
     A named tuple: trees hold one per file, and 100,000 must parse fast."""
 
     size: int
