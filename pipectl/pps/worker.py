@@ -115,6 +115,10 @@ class Worker:
         image = json.loads(os.environ.get("PIPECTL_IMAGE_ENV") or "{}")
         self.workdir = image.get("workdir")
         self.path_prefix = image.get("path", [])
+        # One log file (unlinked: it has no name) and one /dev/null serve every
+        # datum, so a datum opens, creates and removes no file of its own.
+        self._log = tempfile.TemporaryFile(prefix="pipectl-datum-log-")
+        self._devnull = os.open(os.devnull, os.O_RDONLY)
 
     def run(self) -> int:
         """Process this worker's datums; return how many failed (0 or 1:
@@ -146,6 +150,8 @@ class Worker:
         finally:
             self.flush()
             self.writer.close()
+            self._log.close()
+            os.close(self._devnull)
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
@@ -191,19 +197,25 @@ class Worker:
     # one datum -----------------------------------------------------------
     def _layout(self, datum: Datum, cache: dict[str, bytes]) -> int:
         """Lay the datum's input files out under the root (packed ones from
-        ``cache`` where there); return their bytes."""
-        _empty_dir(self.root)
+        ``cache`` where there); return their bytes. What the previous datum
+        left is removed first; the root's directories themselves stay, since
+        on most file systems a directory costs more to remove and remake than
+        the few files in it (``out`` is emptied before each try)."""
+        _clear_inputs(self.root, {i.name for i in datum.inputs})
         made: set[str] = set()
         size = 0
         for i in datum.inputs:
-            os.makedirs(os.path.join(self.root, i.name), exist_ok=True)
+            top = os.path.join(self.root, i.name)
             for path, entry in i.files.items():
-                local = os.path.join(self.root, i.name, path.lstrip("/"))
+                local = os.path.join(top, path.lstrip("/"))
                 directory = os.path.dirname(local)
                 if directory not in made:
                     os.makedirs(directory, exist_ok=True)
                     made.add(directory)
                 size += objects.download(self.store, entry.objects, local, cache)
+            if top not in made:
+                os.makedirs(top, exist_ok=True)  # an input with no files still has its directory
+                made.add(top)
         return size
 
     @functools.cached_property
@@ -236,33 +248,37 @@ class Worker:
             env[f"{i.name}_COMMIT"] = i.commit
         return env
 
-    def _run_once(self, datum: Datum, env: dict, log_path: str) -> str:
-        """Run the user command once; return '' on success or an error line."""
+    def _note(self, line: str) -> None:
+        """Append a line of pipectl's own to the datum's log."""
+        os.write(self._log.fileno(), (line + "\n").encode())
+
+    def _run_once(self, datum: Datum, env: dict) -> str:
+        """Run the user command once, its output appended to the datum's log;
+        return '' on success or an error line."""
         _empty_dir(os.path.join(self.root, "out"))
         cmd = [rewrite(a, self.root) for a in self.spec["transform"]["cmd"]]
         stdin_lines = self.spec["transform"].get("stdin") or []
         stdin = rewrite("\n".join(stdin_lines) + "\n", self.root).encode() if stdin_lines else None
         timeout = parse_duration(self.spec.get("datum_timeout"))
         cwd = self.workdir or self.spec["transform"].get("working_dir") or None
-        with open(log_path, "ab") as log:
-            if self._missing_command:
-                log.write((self._missing_command + "\n").encode())
-                return self._missing_command
-            argv, options = _spawn_options(cmd)
-            try:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, **options)
-            except OSError as e:
-                message = f"cannot start {cmd[0]}: {e.strerror}"
-                log.write((message + "\n").encode())
-                return message
-            try:
-                proc.communicate(stdin, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                log.write(f"datum timed out after {timeout:g}s\n".encode())
-                return f"timed out after {timeout:g}s"
+        if self._missing_command:
+            self._note(self._missing_command)
+            return self._missing_command
+        argv, options = _spawn_options(cmd)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else self._devnull,
+                                    stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd, **options)
+        except OSError as e:
+            message = f"cannot start {cmd[0]}: {e.strerror}"
+            self._note(message)
+            return message
+        try:
+            proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            self._note(f"datum timed out after {timeout:g}s")
+            return f"timed out after {timeout:g}s"
         if proc.returncode != 0:
             how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
             return f"{cmd[0]} failed with {how}"
@@ -276,8 +292,8 @@ class Worker:
         result = DatumResult(datum.id, cache_key, "failed", started=now(), worker=self.name)
         small: list[tuple[str, bytes]] = []
         began = time.monotonic()
-        log_fd, log_path = tempfile.mkstemp(prefix="pipectl-datum-", suffix=".log")
-        os.close(log_fd)
+        os.ftruncate(self._log.fileno(), 0)
+        os.lseek(self._log.fileno(), 0, os.SEEK_SET)  # user code and _note write on from here
         try:
             try:
                 result.bytes_downloaded = self._layout(datum, inputs)
@@ -290,12 +306,11 @@ class Worker:
             for attempt in range(1, tries + 1):
                 result.attempts = attempt
                 if attempt > 1:
-                    with open(log_path, "ab") as log:
-                        log.write(f"--- retry {attempt} of {tries} after: {error}\n".encode())
-                error = self._run_once(datum, env, log_path)
+                    self._note(f"--- retry {attempt} of {tries} after: {error}")
+                error = self._run_once(datum, env)
                 if not error:
                     break
-            result.log = _tail(log_path)
+            result.log = self._log_tail()
             if error:
                 result.error = f"datum {datum.id} failed after {result.attempts} tries: {error}"
                 return result
@@ -303,11 +318,16 @@ class Worker:
             result.state = "success"
             return result
         finally:
-            os.unlink(log_path)
             result.finished = now()
             result.seconds = round(time.monotonic() - began, 6)
             self.pending.append((result, small))
             self.pending_bytes += sum(len(data) for _, data in small)
+
+    def _log_tail(self) -> str:
+        """The last :data:`LOG_TAIL` bytes of the datum's log."""
+        fd = self._log.fileno()
+        size = os.fstat(fd).st_size
+        return os.pread(fd, LOG_TAIL, max(0, size - LOG_TAIL)).decode(errors="replace")
 
     def _store_outputs(self) -> tuple[dict, list[tuple[str, bytes]], int]:
         """Store the datum's large output files now; return their ``[size,
@@ -346,10 +366,23 @@ def _empty_dir(path: str) -> None:
             os.unlink(entry.path)
 
 
-def _tail(path: str) -> str:
-    with open(path, "rb") as f:
-        f.seek(max(0, os.path.getsize(path) - LOG_TAIL))
-        return f.read().decode(errors="replace")
+def _clear_inputs(root: str, keep: set[str]) -> None:
+    """Remove everything directly under ``root`` but ``out``, except that the
+    directories named in ``keep`` (the next datum's inputs) are only emptied."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        os.makedirs(root)
+        return
+    for entry in entries:
+        if entry.name == "out":
+            continue
+        if not entry.is_dir(follow_symlinks=False):
+            os.unlink(entry.path)
+        elif entry.name in keep:
+            _empty_dir(entry.path)
+        else:
+            shutil.rmtree(entry.path)
 
 
 def main(argv: list[str] | None = None) -> int:
