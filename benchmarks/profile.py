@@ -13,6 +13,11 @@
     Workload 4's job: planning, one worker running every datum in-process
     (where the per-datum overhead shows), and the finish.
 
+``python -m benchmarks.profile incremental [--datums N] [--store local|s3]``
+    Workload 5: after a job over N single-file datums, one file is added and
+    the next job (1 datum to run, N skipped) is profiled in its parts:
+    create + plan, the worker in-process, the finish.
+
 ``python -m benchmarks.profile list [--files N] [--store local|s3]``
     ``list-file`` and ``inspect-commit`` (the real CLI under pyinstrument) on
     a commit of N files under /bulk.
@@ -70,12 +75,15 @@ def _profiled(title):
 
 
 def _plan_next_job(controller, pps):
-    """Create and plan the next job as the controller would; ``(job, spec, plan)``."""
+    """Create and plan the next job as the controller would; ``(job, spec,
+    plan, batches)``, ``batches`` the result batches cache the controller
+    keeps for it."""
     controller.create_jobs()
     job = controller.next_job()
     job = pps.update_job(job.pipeline, job.id, state="running", started=job.created)
     spec = pps.pipeline_version(job.pipeline, job.pipeline_version)
-    return job, spec, controller._plan(job, spec)
+    batches = {}
+    return job, spec, controller._plan(job, spec, batches), batches
 
 
 def _report(title: str, seconds: float, profiler, top: int = TOP) -> None:
@@ -144,13 +152,13 @@ def profile_latency(env: h.StoreEnv, files: int) -> None:
     controller = Controller(store, ProcessExecutor(url), 0.2)
 
     with _profiled("controller: create job + plan"):
-        job, spec_v, plan = _plan_next_job(controller, pps)
+        job, spec_v, plan, batches = _plan_next_job(controller, pps)
 
     with _profiled("worker: run the new datum (in-process)"):
         Worker(store, job.pipeline, job.id, 0, 1).run()
 
     with _profiled("controller: collect results + land the output commit"):
-        results = controller._execute(job, spec_v, plan)
+        results = controller._execute(job, spec_v, plan, batches)
         controller._finish(job, spec_v, plan, results)
 
     r = [h.run([sys.executable, "-c", "import pipectl.pps.worker"]).seconds for _ in range(3)]
@@ -184,16 +192,60 @@ def profile_job(env: h.StoreEnv, datums: int) -> None:
     controller = Controller(store, ProcessExecutor(url), 0.2)
 
     with _profiled("controller: create job + plan"):
-        job, spec_v, plan = _plan_next_job(controller, pps)
+        job, spec_v, plan, batches = _plan_next_job(controller, pps)
 
     with _profiled(lambda seconds: f"worker: {datums} datums in-process ({datums / seconds:,.0f} datums/s)"):
         Worker(store, job.pipeline, job.id, 0, 1).run()
 
     with _profiled("controller: collect results + land the output commit"):
-        results = controller._execute(job, spec_v, plan)
+        results = controller._execute(job, spec_v, plan, batches)
         final = controller._finish(job, spec_v, plan, results)
     if final.state != "success" or final.datums_processed != datums:
         raise h.BenchError(f"job ended {final.state} with {final.datums_processed} datums processed")
+
+
+def profile_incremental(env: h.StoreEnv, datums: int) -> None:
+    """Workload 5: the job after adding one file to a repo of ``datums``
+    single-file datums that an earlier job processed."""
+    from pipectl.pps import PPS
+    from pipectl.pps.controller import Controller
+    from pipectl.pps.executors.process import ProcessExecutor
+    from pipectl.pps.worker import Worker
+    from pipectl.store import open_store
+
+    src = h.make_files(os.path.join(env.workdir, "in"), datums, 4096)
+    url = env.new_store("profile-incremental")
+    env.pipectl(url, "create-repo", "in")
+    env.pipectl(url, "put-file", "in", "master", "/", "-r", "-f", src)
+    spec = {"pipeline": {"name": "copy"},
+            "transform": {"image": "bench/sh", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": 2}}
+    spec_path = os.path.join(env.workdir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    env.pipectl(url, "create-pipeline", "-f", spec_path)
+    h.log(f"setup: first job over {datums:,} datums")
+    env.pipectl(url, "controller", "--exit-when-idle")
+    extra = os.path.join(env.workdir, "extra")
+    with open(extra, "wb") as f:
+        f.write(os.urandom(4096))
+    env.pipectl(url, "put-file", "in", "master", "/extra", "-f", extra)
+    store = open_store(url)
+    pps = PPS(store)
+    controller = Controller(store, ProcessExecutor(url), 0.2)
+
+    with _profiled("controller: create job + plan"):
+        job, spec_v, plan, batches = _plan_next_job(controller, pps)
+
+    with _profiled("worker: run the new datum (in-process)"):
+        Worker(store, job.pipeline, job.id, 0, 1).run()
+
+    with _profiled("controller: collect results + land the output commit"):
+        results = controller._execute(job, spec_v, plan, batches)
+        final = controller._finish(job, spec_v, plan, results)
+    if final.state != "success" or final.datums_processed != 1 or final.datums_skipped != datums:
+        raise h.BenchError(f"job ended {final.state}: {final.datums_processed} processed, "
+                           f"{final.datums_skipped} skipped")
 
 
 def profile_list(env: h.StoreEnv, files: int) -> None:
@@ -216,9 +268,10 @@ def profile_put_big(env: h.StoreEnv, mib: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["latency", "put-big", "job", "list"])
+    parser.add_argument("what", choices=["latency", "put-big", "job", "incremental", "list"])
     parser.add_argument("--files", type=int, default=20_000, help="latency, list: files under /bulk (default 20,000)")
-    parser.add_argument("--datums", type=int, default=1_000, help="job: single-file datums (default 1,000)")
+    parser.add_argument("--datums", type=int, default=1_000,
+                        help="job, incremental: single-file datums (default 1,000)")
     parser.add_argument("--mib", type=int, default=256, help="put-big: file size in MiB (default 256)")
     parser.add_argument("--store", choices=["local", "s3"], default="local")
     args = parser.parse_args(argv)
@@ -231,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                 profile_list(env, args.files)
             elif args.what == "job":
                 profile_job(env, args.datums)
+            elif args.what == "incremental":
+                profile_incremental(env, args.datums)
             else:
                 profile_put_big(env, args.mib)
     finally:

@@ -27,14 +27,16 @@ def runs_of(path) -> list[list[str]]:
 
 def worker_pids(job_id: str) -> list[int]:
     """Live ``pipectl.pps.worker`` processes of ``job_id`` (a /proc scan; a
-    zombie has an empty cmdline and is not listed)."""
+    zombie has an empty cmdline and is not listed). Words are split on NUL
+    and on spaces: a worker forked by the process executor sets its command
+    line as one string."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+                argv = f.read().replace(b"\0", b" ").split()
         except OSError:
             continue
         if b"pipectl.pps.worker" in argv and job_id.encode() in argv:

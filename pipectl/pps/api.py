@@ -22,6 +22,10 @@ from ..store import ObjectStore
 from . import spec as specs
 from .model import DatumResult, JobInfo, PipelineInfo
 
+SKIPPED_BATCH = "controller-skipped"
+"""Name of the result batch in which the controller records the datums a job
+skips (processed by an earlier job)."""
+
 
 def job_id(pipeline: PipelineInfo, inputs: list[dict]) -> str:
     """The deterministic id of the job running ``pipeline`` (at its current
@@ -230,34 +234,44 @@ class PPS:
 
     # datums --------------------------------------------------------------
     def plan(self, pipeline: str, job: str) -> list[dict]:
-        """The job's datums (``Datum.to_dict`` form, plus ``cache_key``)."""
+        """The job's datums (``Datum.to_dict`` form, plus ``cache_key``, and
+        ``skipped: true`` without the file lists for those processed before)."""
         try:
             return orjson.loads(self.store.read(f"job-data/{pipeline}/{job}/plan.json"))
         except NotFound:
             return []
 
-    def datum_results(self, pipeline: str, job: str, batches: dict[str, list] | None = None
-                      ) -> dict[str, DatumResult]:
+    def datum_results(self, pipeline: str, job: str, batches: dict[str, list[DatumResult]] | None = None,
+                      skipped: bool = True) -> dict[str, DatumResult]:
         """Every recorded datum result of a job, by datum id (a datum recorded
         twice, e.g. by a restarted worker, counts once; success wins).
         ``batches`` caches result batches by key across calls: a batch is
-        never rewritten, so only batches not seen before are read."""
+        never rewritten, so only batches not seen before are read.
+        ``skipped=False`` leaves out the datums the controller skipped (the
+        one batch :data:`SKIPPED_BATCH`; a worker never runs those)."""
         batches = {} if batches is None else batches
-        keys = list(self.store.list(f"job-data/{pipeline}/{job}/results/"))
+        prefix = f"job-data/{pipeline}/{job}/results/"
+        keys = list(self.store.list(prefix))
+        if not skipped:
+            keys = [k for k in keys if k != f"{prefix}{SKIPPED_BATCH}.json"]
         new = [k for k in keys if k not in batches]
-        batches.update(zip(new, parallel(lambda k: orjson.loads(self.store.read(k)), new)))
+        read = parallel(lambda k: [DatumResult(**raw) for raw in orjson.loads(self.store.read(k))], new)
+        batches.update(zip(new, read))
         results: dict[str, DatumResult] = {}
         for key in keys:
-            for raw in batches[key]:
-                r = DatumResult(**raw)
+            for r in batches[key]:
                 if r.id not in results or results[r.id].state == "failed":
                     results[r.id] = r
         return results
 
-    def write_results(self, pipeline: str, job: str, name: str, results: list[DatumResult]) -> None:
-        """Record a batch of datum results under a unique batch ``name``."""
-        body = orjson.dumps([r.to_dict() for r in results])
-        self.store.write(f"job-data/{pipeline}/{job}/results/{name}.json", body)
+    def write_results(self, pipeline: str, job: str, name: str, results: list[DatumResult],
+                      batches: dict[str, list[DatumResult]] | None = None) -> None:
+        """Record a batch of datum results under a unique batch ``name`` (and
+        into ``batches``, a cache as for :meth:`datum_results`)."""
+        key = f"job-data/{pipeline}/{job}/results/{name}.json"
+        self.store.write(key, orjson.dumps(results))  # orjson writes dataclasses field by field
+        if batches is not None:
+            batches[key] = results
 
     def write_worker_logs(self, pipeline: str, job: str, logs: dict[str, str]) -> None:
         """Keep the logs of a job's worker processes (by worker name, e.g. a

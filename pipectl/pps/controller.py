@@ -30,7 +30,7 @@ from ..pfs.model import Commit, Provenance, now
 from ..pfs.tree import FileEntry, Tree
 from ..store import ObjectStore
 from . import datums as datum_mod
-from .api import PPS, job_id
+from .api import PPS, SKIPPED_BATCH, job_id
 from .executors import Executor, ExecutorError, WorkerGroup
 from .model import DatumResult, JobInfo, PipelineInfo
 from .spec import parse_duration
@@ -149,9 +149,10 @@ class Controller:
         if job.state == "created":
             job = self.pps.update_job(job.pipeline, job.id, state="running", started=now())
         spec = self.pps.pipeline_version(job.pipeline, job.pipeline_version)
+        batches: dict[str, list[DatumResult]] = {}  # result batches read or written (never rewritten)
         try:
-            plan = self._plan(job, spec)
-            results = self._execute(job, spec, plan)
+            plan = self._plan(job, spec, batches)
+            results = self._execute(job, spec, plan, batches)
             return self._finish(job, spec, plan, results)
         except (JobFailed, ExecutorError) as e:
             log.warning("job %s of %s failed: %s", job.id, job.pipeline, e)
@@ -170,7 +171,7 @@ class Controller:
         except NotFound:
             return {}
 
-    def _plan(self, job: JobInfo, spec: dict) -> list[dict]:
+    def _plan(self, job: JobInfo, spec: dict, batches: dict[str, list[DatumResult]]) -> list[dict]:
         plan = self.pps.plan(job.pipeline, job.id)
         if plan:
             return plan
@@ -188,23 +189,26 @@ class Controller:
             seen.add(d.id)
             key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
             reuse = key in previous
-            plan.append(dict(d.to_dict(files=not reuse), cache_key=key))
+            plan.append(dict(d.to_dict(files=not reuse), cache_key=key, skipped=True) if reuse
+                        else dict(d.to_dict(), cache_key=key))
             if reuse:
                 skips.append(DatumResult(d.id, key, "skipped", outputs=previous[key], started=stamp,
                                          finished=stamp, worker="controller"))
         if skips:
-            self.pps.write_results(job.pipeline, job.id, "controller-skipped", skips)
+            self.pps.write_results(job.pipeline, job.id, SKIPPED_BATCH, skips, batches)
         self.store.write(f"job-data/{job.pipeline}/{job.id}/plan.json",
                          orjson.dumps(plan))
         self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=len(skips))
         log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), len(skips))
         return plan
 
-    def _execute(self, job: JobInfo, spec: dict, plan: list[dict]) -> dict[str, DatumResult]:
-        """Run workers until every datum has a result; return the results."""
+    def _execute(self, job: JobInfo, spec: dict, plan: list[dict],
+                 batches: dict[str, list[DatumResult]]) -> dict[str, DatumResult]:
+        """Run workers until every datum has a result; return the results.
+        ``batches``: the job's result batches read so far (see
+        :meth:`PPS.datum_results`)."""
         deadline = parse_duration(spec.get("job_timeout"))
         started = time.monotonic()
-        batches: dict[str, list] = {}  # result batches read so far (never rewritten)
         while True:
             results = self.pps.datum_results(job.pipeline, job.id, batches)
             todo = [d for d in plan if d["id"] not in results]
@@ -231,7 +235,7 @@ class Controller:
         if logs:
             self.pps.write_worker_logs(job.pipeline, job.id, logs)
 
-    def _follow(self, job: JobInfo, spec: dict, group: WorkerGroup, batches: dict[str, list],
+    def _follow(self, job: JobInfo, spec: dict, group: WorkerGroup, batches: dict[str, list[DatumResult]],
                 deadline: float | None) -> JobInfo:
         """Wait for ``group`` to finish, keeping the job record current
         (progress, restarts). Raises JobFailed on worker errors, timeout
@@ -259,7 +263,7 @@ class Controller:
                     raise JobFailed("killed")
             self._check_leadership()
 
-    def _report_progress(self, job: JobInfo, batches: dict[str, list]) -> None:
+    def _report_progress(self, job: JobInfo, batches: dict[str, list[DatumResult]]) -> None:
         """Copy the counts of the datum results recorded so far into the job
         record, so list-job's PROGRESS, DL and UL move while the job runs."""
         self.pps.update_job(job.pipeline, job.id, **_counts(self.pps.datum_results(job.pipeline, job.id, batches)))
