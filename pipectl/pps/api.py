@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Container
 
 import orjson
 
@@ -194,7 +195,7 @@ class PPS:
         prefix = f"jobs/{pipeline}/" if pipeline else "jobs/"
         return [k for k in self.store.list(prefix) if k.endswith(".json") and k.count("/") == 2]
 
-    def list_jobs(self, pipeline: str | None = None, skip: set[str] | frozenset = frozenset()) -> list[JobInfo]:
+    def list_jobs(self, pipeline: str | None = None, skip: Container[str] = frozenset()) -> list[JobInfo]:
         """Jobs newest first (of one pipeline, or of all), except those whose
         store keys are in ``skip``."""
         if pipeline:

@@ -61,8 +61,8 @@ class Controller:
         self.pps = PPS(store, self.pfs)
         self.executor = executor
         self.poll_interval = poll_interval
-        self._finished_jobs: set[str] = set()
-        self._finished_keys: set[str] = set()  # job records never read again
+        self._finished: dict[str, JobInfo] = {}  # by store key: a finished job's record never changes
+        self._finished_jobs: set[str] = set()  # their ids
 
     def run(self, exit_when_idle: bool = False) -> None:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
@@ -135,10 +135,10 @@ class Controller:
     def next_job(self) -> JobInfo | None:
         """The oldest unfinished job (jobs of one pipeline run in order)."""
         pending = []
-        for job in self.pps.list_jobs(skip=self._finished_keys):
+        for job in self.pps.list_jobs(skip=self._finished.keys()):
             if job.done:
                 self._finished_jobs.add(job.id)
-                self._finished_keys.add(self.pps.job_key(job.pipeline, job.id))
+                self._finished[self.pps.job_key(job.pipeline, job.id)] = job
             else:
                 pending.append(job)
         return min(pending, key=lambda j: j.created) if pending else None
@@ -160,9 +160,11 @@ class Controller:
 
     def _previous_index(self, job: JobInfo) -> dict:
         """Cache key -> outputs of the datums the latest earlier job of this
-        pipeline completed (empty if none)."""
-        earlier = [j for j in self.pps.list_jobs(job.pipeline)
-                   if j.id != job.id and j.datum_index and j.created <= job.created]
+        pipeline completed (empty if none). The earlier jobs are finished, so
+        their records were read by :meth:`next_job` already (once per
+        controller, not once per job)."""
+        earlier = [j for j in self._finished.values() if j.pipeline == job.pipeline
+                   and j.id != job.id and j.datum_index and j.created <= job.created]
         if not earlier:
             return {}
         latest = max(earlier, key=lambda j: j.created)
