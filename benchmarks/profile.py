@@ -167,39 +167,52 @@ def profile_latency(env: h.StoreEnv, files: int) -> None:
         raise h.BenchError("trigger output missing")
 
 
-def profile_job(env: h.StoreEnv, datums: int) -> None:
-    """Workload 4's job: the controller's planning, then one worker running
-    every datum in-process (parallelism 1), then the finish."""
+def _copy_pipeline(env: h.StoreEnv, label: str, datums: int, parallelism: int) -> str:
+    """A fresh store with repo ``in`` of ``datums`` 4 KiB files and workload
+    4's pipeline ``copy`` (glob ``/*``, ``cp`` to /pfs/out); returns its URL."""
+    src = h.make_files(os.path.join(env.workdir, "in"), datums, 4096)
+    url = env.new_store(label)
+    env.pipectl(url, "create-repo", "in")
+    env.pipectl(url, "put-file", "in", "master", "/", "-r", "-f", src)
+    spec = {"pipeline": {"name": "copy"},
+            "transform": {"image": "bench/sh", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": parallelism}}
+    spec_path = os.path.join(env.workdir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    env.pipectl(url, "create-pipeline", "-f", spec_path)
+    return url
+
+
+def _profile_next_job(url: str, worker_title):
+    """Profile the next job of store ``url`` in three parts: create + plan,
+    one worker running every datum in-process (report titled
+    ``worker_title``, as for :func:`_profiled`), the finish. Returns the
+    job's final record."""
     from pipectl.pps import PPS
     from pipectl.pps.controller import Controller
     from pipectl.pps.executors.process import ProcessExecutor
     from pipectl.pps.worker import Worker
     from pipectl.store import open_store
 
-    src = h.make_files(os.path.join(env.workdir, "in"), datums, 4096)
-    url = env.new_store("profile-job")
-    env.pipectl(url, "create-repo", "in")
-    env.pipectl(url, "put-file", "in", "master", "/", "-r", "-f", src)
-    spec = {"pipeline": {"name": "copy"},
-            "transform": {"image": "bench/sh", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
-            "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": 1}}
-    spec_path = os.path.join(env.workdir, "spec.json")
-    with open(spec_path, "w") as f:
-        json.dump(spec, f)
-    env.pipectl(url, "create-pipeline", "-f", spec_path)
     store = open_store(url)
     pps = PPS(store)
     controller = Controller(store, ProcessExecutor(url), 0.2)
-
     with _profiled("controller: create job + plan"):
-        job, spec_v, plan, batches = _plan_next_job(controller, pps)
-
-    with _profiled(lambda seconds: f"worker: {datums} datums in-process ({datums / seconds:,.0f} datums/s)"):
+        job, spec, plan, batches = _plan_next_job(controller, pps)
+    with _profiled(worker_title):
         Worker(store, job.pipeline, job.id, 0, 1).run()
-
     with _profiled("controller: collect results + land the output commit"):
-        results = controller._execute(job, spec_v, plan, batches)
-        final = controller._finish(job, spec_v, plan, results)
+        results = controller._execute(job, spec, plan, batches)
+        return controller._finish(job, spec, plan, results)
+
+
+def profile_job(env: h.StoreEnv, datums: int) -> None:
+    """Workload 4's job: the controller's planning, then one worker running
+    every datum in-process (parallelism 1), then the finish."""
+    url = _copy_pipeline(env, "profile-job", datums, 1)
+    final = _profile_next_job(url, lambda seconds: f"worker: {datums} datums in-process "
+                                                   f"({datums / seconds:,.0f} datums/s)")
     if final.state != "success" or final.datums_processed != datums:
         raise h.BenchError(f"job ended {final.state} with {final.datums_processed} datums processed")
 
@@ -207,42 +220,14 @@ def profile_job(env: h.StoreEnv, datums: int) -> None:
 def profile_incremental(env: h.StoreEnv, datums: int) -> None:
     """Workload 5: the job after adding one file to a repo of ``datums``
     single-file datums that an earlier job processed."""
-    from pipectl.pps import PPS
-    from pipectl.pps.controller import Controller
-    from pipectl.pps.executors.process import ProcessExecutor
-    from pipectl.pps.worker import Worker
-    from pipectl.store import open_store
-
-    src = h.make_files(os.path.join(env.workdir, "in"), datums, 4096)
-    url = env.new_store("profile-incremental")
-    env.pipectl(url, "create-repo", "in")
-    env.pipectl(url, "put-file", "in", "master", "/", "-r", "-f", src)
-    spec = {"pipeline": {"name": "copy"},
-            "transform": {"image": "bench/sh", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
-            "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": 2}}
-    spec_path = os.path.join(env.workdir, "spec.json")
-    with open(spec_path, "w") as f:
-        json.dump(spec, f)
-    env.pipectl(url, "create-pipeline", "-f", spec_path)
+    url = _copy_pipeline(env, "profile-incremental", datums, 2)
     h.log(f"setup: first job over {datums:,} datums")
     env.pipectl(url, "controller", "--exit-when-idle")
     extra = os.path.join(env.workdir, "extra")
     with open(extra, "wb") as f:
         f.write(os.urandom(4096))
     env.pipectl(url, "put-file", "in", "master", "/extra", "-f", extra)
-    store = open_store(url)
-    pps = PPS(store)
-    controller = Controller(store, ProcessExecutor(url), 0.2)
-
-    with _profiled("controller: create job + plan"):
-        job, spec_v, plan, batches = _plan_next_job(controller, pps)
-
-    with _profiled("worker: run the new datum (in-process)"):
-        Worker(store, job.pipeline, job.id, 0, 1).run()
-
-    with _profiled("controller: collect results + land the output commit"):
-        results = controller._execute(job, spec_v, plan, batches)
-        final = controller._finish(job, spec_v, plan, results)
+    final = _profile_next_job(url, "worker: run the new datum (in-process)")
     if final.state != "success" or final.datums_processed != 1 or final.datums_skipped != datums:
         raise h.BenchError(f"job ended {final.state}: {final.datums_processed} processed, "
                            f"{final.datums_skipped} skipped")

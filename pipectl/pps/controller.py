@@ -191,9 +191,10 @@ class Controller:
             seen.add(d.id)
             key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
             reuse = key in previous
-            plan.append(dict(d.to_dict(files=not reuse), cache_key=key, skipped=True) if reuse
-                        else dict(d.to_dict(), cache_key=key))
+            entry = dict(d.to_dict(files=not reuse), cache_key=key)
+            plan.append(entry)
             if reuse:
+                entry["skipped"] = True
                 skips.append(DatumResult(d.id, key, "skipped", outputs=previous[key], started=stamp,
                                          finished=stamp, worker="controller"))
         if skips:

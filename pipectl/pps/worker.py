@@ -198,10 +198,10 @@ class Worker:
     def _layout(self, datum: Datum, cache: dict[str, bytes]) -> int:
         """Lay the datum's input files out under the root (packed ones from
         ``cache`` where there); return their bytes. What the previous datum
-        left is removed first; the root's directories themselves stay, since
-        on most file systems a directory costs more to remove and remake than
-        the few files in it (``out`` is emptied before each try)."""
-        _clear_inputs(self.root, {i.name for i in datum.inputs})
+        left is removed first, but the directories of this datum's inputs and
+        ``out`` are only emptied: on most file systems a directory costs more
+        to remove and remake than the few files in it."""
+        _empty_dir(self.root, {"out"} | {i.name for i in datum.inputs})
         made: set[str] = set()
         size = 0
         for i in datum.inputs:
@@ -351,32 +351,16 @@ class Worker:
         return outputs, small, self.writer.stats.bytes_uploaded - before + sum(len(d) for _, d in small)
 
 
-def _empty_dir(path: str) -> None:
-    """Make ``path`` an empty directory (cheap when it is nearly empty already,
-    as between datums)."""
+def _empty_dir(path: str, keep: set[str] | frozenset = frozenset()) -> None:
+    """Make ``path`` an empty directory, except that its subdirectories named
+    in ``keep`` are emptied rather than removed (cheap when it is nearly
+    empty already, as between datums)."""
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
         os.makedirs(path)
         return
     for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
-
-
-def _clear_inputs(root: str, keep: set[str]) -> None:
-    """Remove everything directly under ``root`` but ``out``, except that the
-    directories named in ``keep`` (the next datum's inputs) are only emptied."""
-    try:
-        entries = list(os.scandir(root))
-    except FileNotFoundError:
-        os.makedirs(root)
-        return
-    for entry in entries:
-        if entry.name == "out":
-            continue
         if not entry.is_dir(follow_symlinks=False):
             os.unlink(entry.path)
         elif entry.name in keep:
