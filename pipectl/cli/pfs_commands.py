@@ -191,8 +191,7 @@ def register(cli: click.Group) -> None:
             pfs.put_threads = parallelism
         sources, closers = _sources(path, list(files) or ["-"], recursive)
         try:
-            total = sum(os.path.getsize(s) for _, s in sources if isinstance(s, str))
-            with _progress(total, len(sources)) as advance:
+            with _progress(sources) as advance:
                 pfs.put_files(repo, branch, sources, overwrite=overwrite, progress=advance)
         finally:
             for c in closers:
@@ -336,10 +335,17 @@ def _open_url(url: str):
 
 
 @contextlib.contextmanager
-def _progress(total_bytes: int, count: int):
-    """Yield a byte-advance callback; shows a rich progress bar for large or
-    many-file uploads when stdout is a terminal."""
-    if not output.is_terminal() or (total_bytes < 16 * 2 ** 20 and count < 64):
+def _progress(sources: list[tuple[str, object]]):
+    """Yield a byte-advance callback for putting ``sources`` (put-file's
+    ``(path, local path or stream)`` pairs); shows a rich progress bar for
+    large or many-file uploads when stdout is a terminal (only then are the
+    local files' sizes looked up)."""
+    count = len(sources)
+    if not output.is_terminal():
+        yield None
+        return
+    total_bytes = sum(os.path.getsize(s) for _, s in sources if isinstance(s, str))
+    if total_bytes < 16 * 2 ** 20 and count < 64:
         yield None
         return
     from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
