@@ -6,6 +6,8 @@ act on print ``error: <message>`` on one line and exit with status 1.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import sys
 
@@ -41,6 +43,10 @@ serving_commands.register(cli)
 
 def main() -> None:
     """Console entry point: run the CLI, turning pipectl errors into one line."""
+    # At exit, skip the interpreter's final garbage collection over every live
+    # object: 0.13 s once a boto3 client (its parsed service models) is
+    # loaded, 0.01 s frozen. Exit handlers still run and files still close.
+    atexit.register(gc.freeze)
     try:
         code = cli.main(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)

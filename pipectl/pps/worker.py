@@ -35,8 +35,10 @@ each input ``<name>`` (the path of its datum files) and ``<name>_COMMIT``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import functools
+import gc
 import json
 import logging
 import os
@@ -381,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--root", help="Where /pfs is laid out (default: a scratch directory).")
     args = parser.parse_args(argv)
+    atexit.register(gc.freeze)  # no final collection at exit (see pipectl.cli.main)
     logging.basicConfig(level=os.environ.get("PIPECTL_LOG_LEVEL", "info").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("botocore", "boto3", "urllib3"):
