@@ -131,3 +131,24 @@ def test_killed_worker_is_restarted_and_its_datums_retried(cli, pfs, pps, store,
     restart_col = header.index("RESTART")
     assert int(lines[1][restart_col:].split()[0]) >= 1
     assert cli("inspect-job", job.id).out.count(f"Restarts: {final.restarts}") == 1
+
+
+def test_worker_killed_right_after_fork_dies_at_once():
+    """A forked worker killed before it has made itself the leader of its own
+    process group (the first thing it does) is still killed at once, not
+    waited for."""
+    from pipectl.pps.executors.process import ProcessHandle
+
+    pid = os.fork()
+    if pid == 0:  # a worker slow to reach its setsid
+        try:
+            time.sleep(0.5)
+            os.setsid()
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    handle = ProcessHandle(pid)
+    began = time.monotonic()
+    handle.kill()
+    assert handle.poll() == -signal.SIGKILL
+    assert time.monotonic() - began < 0.4
