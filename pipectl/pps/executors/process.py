@@ -20,7 +20,10 @@ group), is killed with the controller (Linux parent-death signal), makes its
 own store client, and shows ``pipectl.pps.worker --pipeline P --job J
 --index I --count N`` as its command line (``ps``), as an executed worker
 would. The Docker and Kubernetes executors start a fresh interpreter in the
-stage image; the worker code is the same.
+stage image; the worker code is the same. Forking needs no other thread to
+hold a lock the child may take: the controller starts workers from its one
+thread (only ``--leader-elect``, meant for Kubernetes, adds a Lease renewal
+thread).
 """
 
 from __future__ import annotations
