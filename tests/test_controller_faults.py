@@ -15,7 +15,7 @@ import signal
 import time
 
 import pytest
-from conftest import files_of, put, run_cli, wait_for
+from conftest import assert_clean_error, files_of, put, run_cli, wait_for
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 
@@ -152,3 +152,10 @@ def test_worker_killed_right_after_fork_dies_at_once():
     handle.kill()
     assert handle.poll() == -signal.SIGKILL
     assert time.monotonic() - began < 0.4
+
+
+@LOCAL
+def test_leader_election_is_refused_with_the_process_executor(cli, store):
+    """The process executor forks its workers, which a lease renewal thread
+    would make unsafe: --leader-elect with it is a clean error."""
+    assert_clean_error(cli("controller", "--leader-elect", "--exit-when-idle"), "--leader-elect", "process")

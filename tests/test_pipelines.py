@@ -397,6 +397,26 @@ def test_one_job_per_new_set_of_input_heads_run_in_order(cli, pfs, spec_file, ru
     assert files_of(pfs, "p") == {"/a": "1", "/b": "2", "/c": "3"}
 
 
+@LOCAL
+def test_recreated_pipeline_runs_afresh_under_a_running_controller(cli, pfs, pps, spec_file, background):
+    """A pipeline deleted and created again with the same spec, while one
+    controller runs, gets a job on the same input that processes every
+    datum: the controller forgets the deleted pipeline's jobs (and so their
+    datum index) instead of serving them from memory."""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "1", "/b": "2"})
+    spec = spec_file(pipeline("p", sh("cp $in /pfs/out/"), pfs_input("in")))
+    controller = background("controller", "--poll-interval", "0.05")
+    ok(cli("create-pipeline", "-f", spec))
+    wait_for(lambda: [j for j in pps.list_jobs("p") if j.state == "success"], what="the first job")
+    ok(cli("delete-pipeline", "p"))
+    ok(cli("create-pipeline", "-f", spec))
+    job = wait_for(lambda: next((j for j in pps.list_jobs("p") if j.done), None), what="the recreated pipeline's job")
+    assert (job.state, job.datums_processed, job.datums_skipped) == ("success", 2, 0), job
+    assert files_of(pfs, "p") == {"/a": "1", "/b": "2"}
+    assert controller.poll() is None, controller.err_path.read_text()
+
+
 def test_multi_stage_chain_provenance_and_flush_commit(cli, pfs, spec_file, run_controller, background):
     """Three chained stages run in one controller pass; the last stage's
     output commit lists every upstream commit with the spec version that

@@ -278,6 +278,9 @@ def register(cli: click.Group) -> None:
         """Watch input repos and run pipeline jobs (until stopped)."""
         from ..pps.controller import Controller
         from ..pps.executors import make_executor
+        if leader_elect and executor == "process":
+            raise InvalidArgument("--leader-elect needs --executor docker or kubernetes: the process executor "
+                                  "forks its workers, which a lease renewal thread makes unsafe")
         logging.basicConfig(level=logging.DEBUG if verbose else log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):

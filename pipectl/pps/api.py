@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Container
 
 import orjson
 
@@ -195,14 +194,15 @@ class PPS:
         prefix = f"jobs/{pipeline}/" if pipeline else "jobs/"
         return [k for k in self.store.list(prefix) if k.endswith(".json") and k.count("/") == 2]
 
-    def list_jobs(self, pipeline: str | None = None, skip: Container[str] = frozenset()) -> list[JobInfo]:
-        """Jobs newest first (of one pipeline, or of all), except those whose
-        store keys are in ``skip``."""
+    def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:
+        """Jobs newest first (of one pipeline, or of all)."""
         if pipeline:
             self.inspect_pipeline(pipeline)
-        keys = [k for k in self.job_keys(pipeline) if k not in skip]
-        jobs = parallel(lambda k: JobInfo.from_json(self.store.read(k)), keys)
-        return sorted(jobs, key=lambda j: j.created, reverse=True)
+        return sorted(self.read_jobs(self.job_keys(pipeline)), key=lambda j: j.created, reverse=True)
+
+    def read_jobs(self, keys: list[str]) -> list[JobInfo]:
+        """The job records at store ``keys`` (see :meth:`job_keys`), in order."""
+        return parallel(lambda k: JobInfo.from_json(self.store.read(k)), keys)
 
     def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
         """Compare-and-swap ``changes`` into a job record. A finished job is
@@ -235,8 +235,8 @@ class PPS:
 
     # datums --------------------------------------------------------------
     def plan(self, pipeline: str, job: str) -> list[dict]:
-        """The job's datums (``Datum.to_dict`` form, plus ``cache_key``, and
-        ``skipped: true`` without the file lists for those processed before)."""
+        """The job's datums (``Datum.to_dict`` form, plus ``cache_key``;
+        those the job skips, processed before, without their file lists)."""
         try:
             return orjson.loads(self.store.read(f"job-data/{pipeline}/{job}/plan.json"))
         except NotFound:

@@ -133,9 +133,15 @@ class Controller:
         return created
 
     def next_job(self) -> JobInfo | None:
-        """The oldest unfinished job (jobs of one pipeline run in order)."""
+        """The oldest unfinished job (jobs of one pipeline run in order).
+        Finished jobs are read once; those whose records are gone (deleted
+        with their pipeline) are forgotten."""
+        keys = self.pps.job_keys()
+        live = set(keys)
+        for key in [k for k in self._finished if k not in live]:
+            self._finished_jobs.discard(self._finished.pop(key).id)
         pending = []
-        for job in self.pps.list_jobs(skip=self._finished.keys()):
+        for job in self.pps.read_jobs([k for k in keys if k not in self._finished]):
             if job.done:
                 self._finished_jobs.add(job.id)
                 self._finished[self.pps.job_key(job.pipeline, job.id)] = job
@@ -191,10 +197,8 @@ class Controller:
             seen.add(d.id)
             key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
             reuse = key in previous
-            entry = dict(d.to_dict(files=not reuse), cache_key=key)
-            plan.append(entry)
+            plan.append(dict(d.to_dict(files=not reuse), cache_key=key))
             if reuse:
-                entry["skipped"] = True
                 skips.append(DatumResult(d.id, key, "skipped", outputs=previous[key], started=stamp,
                                          finished=stamp, worker="controller"))
         if skips:

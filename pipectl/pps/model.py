@@ -6,8 +6,7 @@ Store layout::
     pipelines/<name>/versions/<n>.json             each spec version, immutable
     jobs/<pipeline>/<job-id>.json                      JobInfo (CAS-updated)
     job-data/<pipeline>/<job-id>/plan.json             the job's datums (written once; file
-                                                       lists only for datums still to run, the
-                                                       others marked "skipped": true)
+                                                       lists only for datums still to run)
     job-data/<pipeline>/<job-id>/results/<w>-<n>.json  batches of DatumResult from workers
     job-data/<pipeline>/<job-id>/results/controller-skipped.json
                                                        the skipped datums' results, reusing

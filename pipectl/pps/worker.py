@@ -127,7 +127,7 @@ class Worker:
         the worker stops at the first datum that exhausts its tries)."""
         done = self.pps.datum_results(self.job.pipeline, self.job.id, skipped=False)
         mine = [d for d in shard(self.pps.plan(self.job.pipeline, self.job.id), self.index, self.count)
-                if d["id"] not in done and not d.get("skipped")]
+                if d["id"] not in done and "files" in d["inputs"][0]]  # no file lists: skipped
         todo = [Datum.from_dict(d) for d in mine]
         keys = {d["id"]: d["cache_key"] for d in mine}
         log.info("worker %s (%d of %d) of job %s: %d datums to run", self.name, self.index + 1, self.count,

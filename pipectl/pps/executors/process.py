@@ -28,6 +28,7 @@ thread).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -64,6 +65,10 @@ def load_local_images(path: str | None) -> dict[str, dict]:
             "path": [os.path.join(base, p) for p in entry.get("path", [])],
         }
     return images
+
+
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
+"""Signals held back while a worker is forked."""
 
 
 class ProcessHandle(WorkerHandle):
@@ -111,9 +116,18 @@ class ProcessExecutor(HandleExecutor):
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _run_forked_worker(parent, env, argv)  # never returns
+        # Until the child has its own handlers, signals wait (it would run the
+        # controller's); the heap is frozen so that the child's garbage
+        # collections do not write to, and so copy, every page it shares.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+        gc.freeze()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _run_forked_worker(parent, env, argv)  # never returns
+        finally:
+            gc.unfreeze()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
         return ProcessHandle(pid)
 
 
@@ -129,9 +143,11 @@ def _run_forked_worker(parent: int, env: dict[str, str], argv: list[str]) -> Non
             os._exit(1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a new interpreter (the controller unwinds on it)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the controller's files and sockets are not the worker's
         # the title first: setproctitle finds the memory it may use from the
         # environment as the process started with it
         setproctitle.setproctitle(" ".join([sys.executable, "-m", "pipectl.pps.worker", *argv]))
