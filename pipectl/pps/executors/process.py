@@ -22,8 +22,8 @@ own store client, and shows ``pipectl.pps.worker --pipeline P --job J
 would. The Docker and Kubernetes executors start a fresh interpreter in the
 stage image; the worker code is the same. Forking needs no other thread to
 hold a lock the child may take: the controller starts workers from its one
-thread (only ``--leader-elect``, meant for Kubernetes, adds a Lease renewal
-thread).
+thread (``--leader-elect``, whose Lease renewal runs on a thread of its own,
+is refused with this executor).
 """
 
 from __future__ import annotations
