@@ -62,7 +62,6 @@ class Controller:
         self.executor = executor
         self.poll_interval = poll_interval
         self._finished: dict[str, JobInfo] = {}  # by store key: a finished job's record never changes
-        self._finished_jobs: set[str] = set()  # their ids
 
     def run(self, exit_when_idle: bool = False) -> None:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
@@ -121,7 +120,7 @@ class Controller:
             if inputs is None:
                 continue
             jid = job_id(pipeline, inputs)
-            if jid in self._finished_jobs or self.pps.job_exists(pipeline.name, jid):
+            if self.pps.job_key(pipeline.name, jid) in self._finished or self.pps.job_exists(pipeline.name, jid):
                 continue
             job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash,
                           inputs, output_commit=hashlib.sha256(f"output:{jid}".encode()).hexdigest()[:32],
@@ -139,11 +138,10 @@ class Controller:
         keys = self.pps.job_keys()
         live = set(keys)
         for key in [k for k in self._finished if k not in live]:
-            self._finished_jobs.discard(self._finished.pop(key).id)
+            del self._finished[key]
         pending = []
         for job in self.pps.read_jobs([k for k in keys if k not in self._finished]):
             if job.done:
-                self._finished_jobs.add(job.id)
                 self._finished[self.pps.job_key(job.pipeline, job.id)] = job
             else:
                 pending.append(job)
