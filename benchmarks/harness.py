@@ -47,6 +47,21 @@ def pipectl_command() -> list[str]:
 PIPECTL = pipectl_command()
 
 
+def compile_bytecode() -> None:
+    """Write the pipectl package's bytecode (``__pycache__``) now, as pip
+    does when it installs a package. An editable install run with
+    ``PYTHONDONTWRITEBYTECODE=1`` never writes it, so every CLI start would
+    compile each module from source again (about 90 ms of a 210 ms start on
+    the 2-core bench machine), which no user's install does. Python reads
+    existing bytecode whatever that variable says, and ignores bytecode
+    older than its source."""
+    import compileall
+
+    import pipectl
+
+    compileall.compile_dir(os.path.dirname(pipectl.__file__), quiet=1)
+
+
 @dataclasses.dataclass
 class Result:
     """A finished subprocess: exit ``code``, wall ``seconds`` from spawn to

@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=256, help="put-big: file size in MiB (default 256)")
     parser.add_argument("--store", choices=["local", "s3"], default="local")
     args = parser.parse_args(argv)
+    h.compile_bytecode()
     top = tempfile.mkdtemp(prefix="pipectl-profile-")
     try:
         with (h.S3Env if args.store == "s3" else h.LocalEnv)(top) as env:
