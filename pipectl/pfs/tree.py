@@ -186,6 +186,10 @@ class Tree:
         directory costs a few steps."""
         paths, i = self._paths, 0
         while i < len(paths):
+            if paths[i].count("/") == depth:  # a file at this depth (nothing is below a file)
+                yield paths[i]
+                i += 1
+                continue
             parts = paths[i].split("/", depth + 1)
             if len(parts) <= depth:  # shallower file: not a match
                 i += 1
