@@ -19,6 +19,7 @@ import json
 import os
 import time
 
+import orjson
 import pytest
 from conftest import assert_clean_error, files_of, put, snapshot, wait_for
 
@@ -509,9 +510,49 @@ def test_incremental_skips_processed_datums_and_drops_removed_outputs(cli, pfs, 
     assert counts(runs) == {"a": 1, "b": 1, "c": 2, "d": 1}
     job = pps.list_jobs("lens")[0]
     assert (job.datums_total, job.datums_processed, job.datums_skipped) == (3, 2, 1)
-    path_of = {d["id"]: d["inputs"][0]["path"] for d in pps.plan("lens", job.id)}
+    plan = pps.plan("lens", job.id)
+    path_of = {d["id"]: d["inputs"][0]["path"] for d in plan}
     states = {path_of[d]: r.state for d, r in pps.datum_results("lens", job.id).items()}
     assert states == {"/a": "skipped", "/c": "success", "/d": "success"}
+    # The workers' list holds only the datums that ran, with their files;
+    # the plan lists every datum without them.
+    todo = pps.todo("lens", job.id)
+    assert sorted(path_of[d["id"]] for d in todo) == ["/c", "/d"]
+    assert [list(d["inputs"][0]["files"]) for d in todo] == [["/c"], ["/d"]]
+    assert not any("files" in d["inputs"][0] for d in plan)
+
+
+@LOCAL
+def test_job_planned_before_todo_lists_still_runs(cli, pfs, pps, store, spec_file, run_controller, tmp_path):
+    """A job planned by an earlier version, whose plan keeps the file lists
+    of the datums to run and which has no todo list, runs those datums
+    (and only those) when a controller resumes it."""
+    from pipectl.pps.controller import Controller
+    from pipectl.pps.executors.process import ProcessExecutor
+
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("docs")
+    put(pfs, "docs", {"/a": "apple", "/b": "banana"})
+    spec = pipeline("lens", sh(f"basename $docs >> {runs}; wc -c < $docs | tr -d ' ' > /pfs/out/$(basename $docs).len"),
+                    pfs_input("docs"))
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    put(pfs, "docs", {"/c": "cherry"})
+    # Plan the next job, then rewrite its plan in the earlier form.
+    controller = Controller(store, ProcessExecutor(store.url))
+    controller.create_jobs()
+    job = controller.next_job()
+    controller._plan(job, pps.pipeline_version("lens", job.pipeline_version), {})
+    files = {d["id"]: d for d in pps.todo("lens", job.id)}
+    old = [files.get(d["id"], d) for d in pps.plan("lens", job.id)]
+    store.delete(f"job-data/lens/{job.id}/todo.json")
+    store.write(f"job-data/lens/{job.id}/plan.json", orjson.dumps(old))
+    assert [d["inputs"][0]["path"] for d in pps.todo("lens", job.id)] == ["/c"]
+    run_controller()
+    assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
+    assert counts(runs) == {"a": 1, "b": 1, "c": 1}
+    final = pps.inspect_job(job.id, "lens")
+    assert (final.state, final.datums_processed, final.datums_skipped) == ("success", 1, 2)
 
 
 @LOCAL

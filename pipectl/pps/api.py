@@ -235,12 +235,29 @@ class PPS:
 
     # datums --------------------------------------------------------------
     def plan(self, pipeline: str, job: str) -> list[dict]:
-        """The job's datums (``Datum.to_dict`` form, plus ``cache_key``;
-        those the job skips, processed before, without their file lists)."""
+        """Every datum of the job, in order (``Datum.to_dict`` form plus
+        ``cache_key``; empty until the job is planned). The file lists are
+        in :meth:`todo`, for the datums that run."""
         try:
             return orjson.loads(self.store.read(f"job-data/{pipeline}/{job}/plan.json"))
         except NotFound:
             return []
+
+    def todo(self, pipeline: str, job: str) -> list[dict]:
+        """The datums the job runs, those not skipped (processed by an
+        earlier job), with their file lists: what the workers share out.
+        A job planned before ``todo.json`` existed has these file lists in
+        its plan, on the datums that run."""
+        try:
+            return orjson.loads(self.store.read(f"job-data/{pipeline}/{job}/todo.json"))
+        except NotFound:
+            return [d for d in self.plan(pipeline, job) if "files" in d["inputs"][0]]
+
+    def write_plan(self, pipeline: str, job: str, plan: list[dict], todo: list[dict]) -> None:
+        """Record a job's datums (see :meth:`plan` and :meth:`todo`), once.
+        The plan is written last: once it exists, planning is done."""
+        self.store.write(f"job-data/{pipeline}/{job}/todo.json", orjson.dumps(todo))
+        self.store.write(f"job-data/{pipeline}/{job}/plan.json", orjson.dumps(plan))
 
     def datum_results(self, pipeline: str, job: str, batches: dict[str, list[DatumResult]] | None = None,
                       skipped: bool = True) -> dict[str, DatumResult]:

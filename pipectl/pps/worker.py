@@ -2,8 +2,8 @@
 
 The same code runs under every executor; only how the worker process is
 started differs (a subprocess, a container, a Kubernetes pod). Worker
-``index`` of ``count`` takes every ``count``-th datum of the job's plan
-(round robin) that has no recorded result yet, so a restarted worker resumes
+``index`` of ``count`` takes every ``count``-th datum the job runs (its
+todo list, round robin) that has no recorded result yet, so a restarted worker resumes
 where its predecessor stopped.
 
 For each datum the worker lays out the input files under ``<root>/<input
@@ -126,8 +126,8 @@ class Worker:
         """Process this worker's datums; return how many failed (0 or 1:
         the worker stops at the first datum that exhausts its tries)."""
         done = self.pps.datum_results(self.job.pipeline, self.job.id, skipped=False)
-        mine = [d for d in shard(self.pps.plan(self.job.pipeline, self.job.id), self.index, self.count)
-                if d["id"] not in done and "files" in d["inputs"][0]]  # no file lists: skipped
+        mine = [d for d in shard(self.pps.todo(self.job.pipeline, self.job.id), self.index, self.count)
+                if d["id"] not in done]
         todo = [Datum.from_dict(d) for d in mine]
         keys = {d["id"]: d["cache_key"] for d in mine}
         log.info("worker %s (%d of %d) of job %s: %d datums to run", self.name, self.index + 1, self.count,
@@ -389,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        Worker(open_store(args.store), args.pipeline, args.job, args.index, args.count, args.root).run()
+        store = open_store(args.store)
+        gc.freeze()  # modules and the store's client outlive every datum (see Controller.run)
+        Worker(store, args.pipeline, args.job, args.index, args.count, args.root).run()
     except PipectlError as e:
         print(f"worker error: {e}", file=sys.stderr)
         return 2

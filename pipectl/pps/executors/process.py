@@ -117,16 +117,17 @@ class ProcessExecutor(HandleExecutor):
         sys.stdout.flush()
         sys.stderr.flush()
         # Until the child has its own handlers, signals wait (it would run the
-        # controller's); the heap is frozen so that the child's garbage
-        # collections do not write to, and so copy, every page it shares.
+        # controller's).
         signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
-        gc.freeze()
         try:
             pid = os.fork()
             if pid == 0:
+                # First, the inherited heap is frozen, so that the child's
+                # garbage collections do not write to, and so copy, every
+                # page it shares with the controller.
+                gc.freeze()
                 _run_forked_worker(parent, env, argv)  # never returns
         finally:
-            gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
         return ProcessHandle(pid)
 
