@@ -173,8 +173,9 @@ class ObjectWriter:
             future.add_done_callback(lambda _: gate.release())
             writes.append(future)
 
+        read = dedup = 0  # counted here, added to the stats once
         for i, data in items:
-            self.stats.add(read=len(data))
+            read += len(data)
             if self.progress:
                 self.progress(len(data))
             sha = content_hash(data) if data else ""
@@ -182,12 +183,13 @@ class ObjectWriter:
                 ref = self.known.get(sha)
             if not data or ref is not None:
                 entries[i] = FileEntry(len(data), (ref,)) if data else EMPTY_FILE
-                self.stats.add(dedup=1 if data else 0)
+                dedup += bool(data)
                 continue
             pack.add(i, sha, data)
-            if len(pack.data) >= PACK_SIZE:
+            if pack.size >= PACK_SIZE:
                 write_pack(pack)
                 pack = _Pack()
+        self.stats.add(read=read, dedup=dedup)
         if pack.members:
             write_pack(pack)
         for future in writes:
@@ -196,7 +198,7 @@ class ObjectWriter:
     def _write_pack(self, pack: "_Pack", entries: list) -> None:
         """Store ``pack`` and fill in its members' ``entries``. A pack of
         one distinct file is stored as that file's own object."""
-        data = bytes(pack.data)
+        data = b"".join(pack.parts)
         if len(pack.offsets) == 1:
             one = self.put_bytes(data)
             refs = {sha: one for sha in pack.offsets}
@@ -268,19 +270,22 @@ class ObjectWriter:
 
 
 class _Pack:
-    """Small files gathered for one pack: ``data`` (their bytes, each
-    distinct content once), ``offsets`` (hash -> (offset, length) in
-    ``data``) and ``members`` ((index in the put, hash) pairs)."""
+    """Small files gathered for one pack: ``parts`` (their bytes, each
+    distinct content once, joined when the pack is written: one copy),
+    ``size`` (their total length), ``offsets`` (hash -> (offset, length) in
+    the joined bytes) and ``members`` ((index in the put, hash) pairs)."""
 
     def __init__(self) -> None:
-        self.data = bytearray()
+        self.parts: list[bytes] = []
+        self.size = 0
         self.offsets: dict[str, tuple[int, int]] = {}
         self.members: list[tuple[int, str]] = []
 
     def add(self, index: int, sha: str, data: bytes) -> None:
         if sha not in self.offsets:
-            self.offsets[sha] = (len(self.data), len(data))
-            self.data += data
+            self.offsets[sha] = (self.size, len(data))
+            self.parts.append(data)
+            self.size += len(data)
         self.members.append((index, sha))
 
 
