@@ -163,10 +163,13 @@ class Controller:
         try:
             plan = self._plan(job, spec, batches)
             results = self._execute(job, spec, plan, batches)
-            return self._finish(job, spec, plan, results)
+            final = self._finish(job, spec, plan, results)
         except (JobFailed, ExecutorError) as e:
             log.warning("job %s of %s failed: %s", job.id, job.pipeline, e)
-            return self.pps.update_job(job.pipeline, job.id, state="failure", reason=str(e))
+            final = self.pps.update_job(job.pipeline, job.id, state="failure", reason=str(e))
+        if final.done:  # so that the next step need not read the record again
+            self._finished[self.pps.job_key(final.pipeline, final.id)] = final
+        return final
 
     def _previous_index(self, job: JobInfo) -> dict:
         """Cache key -> outputs of the datums the latest earlier job of this
@@ -290,15 +293,17 @@ class Controller:
         index = {r.cache_key: r.outputs for r in ok.values()}
         index_hash = self._write_index(index)
         counts = dict(_counts(results), datums_total=len(plan), datum_index=index_hash)
-        # Counts are recorded first, so a job failing below still shows them.
-        self.pps.update_job(job.pipeline, job.id, **counts)
-        failed = [r for r in results.values() if r.state == "failed"]
-        if failed:
-            r = failed[0]
-            tail = "\n".join(r.log.rstrip().splitlines()[-15:])
-            raise JobFailed(f"{r.error}\n{tail}".rstrip())
-        tree = self._output_tree(plan, ok)
-        commit = self._land(job, spec, tree)
+        try:
+            failed = [r for r in results.values() if r.state == "failed"]
+            if failed:
+                r = failed[0]
+                tail = "\n".join(r.log.rstrip().splitlines()[-15:])
+                raise JobFailed(f"{r.error}\n{tail}".rstrip())
+            tree = self._output_tree(plan, ok)
+            commit = self._land(job, spec, tree)
+        except JobFailed:
+            self.pps.update_job(job.pipeline, job.id, **counts)  # a failed job shows its counts too
+            raise
         log.info("job %s of %s succeeded: %d processed, %d skipped; output %s@%s", job.id, job.pipeline,
                  counts["datums_processed"], counts["datums_skipped"], job.pipeline, commit.id)
         return self.pps.update_job(job.pipeline, job.id, state="success", finished=now(), **counts)
