@@ -703,6 +703,21 @@ def test_job_and_datum_commands(cli, pfs, spec_file, run_controller):
 
 
 @LOCAL
+def test_a_process_left_running_does_not_write_into_the_next_datums_log(cli, pfs, spec_file, run_controller):
+    """A datum whose command leaves a process running that writes later
+    keeps that output out of the next datum's log."""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "a", "/b": "b"})
+    script = ("n=$(basename $in); echo start $n; "
+              "if [ $n = a ]; then (sleep 0.5; echo late from a) & else sleep 1.5; fi; cp $in /pfs/out/")
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("bg", sh(script), pfs_input("in")))))
+    run_controller()
+    logs = raw(cli("get-logs", "-p", "bg", "--raw"))
+    by_file = {x["log"].split()[1]: x["log"] for x in logs}
+    assert by_file == {"a": "start a\n", "b": "start b\n"}, logs
+
+
+@LOCAL
 def test_stop_job(cli, pfs, pps, spec_file, background, tmp_path):
     """While a job runs, list-job's PROGRESS counts the datums done so far;
     stop-job kills it: its workers stop, no output commit lands, the
