@@ -1,8 +1,13 @@
-"""An S3 (or any S3-compatible endpoint) object store, through boto3.
+"""An S3 (or any S3-compatible endpoint) object store, through botocore.
+
+botocore is the AWS SDK's engine: a boto3 client is a botocore client, and
+this store makes its client with botocore directly, since it uses none of
+what boto3 adds on top (resources, managed transfers), which cost every
+command about 80 ms of imports and client set-up.
 
 Configuration comes from the standard AWS variables (``AWS_ENDPOINT_URL``,
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...), read by
-boto3 itself. Conditional writes use ``If-None-Match: *`` and
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...) and
+files, read by botocore itself. Conditional writes use ``If-None-Match: *`` and
 ``If-Match: <etag>`` (supported by AWS S3 since 2024, MinIO and moto).
 
 Failures to reach the endpoint are retried a bounded number of times
@@ -18,7 +23,6 @@ import os
 import threading
 from typing import BinaryIO, Iterator
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.session
@@ -75,7 +79,7 @@ def _client(config: botocore.config.Config):
     with _client_lock:  # botocore sessions are not safe to share between threads while they make clients
         session = botocore.session.get_session()
         session.register_component("data_loader", _loader())
-        return boto3.session.Session(botocore_session=session).client("s3", config=config)
+        return session.create_client("s3", config=config)
 
 
 class S3Store(ObjectStore):

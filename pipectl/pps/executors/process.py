@@ -14,7 +14,7 @@ with its ``PATH``.
 Workers are forked from the controller, not executed afresh: the child has
 pipectl (and, on S3, botocore's loaded service models) in memory already, so
 a worker starts in a few milliseconds instead of the 0.2 s (local store) to
-0.7 s (S3) of a new interpreter importing pipectl and boto3, which every job,
+0.6 s (S3) of a new interpreter importing pipectl and botocore, which every job,
 however small, would pay. The child starts its own session (its own process
 group), is killed with the controller (Linux parent-death signal), makes its
 own store client, and shows ``pipectl.pps.worker --pipeline P --job J
