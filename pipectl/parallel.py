@@ -17,3 +17,10 @@ def parallel(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> lis
         return [fn(x) for x in items]
     with cf.ThreadPoolExecutor(min(threads, len(items))) as pool:
         return list(pool.map(fn, items))
+
+
+def concurrently(*calls: Callable[[], R]) -> list[R]:
+    """Run the argument-less ``calls`` at once, a thread each (store
+    requests that do not depend on each other); their results in order. The
+    first error is raised once every call has ended."""
+    return parallel(lambda call: call(), calls, len(calls))

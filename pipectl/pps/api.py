@@ -15,7 +15,7 @@ from ..errors import (
     NotFound,
     PreconditionFailed,
 )
-from ..parallel import parallel
+from ..parallel import concurrently, parallel
 from ..pfs import PFS
 from ..pfs.model import now
 from ..store import ObjectStore
@@ -253,11 +253,16 @@ class PPS:
         except NotFound:
             return [d for d in self.plan(pipeline, job) if "files" in d["inputs"][0]]
 
-    def write_plan(self, pipeline: str, job: str, plan: list[dict], todo: list[dict]) -> None:
-        """Record a job's datums (see :meth:`plan` and :meth:`todo`), once.
-        The plan is written last: once it exists, planning is done."""
-        self.store.write(f"job-data/{pipeline}/{job}/todo.json", orjson.dumps(todo))
-        self.store.write(f"job-data/{pipeline}/{job}/plan.json", orjson.dumps(plan))
+    def write_plan(self, pipeline: str, job: str, plan: list[dict], todo: list[dict],
+                   skipped: list[DatumResult], batches: dict[str, list[DatumResult]] | None = None) -> None:
+        """Record a job's datums once: the results of those it ``skipped``
+        (the batch :data:`SKIPPED_BATCH`, also put into ``batches``, see
+        :meth:`write_results`) and its :meth:`todo` list, side by side, then
+        its :meth:`plan`, last: once the plan exists, planning is done."""
+        key = f"job-data/{pipeline}/{job}"
+        concurrently(lambda: skipped and self.write_results(pipeline, job, SKIPPED_BATCH, skipped, batches),
+                     lambda: self.store.write(f"{key}/todo.json", orjson.dumps(todo)))
+        self.store.write(f"{key}/plan.json", orjson.dumps(plan))
 
     def datum_results(self, pipeline: str, job: str, batches: dict[str, list[DatumResult]] | None = None,
                       skipped: bool = True) -> dict[str, DatumResult]:

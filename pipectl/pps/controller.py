@@ -17,6 +17,7 @@ the job: recorded datums are not rerun and each datum's output lands once.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import logging
@@ -25,13 +26,14 @@ import time
 import orjson
 
 from ..errors import NotFound, PipectlError, PreconditionFailed
+from ..parallel import concurrently
 from ..pfs import PFS
 from ..pfs.hashing import write_addressed
 from ..pfs.model import Commit, Provenance, now
 from ..pfs.tree import FileEntry, Tree
 from ..store import ObjectStore
 from . import datums as datum_mod
-from .api import PPS, SKIPPED_BATCH, job_id
+from .api import PPS, job_id
 from .executors import Executor, ExecutorError, WorkerGroup
 from .model import DatumResult, JobInfo, PipelineInfo
 from .spec import parse_duration
@@ -190,12 +192,13 @@ class Controller:
         plan = self.pps.plan(job.pipeline, job.id)
         if plan:
             return plan
-        trees = {}
-        for i in job.inputs:
+        def read_input(i: dict) -> tuple[str, tuple[str, Tree]]:
             commit = self.pfs.inspect_commit(i["repo"], i["commit"])
-            trees[i["name"]] = (commit.id, self.pfs.read_tree(commit))
-        found = datum_mod.compute(spec["input"], trees)
-        previous = self._previous_index(job)
+            return i["name"], (commit.id, self.pfs.read_tree(commit))
+
+        previous, *trees = concurrently(lambda: self._previous_index(job),
+                                        *[functools.partial(read_input, i) for i in job.inputs])
+        found = datum_mod.compute(spec["input"], dict(trees))
         skips, plan, todo, seen = [], [], [], set()
         stamp = now()
         for d in found:
@@ -209,9 +212,7 @@ class Controller:
                                          finished=stamp, worker="controller"))
             else:
                 todo.append(dict(d.to_dict(), cache_key=key))
-        if skips:
-            self.pps.write_results(job.pipeline, job.id, SKIPPED_BATCH, skips, batches)
-        self.pps.write_plan(job.pipeline, job.id, plan, todo)
+        self.pps.write_plan(job.pipeline, job.id, plan, todo, skips, batches)
         self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=len(skips))
         log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), len(skips))
         return plan
@@ -290,20 +291,26 @@ class Controller:
     def _finish(self, job: JobInfo, spec: dict, plan: list[dict],
                 results: dict[str, DatumResult]) -> JobInfo:
         ok = {d: r for d, r in results.items() if r.state in ("success", "skipped")}
-        index = {r.cache_key: r.outputs for r in ok.values()}
-        index_hash = self._write_index(index)
+        failed = [r for r in results.values() if r.state == "failed"]
+
+        def land() -> Commit | JobFailed:
+            try:
+                if failed:
+                    r = failed[0]
+                    tail = "\n".join(r.log.rstrip().splitlines()[-15:])
+                    raise JobFailed(f"{r.error}\n{tail}".rstrip())
+                return self._land(job, spec, self._output_tree(plan, ok))
+            except JobFailed as e:
+                return e
+
+        # The datum index (kept for the next job even when this one fails) is
+        # written beside the landing; the job record names it after both.
+        index_hash, commit = concurrently(lambda: self._write_index({r.cache_key: r.outputs for r in ok.values()}),
+                                          land)
         counts = dict(_counts(results), datums_total=len(plan), datum_index=index_hash)
-        try:
-            failed = [r for r in results.values() if r.state == "failed"]
-            if failed:
-                r = failed[0]
-                tail = "\n".join(r.log.rstrip().splitlines()[-15:])
-                raise JobFailed(f"{r.error}\n{tail}".rstrip())
-            tree = self._output_tree(plan, ok)
-            commit = self._land(job, spec, tree)
-        except JobFailed:
+        if isinstance(commit, JobFailed):
             self.pps.update_job(job.pipeline, job.id, **counts)  # a failed job shows its counts too
-            raise
+            raise commit
         log.info("job %s of %s succeeded: %d processed, %d skipped; output %s@%s", job.id, job.pipeline,
                  counts["datums_processed"], counts["datums_skipped"], job.pipeline, commit.id)
         return self.pps.update_job(job.pipeline, job.id, state="success", finished=now(), **counts)
