@@ -192,6 +192,7 @@ class Controller:
         plan = self.pps.plan(job.pipeline, job.id)
         if plan:
             return plan
+
         def read_input(i: dict) -> tuple[str, tuple[str, Tree]]:
             commit = self.pfs.inspect_commit(i["repo"], i["commit"])
             return i["name"], (commit.id, self.pfs.read_tree(commit))
@@ -294,13 +295,13 @@ class Controller:
         failed = [r for r in results.values() if r.state == "failed"]
 
         def land() -> Commit | JobFailed:
+            if failed:
+                r = failed[0]
+                tail = "\n".join(r.log.rstrip().splitlines()[-15:])
+                return JobFailed(f"{r.error}\n{tail}".rstrip())
             try:
-                if failed:
-                    r = failed[0]
-                    tail = "\n".join(r.log.rstrip().splitlines()[-15:])
-                    raise JobFailed(f"{r.error}\n{tail}".rstrip())
                 return self._land(job, spec, self._output_tree(plan, ok))
-            except JobFailed as e:
+            except JobFailed as e:  # two datums wrote one path, or the branch kept moving
                 return e
 
         # The datum index (kept for the next job even when this one fails) is

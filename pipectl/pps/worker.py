@@ -3,8 +3,8 @@
 The same code runs under every executor; only how the worker process is
 started differs (a subprocess, a container, a Kubernetes pod). Worker
 ``index`` of ``count`` takes every ``count``-th datum the job runs (its
-todo list, round robin) that has no recorded result yet, so a restarted worker resumes
-where its predecessor stopped.
+todo list, round robin) that has no recorded result yet, so a restarted
+worker resumes where its predecessor stopped.
 
 For each datum the worker lays out the input files under ``<root>/<input
 name>/<path in commit>``, runs ``transform.cmd`` (stdin from
