@@ -21,6 +21,7 @@ def parallel(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> lis
 
 def concurrently(*calls: Callable[[], R]) -> list[R]:
     """Run the argument-less ``calls`` at once, a thread each (store
-    requests that do not depend on each other); their results in order. The
-    first error is raised once every call has ended."""
+    requests that do not depend on each other); their results in order.
+    Once every call has ended, the error of the first call (in argument
+    order) that raised is raised."""
     return parallel(lambda call: call(), calls, len(calls))

@@ -151,6 +151,19 @@ def test_glob_semantics(pattern, expected):
     assert tree.glob(pattern) == expected
 
 
+@pytest.mark.parametrize("pattern,expected", [
+    ("/*", ["/a", "/a-1", "/a.txt", "/d", "/d-1"]),
+    ("/*/*", ["/a-1/x", "/a/b", "/d/a", "/d/a-1", "/d/a.txt"]),
+])
+def test_glob_takes_names_that_extend_a_file_name(pattern, expected):
+    """Names that sort between a file and its would-be children (``/a.txt``,
+    ``/a-1`` after ``/a``) are matches of their own; a file that also has
+    files below it is matched once."""
+    e = FileEntry(1, ("0" * 64,))
+    tree = Tree({p: e for p in ["/a", "/a/b", "/a-1/x", "/a.txt", "/d/a", "/d/a-1", "/d/a.txt", "/d-1"]})
+    assert tree.glob(pattern) == expected
+
+
 def test_glob_rejects_unterminated_class():
     with pytest.raises(InvalidArgument):
         globs.compile_glob("/[ab")

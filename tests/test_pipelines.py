@@ -515,21 +515,32 @@ def test_incremental_skips_processed_datums_and_drops_removed_outputs(cli, pfs, 
     states = {path_of[d]: r.state for d, r in pps.datum_results("lens", job.id).items()}
     assert states == {"/a": "skipped", "/c": "success", "/d": "success"}
     # The workers' list holds only the datums that ran, with their files;
-    # the plan lists every datum without them.
+    # in the plan, only those have file lists too.
     todo = pps.todo("lens", job.id)
     assert sorted(path_of[d["id"]] for d in todo) == ["/c", "/d"]
     assert [list(d["inputs"][0]["files"]) for d in todo] == [["/c"], ["/d"]]
-    assert not any("files" in d["inputs"][0] for d in plan)
+    assert sorted(path_of[d["id"]] for d in plan if "files" in d["inputs"][0]) == ["/c", "/d"]
+
+
+@LOCAL
+def _planned_job(store, pps, pipeline: str):
+    """Create and plan the next job of ``pipeline`` as a controller would,
+    without running it; return its record."""
+    from pipectl.pps.controller import Controller
+    from pipectl.pps.executors.process import ProcessExecutor
+
+    controller = Controller(store, ProcessExecutor(store.url))
+    controller.create_jobs()
+    job = controller.next_job()
+    controller._plan(job, pps.pipeline_version(pipeline, job.pipeline_version), {})
+    return job
 
 
 @LOCAL
 def test_job_planned_before_todo_lists_still_runs(cli, pfs, pps, store, spec_file, run_controller, tmp_path):
-    """A job planned by an earlier version, whose plan keeps the file lists
-    of the datums to run and which has no todo list, runs those datums
-    (and only those) when a controller resumes it."""
-    from pipectl.pps.controller import Controller
-    from pipectl.pps.executors.process import ProcessExecutor
-
+    """A job planned by an earlier version, which has no todo list (the
+    plan's datums to run carry their file lists), runs those datums, and
+    only those, when a controller resumes it."""
     runs = tmp_path / "runs.log"
     pfs.create_repo("docs")
     put(pfs, "docs", {"/a": "apple", "/b": "banana"})
@@ -538,21 +549,51 @@ def test_job_planned_before_todo_lists_still_runs(cli, pfs, pps, store, spec_fil
     ok(cli("create-pipeline", "-f", spec_file(spec)))
     run_controller()
     put(pfs, "docs", {"/c": "cherry"})
-    # Plan the next job, then rewrite its plan in the earlier form.
-    controller = Controller(store, ProcessExecutor(store.url))
-    controller.create_jobs()
-    job = controller.next_job()
-    controller._plan(job, pps.pipeline_version("lens", job.pipeline_version), {})
-    files = {d["id"]: d for d in pps.todo("lens", job.id)}
-    old = [files.get(d["id"], d) for d in pps.plan("lens", job.id)]
+    job = _planned_job(store, pps, "lens")
     store.delete(f"job-data/lens/{job.id}/todo.json")
-    store.write(f"job-data/lens/{job.id}/plan.json", orjson.dumps(old))
     assert [d["inputs"][0]["path"] for d in pps.todo("lens", job.id)] == ["/c"]
     run_controller()
     assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
     assert counts(runs) == {"a": 1, "b": 1, "c": 1}
     final = pps.inspect_job(job.id, "lens")
     assert (final.state, final.datums_processed, final.datums_skipped) == ("success", 1, 2)
+
+
+@LOCAL
+def test_workers_that_record_nothing_fail_the_job(cli, pfs, pps, store, spec_file, run_controller):
+    """Workers that end without recording any of the datums left (as those
+    of an image with a pipectl too old to read the todo list would) fail the
+    job with a reason saying so, instead of being started again forever."""
+    pfs.create_repo("docs")
+    put(pfs, "docs", {"/a": "apple"})
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("lens", sh("cp $docs /pfs/out/"), pfs_input("docs")))))
+    job = _planned_job(store, pps, "lens")
+    store.write(f"job-data/lens/{job.id}/todo.json", orjson.dumps([]))  # what such workers see
+    run_controller(timeout=60)
+    final = pps.inspect_job(job.id, "lens")
+    assert final.state == "failure" and "without recording any of the 1 datums" in final.reason, final
+
+
+@LOCAL
+def test_successful_datums_of_a_failed_job_are_not_run_again(cli, pfs, pps, spec_file, run_controller, tmp_path):
+    """The datums a failed job completed are skipped by the next job (its
+    datum index is kept)."""
+    runs, fixed = tmp_path / "runs.log", tmp_path / "fixed"
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "1", "/b": "2"})
+    script = (f"echo $(basename $in) >> {runs}; "
+              f"if [ $(basename $in) = b ] && [ ! -e {fixed} ]; then exit 1; fi; cp $in /pfs/out/")
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("half", sh(script), pfs_input("in"), datum_tries=1))))
+    run_controller()
+    assert pps.list_jobs("half")[0].state == "failure"
+    assert counts(runs) == {"a": 1, "b": 1}
+    fixed.touch()
+    put(pfs, "in", {"/c": "3"})
+    run_controller()
+    job = pps.list_jobs("half")[0]
+    assert (job.state, job.datums_processed, job.datums_skipped) == ("success", 2, 1)
+    assert counts(runs) == {"a": 1, "b": 2, "c": 1}
+    assert files_of(pfs, "half") == {"/a": "1", "/b": "2", "/c": "3"}
 
 
 @LOCAL
@@ -703,18 +744,24 @@ def test_job_and_datum_commands(cli, pfs, spec_file, run_controller):
 
 
 @LOCAL
-def test_a_process_left_running_does_not_write_into_the_next_datums_log(cli, pfs, spec_file, run_controller):
-    """A datum whose command leaves a process running that writes later
-    keeps that output out of the next datum's log."""
+def test_a_process_left_running_does_not_write_into_the_next_datums_log(cli, pfs, spec_file, run_controller,
+                                                                       tmp_path):
+    """A datum whose command leaves a process running keeps what that
+    process writes later out of the next datum's log. (Marker files order
+    it: a's leftover writes once b has started, and b waits for that.)"""
+    marks = tmp_path / "marks"
+    marks.mkdir()
     pfs.create_repo("in")
     put(pfs, "in", {"/a": "a", "/b": "b"})
-    script = ("n=$(basename $in); echo start $n; "
-              "if [ $n = a ]; then (sleep 0.5; echo late from a) & else sleep 1.5; fi; cp $in /pfs/out/")
+    wait = "for i in $(seq 200); do [ -e {} ] && break; sleep 0.05; done"
+    script = (f"n=$(basename $in); echo start $n; if [ $n = a ]; then "
+              f"({wait.format(marks / 'b-started')}; echo late from a; touch {marks / 'a-wrote'}) & "
+              f"else touch {marks / 'b-started'}; {wait.format(marks / 'a-wrote')}; fi; cp $in /pfs/out/")
     ok(cli("create-pipeline", "-f", spec_file(pipeline("bg", sh(script), pfs_input("in")))))
     run_controller()
-    logs = raw(cli("get-logs", "-p", "bg", "--raw"))
-    by_file = {x["log"].split()[1]: x["log"] for x in logs}
-    assert by_file == {"a": "start a\n", "b": "start b\n"}, logs
+    assert (marks / "a-wrote").exists()
+    logs = {x["log"].split()[1]: x["log"] for x in raw(cli("get-logs", "-p", "bg", "--raw"))}
+    assert logs["b"] == "start b\n" and logs["a"].startswith("start a\n"), logs
 
 
 @LOCAL

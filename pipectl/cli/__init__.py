@@ -44,7 +44,7 @@ serving_commands.register(cli)
 def main() -> None:
     """Console entry point: run the CLI, turning pipectl errors into one line."""
     # At exit, skip the interpreter's final garbage collection over every live
-    # object: 0.13 s once a boto3 client (its parsed service models) is
+    # object: 0.13 s once an S3 client (its parsed service models) is
     # loaded, 0.01 s frozen. Exit handlers still run; only garbage caught in
     # reference cycles is left to the operating system.
     atexit.register(gc.freeze)

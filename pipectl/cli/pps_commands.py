@@ -283,7 +283,7 @@ def register(cli: click.Group) -> None:
                                   "forks its workers, which a lease renewal thread makes unsafe")
         logging.basicConfig(level=logging.DEBUG if verbose else log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):
+        for noisy in ("botocore", "urllib3", "kubernetes"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
         ctx = current()
         options = {

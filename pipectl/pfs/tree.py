@@ -186,7 +186,7 @@ class Tree:
         directory costs a few steps."""
         paths, i = self._paths, 0
         while i < len(paths):
-            if paths[i].count("/") == depth:  # a file at this depth (nothing is below a file)
+            if paths[i].count("/") == depth:  # a file at this depth
                 yield paths[i]
                 i += 1
                 continue
@@ -195,8 +195,10 @@ class Tree:
                 i += 1
                 continue
             prefix = "/".join(parts[:depth + 1])
-            yield prefix
-            # skip the prefix itself and everything below it ('0' follows '/')
+            if prefix not in self.files:  # else yielded above, as a file with files below it
+                yield prefix
+            # skip everything below the prefix: from here on, every path
+            # before prefix + "0" starts with prefix + "/" ('0' follows '/')
             i = bisect.bisect_left(paths, prefix + "0", i + 1)
 
     # changes -------------------------------------------------------------

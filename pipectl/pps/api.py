@@ -236,18 +236,18 @@ class PPS:
     # datums --------------------------------------------------------------
     def plan(self, pipeline: str, job: str) -> list[dict]:
         """Every datum of the job, in order (``Datum.to_dict`` form plus
-        ``cache_key``; empty until the job is planned). The file lists are
-        in :meth:`todo`, for the datums that run."""
+        ``cache_key``; empty until the job is planned). Those the job skips,
+        processed before, have no file lists."""
         try:
             return orjson.loads(self.store.read(f"job-data/{pipeline}/{job}/plan.json"))
         except NotFound:
             return []
 
     def todo(self, pipeline: str, job: str) -> list[dict]:
-        """The datums the job runs, those not skipped (processed by an
-        earlier job), with their file lists: what the workers share out.
-        A job planned before ``todo.json`` existed has these file lists in
-        its plan, on the datums that run."""
+        """The datums the job runs (the plan's entries with file lists), on
+        their own: what the workers share out, so that a worker does not read
+        a plan of 10,000s of skipped datums to find the few it runs. For a
+        job planned before ``todo.json`` existed, taken from the plan."""
         try:
             return orjson.loads(self.store.read(f"job-data/{pipeline}/{job}/todo.json"))
         except NotFound:

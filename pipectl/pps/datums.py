@@ -36,9 +36,8 @@ class DatumInput:
     files: dict[str, FileEntry]
 
     def to_dict(self, files: bool = True) -> dict:
-        """JSON form; ``files=False`` leaves out the file list (a job's plan
-        lists every datum so; only the datums it runs need their files laid
-        out)."""
+        """JSON form; ``files=False`` leaves out the file list (for datums
+        that will not run, whose files nobody needs to lay out)."""
         d = {"name": self.name, "repo": self.repo, "branch": self.branch, "commit": self.commit,
              "path": self.path}
         if files:

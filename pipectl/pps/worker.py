@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(gc.freeze)  # no final collection at exit (see pipectl.cli.main)
     logging.basicConfig(level=os.environ.get("PIPECTL_LOG_LEVEL", "info").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("botocore", "boto3", "urllib3"):
+    for noisy in ("botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         store = open_store(args.store)

@@ -40,6 +40,6 @@ def open_store(url: str | None = None) -> ObjectStore:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise InvalidArgument(f"store URL {url!r}: missing bucket (s3://bucket/prefix)")
-        from .s3 import S3Store  # boto3 import is slow; only pay for it when used
+        from .s3 import S3Store  # botocore import is slow; only pay for it when used
         return S3Store(parsed.netloc, parsed.path)
     raise InvalidArgument(f"unsupported store URL {url!r}: use file:///dir or s3://bucket/prefix")
