@@ -6,7 +6,7 @@ what boto3 adds on top (resources, managed transfers), which cost every
 command about 80 ms of imports and client set-up.
 
 Configuration comes from the standard AWS variables (``AWS_ENDPOINT_URL``,
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...) and
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``...) and
 files, read by botocore itself. Conditional writes use ``If-None-Match: *`` and
 ``If-Match: <etag>`` (supported by AWS S3 since 2024, MinIO and moto).
 
