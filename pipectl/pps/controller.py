@@ -70,7 +70,7 @@ class Controller:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
         is left)."""
         # What is alive now (modules, an S3 client's parsed service models:
-        # 100,000+ objects) lives as long as the controller. Frozen, it is not
+        # 70,000+ objects) lives as long as the controller. Frozen, it is not
         # walked by every full garbage collection (each took 30 ms; planning
         # 10,000 datums ran two or more). Garbage among it would never be
         # freed; a collection first (the usual recipe) found none here, in 47 ms.
