@@ -6,8 +6,8 @@ loopback port and stops at the end), prints one aligned table on stdout and
 writes the same figures to a JSON file (default ``bench-results.json``).
 Progress goes to stderr. pipectl's bytecode is compiled first
 (:func:`~benchmarks.harness.compile_bytecode`), so its start-up is measured
-as an installed package starts. Scratch data lives in a temporary directory that is
-removed at the end, and every process started is stopped.
+as an installed package starts. Scratch data lives in a temporary directory
+that is removed at the end, and every process started is stopped.
 
 Exit status: 0 when every workload ran (targets missed are reported, not
 errors), 1 when a workload failed (its row says why).

@@ -118,7 +118,7 @@ class Worker:
         image = json.loads(os.environ.get("PIPECTL_IMAGE_ENV") or "{}")
         self.workdir = image.get("workdir")
         self.path_prefix = image.get("path", [])
-        self._log: BinaryIO | None = None  # the running datum's log (see run_datum)
+        self._log: BinaryIO | None = None  # the running datum's log, open while it runs (see run_datum)
         self._devnull = os.open(os.devnull, os.O_RDONLY)  # every datum's stdin when it has none
 
     def run(self) -> int:
@@ -151,8 +151,6 @@ class Worker:
         finally:
             self.flush()
             self.writer.close()
-            if self._log is not None:
-                self._log.close()
             os.close(self._devnull)
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
@@ -294,8 +292,6 @@ class Worker:
         result = DatumResult(datum.id, cache_key, "failed", started=now(), worker=self.name)
         small: list[tuple[str, bytes]] = []
         began = time.monotonic()
-        if self._log is not None:
-            self._log.close()
         # A new unlinked file per datum (one O_TMPFILE open, about 15 us): a
         # process the previous datum's command left running writes on into
         # that datum's file, never into this one's log.
@@ -324,6 +320,7 @@ class Worker:
             result.state = "success"
             return result
         finally:
+            self._log.close()
             result.finished = now()
             result.seconds = round(time.monotonic() - began, 6)
             self.pending.append((result, small))
