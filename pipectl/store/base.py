@@ -17,7 +17,6 @@ Readers never see a partially written object on either store.
 from __future__ import annotations
 
 import abc
-import os
 from typing import BinaryIO, Iterator
 
 
@@ -40,7 +39,7 @@ class ObjectStore(abc.ABC):
         Raises NotFound."""
 
     @abc.abstractmethod
-    def write(self, key: str, data: bytes, *, if_match: str | None = None,
+    def write(self, key: str, data: bytes | memoryview, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
         """Store ``data`` under ``key``; return the new version tag.
 
@@ -49,22 +48,17 @@ class ObjectStore(abc.ABC):
         condition does not hold (nothing is written then).
         """
 
-    def put_content(self, key: str, data: bytes) -> bool:
+    def put_content(self, key: str, data: bytes | memoryview) -> bool:
         """Store immutable, content-addressed ``data`` (the key names its
-        hash, so any two writers write the same bytes). Returns True if it
-        was written, False if the key already existed."""
+        hash, so any two writers write the same bytes); ``data`` may be a
+        memoryview, such as a slice of a mapped file. Returns True if it was
+        written, False if the key already existed."""
         from ..errors import PreconditionFailed
         try:
             self.write(key, data, if_absent=True)
             return True
         except PreconditionFailed:
             return False
-
-    def put_content_range(self, key: str, fd: int, offset: int, length: int) -> bool:
-        """:meth:`put_content` of ``length`` bytes of open file ``fd`` from
-        ``offset``. Stores that can copy file to file (local disk) override
-        this to copy without passing the bytes through Python."""
-        return self.put_content(key, os.pread(fd, length, offset))
 
     @abc.abstractmethod
     def open(self, key: str) -> BinaryIO:

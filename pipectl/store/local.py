@@ -62,7 +62,7 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"object {key} not found") from None
 
-    def _write_tmp(self, path: str, data: bytes) -> str:
+    def _write_tmp(self, path: str, data: bytes | memoryview) -> str:
         tmp = os.path.join(os.path.dirname(path), f"{_TMP}{uuid.uuid4().hex}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -83,7 +83,7 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
 
-    def write(self, key: str, data: bytes, *, if_match: str | None = None,
+    def write(self, key: str, data: bytes | memoryview, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
         path = self._path(key)
         tmp = self._write_tmp(path, data)
@@ -112,34 +112,13 @@ class LocalStore(ObjectStore):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-    def put_content(self, key: str, data: bytes) -> bool:
+    def put_content(self, key: str, data: bytes | memoryview) -> bool:
         # Identical bytes may safely replace each other, so a plain atomic
         # rename does (one metadata operation fewer than link + unlink).
         path = self._path(key)
         if os.path.exists(path):
             return False
         os.replace(self._write_tmp(path, data), path)
-        return True
-
-    def put_content_range(self, key: str, fd: int, offset: int, length: int) -> bool:
-        path = self._path(key)
-        if os.path.exists(path):
-            return False
-        tmp = self._write_tmp(path, b"")
-        try:
-            with open(tmp, "r+b") as out:
-                done = 0
-                while done < length:  # copied inside the kernel (reflinked where the file system can)
-                    n = os.copy_file_range(fd, out.fileno(), length - done, offset + done)
-                    if n == 0:
-                        raise OSError(f"{key}: source file shrank while being stored")
-                    done += n
-            os.replace(tmp, path)
-            tmp = None
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
         return True
 
     def open(self, key: str) -> BinaryIO:

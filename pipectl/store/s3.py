@@ -112,8 +112,10 @@ class S3Store(ObjectStore):
         return response["Body"].read(), response["ETag"]
 
     @_s3
-    def write(self, key: str, data: bytes, *, if_match: str | None = None,
+    def write(self, key: str, data: bytes | memoryview, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # botocore takes bytes or a file, not a view
         extra = {}
         if if_absent:
             extra["IfNoneMatch"] = "*"
