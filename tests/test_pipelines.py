@@ -489,7 +489,8 @@ def test_diamond_runs_once_per_commit_on_consistent_inputs(pfs, pps, cli, spec_f
     assert [p["commit"] for p in head.provenance if p["repo"] == "a"] == [second.id]
 
 
-def test_incremental_skips_processed_datums_and_drops_removed_outputs(cli, pfs, pps, spec_file, run_controller, tmp_path):
+def test_incremental_skips_processed_datums_and_drops_removed_outputs(cli, pfs, pps, store, spec_file, run_controller,
+                                                                      tmp_path):
     """A datum processed before with the same transform is skipped and its
     outputs reused; a datum whose files disappeared has its outputs removed
     from the next output commit."""
@@ -502,6 +503,8 @@ def test_incremental_skips_processed_datums_and_drops_removed_outputs(cli, pfs, 
     run_controller()
     assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
     assert counts(runs) == {"a": 1, "b": 1, "c": 1}
+    first = pps.list_jobs("lens")[0]
+    first_outputs = {r.cache_key: r.outputs for r in pps.datum_results("lens", first.id).values()}
 
     pfs.delete_file("docs", "master", "/b")
     put(pfs, "docs", {"/d": "date", "/c": "cherries"})
@@ -512,8 +515,15 @@ def test_incremental_skips_processed_datums_and_drops_removed_outputs(cli, pfs, 
     assert (job.datums_total, job.datums_processed, job.datums_skipped) == (3, 2, 1)
     plan = pps.plan("lens", job.id)
     path_of = {d["id"]: d["inputs"][0]["path"] for d in plan}
-    states = {path_of[d]: r.state for d, r in pps.datum_results("lens", job.id).items()}
+    results = pps.datum_results("lens", job.id)
+    states = {path_of[d]: r.state for d, r in results.items()}
     assert states == {"/a": "skipped", "/c": "success", "/d": "success"}
+    # The skipped datum is recorded by reference to the first job's datum
+    # index, and its result carries that job's outputs.
+    ref = orjson.loads(store.read(f"job-data/lens/{job.id}/results/controller-skipped.json"))
+    assert set(ref) == {"datum_index", "at"} and ref["datum_index"] == first.datum_index
+    (skipped,) = [r for r in results.values() if r.state == "skipped"]
+    assert skipped.outputs == first_outputs[skipped.cache_key] and "/a.len" in skipped.outputs
     # The workers' list holds only the datums that ran, with their files;
     # in the plan, only those have file lists too.
     todo = pps.todo("lens", job.id)
@@ -552,6 +562,32 @@ def test_job_planned_before_todo_lists_still_runs(cli, pfs, pps, store, spec_fil
     job = _planned_job(store, pps, "lens")
     store.delete(f"job-data/lens/{job.id}/todo.json")
     assert [d["inputs"][0]["path"] for d in pps.todo("lens", job.id)] == ["/c"]
+    run_controller()
+    assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
+    assert counts(runs) == {"a": 1, "b": 1, "c": 1}
+    final = pps.inspect_job(job.id, "lens")
+    assert (final.state, final.datums_processed, final.datums_skipped) == ("success", 1, 2)
+
+
+@LOCAL
+def test_job_planned_with_skipped_results_written_out_still_lands_them(cli, pfs, pps, store, spec_file,
+                                                                       run_controller, tmp_path):
+    """A job planned by an earlier version, whose skipped datums' results
+    were written out one by one (not by reference), keeps those datums'
+    outputs when a controller resumes it."""
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("docs")
+    put(pfs, "docs", {"/a": "apple", "/b": "banana"})
+    spec = pipeline("lens", sh(f"basename $docs >> {runs}; wc -c < $docs | tr -d ' ' > /pfs/out/$(basename $docs).len"),
+                    pfs_input("docs"))
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    put(pfs, "docs", {"/c": "cherry"})
+    job = _planned_job(store, pps, "lens")
+    skipped = list(pps.datum_results("lens", job.id).values())
+    assert len(skipped) == 2
+    store.write(f"job-data/lens/{job.id}/results/controller-skipped.json", orjson.dumps(skipped))
+    assert pps.datum_results("lens", job.id) == {r.id: r for r in skipped}
     run_controller()
     assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
     assert counts(runs) == {"a": 1, "b": 1, "c": 1}

@@ -20,7 +20,7 @@ from ..pfs import PFS
 from ..pfs.model import now
 from ..store import ObjectStore
 from . import spec as specs
-from .model import DatumResult, JobInfo, PipelineInfo
+from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 
 SKIPPED_BATCH = "controller-skipped"
 """Name of the result batch in which the controller records the datums a job
@@ -254,15 +254,24 @@ class PPS:
             return [d for d in self.plan(pipeline, job) if "files" in d["inputs"][0]]
 
     def write_plan(self, pipeline: str, job: str, plan: list[dict], todo: list[dict],
-                   skipped: list[DatumResult], batches: dict[str, list[DatumResult]] | None = None) -> None:
-        """Record a job's datums once: the results of those it ``skipped``
-        (the batch :data:`SKIPPED_BATCH`, also put into ``batches``, see
-        :meth:`write_results`) and its :meth:`todo` list, side by side, then
+                   skipped: SkippedDatums | None = None, index: dict | None = None,
+                   batches: dict[str, list[DatumResult]] | None = None) -> None:
+        """Record a job's datums once: those it ``skipped`` (by reference, as
+        the batch :data:`SKIPPED_BATCH`; their results, taken from ``index``,
+        the parsed datum index it names, go into ``batches``, see
+        :meth:`datum_results`) and its :meth:`todo` list, side by side, then
         its :meth:`plan`, last: once the plan exists, planning is done."""
         key = f"job-data/{pipeline}/{job}"
-        concurrently(lambda: skipped and self.write_results(pipeline, job, SKIPPED_BATCH, skipped, batches),
+        concurrently(lambda: skipped and self.store.write(f"{key}/results/{SKIPPED_BATCH}.json", skipped.to_json()),
                      lambda: self.store.write(f"{key}/todo.json", orjson.dumps(todo)))
         self.store.write(f"{key}/plan.json", orjson.dumps(plan))
+        if skipped and batches is not None:
+            batches[f"{key}/results/{SKIPPED_BATCH}.json"] = skipped.results(plan, index or {})
+
+    def datum_index(self, index: str) -> dict:
+        """Datum index ``index`` (a content hash): cache key -> outputs of the
+        datums one job completed. Raises NotFound."""
+        return orjson.loads(self.store.read(f"datum-index/{index}"))
 
     def datum_results(self, pipeline: str, job: str, batches: dict[str, list[DatumResult]] | None = None,
                       skipped: bool = True) -> dict[str, DatumResult]:
@@ -274,12 +283,20 @@ class PPS:
         one batch :data:`SKIPPED_BATCH`; a worker never runs those)."""
         batches = {} if batches is None else batches
         prefix = f"job-data/{pipeline}/{job}/results/"
+        skip_key = f"{prefix}{SKIPPED_BATCH}.json"
         keys = list(self.store.list(prefix))
         if not skipped:
-            keys = [k for k in keys if k != f"{prefix}{SKIPPED_BATCH}.json"]
+            keys = [k for k in keys if k != skip_key]
+
+        def read(key: str) -> list[DatumResult]:
+            raw = orjson.loads(self.store.read(key))
+            if key != skip_key or isinstance(raw, list):  # a list: the results themselves (earlier pipectl)
+                return [DatumResult(**r) for r in raw]
+            ref = SkippedDatums(**raw)
+            plan, index = concurrently(lambda: self.plan(pipeline, job), lambda: self.datum_index(ref.datum_index))
+            return ref.results(plan, index)
         new = [k for k in keys if k not in batches]
-        read = parallel(lambda k: [DatumResult(**raw) for raw in orjson.loads(self.store.read(k))], new)
-        batches.update(zip(new, read))
+        batches.update(zip(new, parallel(read, new)))
         results: dict[str, DatumResult] = {}
         for key in keys:
             for r in batches[key]:

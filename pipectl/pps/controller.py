@@ -35,7 +35,7 @@ from ..store import ObjectStore
 from . import datums as datum_mod
 from .api import PPS, job_id
 from .executors import Executor, ExecutorError, WorkerGroup
-from .model import DatumResult, JobInfo, PipelineInfo
+from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 from .spec import parse_duration
 
 log = logging.getLogger("pipectl.controller")
@@ -174,20 +174,21 @@ class Controller:
             self._finished[self.pps.job_key(final.pipeline, final.id)] = final
         return final
 
-    def _previous_index(self, job: JobInfo) -> dict:
-        """Cache key -> outputs of the datums the latest earlier job of this
-        pipeline completed (empty if none). The earlier jobs are finished, so
-        their records were read by :meth:`next_job` already (once per
-        controller, not once per job)."""
+    def _previous_index(self, job: JobInfo) -> tuple[str | None, dict]:
+        """The datum index of the latest earlier job of this pipeline (its
+        hash, and cache key -> outputs of the datums it completed; None and
+        empty if there is none). The earlier jobs are finished, so their
+        records were read by :meth:`next_job` already (once per controller,
+        not once per job)."""
         earlier = [j for j in self._finished.values() if j.pipeline == job.pipeline
                    and j.id != job.id and j.datum_index and j.created <= job.created]
         if not earlier:
-            return {}
+            return None, {}
         latest = max(earlier, key=lambda j: j.created)
         try:
-            return orjson.loads(self.store.read(f"datum-index/{latest.datum_index}"))
+            return latest.datum_index, self.pps.datum_index(latest.datum_index)
         except NotFound:
-            return {}
+            return None, {}
 
     def _plan(self, job: JobInfo, spec: dict, batches: dict[str, list[DatumResult]]) -> list[dict]:
         plan = self.pps.plan(job.pipeline, job.id)
@@ -198,11 +199,10 @@ class Controller:
             commit = self.pfs.inspect_commit(i["repo"], i["commit"])
             return i["name"], (commit.id, self.pfs.read_tree(commit))
 
-        previous, *trees = concurrently(lambda: self._previous_index(job),
-                                        *[functools.partial(read_input, i) for i in job.inputs])
+        (index_hash, previous), *trees = concurrently(lambda: self._previous_index(job),
+                                                      *[functools.partial(read_input, i) for i in job.inputs])
         found = datum_mod.compute(spec["input"], dict(trees))
-        skips, plan, todo, seen = [], [], [], set()
-        stamp = now()
+        plan, todo, seen = [], [], set()
         for d in found:
             if d.id in seen:
                 continue
@@ -211,14 +211,13 @@ class Controller:
             reuse = key in previous
             entry = dict(d.to_dict(files=not reuse), cache_key=key)
             plan.append(entry)
-            if reuse:
-                skips.append(DatumResult(d.id, key, "skipped", outputs=previous[key], started=stamp,
-                                         finished=stamp, worker="controller"))
-            else:
+            if not reuse:
                 todo.append(entry)
-        self.pps.write_plan(job.pipeline, job.id, plan, todo, skips, batches)
-        self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=len(skips))
-        log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), len(skips))
+        skipped = len(plan) - len(todo)
+        self.pps.write_plan(job.pipeline, job.id, plan, todo,
+                            SkippedDatums(index_hash, now()) if skipped else None, previous, batches)
+        self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=skipped)
+        log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), skipped)
         return plan
 
     def _execute(self, job: JobInfo, spec: dict, plan: list[dict],
