@@ -17,6 +17,7 @@ Readers never see a partially written object on either store.
 from __future__ import annotations
 
 import abc
+import mmap
 from typing import BinaryIO, Iterator
 
 
@@ -39,7 +40,7 @@ class ObjectStore(abc.ABC):
         Raises NotFound."""
 
     @abc.abstractmethod
-    def write(self, key: str, data: bytes | memoryview, *, if_match: str | None = None,
+    def write(self, key: str, data: bytes | mmap.mmap, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
         """Store ``data`` under ``key``; return the new version tag.
 
@@ -48,11 +49,12 @@ class ObjectStore(abc.ABC):
         condition does not hold (nothing is written then).
         """
 
-    def put_content(self, key: str, data: bytes | memoryview) -> bool:
+    def put_content(self, key: str, data: bytes | mmap.mmap) -> bool:
         """Store immutable, content-addressed ``data`` (the key names its
         hash, so any two writers write the same bytes); ``data`` may be a
-        memoryview, such as a slice of a mapped file. Returns True if it was
-        written, False if the key already existed."""
+        file's range mapped read-only (an ``mmap``, bytes-like and
+        file-like at once). Returns True if it was written, False if the key
+        already existed."""
         from ..errors import PreconditionFailed
         try:
             self.write(key, data, if_absent=True)

@@ -19,6 +19,7 @@ Failures to reach the endpoint are retried a bounded number of times
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import threading
 from typing import BinaryIO, Iterator
@@ -112,10 +113,8 @@ class S3Store(ObjectStore):
         return response["Body"].read(), response["ETag"]
 
     @_s3
-    def write(self, key: str, data: bytes | memoryview, *, if_match: str | None = None,
+    def write(self, key: str, data: bytes | mmap.mmap, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
-        if isinstance(data, memoryview):
-            data = data.tobytes()  # botocore takes bytes or a file, not a view
         extra = {}
         if if_absent:
             extra["IfNoneMatch"] = "*"
