@@ -209,6 +209,30 @@ def test_bad_input_is_one_line_and_changes_nothing(store_url, store, tmp_path, c
     assert snapshot(store) == before
 
 
+def test_a_path_is_a_file_or_a_directory_never_both(pfs, tmp_path, cli):
+    """put-file refuses a file below a file, in the commit or in the same
+    put, and a file where a directory is, with one line; the branch keeps
+    its head (content already uploaded stays, unreferenced, for gc)."""
+    (tmp_path / "f").write_bytes(b"1")
+    assert cli("create-repo", "r").code == 0
+    assert cli("put-file", "r", "master", "/a", "-f", str(tmp_path / "f")).code == 0
+    assert cli("put-file", "r", "master", "/dir/b", "-f", str(tmp_path / "f")).code == 0
+    head = cli("inspect-commit", "r", "master", "--raw").out
+    cases = [
+        (("put-file", "r", "master", "/a/b", "-f", str(tmp_path / "f")), "/a/b: /a is a file"),
+        (("put-file", "r", "master", "/a/b/c", "-f", str(tmp_path / "f")), "/a/b/c: /a is a file"),
+        (("put-file", "r", "master", "/dir", "-f", str(tmp_path / "f")), "a directory of that name exists"),
+    ]
+    for args, needle in cases:
+        assert_clean_error(cli(*args), needle)
+    with pytest.raises(Conflict, match="/m/x: /m is a file"):  # both in one put
+        pfs.put_files("r", "master", [("/m/x", str(tmp_path / "f")), ("/m", str(tmp_path / "f"))])
+    assert cli("inspect-commit", "r", "master", "--raw").out == head
+    # names that extend a file's name are no directory of it
+    assert cli("put-file", "r", "master", "/a.txt", "-f", str(tmp_path / "f")).code == 0
+    assert cli("put-file", "r", "master", "/a-1/b", "-f", str(tmp_path / "f")).code == 0
+
+
 def _put_proc(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "pipectl", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **kw)

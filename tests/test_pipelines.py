@@ -653,6 +653,21 @@ def test_two_datums_writing_one_path_fail_the_job(cli, pfs, spec_file, run_contr
     assert raw(cli("inspect-commit", "clash", "master", "--raw"))["id"] == good_head
 
 
+def test_datums_writing_a_file_and_a_file_below_it_fail_the_job(cli, pfs, spec_file, run_controller):
+    """One datum writing output file /x and another /x/y (a path that would
+    be a file and a directory at once) fail the job naming both paths; no
+    output commit lands."""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "1", "/b": "2"})
+    cmd = sh('if [ "$(basename $in)" = a ]; then cp $in /pfs/out/x; else mkdir /pfs/out/x && cp $in /pfs/out/x/y; fi')
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("clash", cmd, pfs_input("in")))))
+    run_controller()
+    job = list_jobs(cli, "clash")[0]
+    assert job["state"] == "failure"
+    assert "/x and /x/y below it" in job["reason"], job["reason"]
+    assert cli("inspect-commit", "clash", "master").code != 0
+
+
 @LOCAL
 def test_failing_datum_is_retried_then_fails_the_job(cli, pfs, spec_file, run_controller, tmp_path):
     """A datum failing every try is attempted datum_tries times; the job

@@ -30,7 +30,7 @@ from . import names
 from .hashing import HASH_HEX, write_addressed
 from .model import Branch, Commit, RepoInfo, now
 from .objects import ObjectWriter, TransferStats, read_objects
-from .tree import FileEntry, Node, Tree, diff
+from .tree import FileEntry, Node, Tree, diff, file_above
 
 Source = Union[str, BinaryIO]
 """What put-file reads: a local file path, or an open binary stream."""
@@ -414,9 +414,13 @@ class PFS:
         targets = [p for p, _ in entries]
 
         def change(tree: Tree) -> Tree:
+            new = set(targets)
             for p in targets:
                 if tree.is_dir(p) and p not in tree.files:
                     raise Conflict(f"cannot put file {p}: a directory of that name exists")
+                above = file_above(p, tree.files) or file_above(p, new)
+                if above:
+                    raise Conflict(f"cannot put file {p}: {above} is a file, not a directory")
             return tree.with_changes(entries, deletes=targets if overwrite else (), append=not overwrite)
 
         return self.modify(repo, ref, change), stats

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import orjson
-from typing import Iterable, Iterator, NamedTuple
+from typing import Container, Iterable, Iterator, NamedTuple
 
 from .. import glob as globs
 from ..errors import NotFound
@@ -215,6 +215,20 @@ class Tree:
                 entry = files[path].appended(entry)
             files[path] = entry
         return Tree(files)
+
+
+def file_above(path: str, files: Container[str]) -> str | None:
+    """The nearest directory of ``path`` (``/a`` and ``/a/b`` for
+    ``/a/b/c``) that is a file in ``files``, or None. A path is a file or
+    a directory, never both (as in Pachyderm), so a file cannot be put
+    below a file. A dictionary lookup per level: cheap enough for every
+    path of a put."""
+    i = path.rfind("/")
+    while i > 0:
+        if path[:i] in files:
+            return path[:i]
+        i = path.rfind("/", 0, i)
+    return None
 
 
 def diff(new: Tree, old: Tree, path: str = "/") -> tuple[list[Node], list[Node]]:

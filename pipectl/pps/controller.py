@@ -30,7 +30,7 @@ from ..parallel import concurrently
 from ..pfs import PFS
 from ..pfs.hashing import write_addressed
 from ..pfs.model import Commit, Provenance, now
-from ..pfs.tree import FileEntry, Tree
+from ..pfs.tree import FileEntry, Tree, file_above
 from ..store import ObjectStore
 from . import datums as datum_mod
 from .api import PPS, job_id
@@ -337,6 +337,11 @@ class Controller:
                                     f"file {path}; each output path must come from one datum")
                 owner[path] = d["id"]
                 files[path] = FileEntry(size, tuple(objects))
+        for path in files:
+            above = file_above(path, files)
+            if above:
+                raise JobFailed(f"datums {owner[above][:12]} and {owner[path][:12]} wrote output file {above} "
+                                f"and {path} below it; a path is a file or a directory, not both")
         return Tree(files)
 
     def _provenance(self, job: JobInfo) -> list[dict]:
