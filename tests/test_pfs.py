@@ -233,6 +233,29 @@ def test_a_path_is_a_file_or_a_directory_never_both(pfs, tmp_path, cli):
     assert cli("put-file", "r", "master", "/a-1/b", "-f", str(tmp_path / "f")).code == 0
 
 
+def test_a_file_that_shrinks_while_being_stored_fails_the_put_cleanly(pfs, tmp_path):
+    """A large file truncated during its put (here once its first chunk is
+    stored, at a length that leaves every chunk in flight whole) fails the
+    put with one line naming the file; the branch does not move."""
+    from pipectl.pfs import objects
+
+    f = tmp_path / "big"
+    f.write_bytes(os.urandom(8 * objects.CHUNK_SIZE))
+    pfs.create_repo("r")
+    shrunk = []
+
+    def truncate_once(_n: int) -> None:  # runs before a chunk thread takes its next chunk
+        if not shrunk:
+            os.truncate(f, 5 * objects.CHUNK_SIZE + 100)
+            shrunk.append(True)
+
+    with pytest.raises(Conflict, match=f"{f} shrank while being stored"):
+        pfs.put_files("r", "master", [("/big", str(f))], progress=truncate_once)
+    assert shrunk
+    with pytest.raises(NotFound):  # no commit was made
+        pfs.inspect_commit("r", "master")
+
+
 def _put_proc(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "pipectl", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **kw)

@@ -596,6 +596,27 @@ def test_job_planned_with_skipped_results_written_out_still_lands_them(cli, pfs,
 
 
 @LOCAL
+def test_skipped_datums_read_while_planning_are_not_cached_empty(cli, pfs, pps, store, spec_file, run_controller):
+    """Between the skipped-datums record and the plan (written last), a
+    reader sees no skipped results yet, and a reader keeping a batch cache
+    reads them once the plan exists instead of keeping that empty view."""
+    pfs.create_repo("docs")
+    put(pfs, "docs", {"/a": "apple", "/b": "banana"})
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("lens", sh("cp $docs /pfs/out/"), pfs_input("docs")))))
+    run_controller()
+    put(pfs, "docs", {"/c": "cherry"})
+    job = _planned_job(store, pps, "lens")
+    plan_key = f"job-data/lens/{job.id}/plan.json"
+    plan = store.read(plan_key)
+    store.delete(plan_key)  # as if read before the plan was written
+    batches = {}
+    assert pps.datum_results("lens", job.id, batches) == {}
+    store.write(plan_key, plan)
+    results = pps.datum_results("lens", job.id, batches)
+    assert sorted(r.state for r in results.values()) == ["skipped", "skipped"]
+
+
+@LOCAL
 def test_workers_that_record_nothing_fail_the_job(cli, pfs, pps, store, spec_file, run_controller):
     """Workers that end without recording any of the datums left (as those
     of an image with a pipectl too old to read the todo list would) fail the

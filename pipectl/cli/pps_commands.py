@@ -170,9 +170,10 @@ def register(cli: click.Group) -> None:
         """List a job's datums: ID, FILES, STATUS, TIME."""
         pps = current().pps
         j = pps.inspect_job(job)
-        results = pps.datum_results(j.pipeline, j.id)
+        plan = pps.plan(j.pipeline, j.id)
+        results = pps.datum_results(j.pipeline, j.id, plan=plan)
         rows = []
-        for d in pps.plan(j.pipeline, j.id):
+        for d in plan:
             r = results.get(d["id"])
             files = ", ".join(f"{i['repo']}@{i['commit'][:8]}:{i['path']}" for i in d["inputs"])
             rows.append({"id": d["id"], "files": files, "state": r.state if r else "pending",

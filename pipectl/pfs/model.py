@@ -48,7 +48,12 @@ class Record:
 
     @classmethod
     def from_json(cls, data: bytes):
-        raw = json.loads(data)
+        return cls.from_dict(json.loads(data))
+
+    @classmethod
+    def from_dict(cls, raw: dict):
+        """The record from its fields by name; names it does not know (fields
+        a later version added) are left out."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names})
 

@@ -30,15 +30,15 @@ take as much again.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import dataclasses
+import errno
 import mmap
 import os
 import stat
 import threading
 from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from ..parallel import parallel
 from ..store import ObjectStore
 from .hashing import content_hash
@@ -226,7 +226,7 @@ class ObjectWriter:
         takes :meth:`_put_file_chunks` instead."""
         regular = _regular_size(stream)
         if regular is not None and regular > CHUNK_SIZE:
-            return self._put_file_chunks(stream.fileno(), regular)
+            return self._put_file_chunks(stream.fileno(), regular, getattr(stream, "name", "the input"))
         futures: list[cf.Future | str] = []
         gate = threading.Semaphore(CHUNK_UPLOADS)
         size = 0
@@ -245,21 +245,34 @@ class ObjectWriter:
         objects = tuple(f if isinstance(f, str) else f.result() for f in futures)
         return FileEntry(size, objects)
 
-    def _put_file_chunks(self, fd: int, size: int) -> FileEntry:
-        """A large regular file, ``CHUNK_UPLOADS`` chunks at a time, each on
-        its own thread through a read-only mmap of just that chunk: hashed
-        there (the hash releases the GIL), then handed to the store as it is
-        (on local disk one ``write`` from the mapped pages, 20% faster than
-        a kernel-side ``copy_file_range`` measured here; to S3 it streams as
-        a file, with no copy in memory). The chunk's pages are mapped in one
+    def _put_file_chunks(self, fd: int, size: int, name: str) -> FileEntry:
+        """A large regular file (``name`` for errors), ``CHUNK_UPLOADS``
+        chunks at a time, each on its own thread through a read-only mmap of
+        just that chunk: hashed there (the hash releases the GIL), then
+        handed to the store as it is (on local disk one ``write`` from the
+        mapped pages, 20% faster than a kernel-side ``copy_file_range``
+        measured here; botocore streams it as a file, in 16 KiB reads, where
+        a 16 MiB copy was made before). The chunk's pages are mapped in one
         call (``MADV_POPULATE_READ``, Linux 5.14+; a third less system time
         than faulting them in) and unmapped after it, so resident memory
-        stays near ``CHUNK_UPLOADS * CHUNK_SIZE``."""
+        stays near ``CHUNK_UPLOADS * CHUNK_SIZE``. Raises Conflict if the
+        file shrinks while it is stored (one truncated under the mapping
+        between those checks still ends the process with SIGBUS, as any
+        reader of a mapped file would)."""
         def one(offset: int) -> str:
             n = min(CHUNK_SIZE, size - offset)
-            with mmap.mmap(fd, n, offset=offset, access=mmap.ACCESS_READ) as chunk:
-                with contextlib.suppress(OSError):  # EINVAL before Linux 5.14: pages fault in instead
+            try:
+                chunk = mmap.mmap(fd, n, offset=offset, access=mmap.ACCESS_READ)
+            except ValueError:  # "mmap length is greater than file size"
+                raise Conflict(f"{name} shrank while being stored") from None
+            with chunk:
+                try:
                     chunk.madvise(MADV_POPULATE_READ)
+                except OSError as e:
+                    if e.errno == errno.EFAULT:  # pages past the end of the file
+                        raise Conflict(f"{name} shrank while being stored") from None
+                    if e.errno != errno.EINVAL:  # EINVAL before Linux 5.14: pages fault in instead
+                        raise
                 ref = self.put_bytes(chunk)
             self.stats.add(read=n)
             if self.progress:

@@ -253,6 +253,10 @@ class PPS:
         except NotFound:
             return [d for d in self.plan(pipeline, job) if "files" in d["inputs"][0]]
 
+    @staticmethod
+    def _skipped_key(pipeline: str, job: str) -> str:
+        return f"job-data/{pipeline}/{job}/results/{SKIPPED_BATCH}.json"
+
     def write_plan(self, pipeline: str, job: str, plan: list[dict], todo: list[dict],
                    skipped: SkippedDatums | None = None, index: dict | None = None,
                    batches: dict[str, list[DatumResult]] | None = None) -> None:
@@ -262,11 +266,11 @@ class PPS:
         :meth:`datum_results`) and its :meth:`todo` list, side by side, then
         its :meth:`plan`, last: once the plan exists, planning is done."""
         key = f"job-data/{pipeline}/{job}"
-        concurrently(lambda: skipped and self.store.write(f"{key}/results/{SKIPPED_BATCH}.json", skipped.to_json()),
+        concurrently(lambda: skipped and self.store.write(self._skipped_key(pipeline, job), skipped.to_json()),
                      lambda: self.store.write(f"{key}/todo.json", orjson.dumps(todo)))
         self.store.write(f"{key}/plan.json", orjson.dumps(plan))
         if skipped and batches is not None:
-            batches[f"{key}/results/{SKIPPED_BATCH}.json"] = skipped.results(plan, index or {})
+            batches[self._skipped_key(pipeline, job)] = skipped.results(plan, index or {})
 
     def datum_index(self, index: str) -> dict:
         """Datum index ``index`` (a content hash): cache key -> outputs of the
@@ -274,32 +278,35 @@ class PPS:
         return orjson.loads(self.store.read(f"datum-index/{index}"))
 
     def datum_results(self, pipeline: str, job: str, batches: dict[str, list[DatumResult]] | None = None,
-                      skipped: bool = True) -> dict[str, DatumResult]:
+                      skipped: bool = True, plan: list[dict] | None = None) -> dict[str, DatumResult]:
         """Every recorded datum result of a job, by datum id (a datum recorded
         twice, e.g. by a restarted worker, counts once; success wins).
         ``batches`` caches result batches by key across calls: a batch is
         never rewritten, so only batches not seen before are read.
         ``skipped=False`` leaves out the datums the controller skipped (the
-        one batch :data:`SKIPPED_BATCH`; a worker never runs those)."""
+        one batch :data:`SKIPPED_BATCH`; a worker never runs those), whose
+        results are rebuilt from the job's :meth:`plan` (pass ``plan`` if
+        it is at hand) and the datum index they reuse."""
         batches = {} if batches is None else batches
         prefix = f"job-data/{pipeline}/{job}/results/"
-        skip_key = f"{prefix}{SKIPPED_BATCH}.json"
+        skip_key = self._skipped_key(pipeline, job)
         keys = list(self.store.list(prefix))
         if not skipped:
             keys = [k for k in keys if k != skip_key]
 
-        def read(key: str) -> list[DatumResult]:
+        def read(key: str) -> list[DatumResult] | None:
             raw = orjson.loads(self.store.read(key))
             if key != skip_key or isinstance(raw, list):  # a list: the results themselves (earlier pipectl)
                 return [DatumResult(**r) for r in raw]
-            ref = SkippedDatums(**raw)
-            plan, index = concurrently(lambda: self.plan(pipeline, job), lambda: self.datum_index(ref.datum_index))
-            return ref.results(plan, index)
+            ref = SkippedDatums.from_dict(raw)
+            job_plan, index = concurrently(lambda: plan or self.plan(pipeline, job),
+                                           lambda: self.datum_index(ref.datum_index))
+            return ref.results(job_plan, index) if job_plan else None  # None: planning not finished yet
         new = [k for k in keys if k not in batches]
-        batches.update(zip(new, parallel(read, new)))
+        batches.update((k, b) for k, b in zip(new, parallel(read, new)) if b is not None)
         results: dict[str, DatumResult] = {}
         for key in keys:
-            for r in batches[key]:
+            for r in batches.get(key, ()):
                 if r.id not in results or results[r.id].state == "failed":
                     results[r.id] = r
         return results
