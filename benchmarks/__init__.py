@@ -8,8 +8,8 @@ figures go to a JSON file (default ``bench-results.json``).
 
 Modules:
 
-- :mod:`benchmarks.harness`: subprocesses timed with ``os.wait4`` (wall
-  seconds and peak RSS), background processes, the moto server, store
+- :mod:`benchmarks.harness`: timed subprocesses (wall seconds; peak RSS
+  through GNU time where asked), background processes, the moto server, store
   environments and test data;
 - :mod:`benchmarks.workloads`: the workloads (put-file, dedupe, jobs,
   incremental jobs, trigger latency, listing, serving hook);

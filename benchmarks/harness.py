@@ -65,14 +65,14 @@ def compile_bytecode() -> None:
 @dataclasses.dataclass
 class Result:
     """A finished subprocess: exit ``code``, wall ``seconds`` from spawn to
-    reaping, ``maxrss_bytes`` (peak resident set of the process itself, from
-    ``os.wait4``; children not included), captured ``stdout``/``stderr``, and
+    reaping, ``maxrss_bytes`` (its peak resident set, when :func:`run` was
+    asked to measure it, else None), captured ``stdout``/``stderr``, and
     ``ended`` (``time.time()`` when it was reaped)."""
 
     args: list[str]
     code: int
     seconds: float
-    maxrss_bytes: int
+    maxrss_bytes: int | None
     stdout: bytes
     stderr: bytes
     ended: float
@@ -81,42 +81,55 @@ class Result:
         return self.stdout.decode(errors="replace")
 
 
+GNU_TIME = "/usr/bin/time"
+"""GNU time (Debian package ``time``), the launcher that measures a command's
+peak RSS (see :func:`run`)."""
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
 
 
 def run(args: Sequence[str], *, env: dict | None = None, cwd: str | None = None, timeout: float = 1800,
-        check: bool = True, stdin: bytes | None = None) -> Result:
-    """Run ``args`` to completion, timing it (wall seconds) and reading its
-    peak RSS with ``os.wait4`` (never below this process's own peak RSS at
-    spawn, which Linux carries over at exec: the bench keeps its own memory
-    small, see :func:`hash_rate`). stdout/stderr go to temporary files (no pipe
-    back-pressure). The process runs in its own session, and the whole group
-    is killed after ``timeout`` seconds. Raises BenchError on a non-zero exit
-    when ``check``."""
+        check: bool = True, stdin: bytes | None = None, peak_rss: bool = False) -> Result:
+    """Run ``args`` to completion, timing it (wall seconds). stdout/stderr go
+    to temporary files (no pipe back-pressure). The process runs in its own
+    session, and the whole group is killed after ``timeout`` seconds.
+    Raises BenchError on a non-zero exit when ``check``.
+
+    ``peak_rss``: measure the command's peak resident set, with GNU time
+    (``%M``) as the launcher. ``os.wait4`` on a child of this process would
+    not do: Linux starts an exec'd child's ``ru_maxrss`` at the high-water
+    mark of the memory it was forked from (``exec_mmap``), so every child
+    would report at least this harness's own peak (measured: 316 MB for
+    ``/bin/true`` after the harness had held 300 MB once). GNU time's own
+    footprint is about 1 MB; the wall time it adds is one fork."""
     args = [str(a) for a in args]
+    if peak_rss and not os.access(GNU_TIME, os.X_OK):
+        raise BenchError(f"measuring peak memory needs GNU time at {GNU_TIME} (Debian package time)")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.TemporaryFile() as inp:
+            tempfile.TemporaryFile() as inp, tempfile.NamedTemporaryFile("r") as rss:
         if stdin is not None:
             inp.write(stdin)
             inp.seek(0)
+        launch = [GNU_TIME, "-q", "-f", "%M", "-o", rss.name] if peak_rss else []
         began = time.perf_counter()
-        proc = subprocess.Popen(args, stdin=inp if stdin is not None else subprocess.DEVNULL,
+        proc = subprocess.Popen(launch + args, stdin=inp if stdin is not None else subprocess.DEVNULL,
                                 stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True)
         timer = threading.Timer(timeout, _kill_group, (proc.pid,))
         timer.daemon = True
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         finally:
             timer.cancel()
         seconds = time.perf_counter() - began
         ended = time.time()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        result = Result(args, proc.returncode, seconds, usage.ru_maxrss * 1024, out.read(), err.read(), ended)
+        maxrss = int(rss.read().split()[-1]) * 1024 if peak_rss else None  # GNU time reports KiB
+        result = Result(args, proc.returncode, seconds, maxrss, out.read(), err.read(), ended)
     if check and result.code != 0:
         tail = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
         raise BenchError(f"{' '.join(args[:6])}{' ...' if len(args) > 6 else ''} exited {result.code}: "
@@ -250,9 +263,10 @@ class StoreEnv:
         """The environment for pipectl subprocesses using store ``url``."""
         return dict(os.environ, PIPECTL_STORE=url)
 
-    def pipectl(self, url: str, *args: str, timeout: float = 1800, check: bool = True) -> Result:
-        """Run ``pipectl ARGS`` (the real CLI) on store ``url``."""
-        return run(PIPECTL + list(args), env=self.env(url), timeout=timeout, check=check)
+    def pipectl(self, url: str, *args: str, timeout: float = 1800, check: bool = True,
+                peak_rss: bool = False) -> Result:
+        """Run ``pipectl ARGS`` (the real CLI) on store ``url`` (see :func:`run`)."""
+        return run(PIPECTL + list(args), env=self.env(url), timeout=timeout, check=check, peak_rss=peak_rss)
 
     def objects_bytes(self, url: str) -> int:
         """Total size in bytes of every object under ``objects/`` (file content)."""
@@ -377,10 +391,8 @@ def hash_rate(path: str) -> float:
     """MB/s (10^6 bytes/s) of pipectl's content hash over the file's bytes
     already in memory, 16 MiB pieces on one thread per core: the hashing
     floor of any content-addressed put of that file on this machine (no I/O
-    at all). Measured in a child process: the pieces (up to 256 MiB) would
-    otherwise raise this process's peak RSS, which every later child's
-    ``ru_maxrss`` inherits (Linux records the spawning process's high-water
-    mark at exec)."""
+    at all). Measured in a child process, which keeps the pieces (up to
+    256 MiB) out of this process's memory."""
     return float(run([sys.executable, "-c", _HASH_RATE, path]).stdout)
 
 

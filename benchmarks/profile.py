@@ -107,8 +107,7 @@ def _cli_profile(env: h.StoreEnv, url: str, args: list[str], title: str) -> None
                 "--no-unicode"]
         flat = h.run(load + ["-p", "flat"]).text()
         tree = h.run(load).text()
-    print(f"\n=== {title}: {r.seconds * 1000:,.0f} ms wall (under the profiler; "
-          f"peak RSS {r.maxrss_bytes / 1e6:,.0f} MB) ===")
+    print(f"\n=== {title}: {r.seconds * 1000:,.0f} ms wall (under the profiler) ===")
     print(f"-- top {TOP} frames by self time --")
     print("\n".join(_frames(flat)[:TOP]))
     print("-- call tree --")
