@@ -252,7 +252,8 @@ class ObjectWriter:
         handed to the store as it is (on local disk one ``write`` from the
         mapped pages, 20% faster than a kernel-side ``copy_file_range``
         measured here; botocore streams it as a file, in 16 KiB reads, where
-        a 16 MiB copy was made before). The chunk's pages are mapped in one
+        a 16 MiB copy was made before, and asks ``Expect: 100-continue`` as
+        it does for boto3's ``upload_file``). The chunk's pages are mapped in one
         call (``MADV_POPULATE_READ``, Linux 5.14+; a third less system time
         than faulting them in) and unmapped after it, so resident memory
         stays near ``CHUNK_UPLOADS * CHUNK_SIZE``. Raises Conflict if the
