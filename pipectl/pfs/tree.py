@@ -15,13 +15,12 @@ once written.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import gc
 from typing import Container, Iterable, Iterator, NamedTuple
 
 import orjson
 
 from .. import glob as globs
+from ..gcpause import gc_paused
 from ..errors import NotFound
 from .hashing import HASH_HEX, content_hash
 
@@ -71,24 +70,6 @@ class Node(NamedTuple):
     hash: str = ""
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Cyclic garbage collection paused for a block that makes a container
-    per file: at 100,000 files each allocation burst sets off collections
-    that walk every one of them, though trees hold no reference cycles
-    (nothing is left for the collector to find). Measured on a tree of
-    100,000 files: parse 500-580 -> 216-229 ms, with_changes 117-144 ->
-    50-56 ms. Collection is turned back on only if it was on, so blocks in
-    other threads at the same time leave it as they found it."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 class Tree:
     """An immutable file tree. ``files`` maps clean paths to entries."""
 
@@ -107,7 +88,7 @@ class Tree:
     @classmethod
     def parse(cls, data: bytes) -> "Tree":
         """Inverse of :meth:`serialize`."""
-        with _gc_paused():
+        with gc_paused():
             files = orjson.loads(data)["files"]  # canonical JSON: keys already sorted
             new = tuple.__new__  # FileEntry(...) without the named-tuple constructor's overhead
             return cls({p: new(FileEntry, (s, tuple(o))) for p, (s, o) in files.items()}, presorted=True)
@@ -228,7 +209,7 @@ class Tree:
                      deletes: Iterable[str] = (), append: bool = False) -> "Tree":
         """A new tree: ``deletes`` (files or whole directories) removed, then
         ``puts`` written (appended to existing files when ``append``)."""
-        with _gc_paused():
+        with gc_paused():
             files = dict(self.files)
             for path in deletes:
                 for p in list(self.subtree(path)):

@@ -26,6 +26,7 @@ import time
 import orjson
 
 from ..errors import NotFound, PipectlError, PreconditionFailed
+from ..gcpause import gc_paused
 from ..parallel import concurrently
 from ..pfs import PFS
 from ..pfs.hashing import write_addressed
@@ -199,23 +200,24 @@ class Controller:
             commit = self.pfs.inspect_commit(i["repo"], i["commit"])
             return i["name"], (commit.id, self.pfs.read_tree(commit))
 
-        (index_hash, previous), *trees = concurrently(lambda: self._previous_index(job),
-                                                      *[functools.partial(read_input, i) for i in job.inputs])
-        found = datum_mod.compute(spec["input"], dict(trees))
-        plan, todo, seen = [], [], set()
-        for d in found:
-            if d.id in seen:
-                continue
-            seen.add(d.id)
-            key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
-            reuse = key in previous
-            entry = dict(d.to_dict(files=not reuse), cache_key=key)
-            plan.append(entry)
-            if not reuse:
-                todo.append(entry)
-        skipped = len(plan) - len(todo)
-        self.pps.write_plan(job.pipeline, job.id, plan, todo,
-                            SkippedDatums(index_hash, now()) if skipped else None, previous, batches)
+        with gc_paused():  # a container or more per datum, and no cycles
+            (index_hash, previous), *trees = concurrently(lambda: self._previous_index(job),
+                                                          *[functools.partial(read_input, i) for i in job.inputs])
+            found = datum_mod.compute(spec["input"], dict(trees))
+            plan, todo, seen = [], [], set()
+            for d in found:
+                if d.id in seen:
+                    continue
+                seen.add(d.id)
+                key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
+                reuse = key in previous
+                entry = dict(d.to_dict(files=not reuse), cache_key=key)
+                plan.append(entry)
+                if not reuse:
+                    todo.append(entry)
+            skipped = len(plan) - len(todo)
+            self.pps.write_plan(job.pipeline, job.id, plan, todo,
+                                SkippedDatums(index_hash, now()) if skipped else None, previous, batches)
         self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=skipped)
         log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), skipped)
         return plan
