@@ -128,7 +128,8 @@ def run(args: Sequence[str], *, env: dict | None = None, cwd: str | None = None,
         ended = time.time()
         out.seek(0)
         err.seek(0)
-        maxrss = int(rss.read().split()[-1]) * 1024 if peak_rss else None  # GNU time reports KiB
+        report = rss.read().split()  # GNU time's %M, in KiB; nothing if it was killed with the command
+        maxrss = int(report[-1]) * 1024 if peak_rss and report else None
         result = Result(args, proc.returncode, seconds, maxrss, out.read(), err.read(), ended)
     if check and result.code != 0:
         tail = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
