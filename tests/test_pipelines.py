@@ -546,12 +546,10 @@ def _planned_job(store, pps, pipeline: str):
     return job
 
 
-@LOCAL
-def test_job_planned_before_todo_lists_still_runs(cli, pfs, pps, store, spec_file, run_controller, tmp_path):
-    """A job planned by an earlier version, which has no todo list (the
-    plan's datums to run carry their file lists), runs those datums, and
-    only those, when a controller resumes it."""
-    runs = tmp_path / "runs.log"
+def _second_lens_job_planned(cli, pfs, pps, store, spec_file, run_controller, runs):
+    """Pipeline ``lens`` (each file's length, its name appended to ``runs``)
+    run once over /a and /b; then /c put and the next job planned, not run.
+    Returns that job."""
     pfs.create_repo("docs")
     put(pfs, "docs", {"/a": "apple", "/b": "banana"})
     spec = pipeline("lens", sh(f"basename $docs >> {runs}; wc -c < $docs | tr -d ' ' > /pfs/out/$(basename $docs).len"),
@@ -559,14 +557,29 @@ def test_job_planned_before_todo_lists_still_runs(cli, pfs, pps, store, spec_fil
     ok(cli("create-pipeline", "-f", spec_file(spec)))
     run_controller()
     put(pfs, "docs", {"/c": "cherry"})
-    job = _planned_job(store, pps, "lens")
-    store.delete(f"job-data/lens/{job.id}/todo.json")
-    assert [d["inputs"][0]["path"] for d in pps.todo("lens", job.id)] == ["/c"]
+    return _planned_job(store, pps, "lens")
+
+
+def _resume_and_check_second_lens_job(pfs, pps, job, run_controller, runs) -> None:
+    """A controller resumes ``job`` (see :func:`_second_lens_job_planned`):
+    it runs /c alone, skips /a and /b, and lands all three outputs."""
     run_controller()
     assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
     assert counts(runs) == {"a": 1, "b": 1, "c": 1}
     final = pps.inspect_job(job.id, "lens")
     assert (final.state, final.datums_processed, final.datums_skipped) == ("success", 1, 2)
+
+
+@LOCAL
+def test_job_planned_before_todo_lists_still_runs(cli, pfs, pps, store, spec_file, run_controller, tmp_path):
+    """A job planned by an earlier version, which has no todo list (the
+    plan's datums to run carry their file lists), runs those datums, and
+    only those, when a controller resumes it."""
+    runs = tmp_path / "runs.log"
+    job = _second_lens_job_planned(cli, pfs, pps, store, spec_file, run_controller, runs)
+    store.delete(f"job-data/lens/{job.id}/todo.json")
+    assert [d["inputs"][0]["path"] for d in pps.todo("lens", job.id)] == ["/c"]
+    _resume_and_check_second_lens_job(pfs, pps, job, run_controller, runs)
 
 
 @LOCAL
@@ -576,36 +589,21 @@ def test_job_planned_with_skipped_results_written_out_still_lands_them(cli, pfs,
     were written out one by one (not by reference), keeps those datums'
     outputs when a controller resumes it."""
     runs = tmp_path / "runs.log"
-    pfs.create_repo("docs")
-    put(pfs, "docs", {"/a": "apple", "/b": "banana"})
-    spec = pipeline("lens", sh(f"basename $docs >> {runs}; wc -c < $docs | tr -d ' ' > /pfs/out/$(basename $docs).len"),
-                    pfs_input("docs"))
-    ok(cli("create-pipeline", "-f", spec_file(spec)))
-    run_controller()
-    put(pfs, "docs", {"/c": "cherry"})
-    job = _planned_job(store, pps, "lens")
+    job = _second_lens_job_planned(cli, pfs, pps, store, spec_file, run_controller, runs)
     skipped = list(pps.datum_results("lens", job.id).values())
     assert len(skipped) == 2
     store.write(f"job-data/lens/{job.id}/results/controller-skipped.json", orjson.dumps(skipped))
     assert pps.datum_results("lens", job.id) == {r.id: r for r in skipped}
-    run_controller()
-    assert files_of(pfs, "lens") == {"/a.len": "5\n", "/b.len": "6\n", "/c.len": "6\n"}
-    assert counts(runs) == {"a": 1, "b": 1, "c": 1}
-    final = pps.inspect_job(job.id, "lens")
-    assert (final.state, final.datums_processed, final.datums_skipped) == ("success", 1, 2)
+    _resume_and_check_second_lens_job(pfs, pps, job, run_controller, runs)
 
 
 @LOCAL
-def test_skipped_datums_read_while_planning_are_not_cached_empty(cli, pfs, pps, store, spec_file, run_controller):
+def test_skipped_datums_read_while_planning_are_not_cached_empty(cli, pfs, pps, store, spec_file, run_controller,
+                                                                  tmp_path):
     """Between the skipped-datums record and the plan (written last), a
     reader sees no skipped results yet, and a reader keeping a batch cache
     reads them once the plan exists instead of keeping that empty view."""
-    pfs.create_repo("docs")
-    put(pfs, "docs", {"/a": "apple", "/b": "banana"})
-    ok(cli("create-pipeline", "-f", spec_file(pipeline("lens", sh("cp $docs /pfs/out/"), pfs_input("docs")))))
-    run_controller()
-    put(pfs, "docs", {"/c": "cherry"})
-    job = _planned_job(store, pps, "lens")
+    job = _second_lens_job_planned(cli, pfs, pps, store, spec_file, run_controller, tmp_path / "runs.log")
     plan_key = f"job-data/lens/{job.id}/plan.json"
     plan = store.read(plan_key)
     store.delete(plan_key)  # as if read before the plan was written

@@ -265,12 +265,12 @@ class PPS:
         the parsed datum index it names, go into ``batches``, see
         :meth:`datum_results`) and its :meth:`todo` list, side by side, then
         its :meth:`plan`, last: once the plan exists, planning is done."""
-        key = f"job-data/{pipeline}/{job}"
-        concurrently(lambda: skipped and self.store.write(self._skipped_key(pipeline, job), skipped.to_json()),
+        key, skip_key = f"job-data/{pipeline}/{job}", self._skipped_key(pipeline, job)
+        concurrently(lambda: skipped and self.store.write(skip_key, skipped.to_json()),
                      lambda: self.store.write(f"{key}/todo.json", orjson.dumps(todo)))
         self.store.write(f"{key}/plan.json", orjson.dumps(plan))
         if skipped and batches is not None:
-            batches[self._skipped_key(pipeline, job)] = skipped.results(plan, index or {})
+            batches[skip_key] = skipped.results(plan, index or {})
 
     def datum_index(self, index: str) -> dict:
         """Datum index ``index`` (a content hash): cache key -> outputs of the
