@@ -598,10 +598,42 @@ def test_job_planned_with_skipped_results_written_out_still_lands_them(cli, pfs,
 
 
 @LOCAL
+def test_job_planned_in_part_is_planned_again(cli, pfs, pps, store, spec_file, run_controller, tmp_path):
+    """A controller killed while writing a job's plan (the plan stored, the
+    skipped datums not, the record not yet counting the datums) leaves a job
+    that the next controller plans again: it skips /a and /b, runs /c alone
+    and lands all three outputs."""
+    runs = tmp_path / "runs.log"
+    job = _second_lens_job_planned(cli, pfs, pps, store, spec_file, run_controller, runs)
+    store.delete(f"job-data/lens/{job.id}/results/controller-skipped.json")
+    pps.update_job("lens", job.id, datums_total=0, datums_skipped=0)
+    _resume_and_check_second_lens_job(pfs, pps, job, run_controller, runs)
+
+
+def test_update_job_keeps_changes_made_by_another_writer(store, pps):
+    """``update_job`` swaps first on the record as it last wrote it; a change
+    another writer made since (here, a stop) is kept, not overwritten, and
+    a later update still lands."""
+    from pipectl.pps import PPS
+    from pipectl.pps.model import JobInfo
+
+    job = JobInfo("j1", "p", 1, "", "t", [], "out", created="2026-01-01T00:00:00Z")
+    assert pps.create_job(job)
+    assert pps.update_job("p", "j1", datums_total=3).datums_total == 3
+    other = PPS(store)
+    other.update_job("p", "j1", restarts=2)
+    assert pps.update_job("p", "j1", datums_processed=1).restarts == 2
+    other.update_job("p", "j1", state="killed", reason="stopped by user")
+    final = pps.update_job("p", "j1", state="running")
+    assert (final.state, final.datums_total, final.datums_processed, final.restarts) == ("killed", 3, 1, 2)
+    assert PPS(store).inspect_job("j1", "p") == final
+
+
+@LOCAL
 def test_skipped_datums_read_while_planning_are_not_cached_empty(cli, pfs, pps, store, spec_file, run_controller,
                                                                   tmp_path):
-    """Between the skipped-datums record and the plan (written last), a
-    reader sees no skipped results yet, and a reader keeping a batch cache
+    """Between the skipped-datums record and the plan (written beside it),
+    a reader sees no skipped results yet, and a reader keeping a batch cache
     reads them once the plan exists instead of keeping that empty view."""
     job = _second_lens_job_planned(cli, pfs, pps, store, spec_file, run_controller, tmp_path / "runs.log")
     plan_key = f"job-data/lens/{job.id}/plan.json"

@@ -41,6 +41,10 @@ class PPS:
     def __init__(self, store: ObjectStore, pfs: PFS | None = None):
         self.store = store
         self.pfs = pfs or PFS(store)
+        self._written_jobs: dict[str, tuple[str, bytes]] = {}
+        """Job record key -> (version, bytes) as this object last wrote it:
+        :meth:`update_job` tries its compare-and-swap on that first, saving
+        a read per update while no one else changes the record."""
 
     # pipelines -----------------------------------------------------------
     @staticmethod
@@ -163,9 +167,10 @@ class PPS:
         return f"jobs/{pipeline}/{job}.json"
 
     def create_job(self, job: JobInfo) -> bool:
-        """Write a new job record; False if that job already exists."""
+        """Write a new job record (create-only); False if that job already exists."""
+        key, data = self.job_key(job.pipeline, job.id), job.to_json()
         try:
-            self.store.write(self.job_key(job.pipeline, job.id), job.to_json(), if_absent=True)
+            self._written_jobs[key] = (self.store.write(key, data, if_absent=True), data)
             return True
         except PreconditionFailed:
             return False
@@ -206,13 +211,20 @@ class PPS:
 
     def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
         """Compare-and-swap ``changes`` into a job record. A finished job is
-        never changed again. Raises NotFound."""
+        never changed again. The swap is tried first on the record as this
+        object last wrote it (one request instead of two while no one else
+        changed it; if someone did, the version differs, the write is
+        refused and the record is read afresh). Raises NotFound."""
         key = self.job_key(pipeline, job)
+        written = self._written_jobs.pop(key, None)
         while True:
-            try:
-                data, version = self.store.read_versioned(key)
-            except NotFound:
-                raise NotFound(f"job {job} not found") from None
+            if written:
+                version, data = written
+            else:
+                try:
+                    data, version = self.store.read_versioned(key)
+                except NotFound:
+                    raise NotFound(f"job {job} not found") from None
             info = JobInfo.from_json(data)
             if info.done:
                 return info
@@ -220,11 +232,15 @@ class PPS:
                 setattr(info, k, v)
             if info.done and not info.finished:
                 info.finished = now()
+            data = info.to_json()
             try:
-                self.store.write(key, info.to_json(), if_match=version)
-                return info
-            except PreconditionFailed:
+                version = self.store.write(key, data, if_match=version)
+            except (PreconditionFailed, NotFound):  # changed (or deleted) since: read it afresh
+                written = None
                 continue
+            if not info.done:  # a finished record is never written again
+                self._written_jobs[key] = (version, data)
+            return info
 
     def stop_job(self, job: str) -> JobInfo:
         """Mark a job killed; the controller stops its workers."""
@@ -260,15 +276,18 @@ class PPS:
     def write_plan(self, pipeline: str, job: str, plan: list[dict], todo: list[dict],
                    skipped: SkippedDatums | None = None, index: dict | None = None,
                    batches: dict[str, list[DatumResult]] | None = None) -> None:
-        """Record a job's datums once: those it ``skipped`` (by reference, as
-        the batch :data:`SKIPPED_BATCH`; their results, taken from ``index``,
-        the parsed datum index it names, go into ``batches``, see
-        :meth:`datum_results`) and its :meth:`todo` list, side by side, then
-        its :meth:`plan`, last: once the plan exists, planning is done."""
+        """Record a job's datums: those it ``skipped`` (by reference, as the
+        batch :data:`SKIPPED_BATCH`; their results, taken from ``index``, the
+        parsed datum index it names, go into ``batches``, see
+        :meth:`datum_results`), its :meth:`todo` list and its :meth:`plan`,
+        all at once. Planning is done once the job record counts the datums
+        (``datums_total``, set after this returns); a job planned only in part
+        (its controller killed meanwhile) is planned again, to the same
+        datums, and these are overwritten."""
         key, skip_key = f"job-data/{pipeline}/{job}", self._skipped_key(pipeline, job)
         concurrently(lambda: skipped and self.store.write(skip_key, skipped.to_json()),
-                     lambda: self.store.write(f"{key}/todo.json", orjson.dumps(todo)))
-        self.store.write(f"{key}/plan.json", orjson.dumps(plan))
+                     lambda: self.store.write(f"{key}/todo.json", orjson.dumps(todo)),
+                     lambda: self.store.write(f"{key}/plan.json", orjson.dumps(plan)))
         if skipped and batches is not None:
             batches[skip_key] = skipped.results(plan, index or {})
 

@@ -9,9 +9,9 @@ the outputs with provenance. With leader election (``leader``), it works
 only while it holds the lease.
 
 All its state lives in the store, so it is restartable: job ids are derived
-from their inputs (creating one twice is a no-op), a job's plan is written
-once, finished datums are recorded by workers, and landing the output commit
-is a compare-and-swap checked on restart. A controller killed mid-job resumes
+from their inputs (creating one twice is a no-op), a job's plan is complete
+once its record counts the datums, finished datums are recorded by workers,
+and landing the output commit is a compare-and-swap checked on restart. A controller killed mid-job resumes
 the job: recorded datums are not rerun and each datum's output lands once.
 """
 
@@ -130,7 +130,7 @@ class Controller:
             if inputs is None:
                 continue
             jid = job_id(pipeline, inputs)
-            if self.pps.job_key(pipeline.name, jid) in self._finished or self.pps.job_exists(pipeline.name, jid):
+            if self.pps.job_key(pipeline.name, jid) in self._finished:
                 continue
             job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash,
                           inputs, output_commit=hashlib.sha256(f"output:{jid}".encode()).hexdigest()[:32],
@@ -160,9 +160,10 @@ class Controller:
     # running a job -------------------------------------------------------
     def run_job(self, job: JobInfo) -> JobInfo:
         """Run ``job`` to a final state; return its final record."""
-        if job.state == "created":
-            job = self.pps.update_job(job.pipeline, job.id, state="running", started=now())
-        spec = self.pps.pipeline_version(job.pipeline, job.pipeline_version)
+        spec, job = concurrently(
+            lambda: self.pps.pipeline_version(job.pipeline, job.pipeline_version),
+            lambda: self.pps.update_job(job.pipeline, job.id, state="running", started=now())
+            if job.state == "created" else job)
         batches: dict[str, list[DatumResult]] = {}  # result batches read or written (never rewritten)
         try:
             plan = self._plan(job, spec, batches)
@@ -192,9 +193,10 @@ class Controller:
             return None, {}
 
     def _plan(self, job: JobInfo, spec: dict, batches: dict[str, list[DatumResult]]) -> list[dict]:
-        plan = self.pps.plan(job.pipeline, job.id)
-        if plan:
-            return plan
+        if job.datums_total:  # planned before (see PPS.write_plan)
+            plan = self.pps.plan(job.pipeline, job.id)
+            if plan:
+                return plan
 
         def read_input(i: dict) -> tuple[str, tuple[str, Tree]]:
             commit = self.pfs.inspect_commit(i["repo"], i["commit"])

@@ -5,8 +5,9 @@ Store layout::
     pipelines/<name>/info.json                     PipelineInfo (CAS-updated)
     pipelines/<name>/versions/<n>.json             each spec version, immutable
     jobs/<pipeline>/<job-id>.json                      JobInfo (CAS-updated)
-    job-data/<pipeline>/<job-id>/plan.json             the job's datums (written once, last; file
-                                                       lists only for datums it runs)
+    job-data/<pipeline>/<job-id>/plan.json             the job's datums (file lists only for datums
+                                                       it runs; complete once the job record counts
+                                                       them)
     job-data/<pipeline>/<job-id>/todo.json             those it runs, with their file lists: what
                                                        the workers share out
     job-data/<pipeline>/<job-id>/results/<w>-<n>.json  batches of DatumResult from workers

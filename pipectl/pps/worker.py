@@ -53,12 +53,13 @@ import uuid
 from typing import BinaryIO
 
 from ..errors import PipectlError
+from ..parallel import concurrently
 from ..pfs.model import now
 from ..pfs import objects
 from ..store import ObjectStore, open_store
 from .api import PPS
 from .datums import Datum, shard
-from .model import DatumResult
+from .model import DatumResult, JobInfo
 from .spec import parse_duration
 
 log = logging.getLogger("pipectl.worker")
@@ -104,8 +105,14 @@ class Worker:
                  root: str | None = None):
         self.store = store
         self.pps = PPS(store)
-        self.job = self.pps.inspect_job(job, pipeline)
-        self.spec = self.pps.pipeline_version(pipeline, self.job.pipeline_version)
+
+        def job_and_spec() -> tuple[JobInfo, dict]:
+            info = self.pps.inspect_job(job, pipeline)
+            return info, self.pps.pipeline_version(pipeline, info.pipeline_version)
+        # what run() reads too, at once: each is a request to the store
+        (self.job, self.spec), self._done, self._todo = concurrently(
+            job_and_spec, lambda: self.pps.datum_results(pipeline, job, skipped=False),
+            lambda: self.pps.todo(pipeline, job))
         self.index, self.count = index, count
         self.scratch = None if root else tempfile.mkdtemp(prefix="pipectl-worker-")
         self.root = root or os.path.join(self.scratch, "pfs")
@@ -124,9 +131,7 @@ class Worker:
     def run(self) -> int:
         """Process this worker's datums; return how many failed (0 or 1:
         the worker stops at the first datum that exhausts its tries)."""
-        done = self.pps.datum_results(self.job.pipeline, self.job.id, skipped=False)
-        mine = [d for d in shard(self.pps.todo(self.job.pipeline, self.job.id), self.index, self.count)
-                if d["id"] not in done]
+        mine = [d for d in shard(self._todo, self.index, self.count) if d["id"] not in self._done]
         todo = [Datum.from_dict(d) for d in mine]
         keys = {d["id"]: d["cache_key"] for d in mine}
         log.info("worker %s (%d of %d) of job %s: %d datums to run", self.name, self.index + 1, self.count,
