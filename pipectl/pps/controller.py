@@ -213,7 +213,8 @@ class Controller:
                 seen.add(d.id)
                 key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
                 reuse = key in previous
-                entry = dict(d.to_dict(files=not reuse), cache_key=key)
+                entry = d.to_dict(files=not reuse)
+                entry["cache_key"] = key
                 plan.append(entry)
                 if not reuse:
                     todo.append(entry)

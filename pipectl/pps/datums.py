@@ -16,7 +16,6 @@ when its data or the code that processes it changes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import itertools
 
@@ -55,17 +54,20 @@ class Datum:
     """A unit of work: one :class:`DatumInput` per pfs input taking part."""
 
     inputs: list[DatumInput]
+    id: str = dataclasses.field(init=False, repr=False, compare=False)
+    """SHA-256 hex of the inputs' names, matched paths, file paths and hashes
+    (computed once, when the datum is made: every datum of a plan needs it)."""
 
-    @functools.cached_property
-    def id(self) -> str:
-        """SHA-256 hex of the inputs' names, matched paths, file paths and hashes."""
+    def __post_init__(self) -> None:
         # "<name>\0<path>\0" then "<file path>\0<file hash>\0" per file, for
-        # each input, hashed in one call (a plan computes 10,000s of these)
+        # each input, hashed in one call (a plan computes 10,000s of these;
+        # a plain attribute, since functools.cached_property takes a lock
+        # per first access in Python 3.11)
         parts = []
         for i in self.inputs:
             parts.append(f"{i.name}\0{i.path}\0")
             parts.extend([f"{p}\0{e.hash}\0" for p, e in i.files.items()])
-        return hashlib.sha256("".join(parts).encode()).hexdigest()
+        self.id = hashlib.sha256("".join(parts).encode()).hexdigest()
 
     @property
     def size(self) -> int:
