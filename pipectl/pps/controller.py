@@ -11,8 +11,9 @@ only while it holds the lease.
 All its state lives in the store, so it is restartable: job ids are derived
 from their inputs (creating one twice is a no-op), a job's plan is complete
 once its record counts the datums, finished datums are recorded by workers,
-and landing the output commit is a compare-and-swap checked on restart. A controller killed mid-job resumes
-the job: recorded datums are not rerun and each datum's output lands once.
+and landing the output commit is a compare-and-swap checked on restart. A
+controller killed mid-job resumes the job: recorded datums are not rerun and
+each datum's output lands once.
 """
 
 from __future__ import annotations
