@@ -427,14 +427,14 @@ def hash_and_copy_seconds(path: str, dest: str) -> float:
 _HASH_AND_COPY = """
 import concurrent.futures as cf, mmap, os, subprocess, sys, time
 from pipectl.pfs.hashing import content_hash
-piece = 16 * 1024 * 1024
+from pipectl.pfs.objects import CHUNK_SIZE as piece, MADV_POPULATE_READ
 began = time.perf_counter()
 cp = subprocess.Popen(["cp", sys.argv[1], sys.argv[2]])
 fd = os.open(sys.argv[1], os.O_RDONLY)
 size = os.fstat(fd).st_size
 def one(offset):
     with mmap.mmap(fd, min(piece, size - offset), offset=offset, access=mmap.ACCESS_READ) as m:
-        m.madvise(22)  # MADV_POPULATE_READ, as pipectl maps a chunk
+        m.madvise(MADV_POPULATE_READ)  # as pipectl maps a chunk
         return content_hash(m)
 with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
     list(pool.map(one, range(0, size, piece)))
