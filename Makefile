@@ -10,8 +10,8 @@ export PIPECTL_STAGE_PYTHON := $(abspath $(STAGE_PYTHON))
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install:  ## Install pipectl (editable) with its test tools
-	$(PYTHON) -m pip install -q -e '.[test]'
+install:  ## Install pipectl (editable) with its test and lint tools
+	$(PYTHON) -m pip install -q -e '.[test,lint]'
 
 $(STAGE_PYTHON): stages/requirements.txt serving/requirements.txt pyproject.toml \
 		$(wildcard stages/*/requirements.txt stages/audio/*/requirements.txt)
@@ -38,11 +38,11 @@ audio-tools:  ## Install espeak-ng and sox (Debian packages) if missing
 demo-audio: install stage-env audio-tools  ## Run the speech-audio MFCC pipeline end to end
 	bash scripts/demo_audio.sh
 
-test: install stage-env  ## Run the whole test suite
-	$(PYTHON) -m pytest -q
+test: install stage-env  ## Run the whole test suite (PIPECTL_REQUIRE=docker,kubernetes,... makes those skips fail)
+	$(PYTHON) -m pytest -q -rs
 
 test-fast: install  ## Run the tests that need no stage environment
-	$(PYTHON) -m pytest -q --ignore=tests/stages
+	$(PYTHON) -m pytest -q -rs --ignore=tests/stages
 
 bench: install  ## Benchmarks, quick mode (figures as ratios to baselines)
 	$(PYTHON) -m benchmarks.run --quick
@@ -65,9 +65,9 @@ k8s-images:  ## Copy the images from Docker into the cluster's containerd
 k8s-down:  ## Stop the cluster and remove its state (keeps the built binaries)
 	bash scripts/k8s/down.sh
 
-lint:  ## Static checks
-	$(PYTHON) -m pip install -q ruff
+lint: install  ## Static checks: ruff (pinned in pyproject.toml) and mypy over pfs/, store/ and pps/
 	$(PYTHON) -m ruff check pipectl tests benchmarks scripts stages
+	$(PYTHON) -m mypy
 
 clean:  ## Remove build outputs and the demo store
 	rm -rf build .pytest_cache

@@ -28,6 +28,7 @@ Run alone: ``python -m benchmarks.serving [--quick] [--store URL]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -165,10 +166,8 @@ def load(port: int, concurrency: int, seconds: float, warmup: int = 50) -> tuple
     threads = [threading.Thread(target=client, args=(latencies[i],)) for i in range(concurrency)]
     for t in threads:
         t.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         start.wait()
-    except threading.BrokenBarrierError:
-        pass
     began = time.perf_counter()
     stop_at[0] = began + seconds
     for t in threads:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -19,7 +20,7 @@ def parallel(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> lis
         return list(pool.map(fn, items))
 
 
-def concurrently(*calls: Callable[[], R]) -> list[R]:
+def concurrently(*calls: Callable[[], Any]) -> list[Any]:
     """Run the argument-less ``calls`` at once, a thread each (store
     requests that do not depend on each other); their results in order.
     Once every call has ended, the error of the first call (in argument

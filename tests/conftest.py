@@ -1,10 +1,10 @@
 """Shared fixtures: both stores (a local directory and a moto S3 server
-started as a separate process, spoken to over HTTP), and a helper that runs
-the real ``pipectl`` command line in a subprocess."""
+started as a separate process, spoken to over HTTP), the CLI, controllers,
+a Kubernetes cluster; and the skip policy (see ``helpers.py``). Plain helper
+functions live in ``helpers.py``."""
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
@@ -14,19 +14,28 @@ import uuid
 
 import boto3
 import pytest
+from helpers import REPO_ROOT, CLIResult, free_port, required_parts, run_cli, skip, wait_for
 
 from pipectl.pfs import PFS
 from pipectl.pps import PPS
 from pipectl.store import open_store
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGE_PYTHON = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages", "bin", "python"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """The skip policy: a skip tagged with a part ``PIPECTL_REQUIRE`` names
+    (``[docker] ...``; with ``all``, any skip) becomes a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    required = required_parts()
+    if not (report.skipped and required) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    tag = reason[1:reason.index("]")] if reason.startswith("[") and "]" in reason else None
+    if "all" in required or tag in required:
+        report.outcome = "failed"
+        report.longrepr = f"PIPECTL_REQUIRE={os.environ['PIPECTL_REQUIRE']}, but this test was skipped: {reason}"
 
 
 @pytest.fixture(scope="session")
@@ -83,103 +92,10 @@ def pps(store, pfs):
     return PPS(store, pfs)
 
 
-class CLIResult:
-    def __init__(self, proc: subprocess.CompletedProcess):
-        self.code = proc.returncode
-        self.out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else proc.stdout
-        self.err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else proc.stderr
-        self.stdout_bytes = proc.stdout
-
-    def __repr__(self):
-        return f"<exit {self.code}\nstdout: {self.out}\nstderr: {self.err}>"
-
-
-def run_cli(*args: str, input: bytes | None = None, cwd: str | None = None, timeout: float = 300,
-            env: dict | None = None) -> CLIResult:
-    """Run ``pipectl ARGS...`` as a real process (store from $PIPECTL_STORE)."""
-    proc = subprocess.run([sys.executable, "-m", "pipectl", *args], input=input, capture_output=True,
-                          cwd=cwd, timeout=timeout, env=dict(os.environ, **(env or {})))
-    return CLIResult(proc)
-
-
 @pytest.fixture
 def cli():
     """``cli(*args)`` runs pipectl and returns a result with code/out/err."""
     return run_cli
-
-
-def assert_clean_error(result: CLIResult, *needles: str) -> None:
-    """A one-line ``error: ...`` message, exit status 1, no traceback."""
-    assert result.code == 1, result
-    assert "Traceback" not in result.err, result
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result
-    for needle in needles:
-        assert needle in lines[0], result
-
-
-def wait_for(predicate, timeout: float = 90, interval: float = 0.02, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy (returned), or
-    fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def put(pfs, repo: str, files: dict, branch: str = "master"):
-    """One commit putting (overwriting) ``files`` {path: text or bytes}; returns it."""
-    sources = [(p, io.BytesIO(d if isinstance(d, bytes) else d.encode())) for p, d in files.items()]
-    return pfs.put_files(repo, branch, sources, overwrite=True)[0]
-
-
-def file_bytes(pfs, repo: str, ref: str = "master") -> dict[str, bytes]:
-    """Every file of ``repo@ref`` with its bytes."""
-    out = {}
-    for path, _ in pfs.iter_files(repo, ref):
-        buf = io.BytesIO()
-        pfs.get_file(repo, ref, path, buf)
-        out[path] = buf.getvalue()
-    return out
-
-
-def files_of(pfs, repo: str, ref: str = "master") -> dict[str, str]:
-    """Every file of ``repo@ref`` with its text."""
-    return {path: data.decode() for path, data in file_bytes(pfs, repo, ref).items()}
-
-
-def snapshot(store) -> dict:
-    """Every key of a store with its bytes (to prove a failed command changed nothing)."""
-    return {k: store.read(k) for k in sorted(store.list(""))}
-
-
-# --- the Iris data and pipelines (tests/test_ml_pipelines.py, test_docker.py, test_k8s_e2e.py) ---
-
-def make_iris_data(root) -> tuple:
-    """Write the Iris CSVs (scripts/iris_data.py, in the stage environment)
-    to ``root/iris`` and the new rows to ``root/iris-new``; return both paths.
-    Skips the test without the stage environment."""
-    if not os.path.exists(STAGE_PYTHON):
-        pytest.skip("stage environment missing: run `make stage-env`")
-    data, new = root / "iris", root / "iris-new"
-    subprocess.run([STAGE_PYTHON, os.path.join(REPO_ROOT, "scripts", "iris_data.py"), str(data),
-                    "--new-dir", str(new)], check=True, capture_output=True)
-    return data, new
-
-
-def put_iris(data, new) -> None:
-    """Repos ``iris`` and ``iris-new`` holding the data, and the Iris
-    pipelines of specs/iris (preprocess, train, inference)."""
-    commands = [("create-repo", "iris"), ("put-file", "iris", "master", "/", "-r", "-f", str(data)),
-                ("create-repo", "iris-new"), ("put-file", "iris-new", "master", "/", "-r", "-f", str(new))]
-    commands += [("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "iris", f"{name}.json"))
-                 for name in ("preprocess", "train", "inference")]
-    for args in commands:
-        result = run_cli(*args)
-        assert result.code == 0, result
 
 
 # --- pipeline helpers (tests/test_pipelines.py, tests/test_controller_faults.py) ---
@@ -275,9 +191,9 @@ def k8s_cluster():
     session unless it was already running. Skips when the binaries are not
     built (`make k8s-build`) or not running as root."""
     if os.geteuid() != 0:
-        pytest.skip("the Kubernetes cluster needs root")
+        skip("kubernetes", "the Kubernetes cluster needs root")
     if not os.path.exists(os.path.join(K8S_CACHE, "bin", "kube")):
-        pytest.skip("Kubernetes binaries not built: run `make k8s-build`")
+        skip("kubernetes", "Kubernetes binaries not built: run `make k8s-build`")
     kubeconfig = os.path.join(K8S_STATE, "admin.kubeconfig")
     was_up = os.path.exists(kubeconfig) and subprocess.run(
         [os.path.join(K8S_CACHE, "bin", "kubectl"), "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"],

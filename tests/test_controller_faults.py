@@ -15,7 +15,7 @@ import signal
 import time
 
 import pytest
-from conftest import assert_clean_error, files_of, put, run_cli, wait_for
+from helpers import assert_clean_error, files_of, put, run_cli, wait_for
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 

@@ -11,10 +11,9 @@ import sys
 import time
 
 import pytest
+from helpers import REPO_ROOT, make_iris_data, needs, put_iris, run_cli, run_ok
 
-from conftest import REPO_ROOT, make_iris_data, put_iris, run_cli
-
-docker = pytest.importorskip("docker")
+import docker
 
 
 def _engine():
@@ -38,15 +37,9 @@ def _have_images() -> bool:
 
 
 pytestmark = [
-    pytest.mark.skipif(CLIENT is None, reason="no Docker engine (start dockerd)"),
-    pytest.mark.skipif(CLIENT is not None and not _have_images(), reason="images missing: run `make images`"),
+    needs("docker", CLIENT is not None, "no Docker engine (start dockerd)"),
+    needs("docker", CLIENT is None or _have_images(), "images missing: run `make images`"),
 ]
-
-
-def ok(*args, **kw):
-    r = run_cli(*args, **kw)
-    assert r.code == 0, r
-    return r
 
 
 def workers():
@@ -68,10 +61,10 @@ def run_iris(executor: str, data, new) -> dict:
     put_iris(data, new)
     controller(executor)
     return {
-        "metrics": ok("get-file", "train", "master", "/metrics.json").out,
-        "params": ok("get-file", "train", "master", "/model-0000.params").stdout_bytes,
-        "test1": ok("get-file", "inference", "master", "/test1.csv").out,
-        "test2": ok("get-file", "inference", "master", "/test2.csv").out,
+        "metrics": run_ok("get-file", "train", "master", "/metrics.json").out,
+        "params": run_ok("get-file", "train", "master", "/model-0000.params").stdout_bytes,
+        "test1": run_ok("get-file", "inference", "master", "/test1.csv").out,
+        "test2": run_ok("get-file", "inference", "master", "/test2.csv").out,
     }
 
 
@@ -90,7 +83,7 @@ def test_iris_in_containers_matches_process_executor(tmp_path, monkeypatch, requ
     contained = run_iris("docker", data, new)
     assert json.loads(contained["metrics"])["accuracy"] >= 0.9
     assert contained == local
-    job = json.loads(ok("list-job", "-p", "train", "--raw").out)[0]
+    job = json.loads(run_ok("list-job", "-p", "train", "--raw").out)[0]
     assert job["executor"] == "docker"
     check_serving_image(endpoint, "s3://docker-iris/p", new, contained["test1"])
 
@@ -99,7 +92,7 @@ def check_serving_image(endpoint: str, store_url: str, new, expected: str) -> No
     """The serving image, as a container, answers /ping and predicts what the
     inference stage predicted for the same rows."""
     import requests
-    from conftest import free_port
+    from helpers import free_port
     try:
         CLIENT.images.get("pipectl/serving:0.1.0")
     except docker.errors.ImageNotFound:
@@ -146,22 +139,22 @@ def shell_pipeline(tmp_path, monkeypatch):
     """A local store (bind-mounted into containers) with an input repo of 4
     files; returns a function creating the 'shell' pipeline with a command."""
     monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "store"))
-    ok("create-repo", "in")
+    run_ok("create-repo", "in")
     for i in range(4):
-        ok("put-file", "in", "master", f"/f{i}", "-f", "-", input=f"file {i}\n".encode())
+        run_ok("put-file", "in", "master", f"/f{i}", "-f", "-", input=f"file {i}\n".encode())
 
     def create(script: str, **fields):
         spec = json.loads(json.dumps(SHELL_SPEC))
         spec["transform"]["cmd"][2] = script
         spec.update(fields)
-        ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+        run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
     return create
 
 
 def test_failing_container_is_retried_then_fails_the_job(shell_pipeline, tmp_path):
     shell_pipeline("echo trying $PACH_DATUM_ID >&2; exit 3", datum_tries=2)
     controller("docker")
-    job = json.loads(ok("list-job", "-p", "shell", "--raw").out)[0]
+    job = json.loads(run_ok("list-job", "-p", "shell", "--raw").out)[0]
     assert job["state"] == "failure"
     assert "failed after 2 tries" in job["reason"] and "exit status 3" in job["reason"]
     assert "trying" in job["reason"]  # the tail of its stderr
@@ -179,9 +172,9 @@ def test_killed_container_is_replaced_and_the_job_succeeds(shell_pipeline):
     victim.kill()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    job = json.loads(ok("list-job", "-p", "shell", "--raw").out)[0]
+    job = json.loads(run_ok("list-job", "-p", "shell", "--raw").out)[0]
     assert job["state"] == "success" and job["restarts"] >= 1
-    assert sorted(n["path"] for n in json.loads(ok("list-file", "shell", "master", "--raw").out)) == \
+    assert sorted(n["path"] for n in json.loads(run_ok("list-file", "shell", "master", "--raw").out)) == \
         [f"/f{i}" for i in range(4)]
     assert workers() == []
 
@@ -190,9 +183,9 @@ def test_missing_image_fails_the_job_clearly(shell_pipeline):
     spec = json.loads(json.dumps(SHELL_SPEC))
     spec["pipeline"]["name"] = "ghost"
     spec["transform"]["image"] = "pipectl/does-not-exist:0"
-    ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
     controller("docker")
-    job = json.loads(ok("list-job", "-p", "ghost", "--raw").out)[0]
+    job = json.loads(run_ok("list-job", "-p", "ghost", "--raw").out)[0]
     assert job["state"] == "failure"
     assert "image pipectl/does-not-exist:0 not found" in job["reason"]
 

@@ -15,8 +15,7 @@ from collections import Counter
 
 import pytest
 import yaml
-
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, needs
 
 CHART = os.path.join(REPO_ROOT, "helm", "pipectl")
 CUSTOM = os.path.join(CHART, "ci", "custom-values.yaml")
@@ -36,9 +35,9 @@ def find_helm() -> str | None:
 
 HELM = find_helm()
 
-pytestmark = pytest.mark.skipif(
-    HELM is None,
-    reason="helm not found on PATH or in $PIPECTL_K8S_CACHE/bin (default ~/.cache/pipectl/k8s/bin); install it with "
+pytestmark = needs(
+    "helm", HELM is not None,
+    "helm not found on PATH or in $PIPECTL_K8S_CACHE/bin (default ~/.cache/pipectl/k8s/bin); install it with "
            "`GOBIN=~/.cache/pipectl/k8s/bin go install helm.sh/helm/v3/cmd/helm@v3.17.3`")
 
 

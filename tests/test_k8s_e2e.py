@@ -12,13 +12,7 @@ import os
 import subprocess
 
 import requests
-from conftest import REPO_ROOT, make_iris_data, put_iris, run_cli, wait_for
-
-
-def ok(*args, **kw):
-    r = run_cli(*args, **kw)
-    assert r.code == 0, r
-    return r
+from helpers import REPO_ROOT, make_iris_data, put_iris, run_ok, wait_for
 
 
 def helm_install(env, *values: str) -> None:
@@ -41,7 +35,7 @@ def pods(env, selector: str, phase: str | None = None) -> list[dict]:
 
 
 def latest_job(pipeline: str) -> dict | None:
-    jobs = json.loads(ok("list-job", "-p", pipeline, "--raw").out)
+    jobs = json.loads(run_ok("list-job", "-p", pipeline, "--raw").out)
     return jobs[0] if jobs else None
 
 
@@ -53,16 +47,16 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
 
     # The Iris pipeline, as a user would run it from a workstation.
     put_iris(data, new)
-    iris = json.loads(ok("inspect-commit", "iris", "master", "--raw").out)
-    ok("flush-commit", "iris", "master", "--timeout", "900", timeout=960)
+    iris = json.loads(run_ok("inspect-commit", "iris", "master", "--raw").out)
+    run_ok("flush-commit", "iris", "master", "--timeout", "900", timeout=960)
     for pipeline in ("preprocess", "train", "inference"):
         job = latest_job(pipeline)
         assert job["state"] == "success" and job["executor"] == "kubernetes", job
-    model = json.loads(ok("inspect-commit", "train", "master", "--raw").out)
+    model = json.loads(run_ok("inspect-commit", "train", "master", "--raw").out)
     assert {"repo": "iris", "commit": iris["id"]}.items() <= \
         next(p for p in model["provenance"] if p["repo"] == "iris").items()
-    assert json.loads(ok("get-file", "train", "master", "/metrics.json").out)["accuracy"] >= 0.9
-    expected = ok("get-file", "inference", "master", "/test1.csv").out.split()  # one class name per row
+    assert json.loads(run_ok("get-file", "train", "master", "/metrics.json").out)["accuracy"] >= 0.9
+    expected = run_ok("get-file", "inference", "master", "/test1.csv").out.split()  # one class name per row
 
     # The model server, through its Service's cluster IP.
     service = json.loads(cluster.kubectl("-n", ns, "get", "service", "pipectl-serving", "-o", "json"))
@@ -81,15 +75,15 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     assert answer.json()["predictions"] == expected
 
     # A slow pipeline; a worker pod and then the controller pod die mid-job.
-    ok("create-repo", "in")
-    ok("start-commit", "in", "master")
+    run_ok("create-repo", "in")
+    run_ok("start-commit", "in", "master")
     for i in range(16):
-        ok("put-file", "in", "master", f"/f{i:02d}", "-f", "-", input=f"line {i}\n".encode())
-    ok("finish-commit", "in", "master")
+        run_ok("put-file", "in", "master", f"/f{i:02d}", "-f", "-", input=f"line {i}\n".encode())
+    run_ok("finish-commit", "in", "master")
     spec = {"pipeline": {"name": "slow"},
             "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", "sleep 4; cp /pfs/in/* /pfs/out/"]},
             "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": 2}}
-    ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
     workers = "pipectl.io/pipeline=slow"
     victim = wait_for(lambda: pods(k8s_env, workers, "Running"), 180, 0.5, "running worker pods")[0]
     wait_for(lambda: (latest_job("slow") or {}).get("datums_processed", 0) >= 1, 120, 0.5, "a first datum")
@@ -103,12 +97,12 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     assert job["datums_processed"] == 16 and job["datums_failed"] == 0, job
     new_controller = pods(k8s_env, "app.kubernetes.io/component=controller")[0]["metadata"]["name"]
     assert new_controller != controller
-    listed = sorted(n["path"] for n in json.loads(ok("list-file", "slow", "master", "--raw").out))
+    listed = sorted(n["path"] for n in json.loads(run_ok("list-file", "slow", "master", "--raw").out))
     assert listed == [f"/f{i:02d}" for i in range(16)]
     for i in range(16):
-        assert ok("get-file", "slow", "master", f"/f{i:02d}").out == f"line {i}\n"
+        assert run_ok("get-file", "slow", "master", f"/f{i:02d}").out == f"line {i}\n"
     logs = cluster.kubectl("-n", ns, "logs", new_controller)
     assert "re-attached to Kubernetes Job" in logs, logs  # the new controller followed the same Job
     wait_for(lambda: not json.loads(cluster.kubectl("-n", ns, "get", "jobs", "-l", workers, "-o", "json"))["items"],
              60, 0.5, "the finished Job to be deleted")
-    assert ok("get-logs", "--job", job["id"], "--workers").out  # its pods' logs were kept first
+    assert run_ok("get-logs", "--job", job["id"], "--workers").out  # its pods' logs were kept first

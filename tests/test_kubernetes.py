@@ -10,7 +10,7 @@ import json
 import signal
 import time
 
-from conftest import run_cli, wait_for
+from helpers import run_ok, wait_for
 
 from pipectl.pps.executors.kubernetes import load_client_config
 from pipectl.pps.leader import LeaseElector
@@ -19,25 +19,19 @@ CONTROLLER = ("controller", "--executor", "kubernetes", "--store-secret", "pipec
               "--image-pull-policy", "Never", "--poll-interval", "0.1")
 
 
-def ok(*args, **kw):
-    r = run_cli(*args, **kw)
-    assert r.code == 0, r
-    return r
-
-
 def shell_pipeline(name: str, script: str, files: int, parallelism: int = 2, image: str = "pipectl/base:0.1.0",
                    **extra) -> None:
     """A repo ``in`` with ``files`` small files and pipeline ``name`` running
     ``script`` (sh) per file in ``image``."""
-    ok("create-repo", "in")
-    ok("start-commit", "in", "master")
+    run_ok("create-repo", "in")
+    run_ok("start-commit", "in", "master")
     for i in range(files):
-        ok("put-file", "in", "master", f"/f{i:02d}", "-f", "-", input=f"line {i}\n".encode())
-    ok("finish-commit", "in", "master")
+        run_ok("put-file", "in", "master", f"/f{i:02d}", "-f", "-", input=f"line {i}\n".encode())
+    run_ok("finish-commit", "in", "master")
     spec = {"pipeline": {"name": name}, "transform": {"image": image, "cmd": ["sh", "-c", script]},
             "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": parallelism}}
     spec.update(extra)
-    ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
 
 
 def k8s_jobs(env) -> list[dict]:
@@ -52,33 +46,33 @@ def worker_pods(env, phase: str | None = None) -> list[dict]:
 
 
 def the_job(pipeline: str) -> dict:
-    return json.loads(ok("list-job", "-p", pipeline, "--raw").out)[0]
+    return json.loads(run_ok("list-job", "-p", pipeline, "--raw").out)[0]
 
 
 def assert_outputs(pipeline: str, files: int) -> None:
     """Every input file's copy is in the output commit, once, intact."""
-    listed = sorted(n["path"] for n in json.loads(ok("list-file", pipeline, "master", "--raw").out))
+    listed = sorted(n["path"] for n in json.loads(run_ok("list-file", pipeline, "master", "--raw").out))
     assert listed == [f"/f{i:02d}" for i in range(files)]
     for i in range(files):
-        assert ok("get-file", pipeline, "master", f"/f{i:02d}").out == f"line {i}\n"
+        assert run_ok("get-file", pipeline, "master", f"/f{i:02d}").out == f"line {i}\n"
 
 
 def test_job_runs_as_an_indexed_job_and_is_cleaned_up(k8s_env):
     shell_pipeline("copy", "cp /pfs/in/* /pfs/out/; echo copied $PACH_DATUM_ID", files=6,
                    resource_requests={"cpu": "50m", "memory": "64Mi"}, resource_limits={"memory": "256Mi"},
                    job_timeout="10m")
-    r = ok(*CONTROLLER, "--exit-when-idle", timeout=300)
+    r = run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
     assert "started Kubernetes Job" in r.err
     job = the_job("copy")
     assert job["state"] == "success" and job["executor"] == "kubernetes", job
     assert job["datums_processed"] == 6
     assert_outputs("copy", 6)
     assert k8s_jobs(k8s_env) == []  # deleted once the job ended...
-    logs = json.loads(ok("get-logs", "--job", job["id"], "--workers", "--raw").out)
+    logs = json.loads(run_ok("get-logs", "--job", job["id"], "--workers", "--raw").out)
     assert len(logs) == 2  # ...after both pods' logs were kept
     assert all(entry["worker"].startswith("pipectl-copy-") for entry in logs)
     assert sum(int(e["log"].split(" datums to run")[0].rsplit(" ", 1)[1]) for e in logs) == 6, logs
-    datum_logs = ok("get-logs", "--job", job["id"]).out
+    datum_logs = run_ok("get-logs", "--job", job["id"]).out
     assert datum_logs.count("copied") == 6
 
 
@@ -121,7 +115,7 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
 
 def test_missing_image_fails_the_job_clearly(k8s_env):
     shell_pipeline("ghost", "true", files=1, parallelism=1, image="pipectl/does-not-exist:0")
-    ok(*CONTROLLER, "--exit-when-idle", timeout=300)
+    run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
     job = the_job("ghost")
     assert job["state"] == "failure"
     assert "cannot start: ErrImageNeverPull" in job["reason"], job["reason"]

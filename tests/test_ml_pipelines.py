@@ -10,31 +10,18 @@ import os
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
-
-from conftest import REPO_ROOT, STAGE_PYTHON, make_iris_data, put_iris, run_cli
+from helpers import REPO_ROOT, make_iris_data, needs, put_iris, run_cli, run_ok, stage_env_has
 
 LOCAL_IMAGES = os.path.join(REPO_ROOT, "stages", "local-images.json")
 
 
-def _stage_env_has(*modules: str) -> bool:
-    if not os.path.exists(STAGE_PYTHON):
-        return False
-    code = "; ".join(f"import {m}" for m in modules)
-    return subprocess.run([STAGE_PYTHON, "-c", code], capture_output=True).returncode == 0
-
-
-needs_mxnet = pytest.mark.skipif(not _stage_env_has("mxnet", "sklearn"),
-                                 reason="stage environment with MXNet missing: run `make stage-env`")
-needs_audio = pytest.mark.skipif(not (_stage_env_has("librosa", "sklearn") and shutil.which("espeak-ng")),
-                                 reason="needs `make stage-env` and espeak-ng (apt-get install espeak-ng sox)")
-
-
-def ok(*args, **kw):
-    r = run_cli(*args, **kw)
-    assert r.code == 0, r
-    return r
+needs_mxnet = needs("stages", stage_env_has("mxnet", "sklearn"),
+                    "stage environment with MXNet missing: run `make stage-env`")
+needs_audio = needs("audio", stage_env_has("librosa", "sklearn") and bool(shutil.which("espeak-ng")),
+                    "needs `make stage-env` and espeak-ng (apt-get install espeak-ng sox)")
 
 
 def controller():
@@ -45,11 +32,11 @@ def controller():
 
 
 def jobs(pipeline: str) -> list[dict]:
-    return json.loads(ok("list-job", "-p", pipeline, "--raw").out)
+    return json.loads(run_ok("list-job", "-p", pipeline, "--raw").out)
 
 
 def read(repo: str, path: str, ref: str = "master") -> bytes:
-    return ok("get-file", repo, ref, path).stdout_bytes
+    return run_ok("get-file", repo, ref, path).stdout_bytes
 
 
 @pytest.fixture
@@ -76,14 +63,14 @@ def test_iris_trains_predicts_and_traces(iris, local_store):
         rows = (new / name).read_text().strip().splitlines()[1:]
         predicted = read("inference", "/" + name).decode().split()
         assert len(predicted) == len(rows) and set(predicted) <= {"setosa", "versicolor", "virginica"}
-    model = json.loads(ok("inspect-commit", "train", "master", "--raw").out)
-    iris_head = json.loads(ok("inspect-commit", "iris", "master", "--raw").out)["id"]
+    model = json.loads(run_ok("inspect-commit", "train", "master", "--raw").out)
+    iris_head = json.loads(run_ok("inspect-commit", "iris", "master", "--raw").out)["id"]
     assert {p["repo"]: p["commit"] for p in model["provenance"]}["iris"] == iris_head
     assert model["pipeline_version"] == 1
 
     # A new CSV in iris-new runs only inference, for that file only.
     (local_store / "test3.csv").write_text((new / "test1.csv").read_text())
-    ok("put-file", "iris-new", "master", "/test3.csv", "-f", str(local_store / "test3.csv"))
+    run_ok("put-file", "iris-new", "master", "/test3.csv", "-f", str(local_store / "test3.csv"))
     controller()
     assert [len(jobs(p)) for p in ("preprocess", "train", "inference")] == [1, 1, 2]
     latest = jobs("inference")[0]
@@ -94,11 +81,11 @@ def test_iris_trains_predicts_and_traces(iris, local_store):
     extra = (data / "iris.csv").read_text().splitlines()[1:11]
     (local_store / "more.csv").write_text("sepal_length,sepal_width,petal_length,petal_width,species\n"
                                           + "\n".join(extra) + "\n")
-    ok("put-file", "iris", "master", "/more.csv", "-f", str(local_store / "more.csv"))
-    new_data = json.loads(ok("inspect-commit", "iris", "master", "--raw").out)["id"]
+    run_ok("put-file", "iris", "master", "/more.csv", "-f", str(local_store / "more.csv"))
+    new_data = json.loads(run_ok("inspect-commit", "iris", "master", "--raw").out)["id"]
     controller()
     assert [len(jobs(p)) for p in ("preprocess", "train")] == [2, 2]
-    model = json.loads(ok("inspect-commit", "train", "master", "--raw").out)
+    model = json.loads(run_ok("inspect-commit", "train", "master", "--raw").out)
     assert {p["repo"]: p["commit"] for p in model["provenance"]}["iris"] == new_data
     assert json.loads(read("train", "/metrics.json"))["accuracy"] >= 0.9
 
@@ -106,14 +93,14 @@ def test_iris_trains_predicts_and_traces(iris, local_store):
 @needs_mxnet
 def test_corrupt_csv_fails_the_datum_not_the_controller(iris, local_store):
     (local_store / "bad.csv").write_bytes(b"sepal_length,sepal_width\n\x00\xff\xfe garbage,,\n")
-    ok("put-file", "iris-new", "master", "/bad.csv", "-f", str(local_store / "bad.csv"))
-    before = json.loads(ok("inspect-commit", "inference", "master", "--raw").out)["id"]
+    run_ok("put-file", "iris-new", "master", "/bad.csv", "-f", str(local_store / "bad.csv"))
+    before = json.loads(run_ok("inspect-commit", "inference", "master", "--raw").out)["id"]
     controller()
     job = jobs("inference")[0]
     assert job["state"] == "failure" and "bad.csv" in job["reason"]
     assert "Traceback" not in job["reason"]
-    assert json.loads(ok("inspect-commit", "inference", "master", "--raw").out)["id"] == before
-    logs = ok("get-logs", "--job", job["id"]).out
+    assert json.loads(run_ok("inspect-commit", "inference", "master", "--raw").out)["id"] == before
+    logs = run_ok("get-logs", "--job", job["id"]).out
     assert "bad.csv" in logs and "error" in logs
 
 
@@ -127,21 +114,21 @@ def test_speech_pipeline_learns_who_is_speaking(local_store):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        ok("create-repo", "audio-trigger")
-        ok("put-file", "audio-trigger", "master", "/request.txt", "-f", "-", input=b"go\n")
-        spec = json.load(open(os.path.join(REPO_ROOT, "specs", "audio", "fetch.json")))
+        run_ok("create-repo", "audio-trigger")
+        run_ok("put-file", "audio-trigger", "master", "/request.txt", "-f", "-", input=b"go\n")
+        spec = json.loads(Path(REPO_ROOT, "specs", "audio", "fetch.json").read_text())
         spec["transform"]["env"]["SOURCE_URL"] = f"http://127.0.0.1:{server.server_port}/speech.zip"
-        ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+        run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
         for name in ("filter", "extract", "learn"):
-            ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "audio", f"{name}.json"))
+            run_ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "audio", f"{name}.json"))
         controller()
     finally:
         server.shutdown()
     metrics = json.loads(read("learn", "/metrics.json"))
     assert metrics["accuracy"] >= 3 * metrics["chance_accuracy"]
     assert metrics["accuracy"] >= 0.8
-    kept = json.loads(ok("list-file", "filter", "master", "/", "--raw").out)
-    fetched = json.loads(ok("list-file", "fetch", "master", "/", "--raw").out)
+    kept = json.loads(run_ok("list-file", "filter", "master", "/", "--raw").out)
+    fetched = json.loads(run_ok("list-file", "fetch", "master", "/", "--raw").out)
     assert sum(n["size_bytes"] for n in kept) < sum(n["size_bytes"] for n in fetched)  # long clips dropped
-    model = json.loads(ok("inspect-commit", "learn", "master", "--raw").out)
+    model = json.loads(run_ok("inspect-commit", "learn", "master", "--raw").out)
     assert {p["repo"] for p in model["provenance"]} == {"extract", "filter", "fetch", "audio-trigger"}

@@ -12,11 +12,11 @@ import time
 
 import blake3
 import pytest
+from helpers import assert_clean_error, file_bytes, run_cli, snapshot
 
-from conftest import assert_clean_error, file_bytes, run_cli, snapshot
 from pipectl import glob as globs
 from pipectl.errors import Conflict, InvalidArgument, NotFound
-from pipectl.pfs import PFS, objects
+from pipectl.pfs import PFS, keys, objects, reader
 from pipectl.pfs.tree import FileEntry, Tree
 
 
@@ -237,7 +237,6 @@ def test_a_file_that_shrinks_while_being_stored_fails_the_put_cleanly(pfs, tmp_p
     """A large file truncated during its put (here once its first chunk is
     stored, at a length that leaves every chunk in flight whole) fails the
     put with one line naming the file; the branch does not move."""
-    from pipectl.pfs import objects
 
     f = tmp_path / "big"
     f.write_bytes(os.urandom(8 * objects.CHUNK_SIZE))
@@ -300,7 +299,7 @@ def test_put_file_killed_midway_leaves_branch_unchanged(store_url, pfs, tmp_path
 
 
 def test_s3_endpoint_down_fails_fast(tmp_path):
-    from conftest import free_port
+    from helpers import free_port
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "x",
            "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
            "PIPECTL_STORE": "s3://bucket/p"}
@@ -345,7 +344,7 @@ def test_content_is_addressed_by_blake3(pfs, store, tmp_path):
     pfs.put_files("r", "master", [("/small", str(tmp_path / "small")), ("/large", str(tmp_path / "large"))])
     pieces = [small] + [large[i:i + objects.CHUNK_SIZE] for i in range(0, len(large), objects.CHUNK_SIZE)]
     for piece in pieces:
-        assert store.read(objects.object_key(blake3.blake3(piece).hexdigest())) == piece
+        assert store.read(keys.object_key(blake3.blake3(piece).hexdigest())) == piece
     assert file_bytes(pfs, "r")["/large"] == large
     commit = pfs.inspect_commit("r", "master")
     assert blake3.blake3(store.read(f"trees/{commit.tree}")).hexdigest() == commit.tree
@@ -397,8 +396,8 @@ def test_read_packed_reads_nearby_files_together(pfs, store, tmp_path):
     requests = []
     if hasattr(store, "client"):
         store.client.meta.events.register("before-send.s3.GetObject", lambda **kw: requests.append(kw))
-    assert objects.read_packed(store, every_other) == every_other
-    assert objects.read_packed(store, every_other, gap=0) == every_other
+    assert reader.read_packed(store, every_other) == every_other
+    assert reader.read_packed(store, every_other, gap=0) == every_other
     if hasattr(store, "client"):
         assert len(requests) == 1 + 50
 
@@ -424,8 +423,8 @@ def test_sha256_named_content_stays_readable(store, tmp_path):
     pfs.create_repo("r")
     commit, _ = pfs.put_files("r", "master", [("/f", str(tmp_path / "f"))])
     old_name = hashlib.sha256(data).hexdigest()
-    store.write(objects.object_key(old_name), data)
-    store.delete(objects.object_key(blake3.blake3(data).hexdigest()))
+    store.write(keys.object_key(old_name), data)
+    store.delete(keys.object_key(blake3.blake3(data).hexdigest()))
     tree = json.loads(store.read(f"trees/{commit.tree}"))
     tree["files"]["/f"][1] = [old_name]
     tree_bytes = json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()

@@ -18,22 +18,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
+import helpers
 import pytest
 import requests
-from conftest import file_bytes, free_port, run_cli
+from helpers import file_bytes, free_port, ok, run_cli, skip, wait_for
 
 from pipectl.pfs import PFS
 from pipectl.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_PYTHON = Path(os.environ.get("PIPECTL_STAGE_PYTHON", ROOT / ".venv-stages" / "bin" / "python"))
+STAGE_PYTHON = Path(helpers.STAGE_PYTHON)
 HANDLER = ROOT / "stages" / "inference" / "iris_model.py"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -41,22 +40,6 @@ SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 
 # --- helpers ------------------------------------------------------------------
-
-def ok(result):
-    assert result.code == 0, result
-    return result
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "condition"):
-    """Poll ``predicate`` until it returns a true value (returned)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
 
 class Server:
     """A ``pipectl serve`` process (stage interpreter) on a free loopback port."""
@@ -85,12 +68,12 @@ class Server:
             return False
 
     def wait_up(self) -> Server:
-        wait_for(self.up, 120, "the server to listen")
+        wait_for(self.up, 120, what="the server to listen")
         return self
 
     def wait_healthy(self) -> Server:
         self.wait_up()
-        wait_for(lambda: self.get("/ping").status_code == 200, 120, f"a model to load:\n{self.log()}")
+        wait_for(lambda: self.get("/ping").status_code == 200, 120, what=f"a model to load:\n{self.log()}")
         return self
 
     def get(self, path: str) -> requests.Response:
@@ -120,11 +103,11 @@ class Server:
 def stage_python() -> Path:
     """The stage interpreter, able to serve; skips the module otherwise."""
     if not STAGE_PYTHON.exists():
-        pytest.skip(f"stage interpreter {STAGE_PYTHON} not found (make stage-env, or set PIPECTL_STAGE_PYTHON)")
+        skip("stages", f"stage interpreter {STAGE_PYTHON} not found (make stage-env, or set PIPECTL_STAGE_PYTHON)")
     probe = subprocess.run([str(STAGE_PYTHON), "-c", "import mxnet, numpy, sklearn, starlette, uvicorn, pipectl"],
                            check=False, capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
-        pytest.skip(f"{STAGE_PYTHON} cannot serve the Iris model ({probe.stderr.strip().splitlines()[-1]}); "
+        skip("stages", f"{STAGE_PYTHON} cannot serve the Iris model ({probe.stderr.strip().splitlines()[-1]}); "
                     "make stage-env installs MXNet, Starlette, uvicorn and pipectl into it")
     return STAGE_PYTHON
 
@@ -240,15 +223,15 @@ def test_503_until_a_model_appears_then_serves_it(trained, new_server, tmp_path)
         assert described["status"] == "Unavailable" and described["modelVersion"] is None
         assert s.get("/v2/health/live").status_code == 200
 
-    wait_for(lambda: "repo train not found" in s.get("/ping").json()["message"], 30, "the missing-repo reason")
+    wait_for(lambda: "repo train not found" in s.get("/ping").json()["message"], 30, what="the missing-repo reason")
     unavailable("repo train not found")
     pfs.create_repo("train")
-    wait_for(lambda: "no commits" in s.get("/ping").json()["message"], 30, "the no-commit reason")
+    wait_for(lambda: "no commits" in s.get("/ping").json()["message"], 30, what="the no-commit reason")
     unavailable("branch master of repo train has no commits yet")
 
     model = file_bytes(trained.pfs, "train")
     commit = pfs.put_files("train", "master", [(p, io.BytesIO(d)) for p, d in model.items()])[0]
-    wait_for(lambda: s.get("/ping").status_code == 200, 60, "the model to load")
+    wait_for(lambda: s.get("/ping").status_code == 200, 60, what="the model to load")
     r = s.post("/predictions/iris", SETOSA)
     assert r.status_code == 200 and r.json()["predictions"] == ["setosa"], r.text
     assert r.json()["model_version"] == r.headers["X-Model-Version"] == commit.id
@@ -266,14 +249,14 @@ def test_a_broken_model_commit_keeps_the_previous_version_serving(trained, new_s
     assert s.version() == good.id
 
     broken = pfs.delete_file("train", "master", "/model-0000.params")
-    error = wait_for(lambda: s.get("/models/iris").json()[0].get("lastError"), 30, "the load error")
+    error = wait_for(lambda: s.get("/models/iris").json()[0].get("lastError"), 30, what="the load error")
     assert error["commit"] == broken.id and "model-0000.params" in error["error"]
     r = s.post("/predictions/iris", SETOSA)
     assert r.status_code == 200 and r.json()["model_version"] == good.id
     assert s.get("/ping").status_code == 200
 
     fixed = pfs.put_files("train", "master", [("/model-0000.params", io.BytesIO(model["/model-0000.params"]))])[0]
-    wait_for(lambda: s.version() == fixed.id, 30, "the fixed model")
+    wait_for(lambda: s.version() == fixed.id, 30, what="the fixed model")
     assert "lastError" not in s.get("/models/iris").json()[0]
 
 
@@ -433,10 +416,7 @@ TENSOR = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": SETOSA
     ("GET", "/v2/models/resnet", None, None, 404, "model resnet not found"),
 ])
 def test_bad_requests_get_their_status_and_a_json_error(server, method, path, media, body, status, needle):
-    if method == "GET":
-        r = server.get(path)
-    else:
-        r = server.post(path, body, media)
+    r = server.get(path) if method == "GET" else server.post(path, body, media)
     assert r.status_code == status, r.text
     error = r.json()
     message = error["error"] if path.startswith("/v2") else error["message"]
@@ -477,9 +457,9 @@ def test_reload_under_a_stream_of_requests_loses_none(trained, server, tmp_path)
         trained.controller()
         new = trained.pfs.inspect_commit("train", "master")
         assert new.id != old.id and new.pipeline_version == old.pipeline_version + 1
-        wait_for(lambda: all(s and s[-1][1] == new.id for s in seen.values()), 60, "clients to see the new model")
+        wait_for(lambda: all(s and s[-1][1] == new.id for s in seen.values()), 60, what="clients to see the new model")
         count = {k: len(s) for k, s in seen.items()}
-        wait_for(lambda: all(len(s) >= count[k] + 20 for k, s in seen.items()), 30, "more requests")
+        wait_for(lambda: all(len(s) >= count[k] + 20 for k, s in seen.items()), 30, what="more requests")
     finally:
         stop.set()
         for t in threads:

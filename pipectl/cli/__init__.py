@@ -33,12 +33,10 @@ def cli(ctx: click.Context, store: str | None) -> None:
     ctx.obj = Context(store)
 
 
-from . import pfs_commands, pps_commands  # noqa: E402  (registers commands)
-from . import serving_commands  # noqa: E402
+from . import pfs_commands, pps_commands, serving_commands  # noqa: E402
 
-pfs_commands.register(cli)
-pps_commands.register(cli)
-serving_commands.register(cli)
+for _command in pfs_commands.COMMANDS + pps_commands.COMMANDS + serving_commands.COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

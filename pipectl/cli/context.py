@@ -1,4 +1,4 @@
-"""Lazily opened store and APIs shared by the CLI commands."""
+"""The client shared by the CLI commands, opened on first use."""
 
 from __future__ import annotations
 
@@ -6,28 +6,19 @@ import functools
 
 import click
 
-from ..store import ObjectStore, open_store
+from ..client import Client
+from ..store import open_store
 
 
 class Context:
-    """Holds the store URL; opens the store and APIs on first use."""
+    """Holds the store URL; opens the store and its :class:`Client` on first use."""
 
     def __init__(self, store_url: str | None):
         self.store_url = store_url
 
     @functools.cached_property
-    def store(self) -> ObjectStore:
-        return open_store(self.store_url)
-
-    @functools.cached_property
-    def pfs(self):
-        from ..pfs import PFS
-        return PFS(self.store)
-
-    @functools.cached_property
-    def pps(self):
-        from ..pps import PPS
-        return PPS(self.store)
+    def client(self) -> Client:
+        return Client(open_store(self.store_url))
 
 
 def current() -> Context:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -44,7 +45,7 @@ def ago(timestamp: str | None) -> str:
     """``2 minutes ago`` for an ISO timestamp (``-`` for None)."""
     if not timestamp:
         return "-"
-    seconds = (dt.datetime.now(dt.timezone.utc) - parse_time(timestamp)).total_seconds()
+    seconds = (dt.datetime.now(dt.UTC) - parse_time(timestamp)).total_seconds()
     for unit, span in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= span:
             count = int(seconds // span)

@@ -9,7 +9,7 @@ import urllib.parse
 
 import click
 
-from ..errors import Conflict, InvalidArgument, NotFound, StoreUnavailable
+from ..errors import InvalidArgument, NotFound, StoreUnavailable
 from ..pfs import names
 from . import output
 from .context import current
@@ -39,253 +39,245 @@ def _commit_text(c) -> str:
     return "\n".join(lines)
 
 
-def register(cli: click.Group) -> None:
-    """Add the data commands to ``cli``."""
 
-    # repos ---------------------------------------------------------------
-    @cli.command("create-repo")
-    @click.argument("repo")
-    @click.option("-d", "--description", default="", help="A description of the repo.")
-    def create_repo(repo, description):
-        """Create a new repo (with a master branch)."""
-        current().pfs.create_repo(repo, description)
+# repos ---------------------------------------------------------------
+@click.command("create-repo")
+@click.argument("repo")
+@click.option("-d", "--description", default="", help="A description of the repo.")
+def create_repo(repo, description):
+    """Create a new repo (with a master branch)."""
+    current().client.create_repo(repo, description)
 
-    @cli.command("list-repo")
-    @raw_option
-    def list_repo(raw):
-        """List repos: NAME, CREATED, SIZE (MASTER)."""
-        pfs = current().pfs
-        repos = pfs.list_repos()
-        sizes = {r.name: pfs.repo_size(r.name) for r in repos}
-        if raw:
-            return output.raw([dict(r.to_dict(), size_bytes=sizes[r.name]) for r in repos])
-        output.table(["NAME", "CREATED", "SIZE (MASTER)", "DESCRIPTION"],
-                     [[r.name, output.ago(r.created), output.size(sizes[r.name]), r.description] for r in repos])
+@click.command("list-repo")
+@raw_option
+def list_repo(raw):
+    """List repos: NAME, CREATED, SIZE (MASTER)."""
+    repos = current().client.list_repos()
+    if raw:
+        return output.raw([r.to_dict() for r in repos])
+    output.table(["NAME", "CREATED", "SIZE (MASTER)", "DESCRIPTION"],
+                 [[r.info.name, output.ago(r.info.created), output.size(r.size_bytes), r.info.description]
+                  for r in repos])
 
-    @cli.command("inspect-repo")
-    @click.argument("repo")
-    @raw_option
-    def inspect_repo(repo, raw):
-        """Show a repo's details."""
-        pfs = current().pfs
-        info = pfs.inspect_repo(repo)
-        branches = pfs.list_branches(repo)
-        size = pfs.repo_size(repo)
-        if raw:
-            return output.raw(dict(info.to_dict(), size_bytes=size, branches=[b.name for b in branches]))
-        click.echo(f"Name: {info.name}\nDescription: {info.description}\n"
-                   f"Created: {output.ago(info.created)}\nSize of HEAD on master: {output.size(size)}\n"
-                   f"Branches: {', '.join(b.name for b in branches)}")
+@click.command("inspect-repo")
+@click.argument("repo")
+@raw_option
+def inspect_repo(repo, raw):
+    """Show a repo's details."""
+    r = current().client.inspect_repo(repo)
+    if raw:
+        return output.raw(r.to_dict())
+    click.echo(f"Name: {r.info.name}\nDescription: {r.info.description}\n"
+               f"Created: {output.ago(r.info.created)}\nSize of HEAD on master: {output.size(r.size_bytes)}\n"
+               f"Branches: {', '.join(r.branches or [])}")
 
-    @cli.command("delete-repo")
-    @click.argument("repo")
-    @click.option("-f", "--force", is_flag=True, help="Delete even if pipelines use the repo.")
-    def delete_repo(repo, force):
-        """Delete a repo and its history (refuses while a pipeline uses it)."""
-        ctx = current()
-        ctx.pfs.inspect_repo(repo)
-        users = ctx.pps.pipelines_using(repo)
-        if users and not force:
-            raise Conflict(f"repo {repo} is used by pipeline(s) {', '.join(users)}; "
-                           "delete them first or pass --force")
-        ctx.pfs.delete_repo(repo)
+@click.command("delete-repo")
+@click.argument("repo")
+@click.option("-f", "--force", is_flag=True, help="Delete even if pipelines use the repo.")
+def delete_repo(repo, force):
+    """Delete a repo and its history (refuses while a pipeline uses it)."""
+    current().client.delete_repo(repo, force)
 
-    # commits -------------------------------------------------------------
-    @cli.command("start-commit")
-    @click.argument("repo")
-    @click.argument("branch")
-    @click.option("-p", "--parent", help="Parent commit (default: the branch head).")
-    @click.option("-m", "--message", "--description", "description", default="", help="Commit description.")
-    def start_commit(repo, branch, parent, description):
-        """Start a new commit on BRANCH; prints its id."""
-        click.echo(current().pfs.start_commit(repo, branch, description, parent).id)
+# commits -------------------------------------------------------------
+@click.command("start-commit")
+@click.argument("repo")
+@click.argument("branch")
+@click.option("-p", "--parent", help="Parent commit (default: the branch head).")
+@click.option("-m", "--message", "--description", "description", default="", help="Commit description.")
+def start_commit(repo, branch, parent, description):
+    """Start a new commit on BRANCH; prints its id."""
+    click.echo(current().client.start_commit(repo, branch, description, parent).id)
 
-    @cli.command("finish-commit")
-    @click.argument("repo")
-    @click.argument("commit")
-    @click.option("-m", "--message", "--description", "description", default=None, help="Commit description.")
-    def finish_commit(repo, commit, description):
-        """Finish an open commit (a branch name means its open head commit)."""
-        current().pfs.finish_commit(repo, commit, description)
+@click.command("finish-commit")
+@click.argument("repo")
+@click.argument("commit")
+@click.option("-m", "--message", "--description", "description", default=None, help="Commit description.")
+def finish_commit(repo, commit, description):
+    """Finish an open commit (a branch name means its open head commit)."""
+    current().client.finish_commit(repo, commit, description)
 
-    @cli.command("list-commit")
-    @click.argument("repo")
-    @click.argument("branch", required=False)
-    @click.option("-n", "--number", type=int, default=0, help="Show at most this many commits.")
-    @raw_option
-    def list_commit(repo, branch, number, raw):
-        """List the commits of a repo (or of one branch), newest first."""
-        commits = current().pfs.list_commits(repo, branch, number or None)
-        if raw:
-            return output.raw([c.to_dict() for c in commits])
-        output.table(["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"],
-                     [_commit_row(c) for c in commits])
+@click.command("list-commit")
+@click.argument("repo")
+@click.argument("branch", required=False)
+@click.option("-n", "--number", type=int, default=0, help="Show at most this many commits.")
+@raw_option
+def list_commit(repo, branch, number, raw):
+    """List the commits of a repo (or of one branch), newest first."""
+    commits = current().client.list_commits(repo, branch, number or None)
+    if raw:
+        return output.raw([c.to_dict() for c in commits])
+    output.table(["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"],
+                 [_commit_row(c) for c in commits])
 
-    @cli.command("inspect-commit")
-    @click.argument("repo")
-    @click.argument("commit")
-    @raw_option
-    def inspect_commit(repo, commit, raw):
-        """Show a commit: parent, times, size and full provenance."""
-        c = current().pfs.inspect_commit(repo, commit)
-        if raw:
-            return output.raw(c.to_dict())
-        click.echo(_commit_text(c))
+@click.command("inspect-commit")
+@click.argument("repo")
+@click.argument("commit")
+@raw_option
+def inspect_commit(repo, commit, raw):
+    """Show a commit: parent, times, size and full provenance."""
+    c = current().client.inspect_commit(repo, commit)
+    if raw:
+        return output.raw(c.to_dict())
+    click.echo(_commit_text(c))
 
-    @cli.command("delete-commit")
-    @click.argument("repo")
-    @click.argument("commit")
-    def delete_commit(repo, commit):
-        """Delete a branch's head commit (the branch moves back to its parent)."""
-        current().pfs.delete_commit(repo, commit)
+@click.command("delete-commit")
+@click.argument("repo")
+@click.argument("commit")
+def delete_commit(repo, commit):
+    """Delete a branch's head commit (the branch moves back to its parent)."""
+    current().client.delete_commit(repo, commit)
 
-    # branches ------------------------------------------------------------
-    @cli.command("create-branch")
-    @click.argument("repo")
-    @click.argument("branch")
-    @click.option("--head", help="Commit or branch for the new branch to point at.")
-    def create_branch(repo, branch, head):
-        """Create a branch (or move an existing one to --head)."""
-        current().pfs.create_branch(repo, branch, head)
+# branches ------------------------------------------------------------
+@click.command("create-branch")
+@click.argument("repo")
+@click.argument("branch")
+@click.option("--head", help="Commit or branch for the new branch to point at.")
+def create_branch(repo, branch, head):
+    """Create a branch (or move an existing one to --head)."""
+    current().client.create_branch(repo, branch, head)
 
-    @cli.command("list-branch")
-    @click.argument("repo")
-    @raw_option
-    def list_branch(repo, raw):
-        """List a repo's branches: BRANCH, HEAD."""
-        branches = current().pfs.list_branches(repo)
-        if raw:
-            return output.raw([b.to_dict() for b in branches])
-        output.table(["BRANCH", "HEAD"], [[b.name, b.head or "-"] for b in branches])
+@click.command("list-branch")
+@click.argument("repo")
+@raw_option
+def list_branch(repo, raw):
+    """List a repo's branches: BRANCH, HEAD."""
+    branches = current().client.list_branches(repo)
+    if raw:
+        return output.raw([b.to_dict() for b in branches])
+    output.table(["BRANCH", "HEAD"], [[b.name, b.head or "-"] for b in branches])
 
-    @cli.command("delete-branch")
-    @click.argument("repo")
-    @click.argument("branch")
-    def delete_branch(repo, branch):
-        """Delete a branch (its commits are kept)."""
-        current().pfs.delete_branch(repo, branch)
+@click.command("delete-branch")
+@click.argument("repo")
+@click.argument("branch")
+def delete_branch(repo, branch):
+    """Delete a branch (its commits are kept)."""
+    current().client.delete_branch(repo, branch)
 
-    # files ---------------------------------------------------------------
-    @cli.command("put-file")
-    @click.argument("repo")
-    @click.argument("branch")
-    @click.argument("path", required=False)
-    @click.option("-f", "--file", "files", multiple=True,
-                  help="Local file, directory (with -r), http(s) URL, or '-' for stdin. Repeatable.")
-    @click.option("-r", "--recursive", is_flag=True, help="Put the contents of directories, recursively.")
-    @click.option("-o", "--overwrite", is_flag=True,
-                  help="Replace existing files instead of appending to them (pachctl 1.x appends).")
-    @click.option("-p", "--parallelism", type=click.IntRange(1, 256), default=None,
-                  help="Files uploaded at once (default: 4 on local disk, 16 on S3).")
-    def put_file(repo, branch, path, files, recursive, overwrite, parallelism):
-        """Put files into BRANCH (or an open commit id) at PATH.
+# files ---------------------------------------------------------------
+@click.command("put-file")
+@click.argument("repo")
+@click.argument("branch")
+@click.argument("path", required=False)
+@click.option("-f", "--file", "files", multiple=True,
+              help="Local file, directory (with -r), http(s) URL, or '-' for stdin. Repeatable.")
+@click.option("-r", "--recursive", is_flag=True, help="Put the contents of directories, recursively.")
+@click.option("-o", "--overwrite", is_flag=True,
+              help="Replace existing files instead of appending to them (pachctl 1.x appends).")
+@click.option("-p", "--parallelism", type=click.IntRange(1, 256), default=None,
+              help="Files uploaded at once (default: 4 on local disk, 16 on S3).")
+def put_file(repo, branch, path, files, recursive, overwrite, parallelism):
+    """Put files into BRANCH (or an open commit id) at PATH.
 
-        Without an open commit, one commit is made and finished. Examples:
+    Without an open commit, one commit is made and finished. Examples:
 
-          pipectl put-file iris master /iris.csv -f iris.csv
+      pipectl put-file iris master /iris.csv -f iris.csv
 
-          pipectl put-file images master -r -f ./photos
-        """
-        pfs = current().pfs
-        if parallelism:
-            pfs.put_threads = parallelism
-        sources, closers = _sources(path, list(files) or ["-"], recursive)
+      pipectl put-file images master -r -f ./photos
+    """
+    sources, closers = _sources(path, list(files) or ["-"], recursive)
+    try:
+        with _progress(sources) as advance:
+            current().client.put_files(repo, branch, sources, overwrite=overwrite, progress=advance,
+                                       parallelism=parallelism)
+    finally:
+        for c in closers:
+            c.close()
+
+@click.command("get-file")
+@click.argument("repo")
+@click.argument("commit")
+@click.argument("path")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
+def get_file(repo, commit, path, out):
+    """Print a file's contents (or write them to --output)."""
+    client = current().client
+    if out:
+        tmp = out + ".pipectl-partial"
         try:
-            with _progress(sources) as advance:
-                pfs.put_files(repo, branch, sources, overwrite=overwrite, progress=advance)
+            with open(tmp, "wb") as f:
+                client.get_file(repo, commit, path, f)
+            os.replace(tmp, out)
         finally:
-            for c in closers:
-                c.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    else:
+        client.get_file(repo, commit, path, sys.stdout.buffer)
+        sys.stdout.flush()
 
-    @cli.command("get-file")
-    @click.argument("repo")
-    @click.argument("commit")
-    @click.argument("path")
-    @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
-    def get_file(repo, commit, path, out):
-        """Print a file's contents (or write them to --output)."""
-        pfs = current().pfs
-        if out:
-            tmp = out + ".pipectl-partial"
-            try:
-                with open(tmp, "wb") as f:
-                    pfs.get_file(repo, commit, path, f)
-                os.replace(tmp, out)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-        else:
-            pfs.get_file(repo, commit, path, sys.stdout.buffer)
-            sys.stdout.flush()
+def _nodes_raw(nodes):
+    return [{"path": n.path, "type": n.type, "size_bytes": n.size, "hash": n.hash} for n in nodes]
 
-    def _nodes_raw(nodes):
-        return [{"path": n.path, "type": n.type, "size_bytes": n.size, "hash": n.hash} for n in nodes]
+def _node_rows(nodes):
+    return [[n.path, n.type, output.size(n.size)] for n in nodes]
 
-    def _node_rows(nodes):
-        return [[n.path, n.type, output.size(n.size)] for n in nodes]
+def _show_nodes(nodes, raw):
+    if raw:
+        return output.raw(_nodes_raw(nodes))
+    output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
 
-    def _show_nodes(nodes, raw):
-        if raw:
-            return output.raw(_nodes_raw(nodes))
-        output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
+@click.command("list-file")
+@click.argument("repo")
+@click.argument("commit")
+@click.argument("path", default="/")
+@raw_option
+def list_file(repo, commit, path, raw):
+    """List the files of a directory in a commit: NAME, TYPE, SIZE."""
+    _show_nodes(current().client.list_files(repo, commit, path), raw)
 
-    @cli.command("list-file")
-    @click.argument("repo")
-    @click.argument("commit")
-    @click.argument("path", default="/")
-    @raw_option
-    def list_file(repo, commit, path, raw):
-        """List the files of a directory in a commit: NAME, TYPE, SIZE."""
-        _show_nodes(current().pfs.list_files(repo, commit, path), raw)
+@click.command("glob-file")
+@click.argument("repo")
+@click.argument("commit")
+@click.argument("pattern")
+@raw_option
+def glob_file(repo, commit, pattern, raw):
+    """List files and directories matching a glob (as pipeline inputs use)."""
+    _show_nodes(current().client.glob_files(repo, commit, pattern), raw)
 
-    @cli.command("glob-file")
-    @click.argument("repo")
-    @click.argument("commit")
-    @click.argument("pattern")
-    @raw_option
-    def glob_file(repo, commit, pattern, raw):
-        """List files and directories matching a glob (as pipeline inputs use)."""
-        _show_nodes(current().pfs.glob_files(repo, commit, pattern), raw)
+@click.command("inspect-file")
+@click.argument("repo")
+@click.argument("commit")
+@click.argument("path")
+@raw_option
+def inspect_file(repo, commit, path, raw):
+    """Show a file's type, size and content hash."""
+    n = current().client.inspect_file(repo, commit, path)
+    if raw:
+        return output.raw(_nodes_raw([n])[0])
+    click.echo(f"Path: {n.path}\nType: {n.type}\nSize: {output.size(n.size)}\nHash: {n.hash}")
 
-    @cli.command("inspect-file")
-    @click.argument("repo")
-    @click.argument("commit")
-    @click.argument("path")
-    @raw_option
-    def inspect_file(repo, commit, path, raw):
-        """Show a file's type, size and content hash."""
-        n = current().pfs.inspect_file(repo, commit, path)
-        if raw:
-            return output.raw(_nodes_raw([n])[0])
-        click.echo(f"Path: {n.path}\nType: {n.type}\nSize: {output.size(n.size)}\nHash: {n.hash}")
+@click.command("diff-file")
+@click.argument("args", nargs=-1, required=True)
+@raw_option
+def diff_file(args, raw):
+    """Show files added or removed between two commits.
 
-    @cli.command("diff-file")
-    @click.argument("args", nargs=-1, required=True)
-    @raw_option
-    def diff_file(args, raw):
-        """Show files added or removed between two commits.
+    Arguments: NEW_REPO NEW_COMMIT [NEW_PATH [OLD_REPO OLD_COMMIT [OLD_PATH]]].
+    Without an old commit, compares with NEW_COMMIT's parent.
+    """
+    if len(args) not in (2, 3, 5, 6):
+        raise InvalidArgument("diff-file takes NEW_REPO NEW_COMMIT [NEW_PATH [OLD_REPO OLD_COMMIT [OLD_PATH]]]")
+    new_repo, new_commit = args[0], args[1]
+    path = args[2] if len(args) > 2 else "/"
+    old_repo, old_commit = (args[3], args[4]) if len(args) > 3 else (None, None)
+    added, removed = current().client.diff_files(new_repo, new_commit, path, old_repo, old_commit)
+    if raw:
+        return output.raw({"added": _nodes_raw(added), "removed": _nodes_raw(removed)})
+    output.table(["OP", "NAME", "TYPE", "SIZE"],
+                 [["+"] + r for r in _node_rows(added)] + [["-"] + r for r in _node_rows(removed)])
 
-        Arguments: NEW_REPO NEW_COMMIT [NEW_PATH [OLD_REPO OLD_COMMIT [OLD_PATH]]].
-        Without an old commit, compares with NEW_COMMIT's parent.
-        """
-        if len(args) not in (2, 3, 5, 6):
-            raise InvalidArgument("diff-file takes NEW_REPO NEW_COMMIT [NEW_PATH [OLD_REPO OLD_COMMIT [OLD_PATH]]]")
-        new_repo, new_commit = args[0], args[1]
-        path = args[2] if len(args) > 2 else "/"
-        old_repo, old_commit = (args[3], args[4]) if len(args) > 3 else (None, None)
-        added, removed = current().pfs.diff_files(new_repo, new_commit, path, old_repo, old_commit)
-        if raw:
-            return output.raw({"added": _nodes_raw(added), "removed": _nodes_raw(removed)})
-        output.table(["OP", "NAME", "TYPE", "SIZE"],
-                     [["+"] + r for r in _node_rows(added)] + [["-"] + r for r in _node_rows(removed)])
+@click.command("delete-file")
+@click.argument("repo")
+@click.argument("branch")
+@click.argument("path")
+def delete_file(repo, branch, path):
+    """Delete a file or directory (in a new commit, or an open one)."""
+    current().client.delete_file(repo, branch, path)
 
-    @cli.command("delete-file")
-    @click.argument("repo")
-    @click.argument("branch")
-    @click.argument("path")
-    def delete_file(repo, branch, path):
-        """Delete a file or directory (in a new commit, or an open one)."""
-        current().pfs.delete_file(repo, branch, path)
+
+COMMANDS = [create_repo, list_repo, inspect_repo, delete_repo, start_commit, finish_commit, list_commit,
+            inspect_commit, delete_commit, create_branch, list_branch, delete_branch, put_file, get_file,
+            list_file, glob_file, inspect_file, diff_file, delete_file]
+"""The commands this module adds to the CLI, in help order."""
 
 
 def _sources(path: str | None, files: list[str], recursive: bool):
@@ -348,8 +340,7 @@ def _progress(sources: list[tuple[str, object]]):
     if total_bytes < 16 * 2 ** 20 and count < 64:
         yield None
         return
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(f"put {count} file{'s' if count != 1 else ''}", total=total_bytes or None)

@@ -16,12 +16,13 @@ from .context import current
 from .output import raw_option
 
 
-def _read_spec(path: str) -> dict:
+def _read_spec(path: str) -> tuple[object, str]:
+    """The parsed spec in file ``path`` (``-``: stdin) and its name for errors."""
     if path == "-":
-        return specs.load(click.get_text_stream("stdin").read(), "stdin")
+        return specs.parse(click.get_text_stream("stdin").read(), "stdin"), "stdin"
     try:
         with open(path) as f:
-            return specs.load(f.read(), path)
+            return specs.parse(f.read(), path), path
     except FileNotFoundError:
         raise NotFound(f"spec file {path} does not exist") from None
     except IsADirectoryError:
@@ -51,258 +52,238 @@ def _job_duration(job) -> float | None:
     end = parse_time(job.finished) if job.finished else None
     if end is None:
         import datetime as dt
-        end = dt.datetime.now(dt.timezone.utc)
+        end = dt.datetime.now(dt.UTC)
     return (end - parse_time(job.started)).total_seconds()
 
 
-def register(cli: click.Group) -> None:
-    """Add the pipeline commands to ``cli``."""
 
-    @cli.command("create-pipeline")
-    @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
-    def create_pipeline(path):
-        """Create a pipeline (and its output repo) from a spec."""
-        current().pps.create_pipeline(_read_spec(path))
+@click.command("create-pipeline")
+@click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
+def create_pipeline(path):
+    """Create a pipeline (and its output repo) from a spec."""
+    spec, source = _read_spec(path)
+    current().client.create_pipeline(spec, source)
 
-    @cli.command("update-pipeline")
-    @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
-    @click.option("--reprocess", is_flag=True, help="Reprocess every datum, even ones already processed.")
-    def update_pipeline(path, reprocess):
-        """Replace a pipeline's spec with a new version."""
-        spec = _read_spec(path)
-        current().pps.inspect_pipeline(spec["pipeline"]["name"])
-        current().pps.create_pipeline(spec, update=True, reprocess=reprocess)
+@click.command("update-pipeline")
+@click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
+@click.option("--reprocess", is_flag=True, help="Reprocess every datum, even ones already processed.")
+def update_pipeline(path, reprocess):
+    """Replace a pipeline's spec with a new version."""
+    spec, source = _read_spec(path)
+    current().client.update_pipeline(spec, reprocess, source)
 
-    @cli.command("list-pipeline")
-    @raw_option
-    def list_pipeline(raw):
-        """List pipelines: NAME, VERSION, INPUT, CREATED, STATE, LAST JOB."""
-        pps = current().pps
-        pipelines = pps.list_pipelines()
-        last = {}
-        for p in pipelines:
-            jobs = pps.list_jobs(p.name)
-            last[p.name] = jobs[0].state if jobs else "-"
+@click.command("list-pipeline")
+@raw_option
+def list_pipeline(raw):
+    """List pipelines: NAME, VERSION, INPUT, CREATED, STATE, LAST JOB."""
+    pipelines = current().client.list_pipelines()
+    if raw:
+        return output.raw([s.to_dict() for s in pipelines])
+    output.table(["NAME", "VERSION", "INPUT", "CREATED", "STATE", "LAST JOB", "DESCRIPTION"],
+                 [[p.name, p.version, _input_text(p.spec["input"]), output.ago(p.created), p.state,
+                   s.last_job_state, _shorten(p.spec.get("description", ""))]
+                  for s in pipelines for p in [s.info]])
+
+@click.command("inspect-pipeline")
+@click.argument("pipeline")
+@raw_option
+def inspect_pipeline(pipeline, raw):
+    """Show a pipeline's spec, version and state."""
+    p = current().client.inspect_pipeline(pipeline)
+    if raw:
+        return output.raw(p.to_dict())
+    t = p.spec["transform"]
+    click.echo(f"Name: {p.name}\nDescription: {p.spec.get('description', '')}\nVersion: {p.version}\n"
+               f"State: {p.state}\nCreated: {output.ago(p.created)}\nUpdated: {output.ago(p.updated)}\n"
+               f"Image: {t['image']}\nCmd: {' '.join(t['cmd'])}\nInput: {_input_text(p.spec['input'])}\n"
+               f"Parallelism: {p.spec['parallelism_spec'].get('constant', 1)}\n"
+               f"Datum tries: {p.spec['datum_tries']}\nOutput branch: {p.output_branch}")
+
+@click.command("delete-pipeline")
+@click.argument("pipeline")
+@click.option("--keep-repo", is_flag=True, help="Keep the pipeline's output repo.")
+def delete_pipeline(pipeline, keep_repo):
+    """Delete a pipeline, its jobs and its output repo."""
+    current().client.delete_pipeline(pipeline, keep_repo)
+
+@click.command("stop-pipeline")
+@click.argument("pipeline")
+def stop_pipeline(pipeline):
+    """Pause a pipeline: no new jobs start until start-pipeline."""
+    current().client.stop_pipeline(pipeline)
+
+@click.command("start-pipeline")
+@click.argument("pipeline")
+def start_pipeline(pipeline):
+    """Resume a paused pipeline."""
+    current().client.start_pipeline(pipeline)
+
+# jobs ----------------------------------------------------------------
+@click.command("list-job")
+@click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
+@raw_option
+def list_job(pipeline, raw):
+    """List jobs, newest first."""
+    jobs = current().client.list_jobs(pipeline)
+    if raw:
+        return output.raw([j.to_dict() for j in jobs])
+    output.table(["ID", "PIPELINE", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"],
+                 [[j.id, j.pipeline, output.ago(j.started), output.duration(_job_duration(j)), j.restarts,
+                   _progress(j), output.size(j.bytes_downloaded), output.size(j.bytes_uploaded), j.state]
+                  for j in jobs])
+
+@click.command("inspect-job")
+@click.argument("job")
+@raw_option
+def inspect_job(job, raw):
+    """Show a job: inputs, datum counts, bytes, state and failure reason."""
+    j = current().client.inspect_job(job)
+    if raw:
+        return output.raw(j.to_dict())
+    lines = [f"ID: {j.id}", f"Pipeline: {j.pipeline} (spec version {j.pipeline_version})",
+             f"State: {j.state}", f"Started: {output.ago(j.started)}",
+             f"Duration: {output.duration(_job_duration(j))}", f"Restarts: {j.restarts}",
+             f"Datums: {j.datums_total} total, {j.datums_processed} processed, {j.datums_skipped} skipped, "
+             f"{j.datums_failed} failed, {j.datums_recovered} recovered, {j.datums_retried} retried",
+             f"Data: {output.size(j.bytes_downloaded)} downloaded, {output.size(j.bytes_uploaded)} uploaded",
+             f"Output commit: {j.pipeline}@{j.output_commit}", "Inputs:"]
+    lines += [f"  {i['name']}: {i['repo']}@{i['commit']} (branch {i['branch']})" for i in j.inputs]
+    if j.reason:
+        lines.append("Reason: " + j.reason.replace("\n", "\n  "))
+    click.echo("\n".join(lines))
+
+@click.command("stop-job")
+@click.argument("job")
+def stop_job(job):
+    """Stop a running job (its state becomes killed)."""
+    current().client.stop_job(job)
+
+@click.command("list-datum")
+@click.argument("job")
+@raw_option
+def list_datum(job, raw):
+    """List a job's datums: ID, FILES, STATUS, TIME."""
+    rows = current().client.list_datums(job)
+    if raw:
+        return output.raw(rows)
+    output.table(["ID", "FILES", "STATUS", "TIME"],
+                 [[r["id"], r["files"], r["state"], output.duration(r["seconds"])] for r in rows])
+
+@click.command("inspect-datum")
+@click.argument("job")
+@click.argument("datum")
+@raw_option
+def inspect_datum(job, datum, raw):
+    """Show one datum's result: state, attempts, outputs, error."""
+    r = current().client.inspect_datum(job, datum)
+    if raw:
+        return output.raw(r.to_dict())
+    click.echo(f"ID: {r.id}\nState: {r.state}\nAttempts: {r.attempts}\nWorker: {r.worker}\n"
+               f"Time: {output.duration(r.seconds)}\nDownloaded: {output.size(r.bytes_downloaded)}\n"
+               f"Uploaded: {output.size(r.bytes_uploaded)}\nOutputs: {', '.join(sorted(r.outputs)) or '-'}"
+               + (f"\nError: {r.error}" if r.error else ""))
+
+@click.command("get-logs")
+@click.option("-p", "--pipeline", help="Logs of this pipeline's latest job (unless --job).")
+@click.option("--job", help="Logs of this job.")
+@click.option("--datum", help="Only this datum (id or 8+ character prefix).")
+@click.option("--workers", is_flag=True, help="The logs of the worker processes (e.g. Kubernetes pods) instead.")
+@raw_option
+def get_logs(pipeline, job, datum, workers, raw):
+    """Print the output of user code, per datum (or of the workers)."""
+    client = current().client
+    if workers:
+        logs = client.worker_logs(pipeline, job)
         if raw:
-            return output.raw([dict(p.to_dict(), last_job_state=last[p.name]) for p in pipelines])
-        output.table(["NAME", "VERSION", "INPUT", "CREATED", "STATE", "LAST JOB", "DESCRIPTION"],
-                     [[p.name, p.version, _input_text(p.spec["input"]), output.ago(p.created), p.state,
-                       last[p.name], _shorten(p.spec.get("description", ""))] for p in pipelines])
+            return output.raw([{"worker": w, "log": text} for w, text in sorted(logs.items())])
+        for w, text in sorted(logs.items()):
+            for line in text.rstrip("\n").splitlines():
+                click.echo(f"[{w}] {line}")
+        return
+    chosen = client.datum_logs(pipeline, job, datum)
+    if raw:
+        return output.raw([{"datum": r.id, "state": r.state, "log": r.log} for r in chosen])
+    for r in chosen:
+        if r.log:
+            for line in r.log.rstrip("\n").splitlines():
+                click.echo(f"[{r.id[:12]}] {line}")
 
-    @cli.command("inspect-pipeline")
-    @click.argument("pipeline")
-    @raw_option
-    def inspect_pipeline(pipeline, raw):
-        """Show a pipeline's spec, version and state."""
-        p = current().pps.inspect_pipeline(pipeline)
-        if raw:
-            return output.raw(p.to_dict())
-        t = p.spec["transform"]
-        click.echo(f"Name: {p.name}\nDescription: {p.spec.get('description', '')}\nVersion: {p.version}\n"
-                   f"State: {p.state}\nCreated: {output.ago(p.created)}\nUpdated: {output.ago(p.updated)}\n"
-                   f"Image: {t['image']}\nCmd: {' '.join(t['cmd'])}\nInput: {_input_text(p.spec['input'])}\n"
-                   f"Parallelism: {p.spec['parallelism_spec'].get('constant', 1)}\n"
-                   f"Datum tries: {p.spec['datum_tries']}\nOutput branch: {p.output_branch}")
+@click.command("flush-commit")
+@click.argument("repo")
+@click.argument("commit")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@raw_option
+def flush_commit(repo, commit, timeout, raw):
+    """Wait for every downstream commit of REPO@COMMIT, then list them."""
+    commits = current().client.flush_commit(repo, commit, timeout)
+    if raw:
+        return output.raw([c.to_dict() for c in commits])
+    from .pfs_commands import _commit_row
+    output.table(["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"],
+                 [_commit_row(c) for c in commits])
 
-    @cli.command("delete-pipeline")
-    @click.argument("pipeline")
-    @click.option("--keep-repo", is_flag=True, help="Keep the pipeline's output repo.")
-    def delete_pipeline(pipeline, keep_repo):
-        """Delete a pipeline, its jobs and its output repo."""
-        current().pps.delete_pipeline(pipeline, keep_repo)
+# controller ----------------------------------------------------------
+@click.command("controller")
+@click.option("--exit-when-idle", is_flag=True, help="Process all pending work, then exit.")
+@click.option("--executor", type=click.Choice(["process", "docker", "kubernetes"]), default="process",
+              show_default=True, envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
+@click.option("--local-images", type=click.Path(dir_okay=False), envvar="PIPECTL_LOCAL_IMAGES",
+              help="JSON file mapping images to local environments (process executor).")
+@click.option("--namespace", envvar="PIPECTL_K8S_NAMESPACE",
+              help="Namespace of worker Jobs (kubernetes; default: the pod's or kubeconfig's).")
+@click.option("--worker-service-account", envvar="PIPECTL_K8S_WORKER_SERVICE_ACCOUNT",
+              help="ServiceAccount of worker pods (kubernetes).")
+@click.option("--store-secret", envvar="PIPECTL_K8S_STORE_SECRET",
+              help="Secret holding the store credentials (AWS_*), given to worker pods (kubernetes).")
+@click.option("--job-ttl", type=click.IntRange(0), default=600, show_default=True, envvar="PIPECTL_K8S_JOB_TTL",
+              help="Seconds a finished Kubernetes Job is kept if the controller did not delete it.")
+@click.option("--image-pull-policy", type=click.Choice(["IfNotPresent", "Always", "Never"]),
+              default="IfNotPresent", show_default=True, envvar="PIPECTL_K8S_IMAGE_PULL_POLICY",
+              help="imagePullPolicy of worker pods (kubernetes).")
+@click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, envvar="PIPECTL_LEADER_ELECT",
+              help="Run jobs only while holding a Kubernetes Lease, so replicas never run the same job.")
+@click.option("--lease-name", default="pipectl-controller", show_default=True, envvar="PIPECTL_LEASE_NAME",
+              help="Name of the Lease (in --namespace) replicas elect a leader with.")
+@click.option("--poll-interval", type=float, default=0.2, show_default=True,
+              help="Seconds between checks of input branches.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
+def controller(exit_when_idle, executor, local_images, namespace, worker_service_account, store_secret,
+               job_ttl, image_pull_policy, leader_elect, lease_name, poll_interval, log_level, verbose):
+    """Watch input repos and run pipeline jobs (until stopped)."""
+    from ..pps.controller import Controller
+    from ..pps.executors import make_executor
+    if leader_elect and executor == "process":
+        raise InvalidArgument("--leader-elect needs --executor docker or kubernetes: the process executor "
+                              "forks its workers, which a lease renewal thread makes unsafe")
+    logging.basicConfig(level=logging.DEBUG if verbose else log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("botocore", "urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    store = current().client.store
+    options = {
+        "process": {"local_images": local_images},
+        "docker": {},
+        "kubernetes": {"namespace": namespace, "service_account": worker_service_account,
+                       "store_secret": store_secret, "job_ttl": job_ttl, "image_pull_policy": image_pull_policy},
+    }[executor]
+    ex = make_executor(executor, store.url, **options)
+    # SIGTERM (docker stop, kubectl delete) unwinds like Ctrl-C, so that
+    # running workers are stopped and removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    leader = _elect_leader(namespace, lease_name) if leader_elect else None
+    try:
+        Controller(store, ex, poll_interval, leader=leader).run(exit_when_idle)
+    finally:
+        if leader is not None:
+            leader.release()
 
-    @cli.command("stop-pipeline")
-    @click.argument("pipeline")
-    def stop_pipeline(pipeline):
-        """Pause a pipeline: no new jobs start until start-pipeline."""
-        current().pps.set_pipeline_state(pipeline, "paused")
 
-    @cli.command("start-pipeline")
-    @click.argument("pipeline")
-    def start_pipeline(pipeline):
-        """Resume a paused pipeline."""
-        current().pps.set_pipeline_state(pipeline, "running")
-
-    # jobs ----------------------------------------------------------------
-    @cli.command("list-job")
-    @click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
-    @raw_option
-    def list_job(pipeline, raw):
-        """List jobs, newest first."""
-        jobs = current().pps.list_jobs(pipeline)
-        if raw:
-            return output.raw([j.to_dict() for j in jobs])
-        output.table(["ID", "PIPELINE", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"],
-                     [[j.id, j.pipeline, output.ago(j.started), output.duration(_job_duration(j)), j.restarts,
-                       _progress(j), output.size(j.bytes_downloaded), output.size(j.bytes_uploaded), j.state]
-                      for j in jobs])
-
-    @cli.command("inspect-job")
-    @click.argument("job")
-    @raw_option
-    def inspect_job(job, raw):
-        """Show a job: inputs, datum counts, bytes, state and failure reason."""
-        j = current().pps.inspect_job(job)
-        if raw:
-            return output.raw(j.to_dict())
-        lines = [f"ID: {j.id}", f"Pipeline: {j.pipeline} (spec version {j.pipeline_version})",
-                 f"State: {j.state}", f"Started: {output.ago(j.started)}",
-                 f"Duration: {output.duration(_job_duration(j))}", f"Restarts: {j.restarts}",
-                 f"Datums: {j.datums_total} total, {j.datums_processed} processed, {j.datums_skipped} skipped, "
-                 f"{j.datums_failed} failed, {j.datums_recovered} recovered",
-                 f"Data: {output.size(j.bytes_downloaded)} downloaded, {output.size(j.bytes_uploaded)} uploaded",
-                 f"Output commit: {j.pipeline}@{j.output_commit}", "Inputs:"]
-        lines += [f"  {i['name']}: {i['repo']}@{i['commit']} (branch {i['branch']})" for i in j.inputs]
-        if j.reason:
-            lines.append("Reason: " + j.reason.replace("\n", "\n  "))
-        click.echo("\n".join(lines))
-
-    @cli.command("stop-job")
-    @click.argument("job")
-    def stop_job(job):
-        """Stop a running job (its state becomes killed)."""
-        current().pps.stop_job(job)
-
-    @cli.command("list-datum")
-    @click.argument("job")
-    @raw_option
-    def list_datum(job, raw):
-        """List a job's datums: ID, FILES, STATUS, TIME."""
-        pps = current().pps
-        j = pps.inspect_job(job)
-        plan = pps.plan(j.pipeline, j.id)
-        results = pps.datum_results(j.pipeline, j.id, plan=plan)
-        rows = []
-        for d in plan:
-            r = results.get(d["id"])
-            files = ", ".join(f"{i['repo']}@{i['commit'][:8]}:{i['path']}" for i in d["inputs"])
-            rows.append({"id": d["id"], "files": files, "state": r.state if r else "pending",
-                         "seconds": r.seconds if r else None, "attempts": r.attempts if r else 0})
-        if raw:
-            return output.raw(rows)
-        output.table(["ID", "FILES", "STATUS", "TIME"],
-                     [[r["id"], r["files"], r["state"], output.duration(r["seconds"])] for r in rows])
-
-    @cli.command("inspect-datum")
-    @click.argument("job")
-    @click.argument("datum")
-    @raw_option
-    def inspect_datum(job, datum, raw):
-        """Show one datum's result: state, attempts, outputs, error."""
-        r = current().pps.inspect_datum(job, datum)
-        if raw:
-            return output.raw(r.to_dict())
-        click.echo(f"ID: {r.id}\nState: {r.state}\nAttempts: {r.attempts}\nWorker: {r.worker}\n"
-                   f"Time: {output.duration(r.seconds)}\nDownloaded: {output.size(r.bytes_downloaded)}\n"
-                   f"Uploaded: {output.size(r.bytes_uploaded)}\nOutputs: {', '.join(sorted(r.outputs)) or '-'}"
-                   + (f"\nError: {r.error}" if r.error else ""))
-
-    @cli.command("get-logs")
-    @click.option("-p", "--pipeline", help="Logs of this pipeline's latest job (unless --job).")
-    @click.option("--job", help="Logs of this job.")
-    @click.option("--datum", help="Only this datum (id or 8+ character prefix).")
-    @click.option("--workers", is_flag=True, help="The logs of the worker processes (e.g. Kubernetes pods) instead.")
-    @raw_option
-    def get_logs(pipeline, job, datum, workers, raw):
-        """Print the output of user code, per datum (or of the workers)."""
-        pps = current().pps
-        if not job:
-            if not pipeline:
-                raise InvalidArgument("get-logs needs --pipeline or --job")
-            jobs = pps.list_jobs(pipeline)
-            if not jobs:
-                raise NotFound(f"pipeline {pipeline} has no jobs")
-            job = jobs[0].id
-        j = pps.inspect_job(job, pipeline)
-        if workers:
-            logs = pps.worker_logs(j.pipeline, j.id)
-            if raw:
-                return output.raw([{"worker": w, "log": text} for w, text in sorted(logs.items())])
-            for w, text in sorted(logs.items()):
-                for line in text.rstrip("\n").splitlines():
-                    click.echo(f"[{w}] {line}")
-            return
-        results = pps.datum_results(j.pipeline, j.id)
-        chosen = [r for d, r in sorted(results.items()) if not datum or d.startswith(datum)]
-        if datum and not chosen:
-            raise NotFound(f"datum {datum} not found in job {job}")
-        if raw:
-            return output.raw([{"datum": r.id, "state": r.state, "log": r.log} for r in chosen])
-        for r in chosen:
-            if r.log:
-                for line in r.log.rstrip("\n").splitlines():
-                    click.echo(f"[{r.id[:12]}] {line}")
-
-    @cli.command("flush-commit")
-    @click.argument("repo")
-    @click.argument("commit")
-    @click.option("--timeout", type=float, help="Give up after this many seconds.")
-    @raw_option
-    def flush_commit(repo, commit, timeout, raw):
-        """Wait for every downstream commit of REPO@COMMIT, then list them."""
-        commits = current().pps.flush_commit(repo, commit, timeout)
-        if raw:
-            return output.raw([c.to_dict() for c in commits])
-        from .pfs_commands import _commit_row
-        output.table(["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE"],
-                     [_commit_row(c) for c in commits])
-
-    # controller ----------------------------------------------------------
-    @cli.command("controller")
-    @click.option("--exit-when-idle", is_flag=True, help="Process all pending work, then exit.")
-    @click.option("--executor", type=click.Choice(["process", "docker", "kubernetes"]), default="process",
-                  show_default=True, envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
-    @click.option("--local-images", type=click.Path(dir_okay=False), envvar="PIPECTL_LOCAL_IMAGES",
-                  help="JSON file mapping images to local environments (process executor).")
-    @click.option("--namespace", envvar="PIPECTL_K8S_NAMESPACE",
-                  help="Namespace of worker Jobs (kubernetes; default: the pod's or kubeconfig's).")
-    @click.option("--worker-service-account", envvar="PIPECTL_K8S_WORKER_SERVICE_ACCOUNT",
-                  help="ServiceAccount of worker pods (kubernetes).")
-    @click.option("--store-secret", envvar="PIPECTL_K8S_STORE_SECRET",
-                  help="Secret holding the store credentials (AWS_*), given to worker pods (kubernetes).")
-    @click.option("--job-ttl", type=click.IntRange(0), default=600, show_default=True, envvar="PIPECTL_K8S_JOB_TTL",
-                  help="Seconds a finished Kubernetes Job is kept if the controller did not delete it.")
-    @click.option("--image-pull-policy", type=click.Choice(["IfNotPresent", "Always", "Never"]),
-                  default="IfNotPresent", show_default=True, envvar="PIPECTL_K8S_IMAGE_PULL_POLICY",
-                  help="imagePullPolicy of worker pods (kubernetes).")
-    @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, envvar="PIPECTL_LEADER_ELECT",
-                  help="Run jobs only while holding a Kubernetes Lease, so replicas never run the same job.")
-    @click.option("--lease-name", default="pipectl-controller", show_default=True, envvar="PIPECTL_LEASE_NAME",
-                  help="Name of the Lease (in --namespace) replicas elect a leader with.")
-    @click.option("--poll-interval", type=float, default=0.2, show_default=True,
-                  help="Seconds between checks of input branches.")
-    @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-                  default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
-    @click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
-    def controller(exit_when_idle, executor, local_images, namespace, worker_service_account, store_secret,
-                   job_ttl, image_pull_policy, leader_elect, lease_name, poll_interval, log_level, verbose):
-        """Watch input repos and run pipeline jobs (until stopped)."""
-        from ..pps.controller import Controller
-        from ..pps.executors import make_executor
-        if leader_elect and executor == "process":
-            raise InvalidArgument("--leader-elect needs --executor docker or kubernetes: the process executor "
-                                  "forks its workers, which a lease renewal thread makes unsafe")
-        logging.basicConfig(level=logging.DEBUG if verbose else log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        for noisy in ("botocore", "urllib3", "kubernetes"):
-            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-        ctx = current()
-        options = {
-            "process": {"local_images": local_images},
-            "docker": {},
-            "kubernetes": {"namespace": namespace, "service_account": worker_service_account,
-                           "store_secret": store_secret, "job_ttl": job_ttl, "image_pull_policy": image_pull_policy},
-        }[executor]
-        ex = make_executor(executor, ctx.store.url, **options)
-        # SIGTERM (docker stop, kubectl delete) unwinds like Ctrl-C, so that
-        # running workers are stopped and removed on the way out.
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        leader = _elect_leader(namespace, lease_name) if leader_elect else None
-        try:
-            Controller(ctx.store, ex, poll_interval, leader=leader).run(exit_when_idle)
-        finally:
-            if leader is not None:
-                leader.release()
+COMMANDS = [create_pipeline, update_pipeline, list_pipeline, inspect_pipeline, delete_pipeline, stop_pipeline,
+            start_pipeline, list_job, inspect_job, stop_job, list_datum, inspect_datum, get_logs, flush_commit,
+            controller]
+"""The commands this module adds to the CLI, in help order."""
 
 
 def _elect_leader(namespace: str | None, lease_name: str):

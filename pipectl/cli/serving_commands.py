@@ -9,35 +9,36 @@ from __future__ import annotations
 import click
 
 
-def register(cli: click.Group) -> None:
-    """Add ``serve`` to ``cli``."""
+@click.command("serve")
+@click.option("--repo", required=True, envvar="PIPECTL_SERVING_REPO",
+              help="Repo holding the model (e.g. the train pipeline's output) [env PIPECTL_SERVING_REPO].")
+@click.option("--branch", default="master", show_default=True, envvar="PIPECTL_SERVING_BRANCH",
+              help="Branch whose head commit is served [env PIPECTL_SERVING_BRANCH].")
+@click.option("--model", default=None, envvar="PIPECTL_SERVING_MODEL",
+              help="Model name in URLs, /predictions/<model> [env PIPECTL_SERVING_MODEL; default: the repo].")
+@click.option("--handler", required=True, envvar="PIPECTL_SERVING_HANDLER", metavar="PATH.py",
+              help="Python file defining load(model_dir) [env PIPECTL_SERVING_HANDLER].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port to listen on.")
+@click.option("--poll-interval", type=float, default=1.0, show_default=True,
+              envvar="PIPECTL_SERVING_POLL_INTERVAL",
+              help="Seconds between checks of the branch head [env PIPECTL_SERVING_POLL_INTERVAL].")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.pass_obj
+def serve(obj, repo, branch, model, handler, host, port, poll_interval, access_log):
+    """Serve the newest model of REPO@BRANCH over HTTP, reloading when it moves.
 
-    @cli.command("serve")
-    @click.option("--repo", required=True, envvar="PIPECTL_SERVING_REPO",
-                  help="Repo holding the model (e.g. the train pipeline's output) [env PIPECTL_SERVING_REPO].")
-    @click.option("--branch", default="master", show_default=True, envvar="PIPECTL_SERVING_BRANCH",
-                  help="Branch whose head commit is served [env PIPECTL_SERVING_BRANCH].")
-    @click.option("--model", default=None, envvar="PIPECTL_SERVING_MODEL",
-                  help="Model name in URLs, /predictions/<model> [env PIPECTL_SERVING_MODEL; default: the repo].")
-    @click.option("--handler", required=True, envvar="PIPECTL_SERVING_HANDLER", metavar="PATH.py",
-                  help="Python file defining load(model_dir) [env PIPECTL_SERVING_HANDLER].")
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-    @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
-                  help="Port to listen on.")
-    @click.option("--poll-interval", type=float, default=1.0, show_default=True,
-                  envvar="PIPECTL_SERVING_POLL_INTERVAL",
-                  help="Seconds between checks of the branch head [env PIPECTL_SERVING_POLL_INTERVAL].")
-    @click.option("--access-log", is_flag=True, help="Log every request.")
-    @click.pass_obj
-    def serve(obj, repo, branch, model, handler, host, port, poll_interval, access_log):
-        """Serve the newest model of REPO@BRANCH over HTTP, reloading when it moves.
+    The head commit's files are downloaded and passed to the handler's
+    load(model_dir). API (TorchServe / MXNet Model Server and KServe v2):
+    GET /ping, GET /models, GET /models/<model>, POST /predictions/<model>
+    (JSON or text/csv), GET /v2/health/ready, GET /v2/models/<model>,
+    POST /v2/models/<model>/infer. Every prediction names the model
+    version (the model commit id). Stop with Ctrl-C or SIGTERM.
+    """
+    from ..serving.server import serve as run
+    run(obj.client.store, repo, branch, model or repo, handler, host, port, poll_interval, access_log)
 
-        The head commit's files are downloaded and passed to the handler's
-        load(model_dir). API (TorchServe / MXNet Model Server and KServe v2):
-        GET /ping, GET /models, GET /models/<model>, POST /predictions/<model>
-        (JSON or text/csv), GET /v2/health/ready, GET /v2/models/<model>,
-        POST /v2/models/<model>/infer. Every prediction names the model
-        version (the model commit id). Stop with Ctrl-C or SIGTERM.
-        """
-        from ..serving.server import serve as run
-        run(obj.store, repo, branch, model or repo, handler, host, port, poll_interval, access_log)
+
+COMMANDS = [serve]
+"""The commands this module adds to the CLI, in help order."""

@@ -16,13 +16,13 @@ more (under its BLAKE3 name) only when it is put again.
 
 from __future__ import annotations
 
-from typing import Container
+import contextlib
+from collections.abc import Callable, Container
 
 import blake3
 
 from ..errors import PreconditionFailed
 from ..store import ObjectStore
-
 
 HASH_HEX = 64
 """Hex digits in a content hash (BLAKE3-256, and the SHA-256 names of stores
@@ -34,15 +34,13 @@ def content_hash(data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def write_addressed(store: ObjectStore, prefix: str, data: bytes, known: Container[str] = ()) -> str:
-    """Store ``data`` once at ``<prefix>/<content hash>`` (a create-only
-    write: an existing object, which holds the same bytes, is left as it
-    is); return the hash. A hash in ``known`` (already stored) is not
-    written again."""
+def write_addressed(store: ObjectStore, key: Callable[[str], str], data: bytes, known: Container[str] = ()) -> str:
+    """Store ``data`` once at ``key(<content hash>)`` (a function of the
+    keys modules, such as ``pfs.keys.tree``; a create-only write: an
+    existing object, which holds the same bytes, is left as it is); return
+    the hash. A hash in ``known`` (already stored) is not written again."""
     digest = content_hash(data)
     if digest not in known:
-        try:
-            store.write(f"{prefix}/{digest}", data, if_absent=True)
-        except PreconditionFailed:
-            pass
+        with contextlib.suppress(PreconditionFailed):
+            store.write(key(digest), data, if_absent=True)
     return digest

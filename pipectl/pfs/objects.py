@@ -36,12 +36,14 @@ import mmap
 import os
 import stat
 import threading
-from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from ..errors import Conflict, NotFound
 from ..parallel import parallel
 from ..store import ObjectStore
 from .hashing import content_hash
+from .keys import object_key
 from .tree import EMPTY_FILE, FileEntry
 
 CHUNK_SIZE = 16 * 1024 * 1024
@@ -53,11 +55,6 @@ PACK_SIZE = CHUNK_SIZE
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 """madvise(2) advice that maps a range's pages in one call (Linux uapi
 ``asm-generic/mman-common.h``; Python 3.11's mmap module has no name for it)."""
-
-
-def object_key(sha: str) -> str:
-    """Store key of the object whose content hash is ``sha``."""
-    return f"objects/{sha[:2]}/{sha}"
 
 
 @dataclasses.dataclass
@@ -98,7 +95,7 @@ class ObjectWriter:
     def close(self) -> None:
         self._chunk_pool.shutdown(wait=True)
 
-    def __enter__(self) -> "ObjectWriter":
+    def __enter__(self) -> ObjectWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -127,7 +124,8 @@ class ObjectWriter:
 
     def put_bytes(self, data: bytes | mmap.mmap) -> str:
         """Store one chunk (bytes, or a file's range mapped read-only); return its ref."""
-        return self._store_chunk(content_hash(data), len(data), lambda key: self._put_object(key, data))
+        return self._store_chunk(content_hash(data), len(data),  # type: ignore[arg-type]  # an mmap is bytes-like
+                                 lambda key: self._put_object(key, data))
 
     def put_files(self, paths: list[str], threads: int = 16) -> list[FileEntry]:
         """Store local files; return their entries, in the order of ``paths``.
@@ -152,14 +150,14 @@ class ObjectWriter:
             with _open(paths[i]) as f:
                 entries[i] = self.put_stream(f)
         parallel(one, large, threads)
-        return entries
+        return entries  # type: ignore[return-value]  # every entry is filled in by now
 
     def put_blobs(self, blobs: list[bytes]) -> list[FileEntry]:
         """Store files given as bytes (each at most :data:`SMALL`), packed
         (see the module docs); return their entries, in order."""
         entries: list[FileEntry | None] = [None] * len(blobs)
         self._pack(enumerate(blobs), entries)
-        return entries
+        return entries  # type: ignore[return-value]  # every entry is filled in by now
 
     def _pack(self, items: Iterable[tuple[int, bytes]], entries: list) -> None:
         """Pack the ``(index, bytes)`` of ``items``, filling ``entries[index]``
@@ -185,8 +183,8 @@ class ObjectWriter:
             sha = content_hash(data) if data else ""
             with self._known_lock:
                 ref = self.known.get(sha)
-            if not data or ref is not None:
-                entries[i] = FileEntry(len(data), (ref,)) if data else EMPTY_FILE
+            if ref is not None or not data:
+                entries[i] = FileEntry(len(data), (ref,)) if ref is not None else EMPTY_FILE
                 dedup += bool(data)
                 continue
             pack.add(i, sha, data)
@@ -199,7 +197,7 @@ class ObjectWriter:
         for future in writes:
             future.result()
 
-    def _write_pack(self, pack: "_Pack", entries: list) -> None:
+    def _write_pack(self, pack: _Pack, entries: list) -> None:
         """Store ``pack`` and fill in its members' ``entries``. A pack of
         one distinct file is stored as that file's own object."""
         data = b"".join(pack.parts)
@@ -365,92 +363,3 @@ def _chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
         if len(buf) < CHUNK_SIZE:  # the file grew past its size: read on in full chunks
             buf = bytearray(CHUNK_SIZE)
             view = memoryview(buf)
-
-
-def _packed(ref: str) -> tuple[str, int, int] | None:
-    """``(pack, offset, length)`` of a packed ref, else None."""
-    _, packed, where = ref.partition("@")
-    if not packed:
-        return None
-    pack, offset, length = where.split(":")
-    return pack, int(offset), int(length)
-
-
-def _read_exact(store: ObjectStore, pack: str, offset: int, length: int) -> bytes:
-    """``length`` bytes of object ``pack`` from ``offset``. Raises NotFound
-    if the object is missing or ends early."""
-    data = store.read_range(object_key(pack), offset, length)
-    if len(data) != length:
-        raise NotFound(f"object {pack} ends before byte {offset + length} (it holds {offset + len(data)})")
-    return data
-
-
-def read_packed(store: ObjectStore, refs: Iterable[str], gap: int = SMALL,
-                threads: int = 4) -> dict[str, bytes]:
-    """The bytes of every packed ref in ``refs`` (others are left out), read
-    with few requests: the ranges of one pack that lie at most ``gap`` bytes
-    apart are fetched by one ranged read (``threads`` at a time), as a
-    worker does for the inputs of its next datums. Raises NotFound."""
-    by_pack: dict[str, list[tuple[int, int, str]]] = {}
-    for ref in set(refs):
-        where = _packed(ref)
-        if where:
-            by_pack.setdefault(where[0], []).append((where[1], where[2], ref))
-    runs: list[tuple[str, list[tuple[int, int, str]]]] = []
-    for pack, ranges in by_pack.items():
-        ranges.sort()
-        run, end = [], 0
-        for r in ranges:
-            if run and r[0] - end > gap:
-                runs.append((pack, run))
-                run = []
-            run.append(r)
-            end = max(end, r[0] + r[1])
-        runs.append((pack, run))
-    found: dict[str, bytes] = {}
-
-    def read_run(item: tuple[str, list[tuple[int, int, str]]]) -> None:
-        pack, run = item
-        start = run[0][0]
-        data = _read_exact(store, pack, start, max(o + n for o, n, _ in run) - start)
-        for offset, length, ref in run:
-            found[ref] = data[offset - start:offset - start + length]
-    parallel(read_run, runs, threads)
-    return found
-
-
-def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
-                 block: int = 1024 * 1024, cache: Mapping[str, bytes] | None = None) -> int:
-    """Write the concatenated bytes of the chunks ``refs`` name (see
-    :class:`~.tree.FileEntry`) to ``out``, streaming; return the byte count.
-    Packed refs found in ``cache`` (from :func:`read_packed`) are not read
-    again. Raises NotFound if an object is missing or a pack ends early."""
-    total = 0
-    for ref in refs:
-        where = _packed(ref)
-        if where:
-            piece = cache.get(ref) if cache else None
-            if piece is None:
-                piece = _read_exact(store, *where)
-            out.write(piece)
-            total += len(piece)
-            continue
-        with store.open(object_key(ref)) as f:
-            while True:
-                piece = f.read(block)
-                if not piece:
-                    break
-                out.write(piece)
-                total += len(piece)
-    return total
-
-
-def download(store: ObjectStore, refs: tuple[str, ...], path: str,
-             cache: Mapping[str, bytes] | None = None) -> int:
-    """Write the file made of the chunks ``refs`` name to local ``path``;
-    return its size in bytes. ``cache``: as for :func:`read_objects`.
-    Raises NotFound."""
-    if len(refs) == 1 and "@" not in refs[0]:
-        return store.download(object_key(refs[0]), path)  # one whole object: the store's own copy
-    with open(path, "wb") as f:
-        return read_objects(store, refs, f, cache=cache)

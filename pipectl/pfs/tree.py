@@ -15,13 +15,14 @@ once written.
 from __future__ import annotations
 
 import bisect
-from typing import Container, Iterable, Iterator, NamedTuple
+from collections.abc import Container, Iterable, Iterator
+from typing import NamedTuple
 
 import orjson
 
 from .. import glob as globs
-from ..gcpause import gc_paused
 from ..errors import NotFound
+from ..gcpause import gc_paused
 from .hashing import HASH_HEX, content_hash
 
 
@@ -52,7 +53,7 @@ class FileEntry(NamedTuple):
             return self.objects[0][:HASH_HEX]  # ref_hash inlined: list-file asks 100,000 times
         return content_hash("\n".join(map(ref_hash, self.objects)).encode())
 
-    def appended(self, other: "FileEntry") -> "FileEntry":
+    def appended(self, other: FileEntry) -> FileEntry:
         """This file followed by ``other``'s bytes (pachctl 1.x put-file append)."""
         return FileEntry(self.size + other.size, self.objects + other.objects)
 
@@ -86,7 +87,7 @@ class Tree:
         return orjson.dumps({"files": files, "version": 2})
 
     @classmethod
-    def parse(cls, data: bytes) -> "Tree":
+    def parse(cls, data: bytes) -> Tree:
         """Inverse of :meth:`serialize`."""
         with gc_paused():
             files = orjson.loads(data)["files"]  # canonical JSON: keys already sorted
@@ -176,6 +177,7 @@ class Tree:
         if body in ("/", ""):
             return ["/"]
         rx = globs.compile_glob(pattern)
+        candidates: Iterator[str]
         if "**" in body:
             candidates = (p for p in self.all_paths() if p != "/")
         else:  # every match has as many components as the pattern
@@ -206,7 +208,7 @@ class Tree:
 
     # changes -------------------------------------------------------------
     def with_changes(self, puts: Iterable[tuple[str, FileEntry]] = (),
-                     deletes: Iterable[str] = (), append: bool = False) -> "Tree":
+                     deletes: Iterable[str] = (), append: bool = False) -> Tree:
         """A new tree: ``deletes`` (files or whole directories) removed, then
         ``puts`` written (appended to existing files when ``append``)."""
         with gc_paused():

@@ -18,25 +18,25 @@ each datum's output lands once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import hashlib
 import logging
 import time
 
-import orjson
-
-from ..errors import NotFound, PipectlError, PreconditionFailed
+from ..errors import Conflict, NotFound, PipectlError, PreconditionFailed
 from ..gcpause import gc_paused
 from ..parallel import concurrently
 from ..pfs import PFS
-from ..pfs.hashing import write_addressed
 from ..pfs.model import Commit, Provenance, now
-from ..pfs.tree import FileEntry, Tree, file_above
+from ..pfs.tree import Tree
 from ..store import ObjectStore
 from . import datums as datum_mod
-from .api import PPS, job_id
+from . import keys
+from .api import PPS
 from .executors import Executor, ExecutorError, WorkerGroup
+from .jobs import job_id
 from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 from .spec import parse_duration
 
@@ -45,6 +45,19 @@ log = logging.getLogger("pipectl.controller")
 MAX_WORKER_RESTARTS = 5
 PROGRESS_SECONDS = 1.0  # how often a running job's counts are refreshed
 STOP_CHECK_SECONDS = 0.25  # how often a running job's record is read for stop-job
+
+
+@dataclasses.dataclass
+class RunningJob:
+    """A job while this controller runs it: its latest record (``job``),
+    the spec version it runs, its plan once made (see :meth:`PPS.plan`)
+    and the result batches read or written so far (by key; a batch is never
+    rewritten, so it is read once; see :meth:`PPS.datum_results`)."""
+
+    job: JobInfo
+    spec: dict
+    plan: list[dict] = dataclasses.field(default_factory=list)
+    batches: dict[str, list[DatumResult]] = dataclasses.field(default_factory=dict)
 
 
 class JobFailed(Exception):
@@ -108,7 +121,8 @@ class Controller:
         directly and through pipeline ``p`` waits until ``p`` has processed
         ``a``'s newest commit, so it gets one job per commit of ``a``, never
         one on new data beside stale upstream output)."""
-        inputs, upstream = [], {}
+        inputs: list[dict] = []
+        upstream: dict[tuple[str, str], str] = {}
         for i in pipeline.inputs:
             try:
                 commit = self.pfs.inspect_commit(i["repo"], i["branch"])
@@ -131,7 +145,7 @@ class Controller:
             if inputs is None:
                 continue
             jid = job_id(pipeline, inputs)
-            if self.pps.job_key(pipeline.name, jid) in self._finished:
+            if keys.job(pipeline.name, jid) in self._finished:
                 continue
             job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash,
                           inputs, output_commit=hashlib.sha256(f"output:{jid}".encode()).hexdigest()[:32],
@@ -146,14 +160,14 @@ class Controller:
         """The oldest unfinished job (jobs of one pipeline run in order).
         Finished jobs are read once; those whose records are gone (deleted
         with their pipeline) are forgotten."""
-        keys = self.pps.job_keys()
-        live = set(keys)
+        records = self.pps.job_keys()
+        live = set(records)
         for key in [k for k in self._finished if k not in live]:
             del self._finished[key]
         pending = []
-        for job in self.pps.read_jobs([k for k in keys if k not in self._finished]):
+        for job in self.pps.read_jobs([k for k in records if k not in self._finished]):
             if job.done:
-                self._finished[self.pps.job_key(job.pipeline, job.id)] = job
+                self._finished[keys.job(job.pipeline, job.id)] = job
             else:
                 pending.append(job)
         return min(pending, key=lambda j: j.created) if pending else None
@@ -165,17 +179,20 @@ class Controller:
             lambda: self.pps.pipeline_version(job.pipeline, job.pipeline_version),
             lambda: self.pps.update_job(job.pipeline, job.id, state="running", started=now())
             if job.state == "created" else job)
-        batches: dict[str, list[DatumResult]] = {}  # result batches read or written (never rewritten)
+        run = RunningJob(job, spec)
         try:
-            plan = self._plan(job, spec, batches)
-            results = self._execute(job, spec, plan, batches)
-            final = self._finish(job, spec, plan, results)
+            self._plan(run)
+            self._finish(run, self._execute(run))
         except (JobFailed, ExecutorError) as e:
             log.warning("job %s of %s failed: %s", job.id, job.pipeline, e)
-            final = self.pps.update_job(job.pipeline, job.id, state="failure", reason=str(e))
-        if final.done:  # so that the next step need not read the record again
-            self._finished[self.pps.job_key(final.pipeline, final.id)] = final
-        return final
+            self._update(run, state="failure", reason=str(e))
+        if run.job.done:  # so that the next step need not read the record again
+            self._finished[keys.job(job.pipeline, job.id)] = run.job
+        return run.job
+
+    def _update(self, run: RunningJob, **changes) -> None:
+        """Compare-and-swap ``changes`` into the running job's record."""
+        run.job = self.pps.update_job(run.job.pipeline, run.job.id, **changes)
 
     def _previous_index(self, job: JobInfo) -> tuple[str | None, dict]:
         """The datum index of the latest earlier job of this pipeline (its
@@ -187,17 +204,20 @@ class Controller:
                    and j.id != job.id and j.datum_index and j.created <= job.created]
         if not earlier:
             return None, {}
-        latest = max(earlier, key=lambda j: j.created)
+        index = max(earlier, key=lambda j: j.created).datum_index or ""
         try:
-            return latest.datum_index, self.pps.datum_index(latest.datum_index)
+            return index, self.pps.datum_index(index)
         except NotFound:
             return None, {}
 
-    def _plan(self, job: JobInfo, spec: dict, batches: dict[str, list[DatumResult]]) -> list[dict]:
+    def _plan(self, run: RunningJob) -> None:
+        """Fill in ``run.plan``: the job's datums, those processed before
+        marked as skipped (reusing the previous job's datum index)."""
+        job = run.job
         if job.datums_total:  # planned before (see PPS.write_plan)
-            plan = self.pps.plan(job.pipeline, job.id)
-            if plan:
-                return plan
+            run.plan = self.pps.plan(job.pipeline, job.id)
+            if run.plan:
+                return
 
         def read_input(i: dict) -> tuple[str, tuple[str, Tree]]:
             commit = self.pfs.inspect_commit(i["repo"], i["commit"])
@@ -206,7 +226,7 @@ class Controller:
         with gc_paused():  # a container or more per datum, and no cycles
             (index_hash, previous), *trees = concurrently(lambda: self._previous_index(job),
                                                           *[functools.partial(read_input, i) for i in job.inputs])
-            found = datum_mod.compute(spec["input"], dict(trees))
+            found = datum_mod.compute(run.spec["input"], dict(trees))
             plan, todo, seen = [], [], set()
             for d in found:
                 if d.id in seen:
@@ -221,50 +241,46 @@ class Controller:
                     todo.append(entry)
             skipped = len(plan) - len(todo)
             self.pps.write_plan(job.pipeline, job.id, plan, todo,
-                                SkippedDatums(index_hash, now()) if skipped else None, previous, batches)
-        self.pps.update_job(job.pipeline, job.id, datums_total=len(plan), datums_skipped=skipped)
+                                SkippedDatums(index_hash, now()) if skipped else None, previous, run.batches)
+        run.plan = plan
+        self._update(run, datums_total=len(plan), datums_skipped=skipped)
         log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), skipped)
-        return plan
 
-    def _execute(self, job: JobInfo, spec: dict, plan: list[dict],
-                 batches: dict[str, list[DatumResult]]) -> dict[str, DatumResult]:
-        """Run workers until every datum has a result; return the results.
-        ``batches``: the job's result batches read so far (see
-        :meth:`PPS.datum_results`)."""
-        deadline = parse_duration(spec.get("job_timeout"))
+    def _execute(self, run: RunningJob) -> dict[str, DatumResult]:
+        """Run workers until every datum has a result; return the results."""
+        deadline = parse_duration(run.spec.get("job_timeout"))
         started = time.monotonic()
         recorded = None  # how many results there were when the last worker group started
         while True:
-            results = self.pps.datum_results(job.pipeline, job.id, batches)
-            remaining = [d for d in plan if d["id"] not in results]
+            results = self.pps.datum_results(run.job.pipeline, run.job.id, run.batches)
+            remaining = [d for d in run.plan if d["id"] not in results]
             if not remaining or any(r.state == "failed" for r in results.values()):
-                self._keep_logs(job, self.executor.job_done(job))
+                self._keep_logs(run.job, self.executor.job_done(run.job))
                 return results
             if recorded == len(results):  # workers that ran to the end recorded nothing
                 raise JobFailed(f"the workers ended without recording any of the {len(remaining)} datums "
                                 "left; is the pipectl in the image older than the controller's?")
             recorded = len(results)
-            count = max(1, min(int(spec.get("parallelism_spec", {}).get("constant", 1)), len(remaining)))
+            count = max(1, min(int(run.spec.get("parallelism_spec", {}).get("constant", 1)), len(remaining)))
             # Shards are taken over the whole todo list (written once), so a
             # datum keeps its worker index while the worker count does.
-            group = self.executor.start_workers(job, spec, count, MAX_WORKER_RESTARTS * count)
+            group = self.executor.start_workers(run.job, run.spec, count, MAX_WORKER_RESTARTS * count)
             try:
-                job = self._follow(job, spec, group, batches, started + deadline if deadline else None)
+                self._follow(run, group, started + deadline if deadline else None)
             except (KeyboardInterrupt, LostLeadership):
                 group.detach()  # the next controller adopts workers that outlive this one
                 raise
             except BaseException:
-                self._keep_logs(job, group.kill())
+                self._keep_logs(run.job, group.kill())
                 raise
-            self._keep_logs(job, group.kill())
+            self._keep_logs(run.job, group.kill())
 
     def _keep_logs(self, job: JobInfo, logs: dict[str, str]) -> None:
         """Store the worker logs an executor handed back as its workers went."""
         if logs:
             self.pps.write_worker_logs(job.pipeline, job.id, logs)
 
-    def _follow(self, job: JobInfo, spec: dict, group: WorkerGroup, batches: dict[str, list[DatumResult]],
-                deadline: float | None) -> JobInfo:
+    def _follow(self, run: RunningJob, group: WorkerGroup, deadline: float | None) -> None:
         """Wait for ``group`` to finish, keeping the job record current
         (progress, restarts). Raises JobFailed on worker errors, timeout
         (``deadline``, monotonic seconds) or stop-job."""
@@ -273,28 +289,23 @@ class Controller:
         while True:
             time.sleep(0.05)
             if time.monotonic() - reported > PROGRESS_SECONDS:
-                self._report_progress(job, batches)
+                self._update(run, **_counts(self.pps.datum_results(run.job.pipeline, run.job.id, run.batches)))
                 reported = time.monotonic()
             status = group.poll()
             if status.failures > failures:
-                job = self.pps.update_job(job.pipeline, job.id, restarts=job.restarts + status.failures - failures)
+                self._update(run, restarts=run.job.restarts + status.failures - failures)
                 failures = status.failures
             if status.error:
                 raise JobFailed(status.error)
             if status.done:
-                return job
+                return
             if deadline and time.monotonic() > deadline:
-                raise JobFailed(f"job timed out after {spec['job_timeout']}")
+                raise JobFailed(f"job timed out after {run.spec['job_timeout']}")
             if time.monotonic() - checked > STOP_CHECK_SECONDS:
                 checked = time.monotonic()
-                if self._stopped(job):
+                if self._stopped(run.job):
                     raise JobFailed("killed")
             self._check_leadership()
-
-    def _report_progress(self, job: JobInfo, batches: dict[str, list[DatumResult]]) -> None:
-        """Copy the counts of the datum results recorded so far into the job
-        record, so list-job's PROGRESS, DL and UL move while the job runs."""
-        self.pps.update_job(job.pipeline, job.id, **_counts(self.pps.datum_results(job.pipeline, job.id, batches)))
 
     def _stopped(self, job: JobInfo) -> bool:
         try:
@@ -302,8 +313,11 @@ class Controller:
         except NotFound:
             return True
 
-    def _finish(self, job: JobInfo, spec: dict, plan: list[dict],
-                results: dict[str, DatumResult]) -> JobInfo:
+    def _finish(self, run: RunningJob, results: dict[str, DatumResult]) -> None:
+        """Land the output commit of a job whose datums all have results and
+        record its final state. Raises JobFailed (a failed datum, clashing
+        outputs, an output branch that keeps moving)."""
+        job, plan = run.job, run.plan
         ok = {d: r for d, r in results.items() if r.state in ("success", "skipped")}
         failed = [r for r in results.values() if r.state == "failed"]
 
@@ -313,42 +327,21 @@ class Controller:
                 tail = "\n".join(r.log.rstrip().splitlines()[-15:])
                 return JobFailed(f"{r.error}\n{tail}".rstrip())
             try:
-                return self._land(job, spec, self._output_tree(plan, ok))
+                return self._land(run, [(d["id"], ok[d["id"]].outputs) for d in plan])
             except JobFailed as e:  # two datums wrote one path, or the branch kept moving
                 return e
 
         # The datum index (kept for the next job even when this one fails) is
         # written beside the landing; the job record names it after both.
-        index_hash, commit = concurrently(lambda: self._write_index({r.cache_key: r.outputs for r in ok.values()}),
-                                          land)
+        index_hash, commit = concurrently(
+            lambda: self.pps.write_datum_index({r.cache_key: r.outputs for r in ok.values()}), land)
         counts = dict(_counts(results), datums_total=len(plan), datum_index=index_hash)
         if isinstance(commit, JobFailed):
-            self.pps.update_job(job.pipeline, job.id, **counts)  # a failed job shows its counts too
+            self._update(run, **counts)  # a failed job shows its counts too
             raise commit
         log.info("job %s of %s succeeded: %d processed, %d skipped; output %s@%s", job.id, job.pipeline,
                  counts["datums_processed"], counts["datums_skipped"], job.pipeline, commit.id)
-        return self.pps.update_job(job.pipeline, job.id, state="success", finished=now(), **counts)
-
-    def _write_index(self, index: dict) -> str:
-        return write_addressed(self.store, "datum-index", orjson.dumps(index, option=orjson.OPT_SORT_KEYS))
-
-    @staticmethod
-    def _output_tree(plan: list[dict], ok: dict[str, DatumResult]) -> Tree:
-        files: dict[str, FileEntry] = {}
-        owner: dict[str, str] = {}
-        for d in plan:
-            for path, (size, objects) in ok[d["id"]].outputs.items():
-                if path in owner:
-                    raise JobFailed(f"datums {owner[path][:12]} and {d['id'][:12]} both wrote output "
-                                    f"file {path}; each output path must come from one datum")
-                owner[path] = d["id"]
-                files[path] = FileEntry(size, tuple(objects))
-        for path in files:
-            above = file_above(path, files)
-            if above:
-                raise JobFailed(f"datums {owner[above][:12]} and {owner[path][:12]} wrote output file {above} "
-                                f"and {path} below it; a path is a file or a directory, not both")
-        return Tree(files)
+        self._update(run, state="success", finished=now(), **counts)
 
     def _provenance(self, job: JobInfo) -> list[dict]:
         seen: dict[tuple, dict] = {}
@@ -359,8 +352,12 @@ class Controller:
                 seen.setdefault((p["repo"], p["commit"]), p)
         return list(seen.values())
 
-    def _land(self, job: JobInfo, spec: dict, tree: Tree) -> Commit:
-        branch = spec.get("output_branch", "master")
+    def _land(self, run: RunningJob, outputs: list[tuple[str, dict]]) -> Commit:
+        """Land the job's output commit holding ``outputs`` (datum id,
+        {path: [size, refs]}) on its output branch (see
+        :meth:`PFS.land_output`). Raises JobFailed."""
+        job = run.job
+        branch = run.spec.get("output_branch", "master")
         for _ in range(100):
             try:
                 head = self.pfs.inspect_branch(job.pipeline, branch).head
@@ -372,7 +369,9 @@ class Controller:
                             provenance=self._provenance(job), pipeline=job.pipeline,
                             pipeline_version=job.pipeline_version, job=job.id)
             try:
-                return self.pfs.land_commit(commit, tree, head)
+                return self.pfs.land_output(commit, outputs)
+            except Conflict as e:
+                raise JobFailed(str(e)) from None
             except PreconditionFailed:
                 continue
         raise JobFailed(f"output branch {branch} of {job.pipeline} keeps moving; cannot commit")
@@ -385,7 +384,7 @@ def _counts(results: dict[str, DatumResult]) -> dict[str, int]:
         "datums_processed": sum(r.state == "success" for r in rs),
         "datums_skipped": sum(r.state == "skipped" for r in rs),
         "datums_failed": sum(r.state == "failed" for r in rs),
-        "datums_recovered": sum(r.state == "success" and r.attempts > 1 for r in rs),
+        "datums_retried": sum(r.state == "success" and r.attempts > 1 for r in rs),
         "bytes_downloaded": sum(r.bytes_downloaded for r in rs),
         "bytes_uploaded": sum(r.bytes_uploaded for r in rs),
     }

@@ -37,14 +37,14 @@ class DatumInput:
     def to_dict(self, files: bool = True) -> dict:
         """JSON form; ``files=False`` leaves out the file list (for datums
         that will not run, whose files nobody needs to lay out)."""
-        d = {"name": self.name, "repo": self.repo, "branch": self.branch, "commit": self.commit,
+        d: dict[str, object] = {"name": self.name, "repo": self.repo, "branch": self.branch, "commit": self.commit,
              "path": self.path}
         if files:
             d["files"] = {p: [e.size, list(e.objects)] for p, e in self.files.items()}
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DatumInput":
+    def from_dict(cls, d: dict) -> DatumInput:
         files = {p: FileEntry(s, tuple(o)) for p, (s, o) in d["files"].items()}
         return cls(d["name"], d["repo"], d["branch"], d["commit"], d["path"], files)
 
@@ -79,7 +79,7 @@ class Datum:
         return {"id": self.id, "inputs": [i.to_dict(files) for i in self.inputs]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Datum":
+    def from_dict(cls, d: dict) -> Datum:
         return cls([DatumInput.from_dict(i) for i in d["inputs"]])
 
 

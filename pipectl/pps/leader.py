@@ -23,6 +23,7 @@ import datetime
 import logging
 import threading
 import time
+from typing import Any
 
 log = logging.getLogger("pipectl.leader")
 
@@ -78,9 +79,10 @@ class LeaseElector:
         self._valid_until = 0.0
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec.holder_identity == self.identity:
-                lease.spec.holder_identity = None
-                lease.spec.lease_duration_seconds = 1
+            spec: Any = lease.spec
+            if spec.holder_identity == self.identity:
+                spec.holder_identity = None
+                spec.lease_duration_seconds = 1
                 self.api.replace_namespaced_lease(self.name, self.namespace, lease)
                 log.info("released lease %s/%s", self.namespace, self.name)
         except ApiException as e:
@@ -97,7 +99,7 @@ class LeaseElector:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
         attempt = time.monotonic()
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
         except ApiException as e:
@@ -112,7 +114,7 @@ class LeaseElector:
         except Exception as e:  # API server unreachable: try again later
             log.warning("reading lease %s/%s: %s", self.namespace, self.name, e)
             return False
-        spec = lease.spec
+        spec: Any = lease.spec
         record = (spec.holder_identity, spec.renew_time)
         if record != self._observed:
             self._observed, self._observed_at = record, attempt

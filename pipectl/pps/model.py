@@ -1,26 +1,6 @@
 """Records kept for pipelines, jobs and datums.
 
-Store layout::
-
-    pipelines/<name>/info.json                     PipelineInfo (CAS-updated)
-    pipelines/<name>/versions/<n>.json             each spec version, immutable
-    jobs/<pipeline>/<job-id>.json                      JobInfo (CAS-updated)
-    job-data/<pipeline>/<job-id>/plan.json             the job's datums (file lists only for datums
-                                                       it runs; complete once the job record counts
-                                                       them)
-    job-data/<pipeline>/<job-id>/todo.json             those it runs, with their file lists: what
-                                                       the workers share out
-    job-data/<pipeline>/<job-id>/results/<w>-<n>.json  batches of DatumResult from workers
-    job-data/<pipeline>/<job-id>/results/controller-skipped.json
-                                                       the skipped datums, by reference
-                                                       (SkippedDatums: the previous job's
-                                                       datum index, whose outputs they reuse)
-    datum-index/<hash>                             successful datums of a job:
-                                                   cache key -> outputs (content addressed)
-
-A job's id is derived from its pipeline, spec version, reprocess salt and
-input commits, so the controller creating the same job twice (say after a
-crash) creates it once.
+Where each is stored: ``keys.py``.
 """
 
 from __future__ import annotations
@@ -61,8 +41,12 @@ class PipelineInfo(Record):
 class JobInfo(Record):
     """One run of a pipeline over one set of input commits.
 
-    ``inputs``: ``[{name, repo, branch, commit}]``. Counts are datums;
-    ``bytes_downloaded``/``bytes_uploaded`` are bytes moved by workers.
+    ``inputs``: ``[{name, repo, branch, commit}]``. Counts are datums, as
+    Pachyderm counts them: ``datums_recovered`` failed but were rescued by
+    the spec's ``err_cmd`` (Pachyderm's meaning; 0 until err_cmd is
+    supported), while ``datums_retried`` succeeded after more than one of
+    their ``datum_tries``. ``bytes_downloaded``/``bytes_uploaded`` are
+    bytes moved by workers.
     """
 
     id: str
@@ -82,6 +66,7 @@ class JobInfo(Record):
     datums_skipped: int = 0
     datums_failed: int = 0
     datums_recovered: int = 0
+    datums_retried: int = 0
     bytes_downloaded: int = 0
     bytes_uploaded: int = 0
     reason: str = ""

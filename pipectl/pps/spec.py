@@ -38,19 +38,24 @@ def schema() -> dict:
         "pipeline_spec.schema.json").read_text())
 
 
-def load(text: str, source: str = "spec") -> dict:
-    """Parse a spec from JSON or YAML text, validate it and fill defaults.
-    Raises InvalidArgument naming the bad field."""
+def parse(text: str, source: str = "spec") -> Any:
+    """Parse spec text, JSON or YAML (not yet validated: see :func:`validate`).
+    Raises InvalidArgument."""
     try:
-        spec = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as json_error:
         import yaml
         try:
-            spec = yaml.safe_load(text)
+            return yaml.safe_load(text)
         except yaml.YAMLError:
             raise InvalidArgument(f"{source}: not valid JSON ({json_error.msg} at line "
                                   f"{json_error.lineno}) nor YAML") from None
-    return validate(spec, source)
+
+
+def load(text: str, source: str = "spec") -> dict:
+    """Parse a spec from JSON or YAML text, validate it and fill defaults.
+    Raises InvalidArgument naming the bad field."""
+    return validate(parse(text, source), source)
 
 
 def validate(spec: Any, source: str = "spec") -> dict:

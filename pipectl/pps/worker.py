@@ -15,7 +15,7 @@ loses at most that much finished work, which its successor redoes.
 
 Requests per datum: input files kept in packs are read ahead for the next
 datums, a ranged read per run of nearby files
-(:func:`~pipectl.pfs.objects.read_packed`); small output files wait in memory
+(:func:`~pipectl.pfs.reader.read_packed`); small output files wait in memory
 and are packed with the rest of their batch just before its results are
 written (large ones are stored at once). So on S3 a job over many small
 files makes a few requests per batch, not two or more per datum, as
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import functools
 import gc
@@ -54,8 +55,8 @@ from typing import BinaryIO
 
 from ..errors import PipectlError
 from ..parallel import concurrently
+from ..pfs import objects, reader
 from ..pfs.model import now
-from ..pfs import objects
 from ..store import ObjectStore, open_store
 from .api import PPS
 from .datums import Datum, shard
@@ -73,10 +74,8 @@ _PFS = re.compile(r"(?<![\w.-])/pfs(?![\w.-])")  # /pfs, /pfs/x, '/pfs', "/pfs";
 def die_with_parent() -> None:
     """``preexec_fn``: ask Linux to SIGKILL this child when its parent dies,
     so no worker or user process outlives a killed controller or worker."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 # Starting user code through util-linux's setpriv sets the parent-death signal
@@ -115,7 +114,7 @@ class Worker:
             lambda: self.pps.todo(pipeline, job))
         self.index, self.count = index, count
         self.scratch = None if root else tempfile.mkdtemp(prefix="pipectl-worker-")
-        self.root = root or os.path.join(self.scratch, "pfs")
+        self.root = root or os.path.join(self.scratch or "", "pfs")
         self.name = f"{index:04d}-{uuid.uuid4().hex[:8]}"
         self.writer = objects.ObjectWriter(store)
         self.pending: list[tuple[DatumResult, list[tuple[str, bytes]]]] = []  # with their small outputs
@@ -164,7 +163,7 @@ class Worker:
 
     def _prefetch(self, todo: list[Datum], start: int) -> tuple[dict[str, bytes], int]:
         """Read the packed input files of ``todo[start:end]`` with a few
-        ranged reads (:func:`~pipectl.pfs.objects.read_packed`), taking
+        ranged reads (:func:`~pipectl.pfs.reader.read_packed`), taking
         datums until their packed bytes reach ``PACK_SIZE`` or ``FLUSH_COUNT``
         datums; return the bytes by ref and ``end``. On a remote store this
         replaces one request per input file with about one per pack."""
@@ -172,12 +171,12 @@ class Worker:
         while end < len(todo) and end - start < FLUSH_COUNT and size < objects.PACK_SIZE:
             for i in todo[end].inputs:
                 for entry in i.files.values():
-                    packed = [r for r in entry.objects if "@" in r]
+                    packed = [r for r in entry.objects if reader.is_packed(r)]
                     refs.extend(packed)
                     size += entry.size if packed else 0
             end += 1
         try:
-            return objects.read_packed(self.store, refs, threads=self.store.io_threads), end
+            return reader.read_packed(self.store, refs, threads=self.store.io_threads), end
         except (PipectlError, OSError) as e:  # each datum then reads (and fails on) its own inputs
             log.warning("reading ahead the inputs of %d datums failed: %s", end - start, e)
             return {}, end
@@ -217,7 +216,7 @@ class Worker:
                 if directory not in made:
                     os.makedirs(directory, exist_ok=True)
                     made.add(directory)
-                size += objects.download(self.store, entry.objects, local, cache)
+                size += reader.download(self.store, entry.objects, local, cache)
             if top not in made:
                 os.makedirs(top, exist_ok=True)  # an input with no files still has its directory
                 made.add(top)
@@ -255,6 +254,7 @@ class Worker:
 
     def _note(self, line: str) -> None:
         """Append a line of pipectl's own to the datum's log."""
+        assert self._log is not None  # a datum is running
         os.write(self._log.fileno(), (line + "\n").encode())
 
     def _run_once(self, datum: Datum, env: dict) -> str:
@@ -300,7 +300,7 @@ class Worker:
         # A new unlinked file per datum (one O_TMPFILE open, about 15 us): a
         # process the previous datum's command left running writes on into
         # that datum's file, never into this one's log.
-        self._log = tempfile.TemporaryFile(prefix="pipectl-datum-log-")
+        self._log = tempfile.TemporaryFile(prefix="pipectl-datum-log-")  # noqa: SIM115 (closed in finally)
         try:
             try:
                 result.bytes_downloaded = self._layout(datum, inputs)
@@ -333,6 +333,7 @@ class Worker:
 
     def _log_tail(self) -> str:
         """The last :data:`LOG_TAIL` bytes of the datum's log."""
+        assert self._log is not None  # a datum is running
         fd = self._log.fileno()
         size = os.fstat(fd).st_size
         return os.pread(fd, LOG_TAIL, max(0, size - LOG_TAIL)).decode(errors="replace")

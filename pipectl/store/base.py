@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import abc
 import mmap
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 
 class ObjectStore(abc.ABC):

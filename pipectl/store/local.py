@@ -21,7 +21,8 @@ import mmap
 import os
 import shutil
 import uuid
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..errors import NotFound, PreconditionFailed, StoreUnavailable
 from .base import ObjectStore
@@ -93,6 +94,7 @@ class LocalStore(ObjectStore):
               if_absent: bool = False) -> str:
         path = self._path(key)
         tmp = self._write_tmp(path, data)
+        moved = False
         try:
             if if_absent:
                 try:
@@ -108,13 +110,13 @@ class LocalStore(ObjectStore):
                     if current != if_match:
                         raise PreconditionFailed(f"object {key} changed concurrently")
                     os.replace(tmp, path)
-                    tmp = None
+                    moved = True
             else:
                 os.replace(tmp, path)
-                tmp = None
+                moved = True
             return _version(os.stat(path))
         finally:
-            if tmp is not None:
+            if not moved:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 

@@ -22,7 +22,8 @@ import functools
 import mmap
 import os
 import threading
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import botocore.config
 import botocore.exceptions
@@ -148,7 +149,7 @@ class S3Store(ObjectStore):
     def list(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         skip = len(self.prefix)
-        keys = []
+        keys: list[str] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             keys.extend(item["Key"][skip:] for item in page.get("Contents", ()))
         return iter(keys)

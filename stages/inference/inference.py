@@ -33,9 +33,8 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import iris_model
+import numpy as np
 
 log = logging.getLogger("inference")
 

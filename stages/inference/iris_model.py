@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import mxnet as mx
 import numpy as np

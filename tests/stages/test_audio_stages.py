@@ -30,16 +30,16 @@ import time
 import wave
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import needs, skip
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = REPO / "stages" / "audio"
-STAGE_PYTHON = Path(os.environ.get("PIPECTL_STAGE_PYTHON", REPO / ".venv-stages" / "bin" / "python"))
+STAGE_PYTHON = Path(helpers.STAGE_PYTHON)
 MAX_SECONDS = 4.0
 
-pytestmark = pytest.mark.skipif(
-    not STAGE_PYTHON.exists(),
-    reason=f"stage interpreter {STAGE_PYTHON} not found (set PIPECTL_STAGE_PYTHON)")
+pytestmark = needs("stages", STAGE_PYTHON.exists(), f"stage interpreter {STAGE_PYTHON} not found (set PIPECTL_STAGE_PYTHON)")
 
 
 def run_stage(stage: str, script: str, *args: str | Path, env: dict | None = None,
@@ -92,7 +92,7 @@ def stage_python_ready() -> None:
     probe = subprocess.run([str(STAGE_PYTHON), "-c", "import librosa, sklearn, soundfile"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"{STAGE_PYTHON} lacks librosa/scikit-learn/soundfile "
+        skip("audio", f"{STAGE_PYTHON} lacks librosa/scikit-learn/soundfile "
                     f"(install stages/audio/*/requirements.txt): "
                     f"{probe.stderr.strip().splitlines()[-1:]}")
 
@@ -102,7 +102,7 @@ def corpus(tmp_path_factory) -> Path:
     """Directory holding speech.zip (the generated corpus) and bad.zip."""
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install espeak-ng sox)")
+            skip("audio", f"{tool} not installed (apt-get install espeak-ng sox)")
     root = tmp_path_factory.mktemp("corpus")
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_speech_corpus.py"),
                     str(root / "speech.zip")], check=True, timeout=300)
@@ -262,7 +262,7 @@ def test_fetch_unreachable_or_unsupported_url_fails(tmp_path):
 def test_corpus_generator_is_deterministic(tmp_path):
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install espeak-ng sox)")
+            skip("audio", f"{tool} not installed (apt-get install espeak-ng sox)")
     script = str(REPO / "scripts" / "make_speech_corpus.py")
     for name in ("a.zip", "b.zip"):
         subprocess.run([sys.executable, script, str(tmp_path / name), "--clips", "2"],

@@ -86,7 +86,7 @@ class Executor(abc.ABC):
         was following it). Returns worker logs as :meth:`WorkerGroup.kill`."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing)
         """Release executor resources (called when the controller stops)."""
 
 

@@ -89,10 +89,11 @@ class DockerExecutor(HandleExecutor):
     name = "docker"
 
     def __init__(self, store_url: str):
-        import docker
         import docker.errors
+
+        import docker
         try:
-            self.client = docker.from_env()
+            self.client = docker.from_env()  # type: ignore[attr-defined]  # docker's __init__ re-exports it
             self.client.ping()
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot reach the Docker engine: {e}") from None

@@ -36,6 +36,7 @@ import os
 import re
 import threading
 import time
+from typing import Any
 
 from ..model import JobInfo
 from ..spec import parse_duration
@@ -146,7 +147,7 @@ class Informer:
 
     def __init__(self, list_fn, namespace: str, kind: str):
         self.list_fn, self.namespace, self.kind = list_fn, namespace, kind
-        self.objects: dict[str, object] = {}
+        self.objects: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.synced = threading.Event()
         self.stopped = threading.Event()
@@ -280,7 +281,8 @@ class KubernetesExecutor(Executor):
                                        counted_failures=existing.status.failed or 0)
             self._delete_job(name, wait=True)  # a finished Job of an earlier attempt
         try:
-            self.batch.create_namespaced_job(self.namespace, self.manifest(job, spec, count, max_failures))
+            manifest: Any = self.manifest(job, spec, count, max_failures)  # the client takes a dict as well
+            self.batch.create_namespaced_job(self.namespace, manifest)
         except ApiException as e:
             raise ExecutorError(f"cannot create Kubernetes Job {name}: {api_error(e)}") from None
         log.info("job %s: started Kubernetes Job %s (%d workers)", job.id, name, count)

@@ -38,8 +38,8 @@ import traceback
 import setproctitle
 
 from ...errors import InvalidArgument
-from ..model import JobInfo
 from .. import worker
+from ..model import JobInfo
 from . import HandleExecutor, WorkerHandle
 
 

@@ -47,7 +47,6 @@ import http.client
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -89,7 +88,7 @@ def download(url: str, timeout: float, retries: int, max_bytes: int):
     for attempt in range(1, retries + 1):
         if attempt > 1:
             time.sleep(2 ** (attempt - 2))
-        buf = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+        buf = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (returned, or closed on error)
         try:
             start = time.monotonic()
             with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -109,8 +108,7 @@ def download(url: str, timeout: float, retries: int, max_bytes: int):
             last = f"HTTP {exc.code} {exc.reason}"
             if exc.code != 429 and exc.code < 500:
                 break
-        except (urllib.error.URLError, http.client.HTTPException, socket.timeout,
-                ConnectionError) as exc:
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
             buf.close()
             last = str(getattr(exc, "reason", exc)) or type(exc).__name__
         except BaseException:

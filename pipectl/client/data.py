@@ -1,0 +1,135 @@
+"""Operations on versioned data: repos, branches, commits and files.
+Part of :class:`~pipectl.client.Client`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from ..errors import Conflict
+from ..pfs import PFS, Branch, Commit, FileEntry, Node, RepoInfo
+from ..pfs.files import Source
+from ..pfs.objects import TransferStats
+from ..pps import PPS
+
+
+@dataclasses.dataclass
+class RepoSummary:
+    """A repo with the size of its master head (bytes) and, when asked
+    for, its branch names."""
+
+    info: RepoInfo
+    size_bytes: int
+    branches: list[str] | None = None
+
+    def to_dict(self) -> dict:
+        """The JSON form ``--raw`` prints: the repo's fields plus these."""
+        d = dict(self.info.to_dict(), size_bytes=self.size_bytes)
+        if self.branches is not None:
+            d["branches"] = self.branches
+        return d
+
+
+class DataOps:
+    """Repos, branches, commits and files (see :class:`~pipectl.client.Client`)."""
+
+    pfs: PFS
+    pps: PPS
+
+    # repos ---------------------------------------------------------------
+    def create_repo(self, repo: str, description: str = "") -> RepoInfo:
+        """Raises AlreadyExists, InvalidArgument."""
+        return self.pfs.create_repo(repo, description)
+
+    def list_repos(self) -> list[RepoSummary]:
+        """Every repo, newest first, with its master head's size."""
+        return [RepoSummary(r, self.pfs.repo_size(r.name)) for r in self.pfs.list_repos()]
+
+    def inspect_repo(self, repo: str) -> RepoSummary:
+        """A repo with its size and branches. Raises NotFound."""
+        info = self.pfs.inspect_repo(repo)
+        return RepoSummary(info, self.pfs.repo_size(repo), [b.name for b in self.pfs.list_branches(repo)])
+
+    def delete_repo(self, repo: str, force: bool = False) -> None:
+        """Delete a repo and its history. Refuses (Conflict) while a
+        pipeline reads it, unless ``force``. Raises NotFound."""
+        self.pfs.inspect_repo(repo)
+        users = self.pps.pipelines_using(repo)
+        if users and not force:
+            raise Conflict(f"repo {repo} is used by pipeline(s) {', '.join(users)}; "
+                           "delete them first or pass --force")
+        self.pfs.delete_repo(repo)
+
+    # commits -------------------------------------------------------------
+    def start_commit(self, repo: str, branch: str, description: str = "", parent: str | None = None) -> Commit:
+        """Open a commit on ``branch``. Raises NotFound, Conflict (one is open)."""
+        return self.pfs.start_commit(repo, branch, description, parent)
+
+    def finish_commit(self, repo: str, ref: str, description: str | None = None) -> Commit:
+        """Raises NotFound, Conflict (already finished)."""
+        return self.pfs.finish_commit(repo, ref, description)
+
+    def list_commits(self, repo: str, branch: str | None = None, limit: int | None = None) -> list[Commit]:
+        """Newest first. Raises NotFound."""
+        return self.pfs.list_commits(repo, branch, limit)
+
+    def inspect_commit(self, repo: str, ref: str) -> Commit:
+        """``ref``: a commit id or branch, with ``^``/``~N``. Raises NotFound."""
+        return self.pfs.inspect_commit(repo, ref)
+
+    def delete_commit(self, repo: str, ref: str) -> None:
+        """Delete a branch head commit. Raises NotFound, Conflict."""
+        self.pfs.delete_commit(repo, ref)
+
+    # branches ------------------------------------------------------------
+    def create_branch(self, repo: str, branch: str, head: str | None = None) -> Branch:
+        """Create or move ``branch`` to ``head``. Raises NotFound, InvalidArgument."""
+        return self.pfs.create_branch(repo, branch, head)
+
+    def list_branches(self, repo: str) -> list[Branch]:
+        """By name. Raises NotFound."""
+        return self.pfs.list_branches(repo)
+
+    def delete_branch(self, repo: str, branch: str) -> None:
+        """Raises NotFound."""
+        self.pfs.delete_branch(repo, branch)
+
+    # files ---------------------------------------------------------------
+    def put_files(self, repo: str, ref: str, sources: list[tuple[str, Source]], overwrite: bool = False,
+                  progress: Callable[[int], None] | None = None,
+                  parallelism: int | None = None) -> tuple[Commit, TransferStats]:
+        """Put ``(path in commit, local path or stream)`` pairs into a branch
+        or open commit (see :meth:`PFS.put_files`); ``parallelism`` files
+        at once (default: the store's). Raises NotFound, Conflict, InvalidArgument."""
+        pfs = PFS(self.pfs.store, parallelism) if parallelism else self.pfs
+        return pfs.put_files(repo, ref, sources, overwrite=overwrite, progress=progress)
+
+    def get_file(self, repo: str, ref: str, path: str, out: BinaryIO) -> int:
+        """Stream a file into ``out``; return its size. Raises NotFound, InvalidArgument."""
+        return self.pfs.get_file(repo, ref, path, out)
+
+    def iter_files(self, repo: str, ref: str, path: str = "/") -> Iterator[tuple[str, FileEntry]]:
+        """Every file at or below ``path``."""
+        return self.pfs.iter_files(repo, ref, path)
+
+    def list_files(self, repo: str, ref: str, path: str = "/") -> list[Node]:
+        """Direct children of ``path``. Raises NotFound."""
+        return self.pfs.list_files(repo, ref, path)
+
+    def glob_files(self, repo: str, ref: str, pattern: str) -> list[Node]:
+        """Paths matching a Pachyderm glob. Raises InvalidArgument for a bad glob."""
+        return self.pfs.glob_files(repo, ref, pattern)
+
+    def inspect_file(self, repo: str, ref: str, path: str) -> Node:
+        """Raises NotFound."""
+        return self.pfs.inspect_file(repo, ref, path)
+
+    def diff_files(self, repo: str, ref: str, path: str = "/", old_repo: str | None = None,
+                   old_ref: str | None = None) -> tuple[list[Node], list[Node]]:
+        """``(added, removed)`` between ``ref`` and ``old_ref`` (default: its parent)."""
+        return self.pfs.diff_files(repo, ref, path, old_repo, old_ref)
+
+    def delete_file(self, repo: str, ref: str, path: str) -> Commit:
+        """Raises NotFound."""
+        return self.pfs.delete_file(repo, ref, path)

@@ -1,0 +1,122 @@
+"""Job records: created once, changed by compare-and-swap until finished.
+Part of :class:`~.api.PPS`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import TYPE_CHECKING
+
+from ..errors import Conflict, NotFound, PreconditionFailed
+from ..parallel import parallel
+from ..pfs.model import now
+from ..store import ObjectStore
+from . import keys
+from .model import JobInfo, PipelineInfo
+
+JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(JobInfo))
+
+
+def job_id(pipeline: PipelineInfo, inputs: list[dict]) -> str:
+    """The deterministic id (32 hex digits) of the job running ``pipeline``
+    (at its current version and salt) over ``inputs`` (``[{name, commit}]``)."""
+    key = json.dumps([pipeline.name, pipeline.version, pipeline.salt,
+                      sorted((i["name"], i["commit"]) for i in inputs)])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class Jobs:
+    """Job records (see :class:`~.api.PPS`)."""
+
+    store: ObjectStore
+    _written_jobs: dict[str, tuple[str, bytes]]
+
+    if TYPE_CHECKING:  # defined by the other parts of PPS
+        def list_pipelines(self) -> list[PipelineInfo]: ...
+        def inspect_pipeline(self, name: str) -> PipelineInfo: ...
+
+    def create_job(self, job: JobInfo) -> bool:
+        """Write a new job record (create-only); False if that job already exists."""
+        key, data = keys.job(job.pipeline, job.id), job.to_json()
+        try:
+            self._written_jobs[key] = (self.store.write(key, data, if_absent=True), data)
+            return True
+        except PreconditionFailed:
+            return False
+
+    def _find_job(self, job: str, pipeline: str | None = None) -> str:
+        if pipeline:
+            return pipeline
+        keys.check_job_id(job)
+        for p in self.list_pipelines():
+            if self.store.exists(keys.job(p.name, job)):
+                return p.name
+        raise NotFound(f"job {job} not found")
+
+    def inspect_job(self, job: str, pipeline: str | None = None) -> JobInfo:
+        """Raises NotFound, InvalidArgument (a malformed id)."""
+        pipeline = self._find_job(job, pipeline)
+        try:
+            return JobInfo.from_json(self.store.read(keys.job(pipeline, job)))
+        except NotFound:
+            raise NotFound(f"job {job} not found") from None
+
+    def job_keys(self, pipeline: str | None = None) -> list[str]:
+        """Store keys of the job records (of one pipeline, or of all)."""
+        return [k for k in self.store.list(keys.jobs(pipeline)) if keys.is_job_record(k)]
+
+    def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:
+        """Jobs newest first (of one pipeline, or of all). Raises NotFound
+        for an unknown pipeline."""
+        if pipeline:
+            self.inspect_pipeline(pipeline)
+        return sorted(self.read_jobs(self.job_keys(pipeline)), key=lambda j: j.created, reverse=True)
+
+    def read_jobs(self, found: list[str]) -> list[JobInfo]:
+        """The job records at store keys ``found`` (see :meth:`job_keys`), in order."""
+        return parallel(lambda k: JobInfo.from_json(self.store.read(k)), found)
+
+    def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
+        """Compare-and-swap ``changes`` (JobInfo fields) into a job record. A
+        finished job is never changed again. The swap is tried first on the
+        record as this object last wrote it (one request instead of two
+        while no one else changed it; if someone did, the version differs,
+        the write is refused and the record is read afresh). Raises
+        NotFound; TypeError for a name that is not a JobInfo field."""
+        unknown = set(changes) - JOB_FIELDS
+        if unknown:
+            raise TypeError(f"JobInfo has no field(s) {', '.join(sorted(unknown))}")
+        key = keys.job(pipeline, job)
+        written = self._written_jobs.pop(key, None)
+        while True:
+            if written:
+                version, data = written
+            else:
+                try:
+                    data, version = self.store.read_versioned(key)
+                except NotFound:
+                    raise NotFound(f"job {job} not found") from None
+            info = JobInfo.from_json(data)
+            if info.done:
+                return info
+            info = dataclasses.replace(info, **changes)
+            if info.done and not info.finished:
+                info.finished = now()
+            data = info.to_json()
+            try:
+                version = self.store.write(key, data, if_match=version)
+            except (PreconditionFailed, NotFound):  # changed (or deleted) since: read it afresh
+                written = None
+                continue
+            if not info.done:  # a finished record is never written again
+                self._written_jobs[key] = (version, data)
+            return info
+
+    def stop_job(self, job: str) -> JobInfo:
+        """Mark a job killed; the controller stops its workers. Raises
+        NotFound, Conflict (already finished)."""
+        info = self.inspect_job(job)
+        if info.done:
+            raise Conflict(f"job {job} already finished ({info.state})")
+        return self.update_job(info.pipeline, job, state="killed", reason="stopped by user")

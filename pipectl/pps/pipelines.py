@@ -1,0 +1,131 @@
+"""Pipeline records and their spec versions. Part of :class:`~.api.PPS`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from typing import TYPE_CHECKING
+
+from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PreconditionFailed
+from ..parallel import parallel
+from ..pfs import PFS
+from ..pfs.model import now
+from ..store import ObjectStore
+from . import keys
+from . import spec as specs
+from .model import JobInfo, PipelineInfo
+
+
+class Pipelines:
+    """Create, read, update and delete pipelines (see :class:`~.api.PPS`)."""
+
+    store: ObjectStore
+    pfs: PFS
+
+    if TYPE_CHECKING:  # defined by the other parts of PPS
+        def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]: ...
+        def update_job(self, pipeline: str, job: str, **changes) -> JobInfo: ...
+
+    def _read_pipeline(self, name: str) -> tuple[PipelineInfo, str]:
+        try:
+            data, version = self.store.read_versioned(keys.pipeline(name))
+        except NotFound:
+            raise NotFound(f"pipeline {name} not found") from None
+        return PipelineInfo.from_json(data), version
+
+    def inspect_pipeline(self, name: str) -> PipelineInfo:
+        """Raises NotFound, InvalidArgument (a bad name)."""
+        return self._read_pipeline(name)[0]
+
+    def list_pipelines(self) -> list[PipelineInfo]:
+        """Every pipeline, by name."""
+        found = [k for k in self.store.list(keys.PIPELINES) if keys.is_pipeline_record(k)]
+        return sorted(parallel(lambda k: PipelineInfo.from_json(self.store.read(k)), found), key=lambda p: p.name)
+
+    def pipeline_version(self, name: str, version: int) -> dict:
+        """The spec of ``name`` at ``version``. Raises NotFound."""
+        try:
+            return json.loads(self.store.read(keys.pipeline_version(name, version)))
+        except NotFound:
+            raise NotFound(f"pipeline {name} has no version {version}") from None
+
+    def pipelines_using(self, repo: str) -> list[str]:
+        """Names of pipelines that read ``repo``."""
+        return [p.name for p in self.list_pipelines() if any(i["repo"] == repo for i in p.inputs)]
+
+    def _check_inputs(self, spec: dict) -> None:
+        for pfs in specs.pfs_inputs(spec["input"]):
+            self.pfs.inspect_repo(pfs["repo"])
+            try:
+                commit = self.pfs.inspect_commit(pfs["repo"], pfs["branch"])
+            except NotFound:
+                continue  # no data yet: the pipeline waits for it
+            if commit.tree is not None and not commit.is_open and not self.pfs.read_tree(commit).glob(pfs["glob"]):
+                raise InvalidArgument(f"glob {pfs['glob']!r} matches nothing in {pfs['repo']}@{pfs['branch']}")
+
+    def create_pipeline(self, spec: dict, update: bool = False, reprocess: bool = False) -> PipelineInfo:
+        """Create (or with ``update``, replace) a pipeline from a validated spec,
+        creating its output repo. Checks input repos exist first, so a bad
+        spec creates nothing. Raises AlreadyExists, NotFound, InvalidArgument."""
+        name = spec["pipeline"]["name"]
+        self._check_inputs(spec)
+        stamp = now()
+        if not update:
+            if self.store.exists(keys.pipeline(name)):
+                raise AlreadyExists(f"pipeline {name} already exists; use update-pipeline")
+            try:
+                self.pfs.inspect_repo(name)
+                raise AlreadyExists(f"repo {name} already exists; a pipeline's output repo takes its name")
+            except NotFound:
+                pass
+            info = PipelineInfo(name, 1, spec, "running", stamp, stamp, "", specs.transform_hash(spec))
+            self.store.write(keys.pipeline_version(name, 1), json.dumps(spec).encode())
+            try:
+                self.store.write(keys.pipeline(name), info.to_json(), if_absent=True)
+            except PreconditionFailed:
+                raise AlreadyExists(f"pipeline {name} already exists; use update-pipeline") from None
+            self.pfs.create_repo(name, f"Output repo for pipeline {name}.", exist_ok=True)
+            return info
+        self.pfs.create_repo(name, f"Output repo for pipeline {name}.", exist_ok=True)
+        while True:
+            info, version = self._read_pipeline(name)
+            info.version += 1
+            info.spec, info.updated = spec, stamp
+            info.transform_hash = specs.transform_hash(spec)
+            if reprocess:
+                info.salt = hashlib.sha256(f"{info.salt}{stamp}".encode()).hexdigest()[:16]
+            self.store.write(keys.pipeline_version(name, info.version), json.dumps(spec).encode())
+            try:
+                self.store.write(keys.pipeline(name), info.to_json(), if_match=version)
+                return info
+            except PreconditionFailed:
+                continue
+
+    def set_pipeline_state(self, name: str, state: str) -> PipelineInfo:
+        """``running`` (start-pipeline) or ``paused`` (stop-pipeline)."""
+        while True:
+            info, version = self._read_pipeline(name)
+            info.state, info.updated = state, now()
+            try:
+                self.store.write(keys.pipeline(name), info.to_json(), if_match=version)
+                return info
+            except PreconditionFailed:
+                continue
+
+    def delete_pipeline(self, name: str, keep_repo: bool = False) -> None:
+        """Delete a pipeline, its jobs and (unless ``keep_repo``) its output
+        repo. Refuses while another pipeline reads its output. Raises NotFound, Conflict."""
+        self.inspect_pipeline(name)
+        users = [p for p in self.pipelines_using(name) if p != name]
+        if users and not keep_repo:
+            raise Conflict(f"pipeline(s) {', '.join(users)} read the output of {name}; delete them first")
+        for job in self.list_jobs(name):
+            if not job.done:
+                self.update_job(job.pipeline, job.id, state="killed", reason="pipeline deleted")
+        self.store.delete(keys.pipeline(name))
+        for prefix in (keys.pipeline_prefix(name), keys.jobs(name), keys.job_data_prefix(name)):
+            parallel(self.store.delete, list(self.store.list(prefix)))
+        if not keep_repo:
+            with contextlib.suppress(NotFound):
+                self.pfs.delete_repo(name)
