@@ -42,6 +42,8 @@ def compile_glob(pattern: str) -> re.Pattern:
             if end < 0:
                 raise InvalidArgument(f"invalid glob {pattern!r}: unterminated '['")
             cls = body[i + 1:end]
+            if cls in ("", "!"):
+                raise InvalidArgument(f"invalid glob {pattern!r}: empty character class '[{cls}]'")
             if cls.startswith("!"):
                 cls = "^" + cls[1:]
             out.append("[" + cls.replace("\\", "\\\\") + "]")
@@ -49,7 +51,10 @@ def compile_glob(pattern: str) -> re.Pattern:
         else:
             out.append(re.escape(c))
             i += 1
-    return re.compile("".join(out) + r"\Z")
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error as e:  # an empty or reversed class: [] or [z-a]
+        raise InvalidArgument(f"invalid glob {pattern!r}: {e.msg}") from None
 
 
 def match(pattern: str, path: str) -> bool:

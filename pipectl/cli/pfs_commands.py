@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import urllib.parse
 
@@ -191,7 +192,12 @@ def put_file(repo, branch, path, files, recursive, overwrite, parallelism):
 def get_file(repo, commit, path, out):
     """Print a file's contents (or write them to --output)."""
     client = current().client
-    if out:
+    if out and os.path.lexists(out) and not stat.S_ISREG(os.lstat(out).st_mode):
+        # A FIFO, a device or a symlink: written into in place, as cp and
+        # curl -o do, never replaced by a regular file.
+        with open(out, "wb") as f:
+            client.get_file(repo, commit, path, f)
+    elif out:
         tmp = out + ".pipectl-partial"
         try:
             with open(tmp, "wb") as f:

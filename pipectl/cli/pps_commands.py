@@ -25,6 +25,8 @@ def _read_spec(path: str) -> tuple[object, str]:
             return specs.parse(f.read(), path), path
     except FileNotFoundError:
         raise NotFound(f"spec file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{path}: not a spec: not UTF-8 text") from None
     except IsADirectoryError:
         raise InvalidArgument(f"{path} is a directory, not a spec file") from None
 

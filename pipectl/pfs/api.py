@@ -174,10 +174,15 @@ class PFS(Files):
                 raise NotFound(f"branch {base} of repo {repo} has no commits")
             commit = self._read_commit(repo, branch.head)[0]
         steps = sum(int(op[1:] or 1) if op.startswith("~") else 1 for op in re.findall(r"\^|~\d*", ops))
+        passed = {commit.id}
         for _ in range(steps):
             if commit.parent is None:
                 raise NotFound(f"{ref} goes past the first commit of repo {repo}")
+            if commit.parent in passed:
+                raise Conflict(f"the history of repo {repo} loops at commit {commit.parent}; "
+                               "its commit records are damaged")
             commit = self._read_commit(repo, commit.parent)[0]
+            passed.add(commit.id)
         return commit
 
     def list_commits(self, repo: str, branch: str | None = None, limit: int | None = None) -> list[Commit]:
@@ -195,9 +200,14 @@ class PFS(Files):
         depth: dict[str | None, int] = {}
 
         def generation(cid: str | None) -> int:  # distance from the first commit
-            chain = []
+            chain: list[str] = []
+            on_chain: set[str] = set()
             while cid in seen and cid not in depth:
-                chain.append(cid)
+                if cid in on_chain:  # a store damaged by an earlier version: fail, do not loop forever
+                    raise Conflict(f"the history of repo {repo} loops at commit {cid}; "
+                                   "its commit records are damaged")
+                chain.append(cid)  # type: ignore[arg-type]
+                on_chain.add(cid)  # type: ignore[arg-type]
                 cid = seen[cid].parent  # type: ignore[index]
             base = depth.get(cid, -1)
             for c in reversed(chain):
@@ -266,13 +276,23 @@ class PFS(Files):
 
     def _land(self, commit: Commit, tree: Tree, expected_head: str | None) -> Commit:
         """Write a finished commit holding ``tree`` and move its branch from
-        ``expected_head`` to it in one compare-and-swap. Raises
-        PreconditionFailed if the branch moved meanwhile (the commit is then
-        left unreferenced and invisible)."""
+        ``expected_head`` to it in one compare-and-swap. The commit record is
+        created, never rewritten: if it exists already (a lander killed
+        between the two writes), it is reused only when it holds the same
+        parent and tree. Raises PreconditionFailed if the branch moved
+        meanwhile (the commit is then left unreferenced and invisible),
+        Conflict if the commit exists with other contents."""
         commit.tree = self.write_tree(tree)
         commit.size_bytes = tree.size
         commit.finished = commit.finished or now()
-        self.store.write(keys.commit(commit.repo, commit.id), commit.to_json())
+        try:
+            self.store.write(keys.commit(commit.repo, commit.id), commit.to_json(), if_absent=True)
+        except PreconditionFailed:
+            existing = self._read_commit(commit.repo, commit.id)[0]
+            if (existing.parent, existing.tree, existing.branch) != (commit.parent, commit.tree, commit.branch):
+                raise Conflict(f"commit {commit.id} of {commit.repo} already exists with another parent or "
+                               "files; a finished commit is never rewritten") from None
+            commit = existing
         self.move_branch(commit.repo, commit.branch, commit.id, expected_head)
         return commit
 

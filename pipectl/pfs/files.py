@@ -76,7 +76,7 @@ class Files:
         if names.is_commit_id(ref):
             return self._modify_open(repo, ref, change)
         names.check_name("branch", ref)
-        commit_id, started = names.new_id(), now()
+        started = now()
         for attempt in range(10_000):
             try:
                 head = self.inspect_branch(repo, ref).head
@@ -85,7 +85,7 @@ class Files:
             parent = self._read_commit(repo, head)[0] if head else None
             if parent is not None and parent.is_open:
                 return self._modify_open(repo, parent.id, change)
-            commit = Commit(commit_id, repo, ref, head, "user", started)
+            commit = Commit(names.new_id(), repo, ref, head, "user", started)  # a new id per try: created once
             try:
                 return self._land(commit, change(self.read_tree(parent)), head)
             except PreconditionFailed:
@@ -142,7 +142,7 @@ class Files:
                 raise Conflict(f"commit {ref} of {repo} is finished; start a new commit to change files")
         else:
             names.check_name("branch", ref)
-        sources = [(names.clean_path(p), s) for p, s in sources]
+        sources = [(names.check_new_path(names.clean_path(p)), s) for p, s in sources]
         for p, _ in sources:
             if p == "/":
                 raise InvalidArgument("put-file needs a file path, not the root directory")

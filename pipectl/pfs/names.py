@@ -44,6 +44,25 @@ def clean_path(path: str) -> str:
     return "/" + "/".join(parts)
 
 
+MAX_COMPONENT_BYTES = 255
+"""Longest file name (one path component, UTF-8 bytes) a worker can lay out:
+NAME_MAX of Linux file systems."""
+
+
+def check_new_path(path: str) -> str:
+    """Validate a path being put into a commit (already clean): each
+    component at most :data:`MAX_COMPONENT_BYTES` bytes and free of control
+    characters, so every worker can lay it out as a file. Returns ``path``;
+    raises InvalidArgument."""
+    for part in path.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            raise InvalidArgument(f"invalid path {path[:80]!r}...: a name is longer than "
+                                  f"{MAX_COMPONENT_BYTES} bytes")
+        if any(ord(c) < 32 or ord(c) == 127 for c in part):
+            raise InvalidArgument(f"invalid path {path!r}: control characters are not allowed in file names")
+    return path
+
+
 def join(directory: str, name: str) -> str:
     """Join two commit paths and normalise the result."""
     return clean_path(posixpath.join(directory, name))

@@ -29,6 +29,7 @@ from ..errors import Conflict, NotFound, PipectlError, PreconditionFailed
 from ..gcpause import gc_paused
 from ..parallel import concurrently
 from ..pfs import PFS
+from ..pfs import keys as pfs_keys
 from ..pfs.model import Commit, Provenance, now
 from ..pfs.tree import Tree
 from ..store import ObjectStore
@@ -62,6 +63,12 @@ class RunningJob:
 
 class JobFailed(Exception):
     """Internal: ends a job run with state ``failure`` and this reason."""
+
+
+class Superseded(JobFailed):
+    """Internal: the output branch moved past the head the job was planned
+    on (another controller ran it, or later jobs landed): the job ends
+    ``killed`` with this reason and lands nothing."""
 
 
 class LostLeadership(PipectlError):
@@ -183,6 +190,9 @@ class Controller:
         try:
             self._plan(run)
             self._finish(run, self._execute(run))
+        except Superseded as e:
+            log.warning("job %s of %s superseded: %s", job.id, job.pipeline, e)
+            self._update(run, state="killed", reason=f"superseded: {e}")
         except (JobFailed, ExecutorError) as e:
             log.warning("job %s of %s failed: %s", job.id, job.pipeline, e)
             self._update(run, state="failure", reason=str(e))
@@ -224,8 +234,9 @@ class Controller:
             return i["name"], (commit.id, self.pfs.read_tree(commit))
 
         with gc_paused():  # a container or more per datum, and no cycles
-            (index_hash, previous), *trees = concurrently(lambda: self._previous_index(job),
-                                                          *[functools.partial(read_input, i) for i in job.inputs])
+            (index_hash, previous), parent, *trees = concurrently(
+                lambda: self._previous_index(job), lambda: self._output_head(run),
+                *[functools.partial(read_input, i) for i in job.inputs])
             found = datum_mod.compute(run.spec["input"], dict(trees))
             plan, todo, seen = [], [], set()
             for d in found:
@@ -243,7 +254,8 @@ class Controller:
             self.pps.write_plan(job.pipeline, job.id, plan, todo,
                                 SkippedDatums(index_hash, now()) if skipped else None, previous, run.batches)
         run.plan = plan
-        self._update(run, datums_total=len(plan), datums_skipped=skipped)
+        fence = {} if job.output_parent_set else {"output_parent": parent, "output_parent_set": True}
+        self._update(run, datums_total=len(plan), datums_skipped=skipped, **fence)
         log.info("job %s: %d datums, %d skipped (processed before)", job.id, len(plan), skipped)
 
     def _execute(self, run: RunningJob) -> dict[str, DatumResult]:
@@ -352,25 +364,36 @@ class Controller:
                 seen.setdefault((p["repo"], p["commit"]), p)
         return list(seen.values())
 
+    def _output_head(self, run: RunningJob) -> str | None:
+        """The head commit of the job's output branch (None if it has none)."""
+        try:
+            return self.pfs.inspect_branch(run.job.pipeline, run.spec.get("output_branch", "master")).head
+        except NotFound:
+            return None
+
     def _land(self, run: RunningJob, outputs: list[tuple[str, dict]]) -> Commit:
         """Land the job's output commit holding ``outputs`` (datum id,
         {path: [size, refs]}) on its output branch (see
-        :meth:`PFS.land_output`). Raises JobFailed."""
+        :meth:`PFS.land_output`), fenced: only onto the head the job was
+        planned on (``JobInfo.output_parent``). Raises Superseded when the
+        branch has moved past it, JobFailed for clashing outputs."""
         job = run.job
         branch = run.spec.get("output_branch", "master")
         for _ in range(100):
-            try:
-                head = self.pfs.inspect_branch(job.pipeline, branch).head
-            except NotFound:
-                head = None
-            if head == job.output_commit:  # landed before a restart
+            head = self._output_head(run)
+            if head == job.output_commit:  # landed before a restart, or by another controller
                 return self.pfs.inspect_commit(job.pipeline, head)
+            if job.output_parent_set and head != job.output_parent:
+                raise Superseded(f"output branch {branch} of {job.pipeline} moved to {head} after the job was "
+                                 f"planned on {job.output_parent}; its output is not landed")
             commit = Commit(job.output_commit, job.pipeline, branch, head, "auto", job.started or now(),
                             provenance=self._provenance(job), pipeline=job.pipeline,
                             pipeline_version=job.pipeline_version, job=job.id)
             try:
                 return self.pfs.land_output(commit, outputs)
             except Conflict as e:
+                if self.pfs.store.exists(pfs_keys.commit(job.pipeline, job.output_commit)):
+                    raise Superseded(str(e)) from None  # landed elsewhere, on another parent
                 raise JobFailed(str(e)) from None
             except PreconditionFailed:
                 continue

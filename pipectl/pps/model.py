@@ -72,6 +72,13 @@ class JobInfo(Record):
     reason: str = ""
     datum_index: str | None = None
     executor: str = ""
+    output_parent: str | None = None
+    output_parent_set: bool = False
+    """``output_parent``: the head of the output branch when the job was
+    planned (None: no commit yet), set once with ``output_parent_set``. The
+    output commit lands only on that head (fenced), so a controller that
+    stalled and lost the job to another never moves the branch backwards.
+    Records from before this field have ``output_parent_set`` False."""
 
     @property
     def done(self) -> bool:

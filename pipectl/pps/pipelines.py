@@ -26,6 +26,7 @@ class Pipelines:
     if TYPE_CHECKING:  # defined by the other parts of PPS
         def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]: ...
         def update_job(self, pipeline: str, job: str, **changes) -> JobInfo: ...
+        def downstream(self, repo: str) -> list[PipelineInfo]: ...
 
     def _read_pipeline(self, name: str) -> tuple[PipelineInfo, str]:
         try:
@@ -48,14 +49,30 @@ class Pipelines:
         try:
             return json.loads(self.store.read(keys.pipeline_version(name, version)))
         except NotFound:
-            raise NotFound(f"pipeline {name} has no version {version}") from None
+            pass
+        info = self.inspect_pipeline(name)  # the current version's file may not be written yet
+        if info.version != version:
+            raise NotFound(f"pipeline {name} has no version {version}")
+        return info.spec
+
+    def _write_version(self, info: PipelineInfo) -> None:
+        """Keep ``info``'s spec as its version's file (once; the record,
+        swapped first, decides which spec a version is)."""
+        with contextlib.suppress(PreconditionFailed):
+            self.store.write(keys.pipeline_version(info.name, info.version), json.dumps(info.spec).encode(),
+                             if_absent=True)
 
     def pipelines_using(self, repo: str) -> list[str]:
         """Names of pipelines that read ``repo``."""
         return [p.name for p in self.list_pipelines() if any(i["repo"] == repo for i in p.inputs)]
 
     def _check_inputs(self, spec: dict) -> None:
+        name = spec["pipeline"]["name"]
+        fed = {name} | {p.name for p in self.downstream(name)}
         for pfs in specs.pfs_inputs(spec["input"]):
+            if pfs["repo"] in fed:  # as Pachyderm refuses it: no job could ever start
+                raise InvalidArgument(f"pipeline {name} cannot read {pfs['repo']}: {pfs['repo']} is computed from "
+                                      f"{name}'s output, which would make a cycle")
             self.pfs.inspect_repo(pfs["repo"])
             try:
                 commit = self.pfs.inspect_commit(pfs["repo"], pfs["branch"])
@@ -80,27 +97,30 @@ class Pipelines:
             except NotFound:
                 pass
             info = PipelineInfo(name, 1, spec, "running", stamp, stamp, "", specs.transform_hash(spec))
-            self.store.write(keys.pipeline_version(name, 1), json.dumps(spec).encode())
+            # The create-only record decides which of racing creators made the
+            # pipeline; only that one writes version 1's file.
             try:
                 self.store.write(keys.pipeline(name), info.to_json(), if_absent=True)
             except PreconditionFailed:
                 raise AlreadyExists(f"pipeline {name} already exists; use update-pipeline") from None
+            self._write_version(info)
             self.pfs.create_repo(name, f"Output repo for pipeline {name}.", exist_ok=True)
             return info
         self.pfs.create_repo(name, f"Output repo for pipeline {name}.", exist_ok=True)
         while True:
             info, version = self._read_pipeline(name)
+            self._write_version(info)  # in case its writer was killed before writing it
             info.version += 1
             info.spec, info.updated = spec, stamp
             info.transform_hash = specs.transform_hash(spec)
             if reprocess:
                 info.salt = hashlib.sha256(f"{info.salt}{stamp}".encode()).hexdigest()[:16]
-            self.store.write(keys.pipeline_version(name, info.version), json.dumps(spec).encode())
             try:
                 self.store.write(keys.pipeline(name), info.to_json(), if_match=version)
-                return info
             except PreconditionFailed:
                 continue
+            self._write_version(info)
+            return info
 
     def set_pipeline_state(self, name: str, state: str) -> PipelineInfo:
         """``running`` (start-pipeline) or ``paused`` (stop-pipeline)."""

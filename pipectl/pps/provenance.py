@@ -101,8 +101,10 @@ class Provenance:
         if commit_id not in cache:
             found, cid = False, commit_id
             cid_: str | None = cid
-            while cid_:
+            walked: set[str] = set()
+            while cid_ and cid_ not in walked:  # a looping history (a damaged store) ends the walk
                 cid = cid_
+                walked.add(cid)
                 if cid == ancestor.id:
                     found = True
                     break

@@ -41,15 +41,20 @@ def schema() -> dict:
 def parse(text: str, source: str = "spec") -> Any:
     """Parse spec text, JSON or YAML (not yet validated: see :func:`validate`).
     Raises InvalidArgument."""
+    if "\0" in text:
+        raise InvalidArgument(f"{source}: not a spec: binary data (NUL bytes)")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as json_error:
-        import yaml
         try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise InvalidArgument(f"{source}: not valid JSON ({json_error.msg} at line "
-                                  f"{json_error.lineno}) nor YAML") from None
+            return json.loads(text)
+        except json.JSONDecodeError as json_error:
+            import yaml
+            try:
+                return yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise InvalidArgument(f"{source}: not valid JSON ({json_error.msg} at line "
+                                      f"{json_error.lineno}) nor YAML") from None
+    except RecursionError:
+        raise InvalidArgument(f"{source}: nested too deeply to be a pipeline spec") from None
 
 
 def load(text: str, source: str = "spec") -> dict:
@@ -64,6 +69,8 @@ def validate(spec: Any, source: str = "spec") -> dict:
     naming the bad field itself (``transform.cmd``), also when it is missing
     or unknown."""
     import jsonschema  # imported here: it costs every CLI call ~0.2 s otherwise
+    if _depth(spec) > MAX_DEPTH:
+        raise InvalidArgument(f"{source}: nested deeper than {MAX_DEPTH} levels; not a pipeline spec")
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(spec), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -88,6 +95,10 @@ def validate(spec: Any, source: str = "spec") -> dict:
             raise InvalidArgument(f"{source}: {where}: {e}") from None
 
     check("pipeline.name", names.check_name, "pipeline", spec["pipeline"]["name"])
+    check("output_branch", names.check_name, "branch", spec["output_branch"])
+    for field in ("datum_timeout", "job_timeout"):
+        if field in spec and not parse_duration(spec[field]):
+            raise InvalidArgument(f"{source}: {field}: must be longer than 0s")
     seen: set[str] = set()
     for where, pfs in _pfs_inputs_with_paths(spec["input"], "input"):
         check(f"{where}.repo", names.check_name, "repo", pfs["repo"])
@@ -105,6 +116,25 @@ def validate(spec: Any, source: str = "spec") -> dict:
         if pfs["repo"] == spec["pipeline"]["name"]:
             raise InvalidArgument(f"{source}: {where}.repo: pipeline {pfs['repo']} cannot read its own output repo")
     return spec
+
+
+MAX_DEPTH = 64
+"""Deepest nesting of objects and lists a spec may have (cross and union
+inputs nest; nothing real comes near this)."""
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:
+    """Nesting depth of parsed JSON ``value``, counted up to ``limit``
+    (iteratively: a hostile document must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth >= limit:
+                return depth
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def _pfs_inputs_with_paths(node: dict, where: str) -> Iterator[tuple[str, dict]]:

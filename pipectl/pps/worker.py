@@ -92,6 +92,19 @@ def _spawn_options(cmd: list[str]) -> tuple[list[str], dict]:
     return cmd, {"start_new_session": True, "preexec_fn": die_with_parent}
 
 
+PRIVATE_PREFIXES = ("AWS_", "PIPECTL_", "BOTO_", "KUBECONFIG")
+"""Variables of the worker's environment that user code never sees: the
+store's credentials and endpoint (botocore's ``AWS_*``, boto's), pipectl's
+own settings (the store URL among them) and a kubeconfig."""
+
+
+def user_environment(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+    """``environ`` without the variables :data:`PRIVATE_PREFIXES` names: the
+    base of the environment user code runs in (the spec's ``transform.env``
+    and Pachyderm's variables are added to it)."""
+    return {k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIXES)}
+
+
 def rewrite(text: str, root: str) -> str:
     """Replace each ``/pfs`` path prefix in ``text`` with ``root``."""
     return text if root == "/pfs" else _PFS.sub(root, text)
@@ -224,10 +237,11 @@ class Worker:
 
     @functools.cached_property
     def _job_environment(self) -> dict[str, str]:
-        """What every datum's environment shares: ours, the image's PATH,
-        the spec's env (rewritten) and the job's Pachyderm variables."""
-        env = dict(os.environ)
-        env.pop("PIPECTL_IMAGE_ENV", None)
+        """What every datum's environment shares: ours (the image's) without
+        the store's credentials and pipectl's own settings (see
+        :func:`user_environment`), the image's PATH, the spec's env
+        (rewritten) and the job's Pachyderm variables."""
+        env = user_environment(os.environ)
         if self.path_prefix:
             env["PATH"] = os.pathsep.join(self.path_prefix + [env.get("PATH", "")])
         for k, v in (self.spec["transform"].get("env") or {}).items():

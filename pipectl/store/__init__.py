@@ -31,6 +31,9 @@ def open_store(url: str | None = None) -> ObjectStore:
     embedded default). Raises InvalidArgument for an unsupported URL."""
     url = url or os.environ.get("PIPECTL_STORE") or default_store_url()
     parsed = urllib.parse.urlparse(url)
+    if "@" in parsed.netloc:  # never echo it: it may hold a secret key
+        raise InvalidArgument(f"store URL {parsed.scheme}://<credentials>@...: a store URL must not hold credentials; "
+                              "give them in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     if parsed.scheme == "file" or (parsed.scheme == "" and url.startswith("/")):
         path = urllib.parse.unquote(parsed.path if parsed.scheme else url)
         if parsed.netloc and parsed.netloc != "localhost":

@@ -29,7 +29,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
-from ..errors import NotFound, PreconditionFailed, StoreUnavailable
+from ..errors import InvalidArgument, NotFound, PreconditionFailed, StoreUnavailable
 from .base import ObjectStore
 
 _NETWORK_ERRORS = (
@@ -98,7 +98,10 @@ class S3Store(ObjectStore):
             read_timeout=60,
             max_pool_connections=64,
         )
-        self.client = _client(config)
+        try:
+            self.client = _client(config)
+        except botocore.exceptions.BotoCoreError as e:  # a bad region or endpoint, say: one line, no secret in it
+            raise InvalidArgument(f"S3 store configuration: {e}") from None
         self.endpoint = self.client.meta.endpoint_url
 
     def _key(self, key: str) -> str:

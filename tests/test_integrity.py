@@ -1,0 +1,212 @@
+"""Integrity and hostile input (issue: integrity and security): commits are
+created once and never move backwards or loop, names never reach outside
+the store, racing creators get what they were told, bad specs and globs get
+one line, user code does not see the store's credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from helpers import assert_clean_error, files_of, ok, put
+
+from pipectl.pfs.model import Commit
+from pipectl.pps import spec as specs
+from pipectl.pps.controller import Controller, RunningJob, Superseded
+from pipectl.pps.executors.process import ProcessExecutor
+
+
+def copy_pipeline(name: str = "copy", repo: str = "in", **extra) -> dict:
+    return dict({"pipeline": {"name": name},
+                 "transform": {"image": "local", "cmd": ["sh", "-c", "cp -r /pfs/in/. /pfs/out/"]},
+                 "input": {"pfs": {"repo": repo, "glob": "/"}}}, **extra)
+
+
+def test_a_stalled_controller_never_lands_a_stale_output(store, pfs, pps):
+    """Controller A plans and runs a job, then stalls before landing it;
+    meanwhile controller B runs the same job and the next one. When A goes
+    on, its landing is refused: the branch keeps B's newer head, the commit
+    records are as B wrote them, and history has no loop. (Before commit
+    records were create-only and landing fenced, A rewrote the first
+    output commit with the newer one as parent: a loop.)"""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "1"})
+    pps.create_pipeline(specs.validate(copy_pipeline()))
+    a = Controller(store, ProcessExecutor(store.url))
+    a.create_jobs()
+    job = a.next_job()
+    run = RunningJob(a.pps.update_job("copy", job.id, state="running"), pps.pipeline_version("copy", 1))
+    a._plan(run)
+    results = a._execute(run)  # A stalls here, its datums done
+
+    b = Controller(store, ProcessExecutor(store.url))
+    assert b.step()  # B runs the same job to the end
+    first = pfs.inspect_commit("copy", "master")
+    put(pfs, "in", {"/b": "2"})
+    while b.step():
+        pass
+    second = pfs.inspect_commit("copy", "master")
+    assert second.parent == first.id
+
+    with pytest.raises(Superseded, match="moved"):
+        a._finish(run, results)
+    assert pfs.inspect_commit("copy", "master").id == second.id
+    assert pfs.inspect_commit("copy", first.id).parent is None
+    assert [c.id for c in pfs.list_commits("copy")] == [second.id, first.id]
+    assert files_of(pfs, "copy") == {"/a": "1", "/b": "2"}
+
+
+def test_a_looping_history_fails_with_one_line(store, pfs, cli):
+    """A store whose commit records loop (as an earlier version could leave
+    one) makes list-commit and ~N fail with one line, not hang."""
+    pfs.create_repo("r")
+    c1 = put(pfs, "r", {"/a": "1"})
+    c2 = put(pfs, "r", {"/a": "2"})
+    damaged = Commit.from_json(store.read(f"repos/r/commits/{c1.id}.json"))
+    damaged.parent = c2.id
+    store.write(f"repos/r/commits/{c1.id}.json", damaged.to_json())
+    assert_clean_error(cli("list-commit", "r", timeout=30), "loops")
+    assert_clean_error(cli("inspect-commit", "r", "master~5", timeout=30), "loops")
+
+
+@pytest.mark.parametrize("args", [
+    ("delete-repo", "../../victim"),
+    ("inspect-repo", "../../victim"),
+    ("delete-branch", "r", "../../../../victim"),
+    ("inspect-commit", "../../victim", "master"),
+    ("list-commit", "r", "../../victim"),
+    ("list-job", "-p", "../victim"),
+    ("inspect-job", "../../victim"),
+])
+def test_names_with_dot_dot_never_reach_outside_the_store(tmp_path, monkeypatch, cli, args):
+    """On the local store, where a key is a path (S3 has no outside to reach)."""
+    monkeypatch.setenv("PIPECTL_STORE", f"file://{tmp_path}/store")
+    ok(cli("create-repo", "r"))
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep me")
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "info.json").write_text("keep me too")
+    assert_clean_error(cli(*args), "invalid")
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "victim" / "info.json").read_text() == "keep me too"
+
+
+def test_output_branch_is_checked_as_a_branch_name(store_url, cli, spec_file):
+    ok(cli("create-repo", "in"))
+    result = cli("create-pipeline", "-f", spec_file(copy_pipeline(output_branch="../../../../outside/evil")))
+    assert_clean_error(result, "output_branch", "invalid branch name")
+
+
+def test_racing_create_pipeline_runs_the_spec_of_the_caller_told_created(store_url, store, cli, spec_file):
+    """Six racing create-pipeline calls, each with its own command: exactly
+    one is told it created the pipeline, and version 1 (what jobs run) is
+    its spec."""
+    ok(cli("create-repo", "in"))
+    for trial in range(3):
+        name = f"race{trial}"
+        specs = [spec_file(copy_pipeline(name) | {"description": f"caller {n}"}) for n in range(6)]
+        procs = [subprocess.Popen([sys.executable, "-m", "pipectl", "create-pipeline", "-f", s],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in specs]
+        codes = [p.wait(120) for p in procs]
+        assert codes.count(0) == 1, codes
+        winner = f"caller {codes.index(0)}"
+        version1 = json.loads(store.read(f"pipelines/{name}/versions/1.json"))
+        info = json.loads(store.read(f"pipelines/{name}/info.json"))
+        assert (version1["description"], info["spec"]["description"]) == (winner, winner)
+
+
+def test_racing_updates_keep_every_version_as_swapped(store_url, store, pps, cli, spec_file):
+    ok(cli("create-repo", "in"))
+    ok(cli("create-pipeline", "-f", spec_file(copy_pipeline())))
+
+    def update(n: int) -> None:
+        pps.__class__(store).create_pipeline(specs.validate(copy_pipeline() | {"description": str(n)}), update=True)
+
+    threads = [threading.Thread(target=update, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    info = pps.inspect_pipeline("copy")
+    assert info.version == 7
+    seen = {pps.pipeline_version("copy", v)["description"] for v in range(2, 8)}
+    assert seen == {str(n) for n in range(6)}  # each update is one version; none overwrote another
+
+
+@pytest.mark.parametrize("glob", ["[]", "/[z-a]", "/[!]"])
+def test_bad_globs_get_one_line(store_url, cli, spec_file, glob):
+    ok(cli("create-repo", "in"))
+    result = cli("create-pipeline", "-f", spec_file(copy_pipeline() | {"input": {"pfs": {"repo": "in", "glob": glob}}}))
+    assert_clean_error(result, "invalid glob")
+
+
+def test_hostile_spec_files_get_one_line(store_url, cli, tmp_path, spec_file):
+    ok(cli("create-repo", "in"))
+    binary = tmp_path / "spec.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert_clean_error(cli("create-pipeline", "-f", str(binary)), "not")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert_clean_error(cli("create-pipeline", "-f", str(deep)), "nested")
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(copy_pipeline(datum_timeout="0s"))),
+                       "datum_timeout", "longer than 0s")
+
+
+def test_a_cycle_of_pipelines_is_refused(store_url, cli, spec_file):
+    ok(cli("create-repo", "in"))
+    ok(cli("create-pipeline", "-f", spec_file(copy_pipeline("p1"))))
+    ok(cli("create-pipeline", "-f", spec_file(copy_pipeline("p2", repo="p1"))))
+    result = cli("update-pipeline", "-f", spec_file(copy_pipeline("p1", repo="p2")))
+    assert_clean_error(result, "cycle")
+
+
+@pytest.mark.parametrize("name", ["a" * 256, "tab\there", "bell\x07"])
+def test_names_a_worker_cannot_lay_out_are_refused_at_put_file(store_url, cli, name):
+    ok(cli("create-repo", "r"))
+    assert_clean_error(cli("put-file", "r", "master", "/" + name, "-f", "-", input=b"x"), "invalid path")
+
+
+def test_get_file_writes_into_a_fifo_in_place(store_url, cli, tmp_path):
+    ok(cli("create-repo", "r"))
+    ok(cli("put-file", "r", "master", "/f", "-f", "-", input=b"through the pipe\n"))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    ok(cli("get-file", "r", "master", "/f", "-o", str(fifo)))
+    reader.join(30)
+    assert got == [b"through the pipe\n"]
+    assert fifo.is_fifo()
+    target = tmp_path / "target"
+    target.write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    ok(cli("get-file", "r", "master", "/f", "-o", str(link)))
+    assert link.is_symlink() and target.read_text() == "through the pipe\n"
+
+
+def test_store_urls_with_credentials_are_refused_without_echo(cli):
+    result = cli("--store", "s3://AKIAEXAMPLE:s3cr3tKEY@bucket/x", "list-repo")
+    assert_clean_error(result, "must not hold credentials")
+    assert "s3cr3tKEY" not in result.err
+
+
+def test_user_code_does_not_see_the_store_credentials(store_url, cli, spec_file, run_controller, monkeypatch):
+    """``env > /pfs/out/env`` on S3 (and locally) shows neither the store's
+    credentials nor pipectl's settings, while the spec's env and
+    Pachyderm's variables are there."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"))
+    ok(cli("create-repo", "in"))
+    ok(cli("put-file", "in", "master", "/x", "-f", "-", input=b"x"))
+    spec = copy_pipeline("envdump") | {"transform": {"image": "local", "cmd": ["sh", "-c", "env > /pfs/out/env"],
+                                                     "env": {"MINE": "yes"}}}
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    env = ok(cli("get-file", "envdump", "master", "/env")).out
+    assert "MINE=yes" in env and "PACH_JOB_ID=" in env
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env and "PIPECTL_STORE" not in env
