@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 
 import pytest
-from helpers import assert_clean_error, files_of, ok, put
+from helpers import assert_clean_error, files_of, ok, put, wait_for
 
 from pipectl.pfs.model import Commit
 from pipectl.pps import spec as specs
@@ -210,3 +211,35 @@ def test_user_code_does_not_see_the_store_credentials(store_url, cli, spec_file,
     env = ok(cli("get-file", "envdump", "master", "/env")).out
     assert "MINE=yes" in env and "PACH_JOB_ID=" in env
     assert "AWS_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env and "PIPECTL_STORE" not in env
+
+
+def test_one_controller_per_store(store_url, cli, spec_file, background, tmp_path):
+    """Two controllers on one store: the second waits for the store's
+    controller lease while the first runs every job; when the first stalls
+    (SIGSTOP), the second takes over after the lease expires and the first,
+    resumed, stops on its own. Every datum runs once."""
+    runs = tmp_path / "runs.log"
+    ok(cli("create-repo", "in"))
+    spec = copy_pipeline() | {"transform": {"image": "local", "cmd": [
+        "sh", "-c", f"echo $(basename $in) >> {runs}; cp $in /pfs/out/"]},
+        "input": {"pfs": {"repo": "in", "glob": "/*"}}}
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    args = ("controller", "--poll-interval", "0.05", "--lease-seconds", "3")
+    first = background(*args)
+    wait_for(lambda: "leading" in first.err_path.read_text(), 60, what="the first controller to lead")
+    second = background(*args)
+    wait_for(lambda: "waiting for the controller lease" in second.err_path.read_text(), 60,
+             what="the second to wait")
+    ok(cli("put-file", "in", "master", "/a", "-f", "-", input=b"a"))
+    ok(cli("flush-commit", "in", "master", "--timeout", "60"))
+    first.send_signal(signal.SIGSTOP)
+    try:
+        ok(cli("put-file", "in", "master", "/b", "-f", "-", input=b"b"))
+        wait_for(lambda: "leading" in second.err_path.read_text(), 60, what="the second to take over")
+        ok(cli("flush-commit", "in", "master", "--timeout", "60"))
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(30) == 1
+    assert "lost the leader lease" in first.err_path.read_text()
+    assert sorted(runs.read_text().split()) == ["a", "b"]
+    assert ok(cli("get-file", "copy", "master", "/b")).out == "b"

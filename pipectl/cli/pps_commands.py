@@ -242,8 +242,12 @@ def flush_commit(repo, commit, timeout, raw):
 @click.option("--image-pull-policy", type=click.Choice(["IfNotPresent", "Always", "Never"]),
               default="IfNotPresent", show_default=True, envvar="PIPECTL_K8S_IMAGE_PULL_POLICY",
               help="imagePullPolicy of worker pods (kubernetes).")
+@click.option("--lease-seconds", type=click.FloatRange(2, 3600), default=15, show_default=True,
+              envvar="PIPECTL_LEASE_SECONDS",
+              help="How long the store's controller lease outlives its last renewal. One controller per store runs "
+                   "jobs; another waits for the lease (at once if its holder died on this host).")
 @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, envvar="PIPECTL_LEADER_ELECT",
-              help="Run jobs only while holding a Kubernetes Lease, so replicas never run the same job.")
+              help="Also hold a Kubernetes Lease (replicas of the Helm chart's Deployment elect on it).")
 @click.option("--lease-name", default="pipectl-controller", show_default=True, envvar="PIPECTL_LEASE_NAME",
               help="Name of the Lease (in --namespace) replicas elect a leader with.")
 @click.option("--poll-interval", type=float, default=0.2, show_default=True,
@@ -252,7 +256,8 @@ def flush_commit(repo, commit, timeout, raw):
               default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
 def controller(exit_when_idle, executor, local_images, namespace, worker_service_account, store_secret,
-               job_ttl, image_pull_policy, leader_elect, lease_name, poll_interval, log_level, verbose):
+               job_ttl, image_pull_policy, lease_seconds, leader_elect, lease_name, poll_interval, log_level,
+               verbose):
     """Watch input repos and run pipeline jobs (until stopped)."""
     from ..pps.controller import Controller
     from ..pps.executors import make_executor
@@ -270,16 +275,23 @@ def controller(exit_when_idle, executor, local_images, namespace, worker_service
         "kubernetes": {"namespace": namespace, "service_account": worker_service_account,
                        "store_secret": store_secret, "job_ttl": job_ttl, "image_pull_policy": image_pull_policy},
     }[executor]
-    ex = make_executor(executor, store.url, **options)
     # SIGTERM (docker stop, kubectl delete) unwinds like Ctrl-C, so that
     # running workers are stopped and removed on the way out.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    leader = _elect_leader(namespace, lease_name) if leader_elect else None
+    from ..pps.lease import StoreLease
+    lease = StoreLease(store, lease_seconds=lease_seconds, renew_seconds=lease_seconds * 2 / 3,
+                       retry_seconds=min(1.0, lease_seconds / 5))
+    leases: list = []
     try:
-        Controller(store, ex, poll_interval, leader=leader).run(exit_when_idle)
+        lease.acquire()  # before the executor, which cleans up after an earlier controller
+        leases.append(lease)
+        if leader_elect:
+            leases.append(_elect_leader(namespace, lease_name))
+        ex = make_executor(executor, store.url, **options)
+        Controller(store, ex, poll_interval, leases=tuple(leases)).run(exit_when_idle)
     finally:
-        if leader is not None:
-            leader.release()
+        for held in reversed(leases):
+            held.release()
 
 
 COMMANDS = [create_pipeline, update_pipeline, list_pipeline, inspect_pipeline, delete_pipeline, stop_pipeline,

@@ -79,9 +79,15 @@ class LostLeadership(PipectlError):
 class Controller:
     """Watches input branches and runs jobs. ``poll_interval`` in seconds."""
 
-    def __init__(self, store: ObjectStore, executor: Executor, poll_interval: float = 0.2, leader=None):
+    def __init__(self, store: ObjectStore, executor: Executor, poll_interval: float = 0.2,
+                 leases: tuple = ()):
         self.store = store
-        self.leader = leader  # a LeaseElector when replicas elect a leader, else None
+        self.leases = leases
+        """What this controller must hold to run jobs: the store's
+        controller lease (a StoreLease, whose ``token`` fences its writes)
+        and, with --leader-elect, a Kubernetes Lease (LeaseElector); each
+        has ``held`` and ``renew()``. Empty: no election (tests)."""
+        self.token = next((lease.token for lease in leases if hasattr(lease, "token")), 0)
         self.pfs = PFS(store)
         self.pps = PPS(store, self.pfs)
         self.executor = executor
@@ -109,8 +115,10 @@ class Controller:
             self.executor.close()
 
     def _check_leadership(self) -> None:
-        if self.leader is not None and not self.leader.held:
-            raise LostLeadership("lost the leader lease; stopping so that another replica takes over")
+        for lease in self.leases:
+            lease.renew()
+            if not lease.held:
+                raise LostLeadership("lost the leader lease; stopping so that another replica takes over")
 
     def step(self) -> bool:
         """One round: create due jobs, run the next one. True if anything ran."""
@@ -182,10 +190,11 @@ class Controller:
     # running a job -------------------------------------------------------
     def run_job(self, job: JobInfo) -> JobInfo:
         """Run ``job`` to a final state; return its final record."""
+        claim = {"claim": self.token} if self.token and job.claim != self.token else {}
+        start = {"state": "running", "started": now()} if job.state == "created" else {}
         spec, job = concurrently(
             lambda: self.pps.pipeline_version(job.pipeline, job.pipeline_version),
-            lambda: self.pps.update_job(job.pipeline, job.id, state="running", started=now())
-            if job.state == "created" else job)
+            lambda: self.pps.update_job(job.pipeline, job.id, **start, **claim) if start or claim else job)
         run = RunningJob(job, spec)
         try:
             self._plan(run)
@@ -383,6 +392,8 @@ class Controller:
             head = self._output_head(run)
             if head == job.output_commit:  # landed before a restart, or by another controller
                 return self.pfs.inspect_commit(job.pipeline, head)
+            if self.token and self.pps.inspect_job(job.id, job.pipeline).claim != self.token:
+                raise Superseded(f"another controller took job {job.id} over; its output is not landed here")
             if job.output_parent_set and head != job.output_parent:
                 raise Superseded(f"output branch {branch} of {job.pipeline} moved to {head} after the job was "
                                  f"planned on {job.output_parent}; its output is not landed")

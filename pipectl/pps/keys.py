@@ -18,6 +18,8 @@ Layout (beside the versioned file system's, see ``pipectl/pfs/keys.py``)::
                                                  logs of worker processes that vanish with them (pods)
     datum-index/<hash>                           a finished job's successful datums, cache key ->
                                                  outputs; content addressed, stored once
+    leases/controller.json                       the controller lease: holder, fencing token
+                                                 (compare-and-swap; see lease.py)
 
 A job's id (32 hex digits) is derived from its pipeline, spec version,
 reprocess salt and input commits, so a controller creating the same job
@@ -138,6 +140,11 @@ def worker_logs(pipeline: str, job_id: str) -> str:
 def worker_log(pipeline: str, job_id: str, worker: str) -> str:
     """The kept log of worker ``worker`` (e.g. a pod name)."""
     return f"{worker_logs(pipeline, job_id)}{_part('worker', worker)}.log"
+
+
+def controller_lease() -> str:
+    """The lease the one active controller of a store holds."""
+    return "leases/controller.json"
 
 
 def datum_index(digest: str) -> str:

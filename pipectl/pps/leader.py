@@ -70,6 +70,9 @@ class LeaseElector:
             self._stop.wait(self.retry_seconds)
         return False
 
+    def renew(self) -> None:
+        """Nothing to do: a thread of its own renews the Lease (see :meth:`acquire`)."""
+
     def release(self) -> None:
         """Stop renewing and, if leading, hand the Lease back (empty holder)."""
         from kubernetes.client.exceptions import ApiException

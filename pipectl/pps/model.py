@@ -79,6 +79,9 @@ class JobInfo(Record):
     output commit lands only on that head (fenced), so a controller that
     stalled and lost the job to another never moves the branch backwards.
     Records from before this field have ``output_parent_set`` False."""
+    claim: int = 0
+    """The fencing token (see ``lease.py``) of the controller running the
+    job; a controller lands the output only while the job carries its own."""
 
     @property
     def done(self) -> bool:
