@@ -228,7 +228,7 @@ def test_one_controller_per_store(store_url, cli, spec_file, background, tmp_pat
     first = background(*args)
     wait_for(lambda: "leading" in first.err_path.read_text(), 60, what="the first controller to lead")
     second = background(*args)
-    wait_for(lambda: "waiting for the controller lease" in second.err_path.read_text(), 60,
+    wait_for(lambda: "waiting for lease" in second.err_path.read_text(), 60,
              what="the second to wait")
     ok(cli("put-file", "in", "master", "/a", "-f", "-", input=b"a"))
     ok(cli("flush-commit", "in", "master", "--timeout", "60"))

@@ -96,11 +96,11 @@ class StoreLease:
         while True:
             holder = self._try()
             if holder is None:
-                log.info("leading: controller lease of %s held by %s (token %d)", self.store.url,
-                         self.identity, self.token)
+                log.info("leading: lease %s of %s held by %s (token %d)", keys.controller_lease(),
+                         self.store.url, self.identity, self.token)
                 return True
             if not announced:
-                log.info("waiting for the controller lease of %s (held by %s)", self.store.url, holder)
+                log.info("waiting for lease %s of %s (held by %s)", keys.controller_lease(), self.store.url, holder)
                 announced = True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
