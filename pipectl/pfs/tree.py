@@ -21,7 +21,7 @@ from typing import NamedTuple
 import orjson
 
 from .. import glob as globs
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..gcpause import gc_paused
 from .hashing import HASH_HEX, content_hash
 
@@ -88,11 +88,16 @@ class Tree:
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:
-        """Inverse of :meth:`serialize`."""
+        """Inverse of :meth:`serialize`. Raises InvalidArgument for bytes
+        that are not a tree (a damaged object)."""
         with gc_paused():
-            files = orjson.loads(data)["files"]  # canonical JSON: keys already sorted
-            new = tuple.__new__  # FileEntry(...) without the named-tuple constructor's overhead
-            return cls({p: new(FileEntry, (s, tuple(o))) for p, (s, o) in files.items()}, presorted=True)
+            try:
+                files = orjson.loads(data)["files"]  # canonical JSON: keys already sorted
+                new = tuple.__new__  # FileEntry(...) without the named-tuple constructor's overhead
+                tree = cls({p: new(FileEntry, (s, tuple(o))) for p, (s, o) in files.items()}, presorted=True)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                raise InvalidArgument("damaged tree: not a pipectl file tree") from None
+            return tree
 
     # queries -------------------------------------------------------------
     @property
