@@ -243,3 +243,28 @@ def test_one_controller_per_store(store_url, cli, spec_file, background, tmp_pat
     assert "lost the leader lease" in first.err_path.read_text()
     assert sorted(runs.read_text().split()) == ["a", "b"]
     assert ok(cli("get-file", "copy", "master", "/b")).out == "b"
+
+
+def test_put_file_recursive_symlink_policy(store_url, cli, tmp_path):
+    """Links that stay inside the directory put are stored as what they
+    point to (files and directories alike); one leading outside is refused
+    naming it, unless --follow-symlinks; a dangling one is refused."""
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub" / "f").write_text("inside")
+    (top / "file-link").symlink_to(top / "sub" / "f")
+    (top / "dir-link").symlink_to(top / "sub")
+    (tmp_path / "secret").write_text("outside")
+    ok(cli("create-repo", "r"))
+    ok(cli("put-file", "r", "master", "/", "-r", "-f", str(top)))
+    listed = ok(cli("glob-file", "r", "master", "/**", "--raw")).out
+    assert {"/dir-link/f", "/file-link", "/sub/f"} <= {n["path"] for n in json.loads(listed)}
+    (top / "escape").symlink_to(tmp_path / "secret")
+    before = ok(cli("list-commit", "r", "--raw")).out
+    assert_clean_error(cli("put-file", "r", "master", "/", "-r", "-o", "-f", str(top)), "escape", "outside")
+    assert ok(cli("list-commit", "r", "--raw")).out == before
+    ok(cli("put-file", "r", "master", "/", "-r", "-o", "--follow-symlinks", "-f", str(top)))
+    assert ok(cli("get-file", "r", "master", "/escape")).out == "outside"
+    (top / "escape").unlink()
+    (top / "dangling").symlink_to(tmp_path / "nowhere")
+    assert_clean_error(cli("put-file", "r", "master", "/", "-r", "-o", "-f", str(top)), "dangling", "does not exist")

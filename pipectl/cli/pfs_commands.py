@@ -162,11 +162,13 @@ def delete_branch(repo, branch):
 @click.option("-f", "--file", "files", multiple=True,
               help="Local file, directory (with -r), http(s) URL, or '-' for stdin. Repeatable.")
 @click.option("-r", "--recursive", is_flag=True, help="Put the contents of directories, recursively.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="With -r, store what symbolic links point to even outside the directory being put.")
 @click.option("-o", "--overwrite", is_flag=True,
               help="Replace existing files instead of appending to them (pachctl 1.x appends).")
 @click.option("-p", "--parallelism", type=click.IntRange(1, 256), default=None,
               help="Files uploaded at once (default: 4 on local disk, 16 on S3).")
-def put_file(repo, branch, path, files, recursive, overwrite, parallelism):
+def put_file(repo, branch, path, files, recursive, follow_symlinks, overwrite, parallelism):
     """Put files into BRANCH (or an open commit id) at PATH.
 
     Without an open commit, one commit is made and finished. Examples:
@@ -175,7 +177,7 @@ def put_file(repo, branch, path, files, recursive, overwrite, parallelism):
 
       pipectl put-file images master -r -f ./photos
     """
-    sources, closers = _sources(path, list(files) or ["-"], recursive)
+    sources, closers = _sources(path, list(files) or ["-"], recursive, follow_symlinks)
     try:
         with _progress(sources) as advance:
             current().client.put_files(repo, branch, sources, overwrite=overwrite, progress=advance,
@@ -286,7 +288,42 @@ COMMANDS = [create_repo, list_repo, inspect_repo, delete_repo, start_commit, fin
 """The commands this module adds to the CLI, in help order."""
 
 
-def _sources(path: str | None, files: list[str], recursive: bool):
+def _walk(top: str, follow_symlinks: bool) -> list[tuple[str, str]]:
+    """``(local path, path relative to top)`` of every file below directory
+    ``top``, in name order. Symbolic links are followed (files and
+    directories alike) when they stay inside ``top``; one leading outside
+    is refused naming it unless ``follow_symlinks``, and a dangling one is
+    refused always. A link back up to a directory being walked (a loop) is
+    not followed again. Raises InvalidArgument."""
+    top_real = os.path.realpath(top)
+    found: list[tuple[str, str]] = []
+
+    def walk(directory: str, rel: str, ancestors: frozenset[str] = frozenset()) -> None:
+        real = os.path.realpath(directory)
+        if real in ancestors:
+            return
+        ancestors = ancestors | {real}
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            local, name = entry.path, f"{rel}/{entry.name}"
+            if entry.is_symlink():
+                target = os.path.realpath(local)
+                if not os.path.exists(target):
+                    raise InvalidArgument(f"{local} is a symbolic link to {os.readlink(local)}, which does not exist")
+                if not follow_symlinks and os.path.commonpath([top_real, target]) != top_real:
+                    raise InvalidArgument(f"{local} is a symbolic link to {target}, outside {top}; "
+                                          "pass --follow-symlinks to store what it points to")
+            if entry.is_dir():
+                walk(local, name, ancestors)
+            elif entry.is_file():
+                found.append((local, name))
+            else:
+                raise InvalidArgument(f"{local} is not a regular file (a FIFO, socket or device); not put")
+
+    walk(top, "")
+    return found
+
+
+def _sources(path: str | None, files: list[str], recursive: bool, follow_symlinks: bool = False):
     """Turn put-file's arguments into ``(path in commit, source)`` pairs and
     the streams to close afterwards. Raises NotFound, InvalidArgument."""
     many = len(files) > 1
@@ -305,11 +342,8 @@ def _sources(path: str | None, files: list[str], recursive: bool):
             if not recursive:
                 raise InvalidArgument(f"{f} is a directory; use -r to put its contents")
             base = path if path else (f if not os.path.isabs(f) else os.path.basename(os.path.abspath(f)))
-            for root, dirs, filenames in os.walk(f):
-                dirs.sort()
-                directory = names.join(base, os.path.relpath(root, f))
-                sources.extend((f"{directory.rstrip('/')}/{name}", os.path.join(root, name))
-                               for name in sorted(filenames))
+            for local, name in _walk(f, follow_symlinks):
+                sources.append((names.join(base, name.lstrip("/")), local))
         elif os.path.exists(f):
             default = f if not os.path.isabs(f) else os.path.basename(f)
             if path and many:
