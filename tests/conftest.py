@@ -245,6 +245,8 @@ def k8s_env(k8s_cluster, cluster_s3, monkeypatch):
     store = f"s3://{bucket}/pipectl"
     monkeypatch.setenv("PIPECTL_STORE", store)
     k8s_cluster.kubectl("create", "namespace", namespace)
+    # The API server itself proves every pod meets the restricted Pod Security Standard.
+    k8s_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     k8s_cluster.kubectl("-n", namespace, "create", "secret", "generic", "pipectl-s3",
                         *[f"--from-literal={k}={v}" for k, v in creds.items()])
     yield {"namespace": namespace, "store": store, "endpoint": cluster_s3, "cluster": k8s_cluster}

@@ -235,7 +235,11 @@ def test_controller_configuration(default_objs):
     assert c["image"] == "pipectl/base:0.1.0"
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["command"] + c["args"] == ["pipectl", "controller", "--executor", "kubernetes"]
-    assert "resources" not in c and "securityContext" not in c and "securityContext" not in pod["spec"]
+    assert "resources" not in c
+    # the restricted Pod Security Standard by default
+    assert pod["spec"]["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
+                                              "seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
     data, secrets = config_of(default_objs, c)
     assert secrets == ["s"]

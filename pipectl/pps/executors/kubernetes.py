@@ -139,6 +139,14 @@ def resources(spec: dict) -> dict:
     return out
 
 
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+"""Worker pods run as nobody with the RuntimeDefault seccomp profile, and
+their containers (:data:`CONTAINER_SECURITY`) with no privilege escalation
+and no capabilities: Kubernetes' restricted Pod Security Standard."""
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 class Informer:
     """A local cache of the objects one ``list_namespaced_*`` call returns
     (filtered by the pipectl label), kept current by a watch, as client-go's
@@ -238,7 +246,8 @@ class KubernetesExecutor(Executor):
         """The batch/v1 Job for ``count`` workers of ``job`` (a dict in the
         API's JSON form)."""
         labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(job.pipeline), JOB_LABEL: job.id}
-        env = [{"name": "PIPECTL_STORE", "value": self.store_url}]
+        env = [{"name": "PIPECTL_STORE", "value": self.store_url},
+               {"name": "HOME", "value": "/tmp"}]  # nobody has no home; user code may want one
         passed = PASS_ENV if self.store_secret else PASS_ENV + CREDENTIAL_ENV
         env += [{"name": k, "value": os.environ[k]} for k in passed if k in os.environ]
         container = {
@@ -250,10 +259,12 @@ class KubernetesExecutor(Executor):
             "env": env,
             "resources": resources(spec),
             "volumeMounts": [{"name": "pfs", "mountPath": "/pfs"}],
+            "securityContext": CONTAINER_SECURITY,
         }
         if self.store_secret:
             container["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
         pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+               "securityContext": POD_SECURITY,
                "containers": [container], "volumes": [{"name": "pfs", "emptyDir": {}}]}
         if self.service_account:
             pod["serviceAccountName"] = self.service_account
