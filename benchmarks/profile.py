@@ -75,15 +75,15 @@ def _profiled(title):
 
 
 def _plan_next_job(controller, pps):
-    """Create and plan the next job as the controller would; ``(job, spec,
-    plan, batches)``, ``batches`` the result batches cache the controller
-    keeps for it."""
+    """Create and plan the next job as the controller would; the
+    controller's RunningJob (record, spec, plan, result batches)."""
+    from pipectl.pps.controller import RunningJob
     controller.create_jobs()
     job = controller.next_job()
     job = pps.update_job(job.pipeline, job.id, state="running", started=job.created)
-    spec = pps.pipeline_version(job.pipeline, job.pipeline_version)
-    batches = {}
-    return job, spec, controller._plan(job, spec, batches), batches
+    run = RunningJob(job, pps.pipeline_version(job.pipeline, job.pipeline_version))
+    controller._plan(run)
+    return run
 
 
 def _report(title: str, seconds: float, profiler, top: int = TOP) -> None:
@@ -151,14 +151,13 @@ def profile_latency(env: h.StoreEnv, files: int) -> None:
     controller = Controller(store, ProcessExecutor(url), 0.2)
 
     with _profiled("controller: create job + plan"):
-        job, spec_v, plan, batches = _plan_next_job(controller, pps)
+        run = _plan_next_job(controller, pps)
 
     with _profiled("worker: run the new datum (in-process)"):
-        Worker(store, job.pipeline, job.id, 0, 1).run()
+        Worker(store, run.job.pipeline, run.job.id, 0, 1).run()
 
     with _profiled("controller: collect results + land the output commit"):
-        results = controller._execute(job, spec_v, plan, batches)
-        controller._finish(job, spec_v, plan, results)
+        controller._finish(run, controller._execute(run))
 
     r = [h.run([sys.executable, "-c", "import pipectl.pps.worker"]).seconds for _ in range(3)]
     print(f"\nworker process start-up (python -c 'import pipectl.pps.worker'): {min(r) * 1000:,.0f} ms best of 3")
@@ -198,12 +197,12 @@ def _profile_next_job(url: str, worker_title):
     pps = PPS(store)
     controller = Controller(store, ProcessExecutor(url), 0.2)
     with _profiled("controller: create job + plan"):
-        job, spec, plan, batches = _plan_next_job(controller, pps)
+        run = _plan_next_job(controller, pps)
     with _profiled(worker_title):
-        Worker(store, job.pipeline, job.id, 0, 1).run()
+        Worker(store, run.job.pipeline, run.job.id, 0, 1).run()
     with _profiled("controller: collect results + land the output commit"):
-        results = controller._execute(job, spec, plan, batches)
-        return controller._finish(job, spec, plan, results)
+        controller._finish(run, controller._execute(run))
+        return run.job
 
 
 def profile_job(env: h.StoreEnv, datums: int) -> None:
