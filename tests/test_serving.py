@@ -21,6 +21,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import helpers
@@ -396,6 +397,9 @@ TENSOR = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": SETOSA
     ("POST", "/predictions/iris", CSV, "5.1,3.5,x,0.2\n", 400, "CSV line 1, column 3: 'x' is not a number"),
     ("POST", "/predictions/iris", CSV, "\n", 400, "no data rows"),
     ("POST", "/predictions/iris", "image/png", "\x89PNG", 415, "image/png is not supported"),
+    ("POST", "/predictions/iris", JSON, "[" * 100_000 + "]" * 100_000, 400, "nested too deeply"),
+    ("POST", "/predictions/iris", CSV, "5.1,3.5,1.4,0.2\n" * 10_001, 413, "at most 10000 per request"),
+    ("POST", "/predictions/iris", JSON, [SETOSA] * 10_001, 413, "at most 10000 per request"),
     ("POST", "/predictions/resnet", JSON, SETOSA, 404, "model resnet not found"),
     ("GET", "/models/resnet", None, None, 404, "model resnet not found"),
     ("GET", "/predictions/iris", None, None, 405, "method GET not allowed"),
@@ -423,6 +427,23 @@ def test_bad_requests_get_their_status_and_a_json_error(server, method, path, me
     if not path.startswith("/v2"):
         assert error["code"] == status
     assert needle in message, message
+
+
+def test_health_checks_answer_while_a_large_request_is_served(server):
+    """A request of 10,000 rows (about 160 KB of CSV) is parsed and run off
+    the event loop: /ping answers while it is in flight."""
+    body = "5.1,3.5,1.4,0.2\n" * 10_000
+    done: list = []
+    big = threading.Thread(target=lambda: done.append(server.post("/predictions/iris", body, CSV).status_code))
+    big.start()
+    pings = []
+    while big.is_alive() and len(pings) < 50:
+        started = time.monotonic()
+        assert server.get("/ping").status_code == 200
+        pings.append(time.monotonic() - started)
+    big.join(120)
+    assert done == [200]
+    assert max(pings) < 1.0, pings
 
 
 def test_reload_under_a_stream_of_requests_loses_none(trained, server, tmp_path):

@@ -25,8 +25,11 @@ import click
               envvar="PIPECTL_SERVING_POLL_INTERVAL",
               help="Seconds between checks of the branch head [env PIPECTL_SERVING_POLL_INTERVAL].")
 @click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option("--max-rows", type=click.IntRange(1), default=10_000, show_default=True,
+              envvar="PIPECTL_SERVING_MAX_ROWS",
+              help="Rows one request may hold; more get a 413 [env PIPECTL_SERVING_MAX_ROWS].")
 @click.pass_obj
-def serve(obj, repo, branch, model, handler, host, port, poll_interval, access_log):
+def serve(obj, repo, branch, model, handler, host, port, poll_interval, access_log, max_rows):
     """Serve the newest model of REPO@BRANCH over HTTP, reloading when it moves.
 
     The head commit's files are downloaded and passed to the handler's
@@ -37,7 +40,7 @@ def serve(obj, repo, branch, model, handler, host, port, poll_interval, access_l
     version (the model commit id). Stop with Ctrl-C or SIGTERM.
     """
     from ..serving.server import serve as run
-    run(obj.client.store, repo, branch, model or repo, handler, host, port, poll_interval, access_log)
+    run(obj.client.store, repo, branch, model or repo, handler, host, port, poll_interval, access_log, max_rows)
 
 
 COMMANDS = [serve]

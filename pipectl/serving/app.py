@@ -19,18 +19,24 @@ import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .. import __version__
 from . import instances, v2
-from .errors import ModelNotFound, ServingError, UnsupportedMediaType
+from .errors import ModelNotFound, ServingError, TooLarge, UnsupportedMediaType
 from .model import ModelSlot, ModelVersion, Prediction
 
 log = logging.getLogger("pipectl.serving")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_ROWS = 10_000
+"""Rows one request may hold (``pipectl serve --max-rows``): more get a 413
+naming the limit, before the body is parsed where that can be told."""
+INLINE_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are parsed on the event loop; larger ones in a
+thread, so that health checks answer while they are read."""
 INLINE_ROWS = 64
 """Requests of at most this many rows run the model on the event loop (a
 tiny forward pass costs less than a hop to a worker thread); larger ones run
@@ -40,10 +46,11 @@ CSV_TYPES = {"text/csv", "application/csv"}
 JSON_TYPES = {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
 
 
-def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int = MAX_BODY_BYTES,
+               max_rows: int = MAX_ROWS) -> Starlette:
     """The application serving ``slot``. While it runs, a task calls
     ``slot.refresh()`` (in a worker thread) every ``poll_interval`` seconds,
-    starting at once; requests over ``max_body_bytes`` get 413."""
+    starting at once; requests over ``max_body_bytes`` or ``max_rows`` get 413."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -56,7 +63,7 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
                 await task
             await anyio.to_thread.run_sync(slot.close)
 
-    endpoints = Endpoints(slot)
+    endpoints = Endpoints(slot, max_rows)
     routes = [
         Route("/ping", endpoints.ping),
         Route("/models", endpoints.list_models),
@@ -69,7 +76,8 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
         Route("/v2/models/{name}/ready", endpoints.v2_model_ready),
         Route("/v2/models/{name}/infer", endpoints.v2_infer, methods=["POST"]),
     ]
-    handlers = {ServingError: _serving_error, HTTPException: _http_error, Exception: _internal_error}
+    handlers = {ServingError: _serving_error, HTTPException: _http_error, ClientDisconnect: _disconnected,
+                Exception: _internal_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
                      max_body_size=max_body_bytes)
 
@@ -86,8 +94,35 @@ async def _poll(slot: ModelSlot, interval: float) -> None:
 class Endpoints:
     """The route handlers, over one :class:`ModelSlot`."""
 
-    def __init__(self, slot: ModelSlot):
+    def __init__(self, slot: ModelSlot, max_rows: int = MAX_ROWS):
         self.slot = slot
+        self.max_rows = max_rows
+
+    def _check_rows(self, count: int) -> None:
+        if count > self.max_rows:
+            raise TooLarge(f"too many rows: at most {self.max_rows} per request (pipectl serve --max-rows)")
+
+    async def _off_loop(self, body: bytes, fn, *args):
+        """``fn(*args)``: on the event loop for a small ``body``, else in a thread."""
+        return fn(*args) if len(body) <= INLINE_BODY_BYTES else await run_in_threadpool(fn, *args)
+
+    def _rows(self, body: bytes, media: str, version: ModelVersion) -> list[list[float]]:
+        """The rows of a /predictions body, the row limit checked before
+        parsing where the body itself shows it over (lines of CSV; for JSON,
+        each row of n features holds n - 1 commas and is separated from the
+        next by one) and after."""
+        if media in CSV_TYPES:
+            self._check_rows(body.count(b"\n") - 1)
+            rows = instances.rows_from_csv(body, version.features)
+        elif media in JSON_TYPES or media.endswith("+json"):
+            if version.features:
+                self._check_rows((body.count(b",") + 1) // len(version.features))
+            rows = instances.rows_from_json(instances.parse_json(body), version.features)
+        else:
+            raise UnsupportedMediaType(f"content type {media} is not supported: "
+                                       "send application/json or text/csv")
+        self._check_rows(len(rows))
+        return rows
 
     def _check_name(self, request: Request) -> None:
         """404 unless the URL names the served model."""
@@ -119,13 +154,7 @@ class Endpoints:
         version = self._version(request)
         body = await request.body()
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media in CSV_TYPES:
-            rows = instances.rows_from_csv(body, version.features)
-        elif media in JSON_TYPES or media.endswith("+json"):
-            rows = instances.rows_from_json(instances.parse_json(body), version.features)
-        else:
-            raise UnsupportedMediaType(f"content type {media} is not supported: "
-                                       "send application/json or text/csv")
+        rows = await self._off_loop(body, self._rows, body, media, version)
         result = await _predict(version, rows)
         body = {"model": self.slot.name, "model_version": version.id, "predictions": result.labels}
         if result.probabilities is not None:
@@ -154,8 +183,14 @@ class Endpoints:
 
     async def v2_infer(self, request: Request) -> JSONResponse:
         version = self._version(request)
-        payload = instances.parse_json(await request.body())
-        rows, outputs = v2.parse_request(payload, version.features)
+        body = await request.body()
+
+        def parse() -> tuple[Any, list, Any]:
+            payload = instances.parse_json(body)
+            rows, outputs = v2.parse_request(payload, version.features)
+            self._check_rows(len(rows))
+            return payload, rows, outputs
+        payload, rows, outputs = await self._off_loop(body, parse)
         result = await _predict(version, rows)
         return _versioned(v2.response(self.slot.name, version, result, payload.get("id"), outputs), version)
 
@@ -205,6 +240,11 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
                 413: "request body too large"}
     kind = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge"}.get(exc.status_code, "Error")
     return _error(request, exc.status_code, kind, messages.get(exc.status_code, str(exc.detail)))
+
+
+async def _disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    log.info("client disconnected during %s %s; request dropped", request.method, request.url.path)
+    return _error(request, 400, "ClientDisconnect", "client disconnected")
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

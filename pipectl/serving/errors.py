@@ -33,6 +33,13 @@ class ModelNotFound(ServingError):
     kind = "ModelNotFound"
 
 
+class TooLarge(ServingError):
+    """A request with more rows than the server takes at once (413)."""
+
+    status = 413
+    kind = "RequestEntityTooLarge"
+
+
 class UnsupportedMediaType(ServingError):
     """A request body in a format the endpoint does not read (415)."""
 

@@ -57,6 +57,8 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest("malformed JSON: the body is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise BadRequest(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
 
 
 def number(value: Any, where: str) -> float:

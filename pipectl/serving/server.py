@@ -17,7 +17,7 @@ log = logging.getLogger("pipectl.serving")
 
 
 def serve(store: ObjectStore, repo: str, branch: str, model: str, handler: str, host: str, port: int,
-          poll_interval: float = 1.0, access_log: bool = False) -> None:
+          poll_interval: float = 1.0, access_log: bool = False, max_rows: int | None = None) -> None:
     """Serve the head commit of ``repo@branch`` as model ``model`` on
     ``host:port`` until SIGINT/SIGTERM, reloading when the branch moves
     (checked every ``poll_interval`` seconds).
@@ -41,7 +41,7 @@ def serve(store: ObjectStore, repo: str, branch: str, model: str, handler: str, 
     sock = listen(host, port)
     load = load_handler(handler)
     slot = ModelSlot(PFS(store), repo, branch, model, load)
-    app = create_app(slot, poll_interval)
+    app = create_app(slot, poll_interval, **({"max_rows": max_rows} if max_rows else {}))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("serving model %s from %s@%s on http://%s:%d (handler %s, polling every %g s)",
