@@ -268,3 +268,21 @@ def test_put_file_recursive_symlink_policy(store_url, cli, tmp_path):
     (top / "escape").unlink()
     (top / "dangling").symlink_to(tmp_path / "nowhere")
     assert_clean_error(cli("put-file", "r", "master", "/", "-r", "-o", "-f", str(top)), "dangling", "does not exist")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="transform.user needs a worker running as root")
+def test_transform_user_keeps_the_worker_environment_from_user_code(store_url, cli, spec_file, run_controller):
+    """With Pachyderm's ``transform.user``, user code runs as that user: it
+    writes its outputs, but cannot read the worker's environment (which
+    holds the store's credentials) through /proc."""
+    ok(cli("create-repo", "in"))
+    ok(cli("put-file", "in", "master", "/x", "-f", "-", input=b"x"))
+    script = ("id -un > /pfs/out/who; cat /pfs/in/x > /pfs/out/copy; "
+              "cat /proc/$PPID/environ > /dev/null 2>&1 && echo readable > /pfs/out/environ "
+              "|| echo denied > /pfs/out/environ")
+    spec = copy_pipeline("asuser") | {"transform": {"image": "local", "cmd": ["sh", "-c", script], "user": "nobody"}}
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    assert ok(cli("get-file", "asuser", "master", "/who")).out == "nobody\n"
+    assert ok(cli("get-file", "asuser", "master", "/copy")).out == "x"
+    assert ok(cli("get-file", "asuser", "master", "/environ")).out == "denied\n"

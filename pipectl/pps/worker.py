@@ -84,12 +84,28 @@ def die_with_parent() -> None:
 _SETPRIV = shutil.which("setpriv")
 
 
-def _spawn_options(cmd: list[str]) -> tuple[list[str], dict]:
+def _spawn_options(cmd: list[str], user: tuple[int, int] | None = None) -> tuple[list[str], dict]:
     """The argv and Popen options that start ``cmd`` in a new session, dying
-    with its worker."""
+    with its worker, as ``user`` (uid, gid; needs setpriv and root) if given."""
     if _SETPRIV:
-        return [_SETPRIV, "--pdeathsig", "KILL", "--", *cmd], {"start_new_session": True}
+        as_user = [f"--reuid={user[0]}", f"--regid={user[1]}", "--init-groups"] if user else []
+        return [_SETPRIV, "--pdeathsig", "KILL", *as_user, "--", *cmd], {"start_new_session": True}
     return cmd, {"start_new_session": True, "preexec_fn": die_with_parent}
+
+
+def resolve_user(user: str) -> tuple[int, int]:
+    """``(uid, gid)`` of ``transform.user``: a user name, or ``uid[:gid]``
+    (Pachyderm's form). Raises PipectlError if there is no such user."""
+    import pwd
+    name, _, group = user.partition(":")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        if not name.isdigit():
+            raise PipectlError(f"transform.user: no user {name!r} here") from None
+        uid = gid = int(name)
+    return uid, int(group) if group.isdigit() else gid
 
 
 PRIVATE_PREFIXES = ("AWS_", "PIPECTL_", "BOTO_", "KUBECONFIG")
@@ -251,6 +267,22 @@ class Worker:
         return env
 
     @functools.cached_property
+    def _user(self) -> tuple[int, int] | None:
+        """``transform.user`` as (uid, gid), or None: user code then runs as
+        that user, who cannot read the worker's environment (the store's
+        credentials) through /proc. Raises PipectlError when it cannot be
+        done here (the worker is not root, or setpriv is missing)."""
+        user = self.spec["transform"].get("user")
+        if not user:
+            return None
+        if os.geteuid() != 0 or not _SETPRIV:
+            raise PipectlError("transform.user needs a worker running as root with setpriv (util-linux)")
+        uid_gid = resolve_user(user)
+        if self.scratch:
+            os.chmod(self.scratch, 0o755)  # mkdtemp's 0700 would keep the user from its inputs
+        return uid_gid
+
+    @functools.cached_property
     def _missing_command(self) -> str:
         """An error line if ``cmd[0]`` is not on the job's PATH (setpriv
         would otherwise report it in its own words), else ''."""
@@ -274,7 +306,15 @@ class Worker:
     def _run_once(self, datum: Datum, env: dict) -> str:
         """Run the user command once, its output appended to the datum's log;
         return '' on success or an error line."""
-        _empty_dir(os.path.join(self.root, "out"))
+        out = os.path.join(self.root, "out")
+        _empty_dir(out)
+        try:
+            user = self._user
+        except PipectlError as e:
+            self._note(str(e))
+            return str(e)
+        if user:
+            os.chown(out, *user)  # the user code writes its outputs there
         cmd = [rewrite(a, self.root) for a in self.spec["transform"]["cmd"]]
         stdin_lines = self.spec["transform"].get("stdin") or []
         stdin = rewrite("\n".join(stdin_lines) + "\n", self.root).encode() if stdin_lines else None
@@ -283,7 +323,7 @@ class Worker:
         if self._missing_command:
             self._note(self._missing_command)
             return self._missing_command
-        argv, options = _spawn_options(cmd)
+        argv, options = _spawn_options(cmd, user)
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else self._devnull,
                                     stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd, **options)
