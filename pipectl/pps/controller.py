@@ -30,13 +30,14 @@ from ..gcpause import gc_paused
 from ..parallel import concurrently
 from ..pfs import PFS
 from ..pfs import keys as pfs_keys
-from ..pfs.model import Commit, Provenance, now
+from ..pfs.model import Commit, now
 from ..pfs.tree import Tree
 from ..store import ObjectStore
 from . import datums as datum_mod
 from . import keys
 from .api import PPS
 from .executors import Executor, ExecutorError, WorkerGroup
+from .jobdata import result_counts
 from .jobs import job_id
 from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 from .spec import parse_duration
@@ -310,7 +311,7 @@ class Controller:
         while True:
             time.sleep(0.05)
             if time.monotonic() - reported > PROGRESS_SECONDS:
-                self._update(run, **_counts(self.pps.datum_results(run.job.pipeline, run.job.id, run.batches)))
+                self._update(run, **result_counts(self.pps.datum_results(run.job.pipeline, run.job.id, run.batches)))
                 reported = time.monotonic()
             status = group.poll()
             if status.failures > failures:
@@ -356,22 +357,13 @@ class Controller:
         # written beside the landing; the job record names it after both.
         index_hash, commit = concurrently(
             lambda: self.pps.write_datum_index({r.cache_key: r.outputs for r in ok.values()}), land)
-        counts = dict(_counts(results), datums_total=len(plan), datum_index=index_hash)
+        counts = dict(result_counts(results), datums_total=len(plan), datum_index=index_hash)
         if isinstance(commit, JobFailed):
             self._update(run, **counts)  # a failed job shows its counts too
             raise commit
         log.info("job %s of %s succeeded: %d processed, %d skipped; output %s@%s", job.id, job.pipeline,
                  counts["datums_processed"], counts["datums_skipped"], job.pipeline, commit.id)
         self._update(run, state="success", finished=now(), **counts)
-
-    def _provenance(self, job: JobInfo) -> list[dict]:
-        seen: dict[tuple, dict] = {}
-        for i in job.inputs:
-            commit = self.pfs.inspect_commit(i["repo"], i["commit"])
-            entries = [Provenance(i["repo"], i["branch"], commit.id, commit.pipeline_version).to_dict()]
-            for p in entries + commit.provenance:
-                seen.setdefault((p["repo"], p["commit"]), p)
-        return list(seen.values())
 
     def _output_head(self, run: RunningJob) -> str | None:
         """The head commit of the job's output branch (None if it has none)."""
@@ -398,7 +390,7 @@ class Controller:
                 raise Superseded(f"output branch {branch} of {job.pipeline} moved to {head} after the job was "
                                  f"planned on {job.output_parent}; its output is not landed")
             commit = Commit(job.output_commit, job.pipeline, branch, head, "auto", job.started or now(),
-                            provenance=self._provenance(job), pipeline=job.pipeline,
+                            provenance=self.pps.input_provenance(job.inputs), pipeline=job.pipeline,
                             pipeline_version=job.pipeline_version, job=job.id)
             try:
                 return self.pfs.land_output(commit, outputs)
@@ -409,16 +401,3 @@ class Controller:
             except PreconditionFailed:
                 continue
         raise JobFailed(f"output branch {branch} of {job.pipeline} keeps moving; cannot commit")
-
-
-def _counts(results: dict[str, DatumResult]) -> dict[str, int]:
-    """Datum counts and bytes moved, as JobInfo fields, from a job's results."""
-    rs = list(results.values())
-    return {
-        "datums_processed": sum(r.state == "success" for r in rs),
-        "datums_skipped": sum(r.state == "skipped" for r in rs),
-        "datums_failed": sum(r.state == "failed" for r in rs),
-        "datums_retried": sum(r.state == "success" and r.attempts > 1 for r in rs),
-        "bytes_downloaded": sum(r.bytes_downloaded for r in rs),
-        "bytes_uploaded": sum(r.bytes_uploaded for r in rs),
-    }

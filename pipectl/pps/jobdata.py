@@ -135,3 +135,17 @@ class JobData:
         if len(matches) != 1:
             raise NotFound(f"datum {datum} not found in job {job}")
         return matches[0]
+
+
+def result_counts(results: dict[str, DatumResult]) -> dict[str, int]:
+    """Datum counts and bytes moved, as JobInfo fields, from a job's results
+    (see :meth:`JobData.datum_results`)."""
+    rs = list(results.values())
+    return {
+        "datums_processed": sum(r.state == "success" for r in rs),
+        "datums_skipped": sum(r.state == "skipped" for r in rs),
+        "datums_failed": sum(r.state == "failed" for r in rs),
+        "datums_retried": sum(r.state == "success" and r.attempts > 1 for r in rs),
+        "bytes_downloaded": sum(r.bytes_downloaded for r in rs),
+        "bytes_uploaded": sum(r.bytes_uploaded for r in rs),
+    }

@@ -8,11 +8,25 @@ from typing import TYPE_CHECKING
 
 from ..errors import Conflict, NotFound
 from ..pfs import PFS
+from ..pfs.model import Provenance as ProvenanceRecord
 from .model import JobInfo, PipelineInfo
 
 
 class Provenance:
-    """Downstream pipelines and flush-commit (see :class:`~.api.PPS`)."""
+    """Downstream pipelines, output provenance and flush-commit (see :class:`~.api.PPS`)."""
+
+    def input_provenance(self, inputs: list[dict]) -> list[dict]:
+        """The provenance of an output computed from ``inputs`` (a job's
+        ``[{name, repo, branch, commit}]``): each input commit, with the
+        spec version that made it if a pipeline did, and its own
+        provenance, transitively; each commit once (Provenance dicts)."""
+        seen: dict[tuple, dict] = {}
+        for i in inputs:
+            commit = self.pfs.inspect_commit(i["repo"], i["commit"])
+            entries = [ProvenanceRecord(i["repo"], i["branch"], commit.id, commit.pipeline_version).to_dict()]
+            for p in entries + commit.provenance:
+                seen.setdefault((p["repo"], p["commit"]), p)
+        return list(seen.values())
 
     pfs: PFS
 

@@ -36,14 +36,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
-import ctypes
 import functools
 import gc
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -62,68 +59,13 @@ from .api import PPS
 from .datums import Datum, shard
 from .model import DatumResult, JobInfo
 from .spec import parse_duration
+from .usercode import SETPRIV, resolve_user, rewrite, spawn_options, user_environment
 
 log = logging.getLogger("pipectl.worker")
 
 FLUSH_SECONDS = 1.0
 FLUSH_COUNT = 500
 LOG_TAIL = 64 * 1024
-_PFS = re.compile(r"(?<![\w.-])/pfs(?![\w.-])")  # /pfs, /pfs/x, '/pfs', "/pfs"; not /pfsx, /a/pfs
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: ask Linux to SIGKILL this child when its parent dies,
-    so no worker or user process outlives a killed controller or worker."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-# Starting user code through util-linux's setpriv sets the parent-death signal
-# without a Python preexec_fn, which would force a slow fork() per datum
-# (about 10 ms instead of 2-5 ms with vfork); without setpriv, fall back.
-_SETPRIV = shutil.which("setpriv")
-
-
-def _spawn_options(cmd: list[str], user: tuple[int, int] | None = None) -> tuple[list[str], dict]:
-    """The argv and Popen options that start ``cmd`` in a new session, dying
-    with its worker, as ``user`` (uid, gid; needs setpriv and root) if given."""
-    if _SETPRIV:
-        as_user = [f"--reuid={user[0]}", f"--regid={user[1]}", "--init-groups"] if user else []
-        return [_SETPRIV, "--pdeathsig", "KILL", *as_user, "--", *cmd], {"start_new_session": True}
-    return cmd, {"start_new_session": True, "preexec_fn": die_with_parent}
-
-
-def resolve_user(user: str) -> tuple[int, int]:
-    """``(uid, gid)`` of ``transform.user``: a user name, or ``uid[:gid]``
-    (Pachyderm's form). Raises PipectlError if there is no such user."""
-    import pwd
-    name, _, group = user.partition(":")
-    try:
-        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-        uid, gid = entry.pw_uid, entry.pw_gid
-    except KeyError:
-        if not name.isdigit():
-            raise PipectlError(f"transform.user: no user {name!r} here") from None
-        uid = gid = int(name)
-    return uid, int(group) if group.isdigit() else gid
-
-
-PRIVATE_PREFIXES = ("AWS_", "PIPECTL_", "BOTO_", "KUBECONFIG")
-"""Variables of the worker's environment that user code never sees: the
-store's credentials and endpoint (botocore's ``AWS_*``, boto's), pipectl's
-own settings (the store URL among them) and a kubeconfig."""
-
-
-def user_environment(environ: dict[str, str] | os._Environ) -> dict[str, str]:
-    """``environ`` without the variables :data:`PRIVATE_PREFIXES` names: the
-    base of the environment user code runs in (the spec's ``transform.env``
-    and Pachyderm's variables are added to it)."""
-    return {k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIXES)}
-
-
-def rewrite(text: str, root: str) -> str:
-    """Replace each ``/pfs`` path prefix in ``text`` with ``root``."""
-    return text if root == "/pfs" else _PFS.sub(root, text)
 
 
 class Worker:
@@ -275,7 +217,7 @@ class Worker:
         user = self.spec["transform"].get("user")
         if not user:
             return None
-        if os.geteuid() != 0 or not _SETPRIV:
+        if os.geteuid() != 0 or not SETPRIV:
             raise PipectlError("transform.user needs a worker running as root with setpriv (util-linux)")
         uid_gid = resolve_user(user)
         if self.scratch:
@@ -287,7 +229,7 @@ class Worker:
         """An error line if ``cmd[0]`` is not on the job's PATH (setpriv
         would otherwise report it in its own words), else ''."""
         program = self.spec["transform"]["cmd"][0]
-        if not _SETPRIV or os.sep in program or shutil.which(program, path=self._job_environment.get("PATH")):
+        if not SETPRIV or os.sep in program or shutil.which(program, path=self._job_environment.get("PATH")):
             return ""
         return f"cannot start {program}: command not found"
 
@@ -323,7 +265,7 @@ class Worker:
         if self._missing_command:
             self._note(self._missing_command)
             return self._missing_command
-        argv, options = _spawn_options(cmd, user)
+        argv, options = spawn_options(cmd, user)
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else self._devnull,
                                     stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd, **options)

@@ -38,7 +38,7 @@ import traceback
 import setproctitle
 
 from ...errors import InvalidArgument
-from .. import worker
+from .. import usercode, worker
 from ..model import JobInfo
 from . import HandleExecutor, WorkerHandle
 
@@ -139,7 +139,7 @@ def _run_forked_worker(parent: int, env: dict[str, str], argv: list[str]) -> Non
         # with the controller.
         gc.freeze()
         os.setsid()
-        worker.die_with_parent()
+        usercode.die_with_parent()
         if os.getppid() != parent:  # the controller died before the signal was armed
             os._exit(1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a new interpreter (the controller unwinds on it)
