@@ -46,7 +46,9 @@ def worker_pods(env, phase: str | None = None) -> list[dict]:
 
 
 def the_job(pipeline: str) -> dict:
-    return json.loads(run_ok("list-job", "-p", pipeline, "--raw").out)[0]
+    """The newest job of ``pipeline`` (``{}`` before it has one)."""
+    jobs = json.loads(run_ok("list-job", "-p", pipeline, "--raw").out)
+    return jobs[0] if jobs else {}
 
 
 def assert_outputs(pipeline: str, files: int) -> None:
@@ -181,7 +183,7 @@ def test_a_second_controller_waits_for_the_lease(k8s_env, background):
     wait_for(lambda: "leading" in first.err_path.read_text(), 60, 0.2, "the first controller to lead")
     second = background(*CONTROLLER, "--leader-elect")
     wait_for(lambda: "waiting for lease" in second.err_path.read_text(), 60, 0.2, "the second to wait")
-    wait_for(lambda: the_job("copy")["state"] == "success", 240, 0.5, "the job")
+    wait_for(lambda: the_job("copy").get("state") == "success", 240, 0.5, "the job")
     assert "Kubernetes Job" not in second.err_path.read_text()  # only the leader ran it
     first.send_signal(signal.SIGTERM)  # releases the lease on the way out
     first.wait(60)
