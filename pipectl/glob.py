@@ -46,7 +46,7 @@ def compile_glob(pattern: str) -> re.Pattern:
                 raise InvalidArgument(f"invalid glob {pattern!r}: empty character class '[{cls}]'")
             if cls.startswith("!"):
                 cls = "^" + cls[1:]
-            out.append("[" + cls.replace("\\", "\\\\") + "]")
+            out.append("[" + cls.replace("\\", "\\\\").replace("[", "\\[") + "]")  # a literal [ (no nested set)
             i = end + 1
         else:
             out.append(re.escape(c))
