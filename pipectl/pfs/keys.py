@@ -31,19 +31,23 @@ OBJECTS = "objects"
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
+def checked(pattern: re.Pattern, what: str, value: str) -> str:
+    """``value`` if all of it matches ``pattern``; else raises
+    InvalidArgument: ``invalid <what> '<value>'``."""
+    if not pattern.fullmatch(value or ""):
+        raise InvalidArgument(f"invalid {what} {value!r}")
+    return value
+
+
 def check_hash(digest: str) -> str:
     """Validate a content hash (64 lowercase hex digits); return it.
     Raises InvalidArgument."""
-    if not _HASH.fullmatch(digest or ""):
-        raise InvalidArgument(f"invalid content hash {digest!r}")
-    return digest
+    return checked(_HASH, "content hash", digest)
 
 
 def check_commit_id(commit: str) -> str:
     """Validate a commit id (32 lowercase hex digits); return it. Raises InvalidArgument."""
-    if not names.is_commit_id(commit or ""):
-        raise InvalidArgument(f"invalid commit id {commit!r}")
-    return commit
+    return checked(names.ID, "commit id", commit)
 
 
 def repo_prefix(repo: str) -> str:

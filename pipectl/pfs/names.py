@@ -9,7 +9,8 @@ import uuid
 from ..errors import InvalidArgument
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
-_COMMIT_ID = re.compile(r"^[0-9a-f]{32}$")
+ID = re.compile(r"[0-9a-f]{32}")
+"""Commit and job ids: 32 lowercase hex digits."""
 
 
 def new_id() -> str:
@@ -19,7 +20,7 @@ def new_id() -> str:
 
 def is_commit_id(ref: str) -> bool:
     """Whether ``ref`` has the shape of a commit id (32 lowercase hex digits)."""
-    return bool(_COMMIT_ID.match(ref))
+    return bool(ID.fullmatch(ref))
 
 
 def check_name(kind: str, name: str) -> str:

@@ -380,6 +380,7 @@ class Controller:
         branch has moved past it, JobFailed for clashing outputs."""
         job = run.job
         branch = run.spec.get("output_branch", "master")
+        provenance = self.pps.input_provenance(job.inputs)  # the same whatever the head
         for _ in range(100):
             head = self._output_head(run)
             if head == job.output_commit:  # landed before a restart, or by another controller
@@ -390,7 +391,7 @@ class Controller:
                 raise Superseded(f"output branch {branch} of {job.pipeline} moved to {head} after the job was "
                                  f"planned on {job.output_parent}; its output is not landed")
             commit = Commit(job.output_commit, job.pipeline, branch, head, "auto", job.started or now(),
-                            provenance=self.pps.input_provenance(job.inputs), pipeline=job.pipeline,
+                            provenance=provenance, pipeline=job.pipeline,
                             pipeline_version=job.pipeline_version, job=job.id)
             try:
                 return self.pfs.land_output(commit, outputs)

@@ -35,7 +35,7 @@ import re
 
 from ..errors import InvalidArgument
 from ..pfs import names
-from ..pfs.keys import check_hash
+from ..pfs.keys import check_hash, checked
 
 PIPELINES = "pipelines/"
 JOBS = "jobs/"
@@ -43,21 +43,16 @@ SKIPPED_BATCH = "controller-skipped"
 """Name of the result batch in which the controller records the datums a job
 skips (processed by an earlier job)."""
 
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # batch and worker names
 
 
 def check_job_id(job: str) -> str:
     """Validate a job id (32 lowercase hex digits); return it. Raises InvalidArgument."""
-    if not _JOB_ID.fullmatch(job or ""):
-        raise InvalidArgument(f"invalid job id {job!r}")
-    return job
+    return checked(names.ID, "job id", job)
 
 
 def _part(kind: str, name: str) -> str:
-    if not _PART.fullmatch(name or ""):
-        raise InvalidArgument(f"invalid {kind} name {name!r}")
-    return name
+    return checked(_PART, f"{kind} name", name)
 
 
 def pipeline_prefix(name: str) -> str:

@@ -66,9 +66,11 @@ class Pipelines:
         """Names of pipelines that read ``repo``."""
         return [p.name for p in self.list_pipelines() if any(i["repo"] == repo for i in p.inputs)]
 
-    def _check_inputs(self, spec: dict) -> None:
+    def _check_inputs(self, spec: dict, update: bool) -> None:
         name = spec["pipeline"]["name"]
-        fed = {name} | {p.name for p in self.downstream(name)}
+        # Only an update can close a cycle: a new pipeline's output repo does
+        # not exist yet, so nothing reads it.
+        fed = {name} | ({p.name for p in self.downstream(name)} if update else set())
         for pfs in specs.pfs_inputs(spec["input"]):
             if pfs["repo"] in fed:  # as Pachyderm refuses it: no job could ever start
                 raise InvalidArgument(f"pipeline {name} cannot read {pfs['repo']}: {pfs['repo']} is computed from "
@@ -86,7 +88,7 @@ class Pipelines:
         creating its output repo. Checks input repos exist first, so a bad
         spec creates nothing. Raises AlreadyExists, NotFound, InvalidArgument."""
         name = spec["pipeline"]["name"]
-        self._check_inputs(spec)
+        self._check_inputs(spec, update)
         stamp = now()
         if not update:
             if self.store.exists(keys.pipeline(name)):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import re
 import shutil
 import signal
+from collections.abc import Mapping
 
 from ..errors import PipectlError
 
@@ -60,7 +60,7 @@ store's credentials and endpoint (botocore's ``AWS_*``, boto's), pipectl's
 own settings (the store URL among them) and a kubeconfig."""
 
 
-def user_environment(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+def user_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` without the variables :data:`PRIVATE_PREFIXES` names: the
     base of the environment user code runs in (the spec's ``transform.env``
     and Pachyderm's variables are added to it)."""
