@@ -15,7 +15,11 @@ beside the *baseline*: the same model's forward pass
 (``iris_model.load(dir).predict_proba([row])``) timed in one process with
 the same interpreter in the same run (calls/s and per-call ms). The
 overhead of serving is pipectl / baseline for latencies (how many times a
-forward pass one request costs). Last, the reload time: from a new model
+forward pass one request costs). Then the server under abuse (see
+:func:`abuse`): ``/ping`` latency while clients send 52 MB bodies of 2.9
+million rows (refused with a 413) and 10,000-row batches (the ``--max-rows``
+limit, answered), beside ``/ping`` on the idle server, and the server's peak
+memory beside its memory before. Last, the reload time: from a new model
 commit landing on the branch to the server answering with it.
 
 ``ratio`` follows :mod:`benchmarks.report`: > 1 means pipectl did better
@@ -179,6 +183,76 @@ def load(port: int, concurrency: int, seconds: float, warmup: int = 50) -> tuple
     return len(merged) / elapsed, merged
 
 
+def _request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, float]:
+    """One request on a new connection: (status, seconds)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        t = time.perf_counter()
+        conn.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        response = conn.getresponse()
+        response.read()
+        return response.status, time.perf_counter() - t
+    finally:
+        conn.close()
+
+
+def _pings(port: int, seconds: float) -> list[float]:
+    """``GET /ping`` every 20 ms for ``seconds``: latencies in seconds."""
+    latencies = []
+    stop_at = time.perf_counter() + seconds
+    while time.perf_counter() < stop_at:
+        status, took = _request(port, "GET", "/ping")
+        if status != 200:
+            raise h.BenchError(f"/ping answered {status}")
+        latencies.append(took)
+        time.sleep(0.02)
+    return latencies
+
+
+def _memory_kib(pid: int, field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` (peak) of process ``pid``, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def abuse(server: Server, seconds: float) -> dict:
+    """Two clients sending 52 MB JSON bodies of 2.9 million rows (each must
+    get a 413) and two sending 10,000-row batches (each must get a 200), for
+    ``seconds``, while ``/ping`` is timed; and ``/ping`` on the idle server
+    before. Returns idle and loaded ping latencies, the seconds to each 413,
+    and the server's RSS before and its peak (KiB). Raises BenchError on any
+    other answer."""
+    huge = json.dumps([ROW] * 2_900_000).encode()
+    batch = json.dumps([ROW] * 10_000).encode()
+    idle = _pings(server.port, 2.0)
+    rss_before = _memory_kib(server.proc.pid, "VmRSS")
+    refused: list[float] = []
+    errors: list[str] = []
+    stop_at = time.perf_counter() + seconds
+
+    def client(body: bytes, expected: int) -> None:
+        try:
+            while time.perf_counter() < stop_at:
+                status, took = _request(server.port, "POST", f"/predictions/{MODEL}", body)
+                if status != expected:
+                    raise h.BenchError(f"a {len(body):,}-byte request got {status}, not {expected}")
+                if expected == 413:
+                    refused.append(took)
+        except Exception as e:  # noqa: BLE001  (reported after every thread ends)
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=client, args=args) for args in ((huge, 413),) * 2 + ((batch, 200),) * 2]
+    for t in threads:
+        t.start()
+    loaded = _pings(server.port, seconds)
+    for t in threads:
+        t.join()
+    if errors:
+        raise h.BenchError(f"serving under abuse: {errors[0]}")
+    return {"idle": idle, "loaded": loaded, "refused": refused, "rss_before": rss_before,
+            "rss_peak": _memory_kib(server.proc.pid, "VmHWM")}
+
+
 def forward_baseline(python: str, model_dir: str, calls: int) -> tuple[float, list[float]]:
     """In-process forward passes of one row: (calls/s, latencies in seconds)."""
     result = h.run([python, "-c", _FORWARD, os.path.dirname(HANDLER), model_dir, json.dumps(ROW), str(calls)],
@@ -219,14 +293,14 @@ def reload_seconds(server: Server, store_url: str, files: list[tuple[str, str]],
 
 
 def row(store: str, workload: str, pipectl: float | None, baseline: float | None, unit: str,
-        notes: str, higher_is_better: bool) -> dict:
+        notes: str, higher_is_better: bool, baseline_name: str = "in-process forward pass") -> dict:
     """One result row; ``ratio`` > 1 means pipectl did better (see the module doc)."""
     ratio = overhead = None
     if pipectl and baseline:
         ratio = pipectl / baseline if higher_is_better else baseline / pipectl
         overhead = 1 / ratio
     return {"store": store, "workload": workload, "pipectl": pipectl, "baseline": baseline,
-            "baseline_name": "in-process forward pass" if baseline is not None else "-",
+            "baseline_name": baseline_name if baseline is not None else "-",
             "ratio": ratio, "overhead": overhead, "unit": unit, "notes": notes}
 
 
@@ -281,6 +355,18 @@ def bench_serving(quick: bool, store_url: str | None = None) -> list[dict]:
             for q in (50, 99):
                 rows.append(row(store, f"{what}: p{q} latency", percentile(lat, q) * 1e3,
                                 percentile(base_lat, q) * 1e3, "ms", common, False))
+        h.log(f"serving: {seconds * 2:g} s of 52 MB bodies and 10,000-row batches, /ping timed")
+        seen = abuse(server, seconds * 2)
+        notes = (f"{len(seen['loaded'])} pings while 2 clients sent 52 MB bodies of 2.9M rows ({len(seen['refused'])} "
+                 f"answered 413) and 2 sent 10,000-row batches; baseline: /ping on the idle server")
+        for q in (50, 99):
+            rows.append(row(store, f"8 serving: /ping p{q} under abuse", percentile(seen["loaded"], q) * 1e3,
+                            percentile(seen["idle"], q) * 1e3, "ms", notes, False, "idle /ping"))
+        rows.append(row(store, "8 serving: 52 MB body of 2.9M rows answered 413", percentile(seen["refused"], 50),
+                        None, "s", "median, upload over loopback included", False))
+        rows.append(row(store, "8 serving: peak memory under abuse", seen["rss_peak"] / 1024,
+                        seen["rss_before"] / 1024, "MiB", "VmHWM of the server process; baseline: its RSS before",
+                        False, "RSS before"))
         reload = reload_seconds(server, store_url, files)
         rows.append(row(store, "8 serving: reload after a new model commit", reload, None, "s",
                         "from the commit landing to the server answering with it; "

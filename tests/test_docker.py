@@ -42,9 +42,17 @@ pytestmark = [
 ]
 
 
-def workers():
+def workers(role: str = "storage"):
+    """The worker containers in ``role`` (storage: the worker's; user: the
+    user code's; None: both)."""
+    labels = ["io.pipectl.worker"] + ([f"io.pipectl.container={role}"] if role else [])
     # sparse: no per-container inspect, which races with containers being removed
-    return CLIENT.containers.list(all=True, sparse=True, filters={"label": "io.pipectl.worker"})
+    return CLIENT.containers.list(all=True, sparse=True, filters={"label": labels})
+
+
+def leftovers() -> list:
+    """Worker containers and volumes still present."""
+    return workers(None) + CLIENT.volumes.list(filters={"label": "io.pipectl.worker"})
 
 
 def controller(executor: str, timeout: float = 900, **kw):
@@ -53,7 +61,7 @@ def controller(executor: str, timeout: float = 900, **kw):
         args += ["--local-images", os.path.join(REPO_ROOT, "stages", "local-images.json")]
     r = run_cli(*args, timeout=timeout, **kw)
     assert r.code == 0 and "Traceback" not in r.err, r
-    assert workers() == []  # nothing left behind when a controller exits
+    assert leftovers() == []  # nothing left behind when a controller exits
     return r
 
 
@@ -161,14 +169,17 @@ def test_failing_container_is_retried_then_fails_the_job(shell_pipeline, tmp_pat
     assert run_cli("inspect-commit", "shell", "master").code == 1  # output branch not moved
 
 
-def test_killed_container_is_replaced_and_the_job_succeeds(shell_pipeline):
+@pytest.mark.parametrize("role", ["storage", "user"])
+def test_killed_container_is_replaced_and_the_job_succeeds(shell_pipeline, role):
+    """Either container of a worker killed mid-datum: the pair is removed
+    and replaced, and the new worker resumes."""
     shell_pipeline("sleep 1; cp /pfs/in/* /pfs/out/")
     proc = subprocess.Popen([sys.executable, "-m", "pipectl", "controller", "--exit-when-idle",
                              "--executor", "docker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not [c for c in workers() if c.status == "running"] and time.monotonic() < deadline:
+    while not [c for c in workers(role) if c.status == "running"] and time.monotonic() < deadline:
         time.sleep(0.1)
-    victim = [c for c in workers() if c.status == "running"][0]
+    victim = [c for c in workers(role) if c.status == "running"][0]
     victim.kill()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -176,7 +187,7 @@ def test_killed_container_is_replaced_and_the_job_succeeds(shell_pipeline):
     assert job["state"] == "success" and job["restarts"] >= 1
     assert sorted(n["path"] for n in json.loads(run_ok("list-file", "shell", "master", "--raw").out)) == \
         [f"/f{i}" for i in range(4)]
-    assert workers() == []
+    assert leftovers() == []
 
 
 def test_missing_image_fails_the_job_clearly(shell_pipeline):
@@ -200,4 +211,38 @@ def test_stopping_the_controller_removes_its_containers(shell_pipeline):
     assert len(workers()) == 2
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    assert workers() == []
+    assert leftovers() == []
+
+
+def test_user_code_cannot_reach_the_store_credentials(moto_endpoint, monkeypatch):
+    """On S3, the worker's credentials are in the storage container only:
+    user code finds them neither in its environment nor in any process's
+    environment it can see (the user container shares no PID namespace with
+    the worker), yet the job stores its outputs."""
+    import uuid
+
+    import boto3
+    secret = "s3cret-" + uuid.uuid4().hex
+    for k, v in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    bucket = "creds-" + uuid.uuid4().hex[:8]
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    monkeypatch.setenv("PIPECTL_STORE", f"s3://{bucket}/p")
+    run_ok("create-repo", "in")
+    run_ok("put-file", "in", "master", "/x", "-f", "-", input=b"x")
+    script = ("env > /pfs/out/env; cat /proc/[0-9]*/environ | tr '\\0' '\\n' > /pfs/out/environs; "
+              "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /pfs/out/cmdlines; cp /pfs/in/x /pfs/out/x")
+    spec = json.loads(json.dumps(SHELL_SPEC)) | {"resource_limits": {}, "parallelism_spec": {"constant": 1}}
+    spec["transform"]["cmd"][2] = script
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    controller("docker")
+    job = json.loads(run_ok("list-job", "-p", "shell", "--raw").out)[0]
+    assert job["state"] == "success", job
+    assert run_ok("get-file", "shell", "master", "/x").out == "x"
+    env = run_ok("get-file", "shell", "master", "/env").out
+    environs = run_ok("get-file", "shell", "master", "/environs").out
+    assert "PACH_JOB_ID=" in env and "PATH=" in environs  # it did read what it could see
+    assert secret not in env + environs and "AWS_" not in env + environs
+    cmdlines = run_ok("get-file", "shell", "master", "/cmdlines").out
+    assert "pipectl.pps.runner" in cmdlines and "pipectl.pps.worker" not in cmdlines, cmdlines

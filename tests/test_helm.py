@@ -251,6 +251,7 @@ def test_controller_configuration(default_objs):
         "PIPECTL_K8S_WORKER_SERVICE_ACCOUNT": f"{FULLNAME}-worker",
         "PIPECTL_K8S_JOB_TTL": "600",
         "PIPECTL_K8S_IMAGE_PULL_POLICY": "IfNotPresent",
+        "PIPECTL_WORKER_IMAGE": "pipectl/base:0.1.0",
         "PIPECTL_LEADER_ELECT": "true",
         "PIPECTL_LEASE_NAME": f"{FULLNAME}-controller",
     }

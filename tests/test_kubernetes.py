@@ -106,13 +106,41 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     assert labels["app.kubernetes.io/managed-by"] == "pipectl"
     pod = s["template"]["spec"]
     assert pod["serviceAccountName"] == "workers" and pod["automountServiceAccountToken"] is False
-    c = pod["containers"][0]
-    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "64Mi", "example.com/gpu": "1"},
-                              "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi", "example.com/gpu": "1"}}
-    assert c["envFrom"] == [{"secretRef": {"name": "pipectl-s3"}}]
-    env = {e["name"]: e.get("value") for e in c["env"]}
+    containers = {c["name"]: c for c in pod["containers"]}
+    user, storage = containers["user"], containers["storage"]
+    assert user["image"] == "pipectl/base:0.1.0" and storage["image"] == "pipectl/base:0.1.0"
+    assert user["resources"] == {"requests": {"cpu": "500m", "memory": "64Mi", "example.com/gpu": "1"},
+                                 "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi", "example.com/gpu": "1"}}
+    # the store: the storage container's alone
+    assert storage["envFrom"] == [{"secretRef": {"name": "pipectl-s3"}}] and "envFrom" not in user
+    env = {e["name"]: e.get("value") for e in storage["env"]}
     assert env["PIPECTL_STORE"] == k8s_env["store"] and "AWS_SECRET_ACCESS_KEY" not in env
-    assert {"name": "pfs", "mountPath": "/pfs"} in c["volumeMounts"]
+    assert not [e for e in user["env"] if e["name"].startswith(("AWS_", "PIPECTL_"))]
+    for c in (user, storage):
+        assert {"name": "pfs", "mountPath": "/pfs"} in c["volumeMounts"]
+    assert not pod.get("shareProcessNamespace")
+
+
+def test_user_code_cannot_reach_the_store_credentials(k8s_env):
+    """The worker pod's user container has no credentials in its
+    environment and sees no process of the storage container, whose
+    environment holds them (from the Secret); as a numeric
+    ``transform.user``, both containers run as that user."""
+    script = ("env > /pfs/out/env; cat /proc/[0-9]*/environ | tr '\\0' '\\n' > /pfs/out/environs; "
+              "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /pfs/out/cmdlines; id -u > /pfs/out/uid")
+    run_ok("create-repo", "in")
+    run_ok("put-file", "in", "master", "/x", "-f", "-", input=b"x")
+    spec = {"pipeline": {"name": "peek"}, "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", script],
+                                                        "user": "4242"},
+            "input": {"pfs": {"repo": "in", "glob": "/"}}}
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
+    assert the_job("peek")["state"] == "success", the_job("peek")
+    seen = {f: run_ok("get-file", "peek", "master", f"/{f}").out for f in ("env", "environs", "cmdlines", "uid")}
+    assert "PACH_JOB_ID=" in seen["env"] and "PATH=" in seen["environs"]  # it read what it could see
+    assert "AWS_" not in seen["env"] + seen["environs"] and "testing" not in seen["env"] + seen["environs"]
+    assert "pipectl.pps.runner" in seen["cmdlines"] and "pipectl.pps.worker" not in seen["cmdlines"]
+    assert seen["uid"] == "4242\n"
 
 
 def test_missing_image_fails_the_job_clearly(k8s_env):

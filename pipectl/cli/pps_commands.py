@@ -11,6 +11,7 @@ import click
 
 from ..errors import InvalidArgument, NotFound
 from ..pps import spec as specs
+from ..pps.executors import WORKER_IMAGE
 from . import output
 from .context import current
 from .output import raw_option
@@ -231,6 +232,9 @@ def flush_commit(repo, commit, timeout, raw):
               show_default=True, envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
 @click.option("--local-images", type=click.Path(dir_okay=False), envvar="PIPECTL_LOCAL_IMAGES",
               help="JSON file mapping images to local environments (process executor).")
+@click.option("--worker-image", envvar="PIPECTL_WORKER_IMAGE", default=WORKER_IMAGE, show_default=True,
+              help="pipectl's image, which runs each worker next to the user code's container: it alone holds the "
+                   "store's credentials (docker, kubernetes) [env PIPECTL_WORKER_IMAGE].")
 @click.option("--namespace", envvar="PIPECTL_K8S_NAMESPACE",
               help="Namespace of worker Jobs (kubernetes; default: the pod's or kubeconfig's).")
 @click.option("--worker-service-account", envvar="PIPECTL_K8S_WORKER_SERVICE_ACCOUNT",
@@ -255,7 +259,7 @@ def flush_commit(repo, commit, timeout, raw):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
-def controller(exit_when_idle, executor, local_images, namespace, worker_service_account, store_secret,
+def controller(exit_when_idle, executor, local_images, worker_image, namespace, worker_service_account, store_secret,
                job_ttl, image_pull_policy, lease_seconds, leader_elect, lease_name, poll_interval, log_level,
                verbose):
     """Watch input repos and run pipeline jobs (until stopped)."""
@@ -271,8 +275,8 @@ def controller(exit_when_idle, executor, local_images, namespace, worker_service
     store = current().client.store
     options = {
         "process": {"local_images": local_images},
-        "docker": {},
-        "kubernetes": {"namespace": namespace, "service_account": worker_service_account,
+        "docker": {"worker_image": worker_image},
+        "kubernetes": {"worker_image": worker_image, "namespace": namespace, "service_account": worker_service_account,
                        "store_secret": store_secret, "job_ttl": job_ttl, "image_pull_policy": image_pull_policy},
     }[executor]
     # SIGTERM (docker stop, kubectl delete) unwinds like Ctrl-C, so that

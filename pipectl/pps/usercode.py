@@ -1,16 +1,28 @@
-"""How user code is started by the worker: its process (a new session that
-dies with its worker, optionally as ``transform.user``), its environment
+"""How user code is started: its process (a new session that dies with
+whoever started it, optionally as ``transform.user``), its environment
 (without the store's credentials) and the ``/pfs`` paths rewritten for a
-layout that is not at ``/pfs``."""
+layout that is not at ``/pfs``.
+
+The worker hands each run to a *runner*: :class:`LocalRunner` starts user
+code as the worker's own child (the process executor);
+:class:`pipectl.pps.runner.SocketRunner` hands it to a runner in another
+container (Docker and Kubernetes), so that the process holding the store's
+credentials and the user code share neither a process namespace nor an
+environment. Both end in :func:`run`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
+import functools
+import os
 import re
 import shutil
 import signal
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Callable, Mapping
 
 from ..errors import PipectlError
 
@@ -70,3 +82,111 @@ def user_environment(environ: Mapping[str, str]) -> dict[str, str]:
 def rewrite(text: str, root: str) -> str:
     """Replace each ``/pfs`` path prefix in ``text`` with ``root``."""
     return text if root == "/pfs" else _PFS.sub(root, text)
+
+
+@dataclasses.dataclass
+class Request:
+    """One run of user code: ``cmd`` (argv), ``env`` (added to the runner's
+    own environment without :data:`PRIVATE_PREFIXES`), ``cwd`` (None: the
+    runner's), ``stdin`` (text fed to it, or None for /dev/null),
+    ``timeout`` (seconds, or None), ``out`` (the directory it writes its
+    outputs to) and ``user`` (``transform.user``, or None)."""
+
+    cmd: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    stdin: str | None
+    timeout: float | None
+    out: str
+    user: str | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def _found(program: str, path: str | None) -> bool:
+    return os.sep in program or shutil.which(program, path=path) is not None
+
+
+def run(request: Request, env: dict[str, str], log_fd: int, user: tuple[int, int] | None = None,
+        hangup: Callable[[], bool] | None = None) -> str:
+    """Run ``request.cmd`` once with environment ``env`` (complete), its
+    stdout and stderr appended to ``log_fd``; return '' on success, else a
+    one-line error that is also appended to the log. ``user``: (uid, gid) to
+    run as (needs root and setpriv). ``hangup``: polled every second while
+    the command runs; when it returns True the command's process group is
+    killed (whoever asked for the run is gone)."""
+
+    def fail(message: str) -> str:
+        os.write(log_fd, (message + "\n").encode())
+        return message
+
+    program = request.cmd[0]
+    if SETPRIV and not _found(program, env.get("PATH")):  # setpriv would report it in its own words
+        return fail(f"cannot start {program}: command not found")
+    argv, options = spawn_options(request.cmd, user)
+    stdin = request.stdin.encode() if request.stdin is not None else None
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=log_fd,
+                                stderr=subprocess.STDOUT, env=env, cwd=request.cwd, **options)
+    except OSError as e:
+        return fail(f"cannot start {program}: {e.strerror}")
+    timeout = request.timeout
+    step = 1.0 if hangup else None
+    try:
+        while True:
+            try:
+                proc.communicate(stdin, timeout=min(filter(None, (step, timeout)), default=None))
+                break
+            except subprocess.TimeoutExpired:
+                stdin = None  # fed already: communicate() goes on with it
+                if timeout is not None:
+                    timeout -= step or timeout
+                    if timeout <= 0:
+                        return fail(f"timed out after {request.timeout:g}s")
+                if hangup and hangup():
+                    return fail("the worker went away")
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.returncode != 0:
+        how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        return f"{program} failed with {how}"
+    return ""
+
+
+class LocalRunner:
+    """Runs user code as a child of this process: the worker's under the
+    process executor, the runner's in a user container (see
+    :mod:`pipectl.pps.runner`). A ``transform.user`` other than this
+    process's own needs root and setpriv."""
+
+    def __init__(self) -> None:
+        self.base = user_environment(os.environ)
+        self._users: dict[str, tuple[int, int] | None] = {}
+
+    def _uid_gid(self, user: str) -> tuple[int, int] | None:
+        """(uid, gid) to switch to for ``user``; None when this process runs
+        as that user already. Raises PipectlError when it cannot switch."""
+        if user not in self._users:
+            uid_gid = resolve_user(user)
+            if uid_gid[0] == os.geteuid() and uid_gid[1] == os.getegid():
+                self._users[user] = None
+            elif os.geteuid() != 0 or not SETPRIV:
+                raise PipectlError("transform.user needs a worker running as root with setpriv (util-linux)")
+            else:
+                self._users[user] = uid_gid
+        return self._users[user]
+
+    def run(self, request: Request, log_fd: int, hangup: Callable[[], bool] | None = None) -> str:
+        """Run ``request`` once (see :func:`run`)."""
+        try:
+            user = self._uid_gid(request.user) if request.user else None
+        except PipectlError as e:
+            os.write(log_fd, f"{e}\n".encode())
+            return str(e)
+        if user:
+            os.chown(request.out, *user)  # the user code writes its outputs there
+        return run(request, {**self.base, **request.env}, log_fd, user, hangup)
+
+    def close(self, status: int) -> None:
+        """The worker is done, with exit status ``status``."""

@@ -8,7 +8,9 @@ worker resumes where its predecessor stopped.
 
 For each datum the worker lays out the input files under ``<root>/<input
 name>/<path in commit>``, runs ``transform.cmd`` (stdin from
-``transform.stdin``) up to ``datum_tries`` times, stores ``<root>/out`` as
+``transform.stdin``) up to ``datum_tries`` times through its runner (a child
+process, or a runner in the user container next to the worker's: see
+:mod:`pipectl.pps.runner`), stores ``<root>/out`` as
 content-addressed files and records a :class:`DatumResult`. Results are
 written in batches (at most :data:`FLUSH_SECONDS` apart), so a killed worker
 loses at most that much finished work, which its successor redoes.
@@ -42,8 +44,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,8 +58,9 @@ from ..store import ObjectStore, open_store
 from .api import PPS
 from .datums import Datum, shard
 from .model import DatumResult, JobInfo
+from .runner import SocketRunner
 from .spec import parse_duration
-from .usercode import SETPRIV, resolve_user, rewrite, spawn_options, user_environment
+from .usercode import LocalRunner, Request, rewrite
 
 log = logging.getLogger("pipectl.worker")
 
@@ -72,7 +73,7 @@ class Worker:
     """Runs the datums of worker ``index`` of ``count`` of one job."""
 
     def __init__(self, store: ObjectStore, pipeline: str, job: str, index: int, count: int,
-                 root: str | None = None):
+                 root: str | None = None, runner: LocalRunner | SocketRunner | None = None):
         self.store = store
         self.pps = PPS(store)
 
@@ -96,7 +97,9 @@ class Worker:
         self.workdir = image.get("workdir")
         self.path_prefix = image.get("path", [])
         self._log: BinaryIO | None = None  # the running datum's log, open while it runs (see run_datum)
-        self._devnull = os.open(os.devnull, os.O_RDONLY)  # every datum's stdin when it has none
+        self.runner = runner or LocalRunner()
+        if self.spec["transform"].get("user") and self.scratch:
+            os.chmod(self.scratch, 0o755)  # mkdtemp's 0700 would keep the user from its inputs
 
     def run(self) -> int:
         """Process this worker's datums; return how many failed (0 or 1:
@@ -126,7 +129,6 @@ class Worker:
         finally:
             self.flush()
             self.writer.close()
-            os.close(self._devnull)
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
@@ -195,43 +197,17 @@ class Worker:
 
     @functools.cached_property
     def _job_environment(self) -> dict[str, str]:
-        """What every datum's environment shares: ours (the image's) without
-        the store's credentials and pipectl's own settings (see
-        :func:`user_environment`), the image's PATH, the spec's env
-        (rewritten) and the job's Pachyderm variables."""
-        env = user_environment(os.environ)
+        """What every datum's environment adds to the runner's own (see
+        :func:`~pipectl.pps.usercode.user_environment`): the image's PATH,
+        the spec's env (rewritten) and the job's Pachyderm variables."""
+        env = {}
         if self.path_prefix:
-            env["PATH"] = os.pathsep.join(self.path_prefix + [env.get("PATH", "")])
+            env["PATH"] = os.pathsep.join(self.path_prefix + [os.environ.get("PATH", "")])
         for k, v in (self.spec["transform"].get("env") or {}).items():
             env[k] = rewrite(v, self.root)
         env.update(PACH_JOB_ID=self.job.id, PPS_PIPELINE_NAME=self.job.pipeline,
                    PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.root)
         return env
-
-    @functools.cached_property
-    def _user(self) -> tuple[int, int] | None:
-        """``transform.user`` as (uid, gid), or None: user code then runs as
-        that user, who cannot read the worker's environment (the store's
-        credentials) through /proc. Raises PipectlError when it cannot be
-        done here (the worker is not root, or setpriv is missing)."""
-        user = self.spec["transform"].get("user")
-        if not user:
-            return None
-        if os.geteuid() != 0 or not SETPRIV:
-            raise PipectlError("transform.user needs a worker running as root with setpriv (util-linux)")
-        uid_gid = resolve_user(user)
-        if self.scratch:
-            os.chmod(self.scratch, 0o755)  # mkdtemp's 0700 would keep the user from its inputs
-        return uid_gid
-
-    @functools.cached_property
-    def _missing_command(self) -> str:
-        """An error line if ``cmd[0]`` is not on the job's PATH (setpriv
-        would otherwise report it in its own words), else ''."""
-        program = self.spec["transform"]["cmd"][0]
-        if not SETPRIV or os.sep in program or shutil.which(program, path=self._job_environment.get("PATH")):
-            return ""
-        return f"cannot start {program}: command not found"
 
     def _environment(self, datum: Datum) -> dict[str, str]:
         env = dict(self._job_environment, PACH_DATUM_ID=datum.id)
@@ -245,45 +221,20 @@ class Worker:
         assert self._log is not None  # a datum is running
         os.write(self._log.fileno(), (line + "\n").encode())
 
-    def _run_once(self, datum: Datum, env: dict) -> str:
+    def _run_once(self, env: dict) -> str:
         """Run the user command once, its output appended to the datum's log;
         return '' on success or an error line."""
+        assert self._log is not None  # a datum is running
         out = os.path.join(self.root, "out")
         _empty_dir(out)
-        try:
-            user = self._user
-        except PipectlError as e:
-            self._note(str(e))
-            return str(e)
-        if user:
-            os.chown(out, *user)  # the user code writes its outputs there
-        cmd = [rewrite(a, self.root) for a in self.spec["transform"]["cmd"]]
-        stdin_lines = self.spec["transform"].get("stdin") or []
-        stdin = rewrite("\n".join(stdin_lines) + "\n", self.root).encode() if stdin_lines else None
-        timeout = parse_duration(self.spec.get("datum_timeout"))
-        cwd = self.workdir or self.spec["transform"].get("working_dir") or None
-        if self._missing_command:
-            self._note(self._missing_command)
-            return self._missing_command
-        argv, options = spawn_options(cmd, user)
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else self._devnull,
-                                    stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd, **options)
-        except OSError as e:
-            message = f"cannot start {cmd[0]}: {e.strerror}"
-            self._note(message)
-            return message
-        try:
-            proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            self._note(f"datum timed out after {timeout:g}s")
-            return f"timed out after {timeout:g}s"
-        if proc.returncode != 0:
-            how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-            return f"{cmd[0]} failed with {how}"
-        return ""
+        transform = self.spec["transform"]
+        stdin_lines = transform.get("stdin") or []
+        request = Request(cmd=[rewrite(a, self.root) for a in transform["cmd"]], env=env,
+                          cwd=self.workdir or transform.get("working_dir") or None,
+                          stdin=rewrite("\n".join(stdin_lines) + "\n", self.root) if stdin_lines else None,
+                          timeout=parse_duration(self.spec.get("datum_timeout")), out=out,
+                          user=transform.get("user"))
+        return self.runner.run(request, self._log.fileno())
 
     def run_datum(self, datum: Datum, cache_key: str, inputs: dict[str, bytes]) -> DatumResult:
         """Run one datum to completion (with retries) and add its result to
@@ -310,7 +261,7 @@ class Worker:
                 result.attempts = attempt
                 if attempt > 1:
                     self._note(f"--- retry {attempt} of {tries} after: {error}")
-                error = self._run_once(datum, env)
+                error = self._run_once(env)
                 if not error:
                     break
             result.log = self._log_tail()
@@ -376,8 +327,8 @@ def _empty_dir(path: str, keep: set[str] | frozenset = frozenset()) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipectl.pps.worker --store URL --pipeline P --job J
-    --index I --count N [--root DIR]``. Exit 0 when its datums are recorded
-    (even failed ones), 2 on a platform error."""
+    --index I --count N [--root DIR] [--usercode SOCKET]``. Exit 0 when its
+    datums are recorded (even failed ones), 2 on a platform error."""
     parser = argparse.ArgumentParser(prog="pipectl-worker", description=main.__doc__)
     parser.add_argument("--store", default=os.environ.get("PIPECTL_STORE"))
     parser.add_argument("--pipeline", required=True)
@@ -385,20 +336,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=int(os.environ.get("JOB_COMPLETION_INDEX", "0")))
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--root", help="Where /pfs is laid out (default: a scratch directory).")
+    parser.add_argument("--usercode", metavar="SOCKET",
+                        help="Run user code through the runner listening on this Unix socket "
+                             "(pipectl.pps.runner, in another container) instead of as a child.")
     args = parser.parse_args(argv)
     atexit.register(gc.freeze)  # no final collection at exit (see pipectl.cli.main)
     logging.basicConfig(level=os.environ.get("PIPECTL_LOG_LEVEL", "info").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    runner, code = None, 0
     try:
+        runner = SocketRunner(args.usercode) if args.usercode else None
         store = open_store(args.store)
         gc.freeze()  # modules and the store's client outlive every datum (see Controller.run)
-        Worker(store, args.pipeline, args.job, args.index, args.count, args.root).run()
+        Worker(store, args.pipeline, args.job, args.index, args.count, args.root, runner).run()
     except PipectlError as e:
         print(f"worker error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        code = 2
+    finally:
+        if runner:
+            runner.close(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -18,10 +18,27 @@ import abc
 import dataclasses
 import logging
 
+from ... import __version__
 from ...errors import PipectlError
 from ..model import JobInfo
+from ..runner import SOCKET
 
 log = logging.getLogger("pipectl.executor")
+
+WORKER_IMAGE = f"pipectl/base:{__version__}"
+"""pipectl's own image, which runs the worker (the ``storage`` container)
+next to user code under the Docker and Kubernetes executors."""
+RUNNER_COMMAND = ["python3", "-m", "pipectl.pps.runner", SOCKET]
+"""The ``user`` container's command: the user-code runner."""
+
+
+def worker_command(job: JobInfo, count: int, index: int | None = None) -> list[str]:
+    """The ``storage`` container's command: worker ``index`` of ``count``
+    (None: from ``JOB_COMPLETION_INDEX``) of ``job``, laying ``/pfs`` out for
+    the runner of :data:`RUNNER_COMMAND`."""
+    where = ["--index", str(index)] if index is not None else []
+    return ["python3", "-m", "pipectl.pps.worker", "--pipeline", job.pipeline, "--job", job.id, *where,
+            "--count", str(count), "--root", "/pfs", "--usercode", SOCKET]
 
 
 class ExecutorError(PipectlError):
@@ -163,7 +180,7 @@ def make_executor(name: str, store_url: str, **options) -> Executor:
         return ProcessExecutor(store_url, **options)
     if name == "docker":
         from .docker import DockerExecutor
-        return DockerExecutor(store_url)
+        return DockerExecutor(store_url, **options)
     if name == "kubernetes":
         from .kubernetes import KubernetesExecutor
         return KubernetesExecutor(store_url, **options)

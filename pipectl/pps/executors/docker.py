@@ -1,20 +1,26 @@
-"""The Docker executor: each worker is a container of ``transform.image``.
+"""The Docker executor: each worker is a pair of containers.
 
-The container runs the same worker as every executor
-(``python3 -m pipectl.pps.worker --root /pfs``), so user code sees ``/pfs``
-exactly as in Pachyderm, with no path rewriting. The container reaches the
-store the way the controller does: an S3 store through the same endpoint and
-credentials (containers use the host network, so a loopback endpoint works),
-a local store by bind-mounting its directory at the same path.
+As on Kubernetes (see :mod:`pipectl.pps.runner`), a worker is a ``storage``
+container of pipectl's own image (``worker_image``) running the same worker
+as every executor (``python3 -m pipectl.pps.worker --root /pfs --usercode
+...``) and a ``user`` container of ``transform.image`` running the user-code
+runner, sharing two volumes of their own (``/pfs`` and ``/pipectl``). User
+code sees ``/pfs`` exactly as in Pachyderm, with no path rewriting. Only the
+storage container reaches the store, the way the controller does: an S3
+store through the same endpoint and credentials (containers use the host
+network, so a loopback endpoint works), a local store by bind-mounting its
+directory at the same path. The user container gets neither, and shares no
+process namespace with the worker.
 
-``resource_limits`` map to Docker's limits: ``memory`` (``512Mi``, ``1G``...)
+``resource_limits`` map to the user container's limits: ``memory`` (``512Mi``, ``1G``...)
 to ``mem_limit`` and ``cpu`` (cores) to ``nano_cpus``. Every container is
-labelled with its pipeline, job and worker index, and every container of a
-controller is removed when the job ends or the controller stops.
+labelled with its pipeline, job and worker index, and every container and
+volume of a controller is removed when the job ends or the controller stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,11 +28,14 @@ import urllib.parse
 
 from ...errors import InvalidArgument
 from ..model import JobInfo
-from . import ExecutorError, HandleExecutor, WorkerHandle
+from ..runner import SOCKET
+from . import RUNNER_COMMAND, WORKER_IMAGE, ExecutorError, HandleExecutor, WorkerHandle, worker_command
 
 log = logging.getLogger("pipectl.docker")
 
 LABEL = "io.pipectl.worker"
+WORKER = "io.pipectl.worker-name"  # the containers and volumes of one worker
+ROLE = "io.pipectl.container"  # storage or user
 _PASS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
              "AWS_DEFAULT_REGION", "AWS_REGION", "PIPECTL_S3_MAX_ATTEMPTS", "PIPECTL_S3_CONNECT_TIMEOUT")
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -48,47 +57,68 @@ def cpu_cores(value) -> float:
 
 
 class DockerHandle(WorkerHandle):
-    def __init__(self, container):
-        self.container = container
+    """One worker: its storage container (whose exit status is the
+    worker's), its user container and their volumes."""
+
+    def __init__(self, client, name: str):
+        self.client, self.name = client, name
         self.status: int | None = None
 
+    def _containers(self) -> list:
+        return self.client.containers.list(all=True, sparse=True, filters={"label": f"{WORKER}={self.name}"})
+
+    def _exit_code(self, role: str) -> int | None:
+        """The exit status of this worker's ``role`` container once it ended
+        (137 if it is gone), else None."""
+        import docker.errors
+        try:
+            container = self.client.containers.get(f"{self.name}-{role}")
+        except docker.errors.NotFound:
+            return 137
+        if container.status not in ("exited", "dead"):
+            return None
+        code = int(container.attrs["State"].get("ExitCode", 1))
+        if code != 0:
+            tail = container.logs(tail=20).decode(errors="replace").strip()
+            log.warning("worker %s: %s container exited %s: %s", self.name, role, code, tail)
+        return code
+
     def poll(self) -> int | None:
+        """The storage container's exit status once it ended; a user
+        container that ended first (it may die before the worker has a
+        connection to notice it by) ends the worker with its status."""
         if self.status is None:
-            import docker.errors
-            try:
-                self.container.reload()
-            except docker.errors.NotFound:
-                self.status = 137
-                return self.status
-            if self.container.status in ("exited", "dead"):
-                self.status = int(self.container.attrs["State"].get("ExitCode", 1))
-                if self.status != 0:
-                    tail = self.container.logs(tail=20).decode(errors="replace").strip()
-                    log.warning("worker container %s exited %s: %s", self.container.name, self.status, tail)
-                self._remove()
+            self.status = self._exit_code("storage")
+            if self.status is None:
+                self.status = self._exit_code("user") or None
+            if self.status is not None:
+                self.kill()
         return self.status
 
     def kill(self) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
         import docker.errors
-        try:
-            self.container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as e:
-            if "already in progress" not in str(e):
-                raise
+        for container in self._containers():
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                if "already in progress" not in str(e):
+                    raise
+        for volume in self.client.volumes.list(filters={"label": f"{WORKER}={self.name}"}):
+            with contextlib.suppress(docker.errors.NotFound):
+                volume.remove(force=True)
 
 
 class DockerExecutor(HandleExecutor):
-    """Starts workers as containers through the Docker SDK (``DOCKER_HOST``
-    or the local socket). Raises ExecutorError if the engine is unreachable."""
+    """Starts workers as container pairs through the Docker SDK
+    (``DOCKER_HOST`` or the local socket); ``worker_image`` is pipectl's own
+    image, which runs the worker. Raises ExecutorError if the engine is
+    unreachable."""
 
     name = "docker"
 
-    def __init__(self, store_url: str):
+    def __init__(self, store_url: str, worker_image: str = WORKER_IMAGE):
         import docker.errors
 
         import docker
@@ -97,7 +127,7 @@ class DockerExecutor(HandleExecutor):
             self.client.ping()
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot reach the Docker engine: {e}") from None
-        self.store_url = store_url
+        self.store_url, self.worker_image = store_url, worker_image
         self.controller_id = f"{os.uname().nodename}-{os.getpid()}"
         self.remove_stale()
 
@@ -106,6 +136,13 @@ class DockerExecutor(HandleExecutor):
         if parsed.scheme == "file":
             return {parsed.path: {"bind": parsed.path, "mode": "rw"}}
         return {}
+
+    def _image(self, image: str) -> None:
+        import docker.errors
+        try:
+            self.client.images.get(image)  # never pull: images are built locally
+        except docker.errors.ImageNotFound:
+            raise ExecutorError(f"image {image} not found in the Docker engine (build it with `make images`)") from None
 
     def start(self, job: JobInfo, spec: dict, index: int, count: int) -> DockerHandle:
         import docker.errors
@@ -118,30 +155,35 @@ class DockerExecutor(HandleExecutor):
             options["nano_cpus"] = int(cpu_cores(limits["cpu"]) * 1e9)
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         env["PIPECTL_STORE"] = self.store_url
-        command = ["python3", "-m", "pipectl.pps.worker", "--pipeline", job.pipeline, "--job", job.id,
-                   "--index", str(index), "--count", str(count), "--root", "/pfs"]
+        self._image(image)
+        self._image(self.worker_image)
+        name = f"pipectl-{job.pipeline}-{job.id[:8]}-{index}-{os.urandom(2).hex()}"
+        labels = {LABEL: "1", WORKER: name, "io.pipectl.controller": self.controller_id,
+                  "io.pipectl.pipeline": job.pipeline, "io.pipectl.job": job.id, "io.pipectl.worker-index": str(index)}
+        handle = DockerHandle(self.client, name)
         try:
-            self.client.images.get(image)  # never pull: images are built locally
-        except docker.errors.ImageNotFound:
-            raise ExecutorError(f"image {image} not found in the Docker engine (build it with `make images`)") from None
-        try:
-            container = self.client.containers.run(
-                image, command, detach=True, environment=env, network_mode="host",
-                volumes=self._store_mounts(), name=f"pipectl-{job.pipeline}-{job.id[:8]}-{index}-{os.urandom(2).hex()}",
-                labels={LABEL: "1", "io.pipectl.controller": self.controller_id,
-                        "io.pipectl.pipeline": job.pipeline, "io.pipectl.job": job.id,
-                        "io.pipectl.worker-index": str(index)},
-                **options)
+            shared = {self.client.volumes.create(f"{name}-{v}", labels=labels).name: {"bind": path, "mode": "rw"}
+                      for v, path in (("pfs", "/pfs"), ("pipectl", os.path.dirname(SOCKET)))}
+            self.client.containers.run(
+                image, RUNNER_COMMAND, detach=True, network_mode="host",
+                volumes=shared, name=f"{name}-user", labels=labels | {ROLE: "user"}, **options)
+            self.client.containers.run(
+                self.worker_image, worker_command(job, count, index), detach=True, environment=env, network_mode="host",
+                volumes=shared | self._store_mounts(), name=f"{name}-storage", labels=labels | {ROLE: "storage"})
         except docker.errors.APIError as e:
+            handle.kill()
             raise ExecutorError(f"cannot start a worker from image {image}: {e.explanation or e}") from None
-        return DockerHandle(container)
+        return handle
+
+    def _remove(self, filters: dict) -> None:
+        listed = self.client.containers.list(all=True, sparse=True, filters=filters) + \
+            self.client.volumes.list(filters=filters)
+        for name in {(o.attrs.get("Labels") or {}).get(WORKER, "") for o in listed} - {""}:
+            DockerHandle(self.client, name).kill()
 
     def remove_stale(self) -> None:
-        """Remove worker containers left by any earlier controller."""
-        for c in self.client.containers.list(all=True, sparse=True, filters={"label": LABEL}):
-            DockerHandle(c).kill()
+        """Remove the worker containers and volumes left by any earlier controller."""
+        self._remove({"label": LABEL})
 
     def close(self) -> None:
-        mine = {"label": f"io.pipectl.controller={self.controller_id}"}
-        for c in self.client.containers.list(all=True, sparse=True, filters=mine):
-            DockerHandle(c).kill()
+        self._remove({"label": f"io.pipectl.controller={self.controller_id}"})

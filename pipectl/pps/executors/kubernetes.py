@@ -2,19 +2,22 @@
 
 A job with ``count`` workers becomes a Job with ``completionMode: Indexed``,
 ``completions = parallelism = count``; pod ``i`` runs worker ``i`` (its index
-comes from ``JOB_COMPLETION_INDEX``) in ``transform.image`` with ``/pfs`` an
-emptyDir, exactly as in a Docker container. The Job carries:
+comes from ``JOB_COMPLETION_INDEX``). As in Pachyderm, the pod has two
+containers sharing ``/pfs`` (an emptyDir) and a socket (see
+:mod:`pipectl.pps.runner`): ``storage``, pipectl's image (``worker_image``)
+running the worker, the only one holding the store's credentials, and
+``user``, ``transform.image`` running user code. The Job carries:
 
 - labels ``app.kubernetes.io/managed-by=pipectl``, ``pipectl.io/pipeline``,
   ``pipectl.io/job`` (on the Job and its pods);
-- ``resource_requests`` / ``resource_limits`` of the spec as the container's
-  requests and limits (``cpu``, ``memory``, ``disk`` as ephemeral-storage,
+- ``resource_requests`` / ``resource_limits`` of the spec as the user
+  container's requests and limits (``cpu``, ``memory``, ``disk`` as ephemeral-storage,
   ``gpu: {type, number}`` as ``<type>: number``);
 - ``activeDeadlineSeconds`` from ``job_timeout``; ``backoffLimit`` from the
   controller's worker-failure limit (a failed or deleted pod is replaced by
   the Job controller, and the new pod resumes the datums of its index);
 - store credentials through ``envFrom`` a Secret (``store_secret``), never
-  in the Job spec; the worker ServiceAccount (``service_account``) with no
+  in the Job spec, in the storage container only; the worker ServiceAccount (``service_account``) with no
   API token mounted;
 - ``ttlSecondsAfterFinished`` (``job_ttl``), a backstop: as soon as the job
   ends, the Job's pod logs are read (the controller keeps them in the store,
@@ -39,8 +42,9 @@ import time
 from typing import Any
 
 from ..model import JobInfo
+from ..runner import SOCKET
 from ..spec import parse_duration
-from . import Executor, ExecutorError, GroupStatus, WorkerGroup
+from . import RUNNER_COMMAND, WORKER_IMAGE, Executor, ExecutorError, GroupStatus, WorkerGroup, worker_command
 
 log = logging.getLogger("pipectl.kubernetes")
 
@@ -141,10 +145,26 @@ def resources(spec: dict) -> dict:
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                 "seccompProfile": {"type": "RuntimeDefault"}}
-"""Worker pods run as nobody with the RuntimeDefault seccomp profile, and
-their containers (:data:`CONTAINER_SECURITY`) with no privilege escalation
-and no capabilities: Kubernetes' restricted Pod Security Standard."""
+"""Worker pods run as nobody (or as a numeric ``transform.user``) with the
+RuntimeDefault seccomp profile, and their containers
+(:data:`CONTAINER_SECURITY`) with no privilege escalation and no
+capabilities: Kubernetes' restricted Pod Security Standard."""
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def pod_security(spec: dict) -> dict:
+    """The pod securityContext: :data:`POD_SECURITY`, running both
+    containers as ``transform.user`` when it is numeric (``uid[:gid]``; a
+    user name is resolved in the user container, and must then be the
+    image's own user). Raises ExecutorError for root, which the restricted
+    standard forbids."""
+    user = str(spec["transform"].get("user") or "")
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit():
+        return POD_SECURITY
+    if int(uid) == 0 or gid == "0":
+        raise ExecutorError("transform.user: worker pods run as a non-root user (restricted Pod Security Standard)")
+    return POD_SECURITY | {"runAsUser": int(uid), "runAsGroup": int(gid or uid), "fsGroup": int(gid or uid)}
 
 
 class Informer:
@@ -219,7 +239,8 @@ class KubernetesExecutor(Executor):
     name = "kubernetes"
 
     def __init__(self, store_url: str, namespace: str | None = None, service_account: str | None = None,
-                 store_secret: str | None = None, job_ttl: int = 600, image_pull_policy: str = "IfNotPresent"):
+                 store_secret: str | None = None, job_ttl: int = 600, image_pull_policy: str = "IfNotPresent",
+                 worker_image: str = WORKER_IMAGE):
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
         if not store_url.startswith("s3://"):
@@ -228,7 +249,7 @@ class KubernetesExecutor(Executor):
         self.store_url = store_url
         self.namespace = namespace or default_namespace()
         self.service_account, self.store_secret = service_account, store_secret
-        self.job_ttl, self.image_pull_policy = job_ttl, image_pull_policy
+        self.job_ttl, self.image_pull_policy, self.worker_image = job_ttl, image_pull_policy, worker_image
         self.batch, self.core = client.BatchV1Api(), client.CoreV1Api()
         try:
             self.batch.list_namespaced_job(self.namespace, limit=1)
@@ -246,26 +267,34 @@ class KubernetesExecutor(Executor):
         """The batch/v1 Job for ``count`` workers of ``job`` (a dict in the
         API's JSON form)."""
         labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(job.pipeline), JOB_LABEL: job.id}
-        env = [{"name": "PIPECTL_STORE", "value": self.store_url},
-               {"name": "HOME", "value": "/tmp"}]  # nobody has no home; user code may want one
+        env = [{"name": "PIPECTL_STORE", "value": self.store_url}]
         passed = PASS_ENV if self.store_secret else PASS_ENV + CREDENTIAL_ENV
         env += [{"name": k, "value": os.environ[k]} for k in passed if k in os.environ]
-        container = {
-            "name": "worker",
-            "image": spec["transform"]["image"],
+        mounts = [{"name": "pfs", "mountPath": "/pfs"}, {"name": "pipectl", "mountPath": os.path.dirname(SOCKET)}]
+        storage = {
+            "name": "storage",
+            "image": self.worker_image,
             "imagePullPolicy": self.image_pull_policy,
-            "command": ["python3", "-m", "pipectl.pps.worker", "--pipeline", job.pipeline, "--job", job.id,
-                        "--count", str(count), "--root", "/pfs"],
+            "command": worker_command(job, count),
             "env": env,
-            "resources": resources(spec),
-            "volumeMounts": [{"name": "pfs", "mountPath": "/pfs"}],
+            "volumeMounts": mounts,
             "securityContext": CONTAINER_SECURITY,
         }
         if self.store_secret:
-            container["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
+            storage["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
+        user = {
+            "name": "user",
+            "image": spec["transform"]["image"],
+            "imagePullPolicy": self.image_pull_policy,
+            "command": RUNNER_COMMAND,
+            "env": [{"name": "HOME", "value": "/tmp"}],  # nobody has no home; user code may want one
+            "resources": resources(spec),
+            "volumeMounts": mounts,
+            "securityContext": CONTAINER_SECURITY,
+        }
         pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
-               "securityContext": POD_SECURITY,
-               "containers": [container], "volumes": [{"name": "pfs", "emptyDir": {}}]}
+               "securityContext": pod_security(spec), "containers": [user, storage],
+               "volumes": [{"name": "pfs", "emptyDir": {}}, {"name": "pipectl", "emptyDir": {"medium": "Memory"}}]}
         if self.service_account:
             pod["serviceAccountName"] = self.service_account
         body = {
@@ -330,14 +359,14 @@ class KubernetesExecutor(Executor):
             time.sleep(0.5)
 
     def pod_logs(self, name: str) -> dict[str, str]:
-        """Pod name -> log of the worker container, for every pod of Job
+        """Pod name -> log of the storage container (the worker), for every pod of Job
         ``name`` still present (at most 1 MiB each)."""
         from kubernetes.client.exceptions import ApiException
         logs = {}
         for pod in self.pods.select(**{"batch.kubernetes.io/job-name": name}):
             try:
                 logs[pod.metadata.name] = self.core.read_namespaced_pod_log(
-                    pod.metadata.name, self.namespace, container="worker", limit_bytes=LOG_LIMIT_BYTES)
+                    pod.metadata.name, self.namespace, container="storage", limit_bytes=LOG_LIMIT_BYTES)
             except ApiException:  # never started (e.g. a bad image): nothing to keep
                 continue
             except Exception as e:  # the API server unreachable: the job goes on without these logs
