@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -106,17 +107,29 @@ class Endpoints:
         """``fn(*args)``: on the event loop for a small ``body``, else in a thread."""
         return fn(*args) if len(body) <= INLINE_BODY_BYTES else await run_in_threadpool(fn, *args)
 
-    def _rows(self, body: bytes, media: str, version: ModelVersion) -> list[list[float]]:
-        """The rows of a /predictions body, the row limit checked before
-        parsing where the body itself shows it over (lines of CSV; for JSON,
+    async def _body(self, request: Request, media: str, version: ModelVersion) -> bytes:
+        """The request body, read chunk by chunk and refused (413) as soon as
+        the bytes read show more rows than the limit: lines of CSV; for JSON,
         each row of n features holds n - 1 commas and is separated from the
-        next by one) and after."""
+        next by one (KServe v2's flat ``data`` likewise). So an oversized
+        body costs the server only what it read up to the limit."""
+        per_row = len(version.features) if version.features else 0
+        separator = b"\n" if media in CSV_TYPES else b","
+        chunks, seen = [], 0
+        async for chunk in request.stream():
+            chunks.append(chunk)
+            seen += chunk.count(separator)
+            if separator == b"\n":
+                self._check_rows(seen - 1)
+            elif per_row:
+                self._check_rows((seen + 1) // per_row)
+        return b"".join(chunks)
+
+    def _rows(self, body: bytes, media: str, version: ModelVersion) -> list[list[float]]:
+        """The rows of a /predictions body (JSON or CSV), the row limit checked."""
         if media in CSV_TYPES:
-            self._check_rows(body.count(b"\n") - 1)
             rows = instances.rows_from_csv(body, version.features)
         elif media in JSON_TYPES or media.endswith("+json"):
-            if version.features:
-                self._check_rows((body.count(b",") + 1) // len(version.features))
             rows = instances.rows_from_json(instances.parse_json(body), version.features)
         else:
             raise UnsupportedMediaType(f"content type {media} is not supported: "
@@ -152,14 +165,16 @@ class Endpoints:
 
     async def predictions(self, request: Request) -> JSONResponse:
         version = self._version(request)
-        body = await request.body()
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await self._body(request, media, version)
         rows = await self._off_loop(body, self._rows, body, media, version)
-        result = await _predict(version, rows)
-        body = {"model": self.slot.name, "model_version": version.id, "predictions": result.labels}
-        if result.probabilities is not None:
-            body["probabilities"] = [dict(zip(version.classes, p)) for p in result.probabilities]
-        return _versioned(body, version)
+
+        def answer(result: Prediction) -> JSONResponse:
+            out = {"model": self.slot.name, "model_version": version.id, "predictions": result.labels}
+            if result.probabilities is not None:
+                out["probabilities"] = [dict(zip(version.classes or (), p)) for p in result.probabilities]
+            return _versioned(out, version)
+        return await _predict(version, rows, answer)
 
     # KServe v2 -----------------------------------------------------------
     async def v2_server(self, request: Request) -> JSONResponse:
@@ -183,7 +198,7 @@ class Endpoints:
 
     async def v2_infer(self, request: Request) -> JSONResponse:
         version = self._version(request)
-        body = await request.body()
+        body = await self._body(request, "application/json", version)
 
         def parse() -> tuple[Any, list, Any]:
             payload = instances.parse_json(body)
@@ -191,8 +206,8 @@ class Endpoints:
             self._check_rows(len(rows))
             return payload, rows, outputs
         payload, rows, outputs = await self._off_loop(body, parse)
-        result = await _predict(version, rows)
-        return _versioned(v2.response(self.slot.name, version, result, payload.get("id"), outputs), version)
+        return await _predict(version, rows, lambda result: _versioned(
+            v2.response(self.slot.name, version, result, payload.get("id"), outputs), version))
 
 
 def describe(slot: ModelSlot) -> dict[str, Any]:
@@ -214,10 +229,14 @@ def describe(slot: ModelSlot) -> dict[str, Any]:
     return out
 
 
-async def _predict(version: ModelVersion, rows: list[list[float]]) -> Prediction:
+async def _predict(version: ModelVersion, rows: list[list[float]],
+                   answer: Callable[[Prediction], JSONResponse]) -> JSONResponse:
+    """``answer(version.predict(rows))``: on the event loop for a few rows,
+    else in a thread, so that neither the forward pass nor building and
+    rendering a large answer holds up other requests (health checks)."""
     if len(rows) <= INLINE_ROWS:
-        return version.predict(rows)
-    return await run_in_threadpool(version.predict, rows)
+        return answer(version.predict(rows))
+    return await run_in_threadpool(lambda: answer(version.predict(rows)))
 
 
 def _versioned(body: Any, version: ModelVersion) -> JSONResponse:
