@@ -77,6 +77,19 @@ def store_url(request, tmp_path, monkeypatch):
     return url
 
 
+@pytest.fixture(autouse=True)
+def local_images(tmp_path, monkeypatch):
+    """A local images file (``PIPECTL_LOCAL_IMAGES``) for the images the
+    tests' specs name, letting user code write into the test's directory
+    (``writable``; its sandbox has it read-only otherwise), where tests count
+    runs; returns its path."""
+    path = tmp_path / "local-images.json"
+    entry = {"writable": [str(tmp_path)]}
+    path.write_text(__import__("json").dumps({"local": entry, "pipectl/test:1": entry}))
+    monkeypatch.setenv("PIPECTL_LOCAL_IMAGES", str(path))
+    return str(path)
+
+
 @pytest.fixture
 def store(store_url):
     return open_store(store_url)

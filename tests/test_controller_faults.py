@@ -44,10 +44,35 @@ def worker_pids(job_id: str) -> list[int]:
     return pids
 
 
+def datums_running_under(pid: int) -> set[str]:
+    """The datum ids (``PACH_DATUM_ID``) in the environment of the processes
+    descending from ``pid`` (its user code, inside its sandbox)."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        todo += children.get(child, [])
+        try:
+            with open(f"/proc/{child}/environ", "rb") as f:
+                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+        except OSError:
+            continue
+        if b"PACH_DATUM_ID" in env:
+            found.add(env[b"PACH_DATUM_ID"].decode())
+    return found
+
+
 def slow_pipeline(spec_file, name: str, runs, n_workers: int, seconds: float) -> str:
-    """A spec file: each datum logs ``<file> <worker pid>`` to ``runs``,
+    """A spec file: each datum logs ``<file> <datum id>`` to ``runs``,
     sleeps, then writes its output."""
-    script = (f"echo \"$(basename $in) $PPID\" >> {runs}; sleep {seconds}; "
+    script = (f"echo \"$(basename $in) $PACH_DATUM_ID\" >> {runs}; sleep {seconds}; "
               "printf 'out of %s' \"$(cat $in)\" > /pfs/out/$(basename $in)")
     return spec_file({"pipeline": {"name": name}, "transform": {"image": "pipectl/test:1", "cmd": ["sh", "-c", script]},
                       "input": {"pfs": {"repo": "in", "glob": "/*"}}, "parallelism_spec": {"constant": n_workers}})
@@ -109,22 +134,21 @@ def test_killed_worker_is_restarted_and_its_datums_retried(cli, pfs, pps, store,
     controller = background("controller", "--exit-when-idle", "--poll-interval", "0.05")
     job = wait_for(lambda: next(iter(pps.list_jobs("slow")), None), what="the job")
     pids = wait_for(lambda: len(worker_pids(job.id)) == 2 and worker_pids(job.id), what="two workers")
-    victim = wait_for(lambda: [int(pid) for _, pid in runs_of(runs) if int(pid) in pids], what="a running datum")[-1]
+    victim, in_flight = wait_for(lambda: next(((p, d) for p in pids if (d := datums_running_under(p))), None),
+                                 what="a running datum")
     os.kill(victim, signal.SIGKILL)
     recorded = set(pps.datum_results("slow", job.id))
-    started_by_victim = {name for name, pid in runs_of(runs) if int(pid) == victim}
 
     assert controller.wait(120) == 0, controller.err_path.read_text()
     final = pps.inspect_job(job.id, "slow")
     assert final.state == "success" and final.restarts >= 1
     assert files_of(pfs, "slow") == {f"/{i:02d}": f"out of v{i}" for i in range(n)}
-    name_of = {d["id"]: d["inputs"][0]["path"].lstrip("/") for d in pps.plan("slow", job.id)}
-    unrecorded = started_by_victim - {name_of[d] for d in recorded}
+    unrecorded = in_flight - recorded
     assert unrecorded, "the killed worker had no datum in flight"
     ran: dict[str, int] = {}
-    for name, _ in runs_of(runs):
-        ran[name] = ran.get(name, 0) + 1
-    assert all(ran[name] >= 2 for name in unrecorded), (unrecorded, ran)
+    for _, datum in runs_of(runs):
+        ran[datum] = ran.get(datum, 0) + 1
+    assert all(ran[datum] >= 2 for datum in unrecorded), (unrecorded, ran)
 
     lines = cli("list-job", "-p", "slow").out.splitlines()
     header = lines[0]

@@ -99,8 +99,10 @@ class PipelineOps:
     # datums and logs -----------------------------------------------------
     def list_datums(self, job: str) -> list[dict]:
         """Every datum of a job, in plan order: ``{id, files, state,
-        seconds, attempts}``, ``files`` as ``repo@commit8:path`` joined by
-        ``, ``, ``state`` ``pending`` until recorded. Raises NotFound."""
+        seconds, attempts, worker}``, ``files`` as ``repo@commit8:path``
+        joined by ``, ``, ``state`` ``pending`` until recorded, ``worker``
+        the name of the worker that ran it (``controller`` for a datum
+        skipped as processed before). Raises NotFound."""
         j = self.pps.inspect_job(job)
         plan = self.pps.plan(j.pipeline, j.id)
         results = self.pps.datum_results(j.pipeline, j.id, plan=plan)
@@ -109,7 +111,8 @@ class PipelineOps:
             r = results.get(d["id"])
             files = ", ".join(f"{i['repo']}@{i['commit'][:8]}:{i['path']}" for i in d["inputs"])
             rows.append({"id": d["id"], "files": files, "state": r.state if r else "pending",
-                         "seconds": r.seconds if r else None, "attempts": r.attempts if r else 0})
+                         "seconds": r.seconds if r else None, "attempts": r.attempts if r else 0,
+                         "worker": r.worker if r else ""})
         return rows
 
     def inspect_datum(self, job: str, datum: str) -> DatumResult:

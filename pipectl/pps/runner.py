@@ -33,8 +33,10 @@ import os
 import select
 import socket
 import struct
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from ..errors import PipectlError
 from .usercode import LocalRunner, Request
@@ -78,25 +80,35 @@ def _exactly(sock: socket.socket, size: int) -> bytes:
 class SocketRunner:
     """The worker's side: listens on the Unix socket ``path`` and waits up to
     ``wait`` seconds for the runner to connect (its container may start
-    after the worker's). Raises PipectlError if none does."""
+    after the worker's). ``start``, if given, starts the runner once the
+    socket listens (the process executor's sandbox); the wait ends early if
+    that process exits. Raises PipectlError if no runner connects."""
 
-    def __init__(self, path: str, wait: float = 300):
+    def __init__(self, path: str, wait: float = 300, start: Callable[[], subprocess.Popen] | None = None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        self.process = None
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
             listener.bind(path)
             os.chmod(path, 0o777)  # the user container may run as another user
             listener.listen(1)
-            listener.settimeout(wait)
-            try:
-                self.sock, _ = listener.accept()
-            except TimeoutError:
-                raise PipectlError(f"no user-code runner connected to {path} within {wait:g}s") from None
+            listener.settimeout(0.1)
+            self.process = start() if start else None
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    self.sock, _ = listener.accept()
+                    break
+                except TimeoutError:
+                    if self.process is not None and self.process.poll() is not None:
+                        raise PipectlError(f"the user-code runner exited with status {self.process.returncode} "
+                                           "before it connected") from None
+                    if time.monotonic() > deadline:
+                        raise PipectlError(f"no user-code runner connected to {path} within {wait:g}s") from None
         self.sock.settimeout(None)
 
     def run(self, request: Request, log_fd: int) -> str:
         """Run ``request`` once in the runner's container; '' or an error line."""
-        os.chmod(request.out, 0o777)  # user code may run as a user other than the worker's
         send(self.sock, request.__dict__, (log_fd,))
         reply, _ = receive(self.sock)
         if reply is None:
@@ -104,10 +116,17 @@ class SocketRunner:
         return reply["error"]
 
     def close(self, status: int) -> None:
-        """Tell the runner to exit with ``status``, the worker's."""
+        """Tell the runner to exit with ``status``, the worker's (and wait
+        for it if this side started it)."""
         with contextlib.suppress(OSError):
             send(self.sock, {"exit": status})
         self.sock.close()
+        if self.process is not None:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def _connect(path: str, wait: float) -> socket.socket | None:
@@ -126,10 +145,11 @@ def _connect(path: str, wait: float) -> socket.socket | None:
             time.sleep(0.1)
 
 
-def serve(path: str, wait: float) -> int:
+def serve(path: str, wait: float, empty_tmp: bool = False) -> int:
     """Serve the worker listening on the Unix socket ``path``; return the
     exit status it asks for, or 1 if it never came or went away without
-    asking."""
+    asking. ``empty_tmp``: empty ``/tmp`` before each run (in the process
+    executor's sandbox, where ``/tmp`` is the runner's own tmpfs)."""
     conn = _connect(path, wait)
     if conn is None:
         print(f"runner: no worker listening on {path} within {wait:g}s", file=sys.stderr)
@@ -145,6 +165,8 @@ def serve(path: str, wait: float) -> int:
                     raise BrokenPipeError
                 if "exit" in message:
                     return int(message["exit"])
+                if empty_tmp:
+                    _empty("/tmp")
                 try:
                     error = runner.run(Request(**message), fds[0], hangup=gone)
                 finally:
@@ -156,14 +178,36 @@ def serve(path: str, wait: float) -> int:
             return 1
 
 
+def _empty(directory: str, device: int | None = None) -> bool:
+    """Remove everything in ``directory`` that lies on its own file system
+    (``device``): what is mounted inside it (a host directory bound into
+    the sandbox's ``/tmp``) and the directories leading to such mounts are
+    left alone. Returns whether ``directory`` ended empty."""
+    device = os.stat(directory).st_dev if device is None else device
+    empty = True
+    for entry in os.scandir(directory):
+        info = entry.stat(follow_symlinks=False)
+        if info.st_dev != device:
+            empty = False
+        elif entry.is_dir(follow_symlinks=False):
+            if _empty(entry.path, device):
+                os.rmdir(entry.path)
+            else:
+                empty = False
+        else:
+            os.unlink(entry.path)
+    return empty
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python3 -m pipectl.pps.runner SOCKET [--wait SECONDS]``."""
+    """``python3 -m pipectl.pps.runner SOCKET [--wait SECONDS] [--empty-tmp]``."""
     parser = argparse.ArgumentParser(prog="pipectl-runner", description=main.__doc__)
     parser.add_argument("socket", help="The worker's Unix socket (in a volume shared with the worker).")
     parser.add_argument("--wait", type=float, default=600, help="Seconds to wait for the worker to listen.")
+    parser.add_argument("--empty-tmp", action="store_true", help="Empty /tmp before each run of user code.")
     args = parser.parse_args(argv)
     try:
-        return serve(args.socket, args.wait)
+        return serve(args.socket, args.wait, args.empty_tmp)
     except (PipectlError, OSError, ValueError) as e:
         print(f"runner error: {e}", file=sys.stderr)
         return 2

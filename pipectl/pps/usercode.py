@@ -113,7 +113,8 @@ def run(request: Request, env: dict[str, str], log_fd: int, user: tuple[int, int
     one-line error that is also appended to the log. ``user``: (uid, gid) to
     run as (needs root and setpriv). ``hangup``: polled every second while
     the command runs; when it returns True the command's process group is
-    killed (whoever asked for the run is gone)."""
+    killed (whoever asked for the run is gone). Processes the command leaves
+    running in its process group are killed when it ends."""
 
     def fail(message: str) -> str:
         os.write(log_fd, (message + "\n").encode())
@@ -145,8 +146,9 @@ def run(request: Request, env: dict[str, str], log_fd: int, user: tuple[int, int
                 if hangup and hangup():
                     return fail("the worker went away")
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # it, or what it left running in its group
         if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     if proc.returncode != 0:
         how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
@@ -155,10 +157,10 @@ def run(request: Request, env: dict[str, str], log_fd: int, user: tuple[int, int
 
 
 class LocalRunner:
-    """Runs user code as a child of this process: the worker's under the
-    process executor, the runner's in a user container (see
-    :mod:`pipectl.pps.runner`). A ``transform.user`` other than this
-    process's own needs root and setpriv."""
+    """Runs user code as a child of this process: the runner's (see
+    :mod:`pipectl.pps.runner`), or the worker's where the process executor
+    has no sandbox. A ``transform.user`` other than this process's own needs
+    root and setpriv."""
 
     def __init__(self) -> None:
         self.base = user_environment(os.environ)

@@ -23,11 +23,12 @@ written (large ones are stored at once). So on S3 a job over many small
 files makes a few requests per batch, not two or more per datum, as
 Pachyderm's workers batch datums' inputs and outputs.
 
-Paths: inside a container the root is ``/pfs`` as in Pachyderm. Where /pfs
-cannot be mounted (the process executor), the root is a scratch directory and
-every ``/pfs`` path in ``cmd``, ``stdin`` and ``env`` values is rewritten to
-it; ``$PFS_ROOT`` also holds it. User code that takes its paths from
-arguments, stdin or Pachyderm's environment variables runs unchanged.
+Paths: user code sees its datum at ``/pfs`` as in Pachyderm: in a container
+the root is ``/pfs``; under the process executor the root is a scratch
+directory that the sandbox (:mod:`pipectl.pps.sandbox`) shows at ``/pfs``.
+Only where no sandbox can be made is every ``/pfs`` path in ``cmd``,
+``stdin`` and ``env`` values rewritten to the scratch directory (``$PFS_ROOT``
+holds it), and a datum whose user code wrote to the host's ``/pfs`` fails.
 
 Environment given to user code (Pachyderm's names): ``PACH_JOB_ID``,
 ``PACH_DATUM_ID``, ``PACH_OUTPUT_COMMIT_ID``, ``PPS_PIPELINE_NAME``, and for
@@ -55,10 +56,12 @@ from ..parallel import concurrently
 from ..pfs import objects, reader
 from ..pfs.model import now
 from ..store import ObjectStore, open_store
+from . import sandbox
 from .api import PPS
 from .datums import Datum, shard
 from .model import DatumResult, JobInfo
 from .runner import SocketRunner
+from .sandbox import Sandbox
 from .spec import parse_duration
 from .usercode import LocalRunner, Request, rewrite
 
@@ -97,9 +100,35 @@ class Worker:
         self.workdir = image.get("workdir")
         self.path_prefix = image.get("path", [])
         self._log: BinaryIO | None = None  # the running datum's log, open while it runs (see run_datum)
-        self.runner = runner or LocalRunner()
+        sandboxed = self._sandbox(image) if self.scratch and not runner else None
+        # /pfs as user code sees it: the root itself, unless the paths must be rewritten
+        self.visible = "/pfs" if sandboxed or not self.scratch else self.root
+        self._own_runner = sandboxed is not None
+        self.runner: LocalRunner | SocketRunner = runner or (sandboxed.runner() if sandboxed else LocalRunner())
         if self.spec["transform"].get("user") and self.scratch:
             os.chmod(self.scratch, 0o755)  # mkdtemp's 0700 would keep the user from its inputs
+
+    def _sandbox(self, image: dict) -> Sandbox | None:
+        """The sandbox user code runs in (see :mod:`pipectl.pps.sandbox`),
+        with the image's ``files`` and ``writable`` directories; None where
+        bubblewrap cannot be used (then ``/pfs`` paths are rewritten)."""
+        why = sandbox.unavailable()
+        if why:
+            log.warning("running user code without a sandbox (/pfs paths rewritten): %s", why)
+            return None
+        assert self.scratch
+        home, run = os.path.join(self.scratch, "home"), os.path.join(self.scratch, "run")
+        os.mkdir(home, 0o1777)  # transform.user's too
+        os.chmod(home, 0o1777)
+        os.mkdir(run)
+        os.makedirs(self.root, exist_ok=True)
+        url = getattr(self.store, "url", "")
+        hide = [url.removeprefix("file://")] if url.startswith("file://") else []
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pipectl, for the runner
+        needed = [*self.path_prefix, *os.environ.get("PATH", "").split(os.pathsep), sys.prefix, sys.base_prefix,
+                  package, self.workdir or os.getcwd()]
+        return Sandbox(pfs=self.root, home=home, run=run, files=image.get("files", {}),
+                       writable=image.get("writable", []), hide=hide, needed=[p for p in needed if p])
 
     def run(self) -> int:
         """Process this worker's datums; return how many failed (0 or 1:
@@ -129,6 +158,8 @@ class Worker:
         finally:
             self.flush()
             self.writer.close()
+            if self._own_runner:
+                self.runner.close(0)
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
@@ -204,15 +235,15 @@ class Worker:
         if self.path_prefix:
             env["PATH"] = os.pathsep.join(self.path_prefix + [os.environ.get("PATH", "")])
         for k, v in (self.spec["transform"].get("env") or {}).items():
-            env[k] = rewrite(v, self.root)
+            env[k] = rewrite(v, self.visible)
         env.update(PACH_JOB_ID=self.job.id, PPS_PIPELINE_NAME=self.job.pipeline,
-                   PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.root)
+                   PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.visible)
         return env
 
     def _environment(self, datum: Datum) -> dict[str, str]:
         env = dict(self._job_environment, PACH_DATUM_ID=datum.id)
         for i in datum.inputs:
-            env[i.name] = os.path.join(self.root, i.name, i.path.lstrip("/")).rstrip("/")
+            env[i.name] = os.path.join(self.visible, i.name, i.path.lstrip("/")).rstrip("/")
             env[f"{i.name}_COMMIT"] = i.commit
         return env
 
@@ -227,56 +258,74 @@ class Worker:
         assert self._log is not None  # a datum is running
         out = os.path.join(self.root, "out")
         _empty_dir(out)
+        if isinstance(self.runner, SocketRunner):
+            os.chmod(out, 0o777)  # the runner's user code may run as a user other than the worker's
         transform = self.spec["transform"]
         stdin_lines = transform.get("stdin") or []
-        request = Request(cmd=[rewrite(a, self.root) for a in transform["cmd"]], env=env,
+        request = Request(cmd=[rewrite(a, self.visible) for a in transform["cmd"]], env=env,
                           cwd=self.workdir or transform.get("working_dir") or None,
-                          stdin=rewrite("\n".join(stdin_lines) + "\n", self.root) if stdin_lines else None,
-                          timeout=parse_duration(self.spec.get("datum_timeout")), out=out,
+                          stdin=rewrite("\n".join(stdin_lines) + "\n", self.visible) if stdin_lines else None,
+                          timeout=parse_duration(self.spec.get("datum_timeout")), out=os.path.join(self.visible, "out"),
                           user=transform.get("user"))
-        return self.runner.run(request, self._log.fileno())
+        if self.visible == "/pfs":
+            return self.runner.run(request, self._log.fileno())
+        before = sandbox.host_pfs()
+        error = self.runner.run(request, self._log.fileno())
+        if sandbox.host_pfs() != before:
+            error = ("user code wrote to /pfs on this host, outside its datum; install bubblewrap to give it "
+                     "Pachyderm's /pfs")
+            self._note(error)
+        return error
 
     def run_datum(self, datum: Datum, cache_key: str, inputs: dict[str, bytes]) -> DatumResult:
         """Run one datum to completion (with retries) and add its result to
         the pending batch; never raises for user code failures, which become
-        a ``failed`` result. ``inputs``: packed input bytes by ref (see
+        a ``failed`` result. A platform error (the store, the user-code
+        runner gone) propagates and records nothing: the worker's successor
+        runs the datum again. ``inputs``: packed input bytes by ref (see
         :meth:`_prefetch`)."""
         result = DatumResult(datum.id, cache_key, "failed", started=now(), worker=self.name)
-        small: list[tuple[str, bytes]] = []
         began = time.monotonic()
         # A new unlinked file per datum (one O_TMPFILE open, about 15 us): a
         # process the previous datum's command left running writes on into
         # that datum's file, never into this one's log.
         self._log = tempfile.TemporaryFile(prefix="pipectl-datum-log-")  # noqa: SIM115 (closed in finally)
         try:
-            try:
-                result.bytes_downloaded = self._layout(datum, inputs)
-            except (PipectlError, OSError) as e:
-                result.error = f"cannot lay out inputs: {e}"
-                return result
-            env = self._environment(datum)
-            tries = int(self.spec.get("datum_tries", 3))
-            error = ""
-            for attempt in range(1, tries + 1):
-                result.attempts = attempt
-                if attempt > 1:
-                    self._note(f"--- retry {attempt} of {tries} after: {error}")
-                error = self._run_once(env)
-                if not error:
-                    break
-            result.log = self._log_tail()
-            if error:
-                result.error = f"datum {datum.id} failed after {result.attempts} tries: {error}"
-                return result
-            result.outputs, small, result.bytes_uploaded = self._store_outputs()
-            result.state = "success"
-            return result
+            small = self._attempt(datum, inputs, result)
         finally:
             self._log.close()
-            result.finished = now()
-            result.seconds = round(time.monotonic() - began, 6)
-            self.pending.append((result, small))
-            self.pending_bytes += sum(len(data) for _, data in small)
+        result.finished = now()
+        result.seconds = round(time.monotonic() - began, 6)
+        self.pending.append((result, small))
+        self.pending_bytes += sum(len(data) for _, data in small)
+        return result
+
+    def _attempt(self, datum: Datum, inputs: dict[str, bytes], result: DatumResult) -> list[tuple[str, bytes]]:
+        """Lay out, run (up to ``datum_tries`` times) and store the outputs
+        of ``datum`` into ``result``; return its small outputs (see
+        :meth:`_store_outputs`)."""
+        try:
+            result.bytes_downloaded = self._layout(datum, inputs)
+        except (PipectlError, OSError) as e:
+            result.error = f"cannot lay out inputs: {e}"
+            return []
+        env = self._environment(datum)
+        tries = int(self.spec.get("datum_tries", 3))
+        error = ""
+        for attempt in range(1, tries + 1):
+            result.attempts = attempt
+            if attempt > 1:
+                self._note(f"--- retry {attempt} of {tries} after: {error}")
+            error = self._run_once(env)
+            if not error:
+                break
+        result.log = self._log_tail()
+        if error:
+            result.error = f"datum {datum.id} failed after {result.attempts} tries: {error}"
+            return []
+        result.outputs, small, result.bytes_uploaded = self._store_outputs()
+        result.state = "success"
+        return small
 
     def _log_tail(self) -> str:
         """The last :data:`LOG_TAIL` bytes of the datum's log."""

@@ -3,10 +3,15 @@
 A container image has its own files and interpreter; a local process does
 not. The *local images* file (``--local-images`` or ``$PIPECTL_LOCAL_IMAGES``,
 JSON) stands in for images on this machine, mapping each image name to the
-working directory and the directories to put first on ``PATH`` (paths relative
-to the file)::
+working directory, the directories to put first on ``PATH``, files or
+directories to show at absolute paths in the sandbox (read-only) and host
+directories user code may write (paths relative to the file)::
 
-    {"pipectl/train:0.1.0": {"workdir": "stages/train", "path": [".venv-stages/bin"]}}
+    {"pipectl/train:0.1.0": {"workdir": "stages/train", "path": [".venv-stages/bin"]},
+     "opencv": {"files": {"/edges.py": "examples/edges.py"}, "writable": ["build/cache"]}}
+
+User code runs in a sandbox that gives it Pachyderm's ``/pfs`` (see
+:mod:`pipectl.pps.sandbox`).
 
 An image missing from the file runs in the controller's working directory
 with its ``PATH``.
@@ -38,14 +43,16 @@ import traceback
 import setproctitle
 
 from ...errors import InvalidArgument
-from .. import usercode, worker
+from .. import sandbox, usercode, worker
 from ..model import JobInfo
 from . import HandleExecutor, WorkerHandle
 
 
 def load_local_images(path: str | None) -> dict[str, dict]:
-    """Parse a local images file into ``{image: {"workdir": abs, "path": [abs]}}``.
-    Raises InvalidArgument for a missing or malformed file."""
+    """Parse a local images file into ``{image: {"workdir": abs, "path":
+    [abs], "files": {in sandbox: abs}, "writable": [abs]}}`` (relative paths
+    are relative to the file). Raises InvalidArgument for a missing or
+    malformed file, or a ``files`` key that is not an absolute path."""
     if not path:
         return {}
     try:
@@ -60,9 +67,15 @@ def load_local_images(path: str | None) -> dict[str, dict]:
     for image, entry in raw.items():
         if not isinstance(entry, dict):
             raise InvalidArgument(f"local images file {path}: entry for {image} must be an object")
+        files = entry.get("files", {})
+        bad = [k for k in files if not k.startswith("/") or ".." in k.split("/")]
+        if bad:
+            raise InvalidArgument(f"local images file {path}: files of {image}: {bad[0]!r} is not an absolute path")
         images[image] = {
             "workdir": os.path.join(base, entry["workdir"]) if entry.get("workdir") else None,
             "path": [os.path.join(base, p) for p in entry.get("path", [])],
+            "files": {inside: os.path.join(base, host) for inside, host in files.items()},
+            "writable": [os.path.join(base, p) for p in entry.get("writable", [])],
         }
     return images
 
@@ -104,6 +117,7 @@ class ProcessExecutor(HandleExecutor):
     def __init__(self, store_url: str, local_images: str | None = None):
         self.store_url = store_url
         self.images = load_local_images(local_images or os.environ.get("PIPECTL_LOCAL_IMAGES"))
+        sandbox.unavailable()  # probed once here, so that every forked worker knows
 
     def start(self, job: JobInfo, spec: dict, index: int, count: int) -> ProcessHandle:
         env = dict(os.environ, PIPECTL_STORE=self.store_url)
