@@ -19,7 +19,7 @@ def pfs(repo: str, glob: str, name: str | None = None) -> dict:
     return {"pfs": {"repo": repo, "branch": "master", "glob": glob, "name": name or repo}}
 
 
-COMMITS = {"images": ("c" * 32, IMAGES), "models": ("d" * 32, MODELS)}
+COMMITS = {("images", "master"): ("c" * 32, IMAGES), ("models", "master"): ("d" * 32, MODELS)}
 
 
 def paths(datums: list[Datum]) -> list[tuple[str, ...]]:
@@ -48,10 +48,10 @@ def test_an_input_without_a_commit_yields_no_datums():
 
 def test_datum_ids_follow_data_not_commits():
     first = compute(pfs("images", "/*"), COMMITS)
-    moved = compute(pfs("images", "/*"), {"images": ("e" * 32, IMAGES)})
+    moved = compute(pfs("images", "/*"), {("images", "master"): ("e" * 32, IMAGES)})
     assert [d.id for d in first] == [d.id for d in moved]
     changed = IMAGES.with_changes([("/cat.png", entry(9))])
-    again = compute(pfs("images", "/*"), {"images": ("e" * 32, changed)})
+    again = compute(pfs("images", "/*"), {("images", "master"): ("e" * 32, changed)})
     assert [d.id == e.id for d, e in zip(first, again)] == [True, False, True]
     renamed = compute(pfs("images", "/*", name="pics"), COMMITS)
     assert not {d.id for d in renamed} & {d.id for d in first}

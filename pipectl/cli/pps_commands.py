@@ -17,19 +17,27 @@ from .context import current
 from .output import raw_option
 
 
-def _read_spec(path: str) -> tuple[object, str]:
-    """The parsed spec in file ``path`` (``-``: stdin) and its name for errors."""
+def _read_specs(path: str) -> list[tuple[object, str]]:
+    """The parsed specs in file ``path`` (``-``: stdin), in order, each with
+    its name for errors (``FILE``, or ``FILE (spec K of N)`` when the file
+    holds several, as a JSON stream or YAML documents)."""
     if path == "-":
-        return specs.parse(click.get_text_stream("stdin").read(), "stdin"), "stdin"
-    try:
-        with open(path) as f:
-            return specs.parse(f.read(), path), path
-    except FileNotFoundError:
-        raise NotFound(f"spec file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"{path}: not a spec: not UTF-8 text") from None
-    except IsADirectoryError:
-        raise InvalidArgument(f"{path} is a directory, not a spec file") from None
+        found, source = specs.parse_all(click.get_text_stream("stdin").read(), "stdin"), "stdin"
+    else:
+        try:
+            with open(path) as f:
+                found, source = specs.parse_all(f.read(), path), path
+        except FileNotFoundError:
+            raise NotFound(f"spec file {path} does not exist") from None
+        except UnicodeDecodeError:
+            raise InvalidArgument(f"{path}: not a spec: not UTF-8 text") from None
+        except IsADirectoryError:
+            raise InvalidArgument(f"{path} is a directory, not a spec file") from None
+    if not found:
+        raise InvalidArgument(f"{source}: holds no spec")
+    if len(found) == 1:
+        return [(found[0], source)]
+    return [(spec, f"{source} (spec {k} of {len(found)})") for k, spec in enumerate(found, 1)]
 
 
 def _input_text(node: dict) -> str:
@@ -63,17 +71,19 @@ def _job_duration(job) -> float | None:
 @click.command("create-pipeline")
 @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
 def create_pipeline(path):
-    """Create a pipeline (and its output repo) from a spec."""
-    spec, source = _read_spec(path)
-    current().client.create_pipeline(spec, source)
+    """Create a pipeline (and its output repo) from each spec in the file,
+    in order (a file may hold several, as a JSON stream or YAML documents)."""
+    for spec, source in _read_specs(path):
+        current().client.create_pipeline(spec, source)
 
 @click.command("update-pipeline")
 @click.option("-f", "--file", "path", required=True, help="Spec file (JSON or YAML), or '-' for stdin.")
 @click.option("--reprocess", is_flag=True, help="Reprocess every datum, even ones already processed.")
 def update_pipeline(path, reprocess):
-    """Replace a pipeline's spec with a new version."""
-    spec, source = _read_spec(path)
-    current().client.update_pipeline(spec, reprocess, source)
+    """Replace each named pipeline's spec with a new version (every spec in
+    the file, in order)."""
+    for spec, source in _read_specs(path):
+        current().client.update_pipeline(spec, reprocess, source)
 
 @click.command("list-pipeline")
 @raw_option

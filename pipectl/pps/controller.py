@@ -239,9 +239,9 @@ class Controller:
             if run.plan:
                 return
 
-        def read_input(i: dict) -> tuple[str, tuple[str, Tree]]:
+        def read_input(i: dict) -> tuple[tuple[str, str], tuple[str, Tree]]:
             commit = self.pfs.inspect_commit(i["repo"], i["commit"])
-            return i["name"], (commit.id, self.pfs.read_tree(commit))
+            return (i["repo"], i["branch"]), (commit.id, self.pfs.read_tree(commit))
 
         with gc_paused():  # a container or more per datum, and no cycles
             (index_hash, previous), parent, *trees = concurrently(

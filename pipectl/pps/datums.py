@@ -89,16 +89,18 @@ def cache_key(transform_hash: str, salt: str, datum_id: str) -> str:
     return hashlib.sha256(f"{transform_hash}\0{salt}\0{datum_id}".encode()).hexdigest()
 
 
-def compute(input_spec: dict, commits: dict[str, tuple[str, Tree]]) -> list[Datum]:
-    """The datums of an input tree. ``commits`` maps each pfs input name to
-    ``(commit id, tree)``; a name missing there yields no datums."""
+def compute(input_spec: dict, commits: dict[tuple[str, str], tuple[str, Tree]]) -> list[Datum]:
+    """The datums of an input tree. ``commits`` maps each pfs input's
+    ``(repo, branch)`` to ``(commit id, tree)`` (by repo, not input name: the
+    branches of a union may share a name); one missing there yields no
+    datums."""
 
     def walk(node: dict) -> list[Datum]:
         if "pfs" in node:
             p = node["pfs"]
-            if p["name"] not in commits:
+            if (p["repo"], p["branch"]) not in commits:
                 return []
-            commit, tree = commits[p["name"]]
+            commit, tree = commits[p["repo"], p["branch"]]
             return [Datum([DatumInput(p["name"], p["repo"], p["branch"], commit, path, tree.subtree(path))])
                     for path in tree.glob(p["glob"])]
         if "cross" in node:

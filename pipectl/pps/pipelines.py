@@ -75,13 +75,9 @@ class Pipelines:
             if pfs["repo"] in fed:  # as Pachyderm refuses it: no job could ever start
                 raise InvalidArgument(f"pipeline {name} cannot read {pfs['repo']}: {pfs['repo']} is computed from "
                                       f"{name}'s output, which would make a cycle")
+            # A glob that matches nothing yet is no error: as in Pachyderm, the
+            # pipeline's jobs have no datums until the data comes.
             self.pfs.inspect_repo(pfs["repo"])
-            try:
-                commit = self.pfs.inspect_commit(pfs["repo"], pfs["branch"])
-            except NotFound:
-                continue  # no data yet: the pipeline waits for it
-            if commit.tree is not None and not commit.is_open and not self.pfs.read_tree(commit).glob(pfs["glob"]):
-                raise InvalidArgument(f"glob {pfs['glob']!r} matches nothing in {pfs['repo']}@{pfs['branch']}")
 
     def create_pipeline(self, spec: dict, update: bool = False, reprocess: bool = False) -> PipelineInfo:
         """Create (or with ``update``, replace) a pipeline from a validated spec,

@@ -9,9 +9,15 @@ A spec is JSON (or YAML) such as::
      "parallelism_spec": {"constant": 1}}
 
 Inputs nest: ``{"pfs": {...}}``, ``{"cross": [input, ...]}``,
-``{"union": [input, ...]}``. The schema is ``pipeline_spec.schema.json``
-beside this module (JSON Schema draft 2020-12), checked with jsonschema; a
-bad spec is refused with the path of the first bad field and the reason.
+``{"union": [input, ...]}``. A spec is read as pachctl reads it (see
+:mod:`pipectl.pps.proto3`: lowerCamelCase names, int64 strings, ``atom``),
+and a file may hold several (a JSON stream or YAML documents, see
+:func:`parse_all`). The schema is ``pipeline_spec.schema.json`` beside this
+module (JSON Schema draft 2020-12), checked with jsonschema; a bad spec is
+refused with the path of the first bad field and the reason. Fields of
+Pachyderm's spec that pipectl has no equivalent for are accepted (the
+README's field table says which); features not built yet are refused with
+one line naming them (:data:`UNSUPPORTED`).
 """
 
 from __future__ import annotations
@@ -27,8 +33,21 @@ from typing import Any
 from .. import glob as globs
 from ..errors import InvalidArgument
 from ..pfs import names
+from . import proto3
 
 DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"constant": 1}}
+DEFAULT_IMAGE = "ubuntu:20.04"
+"""``transform.image`` when a spec gives none, as in Pachyderm."""
+DEFAULT_PROJECT = "default"
+UNSUPPORTED = {
+    "spout": "spout pipelines", "service": "service pipelines", "egress": "egress", "s3_out": "s3_out",
+    "tf_job": "TFJob pipelines", "input.join": "join inputs", "input.group": "group inputs",
+    "input.cron": "cron inputs", "pfs.s3": "S3 inputs", "pfs.trigger": "branch triggers",
+    "transform.secrets": "transform.secrets", "transform.err_cmd": "transform.err_cmd",
+    "transform.datum_batching": "transform.datum_batching",
+}
+"""Fields of Pachyderm's spec for features pipectl does not have yet: a
+spec using one is refused, naming it."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,6 +76,38 @@ def parse(text: str, source: str = "spec") -> Any:
         raise InvalidArgument(f"{source}: nested too deeply to be a pipeline spec") from None
 
 
+def parse_all(text: str, source: str = "spec") -> list[Any]:
+    """Every spec in ``text``, in order: one JSON object, a JSON array of
+    them or YAML documents separated by ``---`` (as pachctl 2.x reads a
+    file of several), or a stream of JSON objects (as pachctl 1.x did).
+    Raises InvalidArgument."""
+    if "\0" in text:
+        raise InvalidArgument(f"{source}: not a spec: binary data (NUL bytes)")
+    decoder = json.JSONDecoder()
+    found, at = [], 0
+    try:
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at == len(text):
+                break
+            value, at = decoder.raw_decode(text, at)
+            found.append(value)
+        return found[0] if len(found) == 1 and isinstance(found[0], list) else found
+    except json.JSONDecodeError:
+        if found:  # JSON values, then something else
+            return [*found, parse(text[at:], source)]
+    except RecursionError:
+        raise InvalidArgument(f"{source}: nested too deeply to be a pipeline spec") from None
+    import yaml
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError:
+        return [parse(text, source)]  # the JSON error, told as parse() tells it
+    except RecursionError:
+        raise InvalidArgument(f"{source}: nested too deeply to be a pipeline spec") from None
+
+
 def load(text: str, source: str = "spec") -> dict:
     """Parse a spec from JSON or YAML text, validate it and fill defaults.
     Raises InvalidArgument naming the bad field."""
@@ -71,6 +122,11 @@ def validate(spec: Any, source: str = "spec") -> dict:
     import jsonschema  # imported here: it costs every CLI call ~0.2 s otherwise
     if _depth(spec) > MAX_DEPTH:
         raise InvalidArgument(f"{source}: nested deeper than {MAX_DEPTH} levels; not a pipeline spec")
+    spec = proto3.normalize(spec, schema())
+    if isinstance(spec, dict):
+        _refuse_unsupported(spec, source)
+        if isinstance(spec.get("transform"), dict) and "image" not in spec["transform"]:
+            spec["transform"]["image"] = DEFAULT_IMAGE
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(spec), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -99,7 +155,11 @@ def validate(spec: Any, source: str = "spec") -> dict:
     for field in ("datum_timeout", "job_timeout"):
         if field in spec and not parse_duration(spec[field]):
             raise InvalidArgument(f"{source}: {field}: must be longer than 0s")
-    seen: set[str] = set()
+    for where, project in [("pipeline.project", (spec["pipeline"].get("project") or {}).get("name"))] + \
+            [(f"{w}.project", p.get("project")) for w, p in _pfs_inputs_with_paths(spec["input"], "input")]:
+        if project not in (None, DEFAULT_PROJECT):
+            raise InvalidArgument(f"{source}: {where}: project {project!r}: only the default project exists here")
+    _check_input_names(spec["input"], "input", source)
     for where, pfs in _pfs_inputs_with_paths(spec["input"], "input"):
         check(f"{where}.repo", names.check_name, "repo", pfs["repo"])
         pfs.setdefault("branch", "master")
@@ -108,14 +168,53 @@ def validate(spec: Any, source: str = "spec") -> dict:
         check(f"{where}.name", names.check_name, "input", pfs["name"])
         if pfs["name"] == "out":
             raise InvalidArgument(f"{source}: {where}.name: input name 'out' is reserved for the output directory")
-        if pfs["name"] in seen:
-            raise InvalidArgument(f"{source}: {where}.name: two inputs are named {pfs['name']!r}; "
-                                  "give them distinct 'name's")
-        seen.add(pfs["name"])
         check(f"{where}.glob", globs.compile_glob, pfs["glob"])
         if pfs["repo"] == spec["pipeline"]["name"]:
             raise InvalidArgument(f"{source}: {where}.repo: pipeline {pfs['repo']} cannot read its own output repo")
     return spec
+
+
+def _refuse_unsupported(spec: dict, source: str) -> None:
+    """Raise InvalidArgument naming the first feature of :data:`UNSUPPORTED`
+    that ``spec`` (normalized) uses."""
+    used = [k for k in spec if k in UNSUPPORTED]
+    transform = spec.get("transform")
+    if isinstance(transform, dict):
+        used += [f"transform.{k}" for k in transform if f"transform.{k}" in UNSUPPORTED]
+    stack = [spec.get("input")]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        used += [f"input.{k}" for k in node if f"input.{k}" in UNSUPPORTED]
+        if isinstance(node.get("pfs"), dict):
+            used += [f"pfs.{k}" for k in node["pfs"] if f"pfs.{k}" in UNSUPPORTED and node["pfs"][k]]
+        for kind in ("cross", "union"):
+            if isinstance(node.get(kind), list):
+                stack += node[kind]
+    if used:
+        raise InvalidArgument(f"{source}: {used[0]}: {UNSUPPORTED[used[0]]} are not supported by pipectl yet")
+
+
+def _check_input_names(node: dict, where: str, source: str) -> set[str]:
+    """The input names of ``node`` (``name``, else ``repo``). The inputs of
+    one datum must have distinct names, so a cross refuses a name twice; the
+    branches of a union may share one (a datum comes from one branch), as
+    Pachyderm allows. Raises InvalidArgument."""
+    if "pfs" in node:
+        return {node["pfs"].get("name") or node["pfs"]["repo"]}
+    if "union" in node:
+        return set().union(*(_check_input_names(c, f"{where}.union.{n}", source)
+                             for n, c in enumerate(node["union"])))
+    seen: set[str] = set()
+    for n, child in enumerate(node["cross"]):
+        names_here = _check_input_names(child, f"{where}.cross.{n}", source)
+        if seen & names_here:
+            twice = sorted(seen & names_here)[0]
+            raise InvalidArgument(f"{source}: {where}.cross.{n}: two inputs are named {twice!r}; "
+                                  "give them distinct 'name's")
+        seen |= names_here
+    return seen
 
 
 MAX_DEPTH = 64
@@ -156,9 +255,12 @@ def pfs_inputs(node: dict) -> Iterator[dict]:
 
 def transform_hash(spec: dict) -> str:
     """SHA-256 of what decides a datum's output: the transform (image, cmd,
-    stdin, env). Other fields (parallelism, description) do not count."""
+    stdin, env) and Pachyderm's ``salt`` where given (changing it makes
+    every datum new). Other fields (parallelism, description) do not count."""
     t = spec["transform"]
     key = {k: t.get(k) for k in ("image", "cmd", "stdin", "env")}
+    if spec.get("salt"):
+        key["salt"] = spec["salt"]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

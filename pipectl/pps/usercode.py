@@ -90,7 +90,9 @@ class Request:
     own environment without :data:`PRIVATE_PREFIXES`), ``cwd`` (None: the
     runner's), ``stdin`` (text fed to it, or None for /dev/null),
     ``timeout`` (seconds, or None), ``out`` (the directory it writes its
-    outputs to) and ``user`` (``transform.user``, or None)."""
+    outputs to), ``user`` (``transform.user``, or None) and
+    ``accept_return_code`` (exit statuses besides 0 that count as success,
+    Pachyderm's ``transform.accept_return_code``)."""
 
     cmd: list[str]
     env: dict[str, str]
@@ -99,6 +101,7 @@ class Request:
     timeout: float | None
     out: str
     user: str | None = None
+    accept_return_code: list[int] = dataclasses.field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=64)
@@ -150,7 +153,7 @@ def run(request: Request, env: dict[str, str], log_fd: int, user: tuple[int, int
             os.killpg(proc.pid, signal.SIGKILL)  # it, or what it left running in its group
         if proc.returncode is None:
             proc.wait()
-    if proc.returncode != 0:
+    if proc.returncode != 0 and proc.returncode not in request.accept_return_code:
         how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
         return f"{program} failed with {how}"
     return ""

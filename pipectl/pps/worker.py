@@ -266,7 +266,7 @@ class Worker:
                           cwd=self.workdir or transform.get("working_dir") or None,
                           stdin=rewrite("\n".join(stdin_lines) + "\n", self.visible) if stdin_lines else None,
                           timeout=parse_duration(self.spec.get("datum_timeout")), out=os.path.join(self.visible, "out"),
-                          user=transform.get("user"))
+                          user=transform.get("user"), accept_return_code=transform.get("accept_return_code") or [])
         if self.visible == "/pfs":
             return self.runner.run(request, self._log.fileno())
         before = sandbox.host_pfs()

@@ -1,0 +1,115 @@
+"""Specs written for Pachyderm, read as pachctl reads them: lowerCamelCase
+names, int64 fields as strings, the 1.x ``atom`` input, no image, several
+specs in one file (a JSON stream, YAML documents), union branches sharing an
+input name, a glob matching nothing yet, fields pipectl accepts with no
+equivalent, ``accept_return_code``. Real CLI, real controller and workers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import files_of, ok, put
+
+LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
+
+
+def pipeline_of(cli, name: str) -> dict:
+    return json.loads(ok(cli("inspect-pipeline", name, "--raw")).out)
+
+
+@LOCAL
+def test_a_pachyderm_1x_spec_in_proto3_json_is_read_as_pachctl_reads_it(cli, pfs, spec_file, run_controller):
+    """camelCase names, ``"constant": "2"``, ``atom``, no ``transform.image``
+    (Pachyderm's default), Kubernetes-only fields and ``salt``: accepted
+    unchanged and run."""
+    pfs.create_repo("images")
+    put(pfs, "images", {"/a": "a", "/b": "b"})
+    spec = {"pipeline": {"name": "edges"},
+            "transform": {"cmd": ["sh", "-c", "cp /pfs/images/* /pfs/out/"], "imagePullSecrets": ["regcred"],
+                          "env": {"someVar": "kept as written"}},
+            "parallelismSpec": {"constant": "2"}, "datumTries": "2",
+            "input": {"atom": {"repo": "images", "glob": "/*"}},
+            "resourceRequests": {"memory": "64Mi"}, "schedulingSpec": {"nodeSelector": {"diskType": "ssd"}},
+            "metadata": {"labels": {"teamName": "vision"}}, "podPatch": "[]", "autoscaling": True,
+            "salt": "abc", "datumSetSpec": {"number": "10"}}
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    stored = pipeline_of(cli, "edges")["spec"]
+    assert stored["parallelism_spec"] == {"constant": 2} and stored["datum_tries"] == 2
+    assert stored["transform"]["image"] == "ubuntu:20.04"
+    assert stored["transform"]["env"] == {"someVar": "kept as written"}  # map keys are data
+    assert stored["scheduling_spec"] == {"node_selector": {"diskType": "ssd"}}
+    assert stored["input"] == {"pfs": {"repo": "images", "glob": "/*", "branch": "master", "name": "images"}}
+    run_controller()
+    assert files_of(pfs, "edges") == {"/a": "a", "/b": "b"}
+
+
+@LOCAL
+@pytest.mark.parametrize("form", ["json-array", "json-stream", "yaml-documents"])
+def test_several_specs_in_one_file_are_created_in_order(form, cli, pfs, spec_file, run_controller):
+    """pachctl creates every spec of a file, in order (2.x reads a JSON array
+    or YAML documents, 1.x a stream of JSON objects): here the second reads
+    the first's output repo, which exists only once the first is made."""
+    pfs.create_repo("raw")
+    put(pfs, "raw", {"/x": "hello"})
+    first = {"pipeline": {"name": "upper"}, "transform": {"image": "local", "cmd": [
+        "sh", "-c", "tr a-z A-Z < /pfs/raw/x > /pfs/out/x"]}, "input": {"pfs": {"repo": "raw", "glob": "/"}}}
+    second = {"pipeline": {"name": "twice"}, "transform": {"image": "local", "cmd": [
+        "sh", "-c", "cat /pfs/upper/x /pfs/upper/x > /pfs/out/x"]}, "input": {"pfs": {"repo": "upper", "glob": "/"}}}
+    if form == "json-array":  # pachctl 2.x
+        text, suffix = json.dumps([first, second]), ".json"
+    elif form == "json-stream":  # pachctl 1.x
+        text, suffix = json.dumps(first, indent=2) + "\n" + json.dumps(second, indent=2), ".json"
+    else:
+        import yaml
+        text, suffix = yaml.safe_dump_all([first, second]), ".yaml"
+    ok(cli("create-pipeline", "-f", spec_file(text, suffix)))
+    run_controller()
+    assert files_of(pfs, "twice") == {"/x": "HELLOHELLO"}
+
+
+@LOCAL
+def test_an_error_in_the_second_spec_of_a_file_names_it(cli, pfs, spec_file):
+    pfs.create_repo("raw")
+    good = {"pipeline": {"name": "a"}, "transform": {"cmd": ["true"]}, "input": {"pfs": {"repo": "raw", "glob": "/"}}}
+    bad = {"pipeline": {"name": "b"}, "transform": {"cmd": "true"}, "input": {"pfs": {"repo": "raw", "glob": "/"}}}
+    r = cli("create-pipeline", "-f", spec_file(json.dumps(good) + json.dumps(bad)))
+    assert r.code == 1 and "(spec 2 of 2): transform.cmd" in r.err and "Traceback" not in r.err, r
+    assert pipeline_of(cli, "a")["name"] == "a"  # created, as pachctl would have
+
+
+@LOCAL
+def test_union_branches_may_share_an_input_name_and_a_glob_may_match_nothing_yet(cli, pfs, spec_file,
+                                                                                  run_controller):
+    """Pachyderm allows both: a datum comes from one union branch; a glob
+    matching nothing makes a job with no datums and an empty output commit."""
+    pfs.create_repo("a")
+    pfs.create_repo("b")
+    put(pfs, "a", {"/1": "one"})
+    put(pfs, "b", {"/2": "two"})
+    union = {"pipeline": {"name": "both"}, "transform": {"image": "local", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
+             "input": {"union": [{"pfs": {"repo": "a", "glob": "/*", "name": "in"}},
+                                 {"pfs": {"repo": "b", "glob": "/*", "name": "in"}}]}}
+    ok(cli("create-pipeline", "-f", spec_file(union)))
+    empty = {"pipeline": {"name": "csv"}, "transform": {"image": "local", "cmd": ["sh", "-c", "exit 1"]},
+             "input": {"pfs": {"repo": "a", "glob": "/*.csv"}}}
+    ok(cli("create-pipeline", "-f", spec_file(empty)))
+    run_controller()
+    assert files_of(pfs, "both") == {"/1": "one", "/2": "two"}
+    job = json.loads(ok(cli("list-job", "-p", "csv", "--raw")).out)[0]
+    assert (job["state"], job["datums_total"]) == ("success", 0), job
+    assert files_of(pfs, "csv") == {}
+
+
+@LOCAL
+def test_accept_return_code(cli, pfs, spec_file, run_controller):
+    """An exit status listed in ``transform.accept_return_code`` counts as
+    success, as in Pachyderm; any other still fails the datum."""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/x": "x"})
+    spec = {"pipeline": {"name": "lenient"}, "transform": {"image": "local", "acceptReturnCode": ["3"],
+                                                           "cmd": ["sh", "-c", "cp /pfs/in/x /pfs/out/; exit 3"]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}}}
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    assert files_of(pfs, "lenient") == {"/x": "x"}
