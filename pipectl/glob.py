@@ -1,9 +1,11 @@
 """Pachyderm glob patterns, matched against paths inside a commit.
 
-Semantics follow Pachyderm's (which uses Go's ``filepath.Match`` extended
-with ``**``): ``*`` matches any run of characters except ``/``, ``?`` one
-character except ``/``, ``[...]`` a character class, and ``**`` any run of
-characters including ``/``. Patterns are anchored at the root; a leading
+Semantics follow Pachyderm's (its ohmyglob library, with ``/`` the
+separator): ``*`` matches any run of characters except ``/``, ``?`` one
+character except ``/``, ``[...]`` a character class, ``**`` any run of
+characters including ``/``, and the extended glob groups ``(a|b)`` (also
+``@(...)``), ``*(...)``, ``+(...)``, ``?(...)``, which capture what they
+match for ``join_on`` and ``group_by`` (:func:`expand`). Patterns are anchored at the root; a leading
 ``/`` is optional. ``/`` alone matches the root directory (one datum holding
 everything).
 """
@@ -18,17 +20,57 @@ from .errors import InvalidArgument
 
 @functools.lru_cache(maxsize=256)
 def compile_glob(pattern: str) -> re.Pattern:
-    """Compile ``pattern`` to a regular expression over ``/a/b`` paths.
-    Raises InvalidArgument for an unterminated ``[``."""
+    """Compile ``pattern`` to a regular expression over ``/a/b`` paths, each
+    capture group of the glob a group of the expression (numbered left to
+    right, as ``$1``... in :func:`expand`). Raises InvalidArgument for an
+    unterminated ``[`` or ``(``, an empty class, or ``!(...)``."""
     body = pattern.strip()
     if not body.startswith("/"):
         body = "/" + body
     if body != "/":
         body = body.rstrip("/")
-    out, i = [], 0
+    regex, end = _translate(body, 0, pattern, nested=False)
+    if end < len(body):  # a ) or | outside any group
+        raise InvalidArgument(f"invalid glob {pattern!r}: unexpected {body[end]!r} outside a group")
+    try:
+        return re.compile(regex + r"\Z")
+    except re.error as e:  # an empty or reversed class: [] or [z-a]
+        raise InvalidArgument(f"invalid glob {pattern!r}: {e.msg}") from None
+
+
+_GROUPS = {"@": "", "*": "*", "+": "+", "?": "?"}
+"""Extended glob groups (as Pachyderm's ohmyglob): ``@(a|b)`` or ``(a|b)``
+one of the alternatives, ``*(...)`` any number of them, ``+(...)`` at least
+one, ``?(...)`` at most one."""
+
+
+def _translate(body: str, i: int, pattern: str, nested: bool) -> tuple[str, int]:
+    """The regex of ``body[i:]`` up to the end, or (``nested``) to the ``)``
+    or ``|`` closing the current alternative; returns it and where it
+    stopped."""
+    out: list[str] = []
     while i < len(body):
         c = body[i]
-        if body.startswith("**", i):
+        if c in ")|":
+            if not nested:
+                return "".join(out), i
+            break
+        if c in _GROUPS and body.startswith("(", i + 1) or c == "(":
+            quantifier = _GROUPS[c] if c != "(" else ""
+            i += 1 if c == "(" else 2
+            alternatives = []
+            while True:
+                alternative, i = _translate(body, i, pattern, nested=True)
+                alternatives.append(alternative)
+                if i >= len(body):
+                    raise InvalidArgument(f"invalid glob {pattern!r}: unterminated '('")
+                i += 1
+                if body[i - 1] == ")":
+                    break
+            out.append(f"((?:{'|'.join(alternatives)}){quantifier})")
+        elif c == "!" and body.startswith("(", i + 1):
+            raise InvalidArgument(f"invalid glob {pattern!r}: '!(...)' groups are not supported")
+        elif body.startswith("**", i):
             out.append(".*")
             i += 2
         elif c == "*":
@@ -51,10 +93,27 @@ def compile_glob(pattern: str) -> re.Pattern:
         else:
             out.append(re.escape(c))
             i += 1
-    try:
-        return re.compile("".join(out) + r"\Z")
-    except re.error as e:  # an empty or reversed class: [] or [z-a]
-        raise InvalidArgument(f"invalid glob {pattern!r}: {e.msg}") from None
+    return "".join(out), i
+
+
+_TEMPLATE = re.compile(r"\$(?:\$|([0-9]+)|\{([0-9]+)\})")
+
+
+def expand(pattern: str, path: str, template: str) -> str:
+    """``template`` (Pachyderm's ``join_on``/``group_by``) with ``$n`` or
+    ``${n}`` replaced by capture group n of ``pattern`` matched against
+    ``path`` (``$0``: the whole path; a group out of range: empty), ``$$``
+    by ``$``; other text is kept. '' when ``path`` does not match."""
+    m = compile_glob(pattern).match(path)
+    if m is None:
+        return ""
+
+    def group(t: re.Match) -> str:
+        if t.group(0) == "$$":
+            return "$"
+        n = int(t.group(1) or t.group(2))
+        return (path if n == 0 else m.group(n) if n <= (m.re.groups or 0) else "") or ""
+    return _TEMPLATE.sub(group, template)
 
 
 def match(pattern: str, path: str) -> bool:

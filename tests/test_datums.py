@@ -70,3 +70,56 @@ def test_round_trip_and_shards():
     shares = [shard(datums, i, 4) for i in range(4)]
     assert sorted(d.id for s in shares for d in s) == sorted(d.id for d in datums)
     assert [len(s) for s in shares] == [2, 2, 1, 1]
+
+
+# join and group: Pachyderm's semantics (src/server/worker/datum/worker.go) ---------
+
+LEFT = Tree({"/1.csv": entry(11), "/2.csv": entry(12), "/3.csv": entry(13)})
+RIGHT = Tree({"/x/1.json": entry(21), "/y/2.json": entry(22), "/z/2.json": entry(23), "/w/4.json": entry(24)})
+SIDES = {("left", "master"): ("e" * 32, LEFT), ("right", "master"): ("f" * 32, RIGHT)}
+
+
+def keyed(repo: str, glob: str, **extra) -> dict:
+    return {"pfs": {"repo": repo, "branch": "master", "glob": glob, "name": repo, **extra}}
+
+
+def inputs_of(datums: list[Datum]) -> list[list[tuple[str, str]]]:
+    return [[(i.name, i.path) for i in d.inputs] for d in datums]
+
+
+def test_an_inner_join_pairs_every_match_of_a_key_with_every_other_childs():
+    """Per key, the cross product of the children's matches; a key some
+    child lacks makes nothing."""
+    join = {"join": [keyed("left", "/(*).csv", join_on="$1"), keyed("right", "/*/(*).json", join_on="$1")]}
+    datums = compute(join, SIDES)
+    assert inputs_of(datums) == [[("left", "/1.csv"), ("right", "/x/1.json")],
+                                 [("left", "/2.csv"), ("right", "/y/2.json")],
+                                 [("left", "/2.csv"), ("right", "/z/2.json")]]
+    assert [i.join_on for i in datums[1].inputs] == ["2", "2"]
+
+
+def test_an_outer_join_keeps_the_outer_childs_unmatched_files():
+    left_outer = {"join": [keyed("left", "/(*).csv", join_on="$1", outer_join=True),
+                           keyed("right", "/*/(*).json", join_on="$1")]}
+    assert inputs_of(compute(left_outer, SIDES))[3:] == [[("left", "/3.csv")]]
+    both = {"join": [keyed("left", "/(*).csv", join_on="$1", outer_join=True),
+                     keyed("right", "/*/(*).json", join_on="$1", outer_join=True)]}
+    assert inputs_of(compute(both, SIDES))[3:] == [[("left", "/3.csv")], [("right", "/w/4.json")]]
+
+
+def test_a_group_holds_every_match_of_a_key_from_every_child():
+    group = {"group": [keyed("left", "/(*).csv", group_by="$1"), keyed("right", "/*/(*).json", group_by="$1")]}
+    assert inputs_of(compute(group, SIDES)) == [
+        [("left", "/1.csv"), ("right", "/x/1.json")],
+        [("left", "/2.csv"), ("right", "/y/2.json"), ("right", "/z/2.json")],
+        [("left", "/3.csv")],
+        [("right", "/w/4.json")]]
+
+
+def test_join_keys_follow_capture_groups_as_pachyderm_expands_them():
+    """``$n`` and ``${n}`` are capture groups, ``$0`` the whole path, ``$$``
+    a dollar; Pachyderm's own example: glob ``/foo(?)(?)``, join_on ``$2$1``."""
+    from pipectl.glob import expand
+    assert expand("/foo(?)(?)", "/foo12", "$2$1") == "21"
+    assert expand("/(*)_(*).csv", "/a_b.csv", "${2}-$1-$$-$0-$9") == "b-a-$-/a_b.csv-"
+    assert expand("/@(a|b)*", "/bx", "$1") == "b"

@@ -113,3 +113,31 @@ def test_accept_return_code(cli, pfs, spec_file, run_controller):
     ok(cli("create-pipeline", "-f", spec_file(spec)))
     run_controller()
     assert files_of(pfs, "lenient") == {"/x": "x"}
+
+
+@LOCAL
+def test_join_and_group_pipelines_run_with_pachyderms_datums_and_variables(cli, pfs, spec_file, run_controller):
+    """An inner join (by the capture group of each glob, given in camelCase
+    as a Pachyderm user may) and a group run end to end: user code finds
+    each datum's files under /pfs/<input> and its key in
+    PACH_DATUM_<input>_JOIN_ON / _GROUP_BY."""
+    pfs.create_repo("left")
+    pfs.create_repo("right")
+    put(pfs, "left", {"/1.csv": "L1", "/2.csv": "L2", "/3.csv": "L3"})
+    put(pfs, "right", {"/x/1.json": "R1", "/y/2.json": "R2y", "/z/2.json": "R2z"})
+    join = {"pipeline": {"name": "joined"}, "transform": {"image": "local", "cmd": ["sh", "-c",
+            'k=$PACH_DATUM_left_JOIN_ON; cat /pfs/left/*.csv /pfs/right/*/*.json >> /pfs/out/$k-$(basename $(dirname $right))']},
+            "input": {"join": [{"pfs": {"repo": "left", "glob": "/(*).csv", "joinOn": "$1"}},
+                               {"pfs": {"repo": "right", "glob": "/*/(*).json", "joinOn": "$1"}}]}}
+    group = {"pipeline": {"name": "grouped"}, "transform": {"image": "local", "cmd": ["sh", "-c",
+             "cat $(find /pfs/left /pfs/right -type f | sort) > /pfs/out/$PACH_DATUM_left_GROUP_BY$PACH_DATUM_right_GROUP_BY"]},
+             "input": {"group": [{"pfs": {"repo": "left", "glob": "/(*).csv", "group_by": "$1"}},
+                                 {"pfs": {"repo": "right", "glob": "/*/(*).json", "group_by": "$1"}}]}}
+    ok(cli("create-pipeline", "-f", spec_file(join)))
+    ok(cli("create-pipeline", "-f", spec_file(group)))
+    run_controller()
+    assert files_of(pfs, "joined") == {"/1-x": "L1R1", "/2-y": "L2R2y", "/2-z": "L2R2z"}
+    # a group datum holds several files of one input: both keys set when both children take part
+    assert files_of(pfs, "grouped") == {"/11": "L1R1", "/22": "L2R2yR2z", "/3": "L3"}
+    listed = ok(cli("list-pipeline")).out
+    assert "(left:/(*).csv ⋈ right:/*/(*).json)" in listed

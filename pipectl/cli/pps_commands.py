@@ -44,8 +44,10 @@ def _input_text(node: dict) -> str:
     if "pfs" in node:
         p = node["pfs"]
         return f"{p['repo']}:{p['glob']}"
-    kind = "cross" if "cross" in node else "union"
-    return "(" + (" ⨯ " if kind == "cross" else " ∪ ").join(_input_text(c) for c in node[kind]) + ")"
+    kind = next(k for k in ("cross", "union", "join", "group") if k in node)
+    joiner = {"cross": " ⨯ ", "union": " ∪ ", "join": " ⋈ ", "group": ", "}[kind]
+    text = "(" + joiner.join(_input_text(c) for c in node[kind]) + ")"
+    return "group" + text if kind == "group" else text
 
 
 def _shorten(text: str, width: int = 48) -> str:

@@ -183,7 +183,7 @@ class Tree:
             return ["/"]
         rx = globs.compile_glob(pattern)
         candidates: Iterator[str]
-        if "**" in body:
+        if "**" in body or "(" in body:  # any depth (a group may hold a /)
             candidates = (p for p in self.all_paths() if p != "/")
         else:  # every match has as many components as the pattern
             candidates = self._paths_at_depth(("/" + body.strip("/")).count("/"))

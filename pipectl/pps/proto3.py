@@ -65,8 +65,11 @@ def _coerce(value: Any, node: Any, root: dict) -> Any:
     ``additionalProperties``)."""
     if not isinstance(node, dict):
         return value
-    while "$ref" in node:
-        node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    while "$ref" in node:  # a JSON pointer into the schema, such as #/$defs/input
+        target: Any = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = target
     types = node.get("type")
     wants_int = types == "integer" or (isinstance(types, list) and "integer" in types and "string" not in types)
     if wants_int and isinstance(value, str) and _INT.match(value):

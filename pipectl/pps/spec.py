@@ -41,8 +41,7 @@ DEFAULT_IMAGE = "ubuntu:20.04"
 DEFAULT_PROJECT = "default"
 UNSUPPORTED = {
     "spout": "spout pipelines", "service": "service pipelines", "egress": "egress", "s3_out": "s3_out",
-    "tf_job": "TFJob pipelines", "input.join": "join inputs", "input.group": "group inputs",
-    "input.cron": "cron inputs", "pfs.s3": "S3 inputs", "pfs.trigger": "branch triggers",
+    "tf_job": "TFJob pipelines", "input.cron": "cron inputs", "pfs.s3": "S3 inputs", "pfs.trigger": "branch triggers",
     "transform.secrets": "transform.secrets", "transform.err_cmd": "transform.err_cmd",
     "transform.datum_batching": "transform.datum_batching",
 }
@@ -189,7 +188,7 @@ def _refuse_unsupported(spec: dict, source: str) -> None:
         used += [f"input.{k}" for k in node if f"input.{k}" in UNSUPPORTED]
         if isinstance(node.get("pfs"), dict):
             used += [f"pfs.{k}" for k in node["pfs"] if f"pfs.{k}" in UNSUPPORTED and node["pfs"][k]]
-        for kind in ("cross", "union"):
+        for kind in ("cross", "union", "join", "group"):
             if isinstance(node.get(kind), list):
                 stack += node[kind]
     if used:
@@ -206,12 +205,13 @@ def _check_input_names(node: dict, where: str, source: str) -> set[str]:
     if "union" in node:
         return set().union(*(_check_input_names(c, f"{where}.union.{n}", source)
                              for n, c in enumerate(node["union"])))
+    kind = next(k for k in ("cross", "join", "group") if k in node)
     seen: set[str] = set()
-    for n, child in enumerate(node["cross"]):
-        names_here = _check_input_names(child, f"{where}.cross.{n}", source)
+    for n, child in enumerate(node[kind]):
+        names_here = _check_input_names(child, f"{where}.{kind}.{n}", source)
         if seen & names_here:
             twice = sorted(seen & names_here)[0]
-            raise InvalidArgument(f"{source}: {where}.cross.{n}: two inputs are named {twice!r}; "
+            raise InvalidArgument(f"{source}: {where}.{kind}.{n}: two inputs are named {twice!r}; "
                                   "give them distinct 'name's")
         seen |= names_here
     return seen
@@ -240,7 +240,7 @@ def _pfs_inputs_with_paths(node: dict, where: str) -> Iterator[tuple[str, dict]]
     """Like :func:`pfs_inputs`, each with its field path (``input.cross.1.pfs``)."""
     if "pfs" in node:
         yield f"{where}.pfs", node["pfs"]
-    for kind in ("cross", "union"):
+    for kind in ("cross", "union", "join", "group"):
         for n, child in enumerate(node.get(kind, [])):
             yield from _pfs_inputs_with_paths(child, f"{where}.{kind}.{n}")
 
@@ -249,8 +249,9 @@ def pfs_inputs(node: dict) -> Iterator[dict]:
     """Every ``pfs`` input of an input tree, depth first, left to right."""
     if "pfs" in node:
         yield node["pfs"]
-    for child in node.get("cross", []) + node.get("union", []):
-        yield from pfs_inputs(child)
+    for kind in ("cross", "union", "join", "group"):
+        for child in node.get(kind, []):
+            yield from pfs_inputs(child)
 
 
 def transform_hash(spec: dict) -> str:

@@ -32,7 +32,9 @@ holds it), and a datum whose user code wrote to the host's ``/pfs`` fails.
 
 Environment given to user code (Pachyderm's names): ``PACH_JOB_ID``,
 ``PACH_DATUM_ID``, ``PACH_OUTPUT_COMMIT_ID``, ``PPS_PIPELINE_NAME``, and for
-each input ``<name>`` (the path of its datum files) and ``<name>_COMMIT``.
+each input ``<name>`` (the path of its datum files), ``<name>_COMMIT`` and,
+for join and group inputs, ``PACH_DATUM_<name>_JOIN_ON`` /
+``PACH_DATUM_<name>_GROUP_BY`` (the datum's key, when not empty).
 """
 
 from __future__ import annotations
@@ -245,6 +247,10 @@ class Worker:
         for i in datum.inputs:
             env[i.name] = os.path.join(self.visible, i.name, i.path.lstrip("/")).rstrip("/")
             env[f"{i.name}_COMMIT"] = i.commit
+            if i.join_on:
+                env[f"PACH_DATUM_{i.name}_JOIN_ON"] = i.join_on
+            if i.group_by:
+                env[f"PACH_DATUM_{i.name}_GROUP_BY"] = i.group_by
         return env
 
     def _note(self, line: str) -> None:
