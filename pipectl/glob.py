@@ -44,10 +44,16 @@ one of the alternatives, ``*(...)`` any number of them, ``+(...)`` at least
 one, ``?(...)`` at most one."""
 
 
-def _translate(body: str, i: int, pattern: str, nested: bool) -> tuple[str, int]:
+MAX_GROUP_DEPTH = 16
+"""Deepest nesting of ``(...)`` groups a glob may have."""
+
+
+def _translate(body: str, i: int, pattern: str, nested: bool, depth: int = 0) -> tuple[str, int]:
     """The regex of ``body[i:]`` up to the end, or (``nested``) to the ``)``
     or ``|`` closing the current alternative; returns it and where it
     stopped."""
+    if depth > MAX_GROUP_DEPTH:
+        raise InvalidArgument(f"invalid glob {pattern!r}: groups nested deeper than {MAX_GROUP_DEPTH}")
     out: list[str] = []
     while i < len(body):
         c = body[i]
@@ -60,7 +66,7 @@ def _translate(body: str, i: int, pattern: str, nested: bool) -> tuple[str, int]
             i += 1 if c == "(" else 2
             alternatives = []
             while True:
-                alternative, i = _translate(body, i, pattern, nested=True)
+                alternative, i = _translate(body, i, pattern, nested=True, depth=depth + 1)
                 alternatives.append(alternative)
                 if i >= len(body):
                     raise InvalidArgument(f"invalid glob {pattern!r}: unterminated '('")
@@ -88,7 +94,8 @@ def _translate(body: str, i: int, pattern: str, nested: bool) -> tuple[str, int]
                 raise InvalidArgument(f"invalid glob {pattern!r}: empty character class '[{cls}]'")
             if cls.startswith("!"):
                 cls = "^" + cls[1:]
-            out.append("[" + cls.replace("\\", "\\\\").replace("[", "\\[") + "]")  # a literal [ (no nested set)
+            cls = cls.replace("\\", "\\\\").replace("[", "\\[")  # a literal [ (no nested set)
+            out.append("[" + re.sub(r"([-&~|])(?=\1)", r"\1\\", cls) + "]")  # no set operations (--, &&, ~~, ||)
             i = end + 1
         else:
             out.append(re.escape(c))

@@ -25,7 +25,8 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                                                                                       max_size=4),
                     max_leaves=30)
 FIELDS = st.sampled_from(["pipeline", "transform", "input", "pfs", "cross", "union", "repo", "glob", "name",
-                          "cmd", "image", "output_branch", "datum_timeout", "parallelism_spec", "constant"])
+                          "cmd", "image", "output_branch", "datum_timeout", "parallelism_spec", "constant",
+                          "join", "group", "joinOn", "group_by", "outer_join", "atom", "parallelismSpec", "project"])
 SPECLIKE = st.recursive(st.text(max_size=10) | st.integers() | st.lists(st.text(max_size=8), max_size=3),
                         lambda children: st.dictionaries(FIELDS, children, max_size=5) | st.lists(children, max_size=3),
                         max_leaves=25)
@@ -47,10 +48,12 @@ def test_spec_validation_accepts_or_refuses_with_one_line(spec):
 def test_spec_text_parses_or_refuses(text):
     with contextlib.suppress(InvalidArgument):
         specs.parse(text)
+    with contextlib.suppress(InvalidArgument):
+        specs.parse_all(text)
 
 
 @FUZZ
-@given(st.text(alphabet=st.sampled_from("/*?[]!-^\\az.{}"), max_size=24) | st.text(max_size=24))
+@given(st.text(alphabet=st.sampled_from("/*?[]!-^\\az.{}()|@+$1"), max_size=24) | st.text(max_size=24))
 def test_globs_compile_or_refuse(pattern):
     try:
         rx = globs.compile_glob(pattern)
@@ -58,6 +61,7 @@ def test_globs_compile_or_refuse(pattern):
         return
     assert isinstance(rx, re.Pattern)
     globs.match(pattern, "/a/b.txt")
+    globs.expand(pattern, "/a/b.txt", "$1-${2}-$0-$$")
 
 
 @FUZZ
