@@ -80,7 +80,8 @@ def test_job_runs_as_an_indexed_job_and_is_cleaned_up(k8s_env):
 
 def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     """The Job as the API server stored it: Indexed, labels, resources,
-    deadline, Secret, ServiceAccount, TTL."""
+    deadline, Secret, ServiceAccount, TTL, and Pachyderm's scheduling_spec,
+    tolerations, metadata and image_pull_secrets."""
     from pipectl.pps.executors.kubernetes import KubernetesExecutor
     from pipectl.pps.model import JobInfo
     ns = k8s_env["namespace"]
@@ -90,9 +91,17 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
                             job_ttl=60, image_pull_policy="Never")
     try:
         job = JobInfo("a" * 32, "My_Pipeline", 1, "salt", "hash", [], output_commit="b" * 32)
-        spec = {"transform": {"image": "pipectl/base:0.1.0", "cmd": ["true"]}, "job_timeout": "1h",
+        spec = {"transform": {"image": "pipectl/base:0.1.0", "cmd": ["true"], "image_pull_secrets": ["regcred"]},
+                "job_timeout": "1h",
                 "resource_requests": {"cpu": 0.5, "memory": "64Mi", "gpu": {"type": "example.com/gpu", "number": 1}},
-                "resource_limits": {"memory": "1Gi", "disk": "1Gi"}}
+                "resource_limits": {"memory": "1Gi", "disk": "1Gi"},
+                # Pachyderm's Kubernetes fields
+                "scheduling_spec": {"node_selector": {"disktype": "ssd"}, "priority_class_name": "system-node-critical"},
+                "tolerations": [{"key": "gpu", "operator": "EXISTS", "effect": "NO_SCHEDULE"},
+                                {"key": "spot", "operator": "EQUAL", "value": "yes", "effect": "NO_EXECUTE",
+                                 "toleration_seconds": 30}],
+                "metadata": {"labels": {"team": "vision", "pipectl.io/job": "not-mine"},
+                             "annotations": {"example.com/owner": "ana"}}}
         ex.batch.create_namespaced_job(ns, ex.manifest(job, spec, 3, 15))
         stored = json.loads(k8s_env["cluster"].kubectl("-n", ns, "get", "job", "pipectl-my-pipeline-aaaaaaaaaaaa",
                                                        "-o", "json"))
@@ -119,6 +128,14 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     for c in (user, storage):
         assert {"name": "pfs", "mountPath": "/pfs"} in c["volumeMounts"]
     assert not pod.get("shareProcessNamespace")
+    assert pod["nodeSelector"] == {"disktype": "ssd"} and pod["priorityClassName"] == "system-node-critical"
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                  {"key": "spot", "operator": "Equal", "value": "yes", "effect": "NoExecute",
+                                   "tolerationSeconds": 30}]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    meta = s["template"]["metadata"]
+    assert meta["labels"]["team"] == "vision" and meta["labels"]["pipectl.io/job"] == "a" * 32  # ours win
+    assert meta["annotations"] == {"example.com/owner": "ana"}
 
 
 def test_user_code_cannot_reach_the_store_credentials(k8s_env):

@@ -106,20 +106,16 @@ class Sandbox:
     @functools.cached_property
     def _options(self) -> list[str]:
         options = [BWRAP or "bwrap", *_host_root(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        for path in self.hide:
-            options += ["--tmpfs", path]
         home = os.path.expanduser("~")
         options += ["--bind", self.pfs, "/pfs", "--bind", self.run, os.path.dirname(SOCKET), "--bind", self.home, home]
-        needed = [*self.needed, *self.files.values(), *self.writable]
-        shown = {os.path.join(home, os.path.relpath(p, home).split(os.sep)[0])
-                 for p in needed if p.startswith(home + os.sep)}
-        shown |= {p for p in needed if p.startswith("/tmp/")}
-        for path in sorted(shown):
+        for path in _shown([*self.needed, *self.files.values(), *self.writable], home):
             options += ["--ro-bind-try", path, path]
         for inside, host in sorted(self.files.items()):
             options += ["--ro-bind", host, inside]
         for path in self.writable:
             options += ["--bind", path, path]
+        for path in self.hide:  # last: no bind above may show it again
+            options += ["--tmpfs", path]
         return options + ["--unshare-pid", "--die-with-parent"]
 
     def runner(self) -> SocketRunner:
@@ -132,6 +128,22 @@ class Sandbox:
         return SocketRunner(os.path.join(self.run, os.path.basename(SOCKET)), wait=60,
                             start=lambda: subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                                            start_new_session=True))
+
+
+def _shown(paths: list[str], home: str) -> list[str]:
+    """The directories to bind back read-only so that ``paths`` are visible
+    in the sandbox: for a path under ``home`` or ``/tmp`` (which the sandbox
+    replaces), the directory right below it that holds the path (all of
+    ``~/.pyenv`` for ``~/.pyenv/shims``, all of ``/tmp/build`` for a
+    virtualenv's ``/tmp/build/venv/bin``, so the venv's ``pyvenv.cfg`` and
+    relative symlinks come along)."""
+    shown = set()
+    for path in paths:
+        path = os.path.normpath(path)
+        for top in (home, "/tmp"):
+            if path.startswith(top + os.sep):
+                shown.add(os.path.join(top, os.path.relpath(path, top).split(os.sep)[0]))
+    return sorted(shown)
 
 
 def host_pfs() -> tuple | None:

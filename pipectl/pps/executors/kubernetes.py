@@ -167,6 +167,46 @@ def pod_security(spec: dict) -> dict:
     return POD_SECURITY | {"runAsUser": int(uid), "runAsGroup": int(gid or uid), "fsGroup": int(gid or uid)}
 
 
+TOLERATION_OPERATORS = {"EXISTS": "Exists", "EQUAL": "Equal"}
+TOLERATION_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule", "NO_EXECUTE": "NoExecute"}
+
+
+def scheduling(spec: dict) -> dict:
+    """Pod spec fields from Pachyderm's ``scheduling_spec`` (``node_selector``
+    -> ``nodeSelector``, ``priority_class_name`` -> ``priorityClassName``),
+    ``tolerations`` (Pachyderm's enum names, ``EXISTS``, ``NO_SCHEDULE``...,
+    to Kubernetes') and ``transform.image_pull_secrets``."""
+    out: dict[str, Any] = {}
+    given = spec.get("scheduling_spec") or {}
+    if given.get("node_selector"):
+        out["nodeSelector"] = dict(given["node_selector"])
+    if given.get("priority_class_name"):
+        out["priorityClassName"] = given["priority_class_name"]
+    tolerations = []
+    for t in spec.get("tolerations") or []:
+        k8s = {"key": t.get("key"), "value": t.get("value"),
+               "operator": TOLERATION_OPERATORS.get(str(t.get("operator", "")).upper()),
+               "effect": TOLERATION_EFFECTS.get(str(t.get("effect", "")).upper()),
+               "tolerationSeconds": int(t["toleration_seconds"]) if t.get("toleration_seconds") is not None else None}
+        tolerations.append({k: v for k, v in k8s.items() if v not in (None, "")})
+    if tolerations:
+        out["tolerations"] = tolerations
+    secrets = spec["transform"].get("image_pull_secrets") or []
+    if secrets:
+        out["imagePullSecrets"] = [{"name": name} for name in secrets]
+    return out
+
+
+def pod_metadata(spec: dict, labels: dict) -> dict:
+    """The pods' metadata: Pachyderm's ``metadata.labels`` and
+    ``annotations``, with pipectl's own labels (``labels``) winning."""
+    given = spec.get("metadata") or {}
+    out: dict[str, Any] = {"labels": {**(given.get("labels") or {}), **labels}}
+    if given.get("annotations"):
+        out["annotations"] = dict(given["annotations"])
+    return out
+
+
 class Informer:
     """A local cache of the objects one ``list_namespaced_*`` call returns
     (filtered by the pipectl label), kept current by a watch, as client-go's
@@ -295,12 +335,13 @@ class KubernetesExecutor(Executor):
         pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
                "securityContext": pod_security(spec), "containers": [user, storage],
                "volumes": [{"name": "pfs", "emptyDir": {}}, {"name": "pipectl", "emptyDir": {"medium": "Memory"}}]}
+        pod.update(scheduling(spec))
         if self.service_account:
             pod["serviceAccountName"] = self.service_account
         body = {
             "completionMode": "Indexed", "completions": count, "parallelism": count,
             "backoffLimit": max_failures, "ttlSecondsAfterFinished": self.job_ttl,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": pod_metadata(spec, labels), "spec": pod},
         }
         timeout = parse_duration(spec.get("job_timeout"))
         if timeout:
