@@ -44,6 +44,8 @@ def _input_text(node: dict) -> str:
     if "pfs" in node:
         p = node["pfs"]
         return f"{p['repo']}:{p['glob']}"
+    if "cron" in node:
+        return f"cron {node['cron']['name']} ({node['cron']['spec']})"
     kind = next(k for k in ("cross", "union", "join", "group") if k in node)
     joiner = {"cross": " ⨯ ", "union": " ∪ ", "join": " ⋈ ", "group": ", "}[kind]
     text = "(" + joiner.join(_input_text(c) for c in node[kind]) + ")"
@@ -132,6 +134,13 @@ def stop_pipeline(pipeline):
 def start_pipeline(pipeline):
     """Resume a paused pipeline."""
     current().client.start_pipeline(pipeline)
+
+@click.command("run-cron")
+@click.argument("pipeline")
+def run_cron(pipeline):
+    """Commit a tick to each cron input of PIPELINE now (a job follows)."""
+    for repo in current().client.run_cron(pipeline):
+        click.echo(f"ticked {repo}")
 
 # jobs ----------------------------------------------------------------
 @click.command("list-job")
@@ -311,8 +320,8 @@ def controller(exit_when_idle, executor, local_images, worker_image, namespace, 
 
 
 COMMANDS = [create_pipeline, update_pipeline, list_pipeline, inspect_pipeline, delete_pipeline, stop_pipeline,
-            start_pipeline, list_job, inspect_job, stop_job, list_datum, inspect_datum, get_logs, flush_commit,
-            controller]
+            start_pipeline, run_cron, list_job, inspect_job, stop_job, list_datum, inspect_datum, get_logs,
+            flush_commit, controller]
 """The commands this module adds to the CLI, in help order."""
 
 

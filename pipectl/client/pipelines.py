@@ -70,6 +70,21 @@ class PipelineOps:
         """Resume a paused pipeline. Raises NotFound."""
         return self.pps.set_pipeline_state(name, "running")
 
+    def run_cron(self, name: str) -> list[str]:
+        """Commit a tick now to every cron input of pipeline ``name``, as
+        Pachyderm's ``run cron`` does; return the repos ticked. Raises
+        NotFound, InvalidArgument (a pipeline with no cron input)."""
+        import datetime as dt
+
+        from ..pps import cron
+        inputs = list(cron.cron_inputs(self.pps.inspect_pipeline(name).spec["input"]))
+        if not inputs:
+            raise InvalidArgument(f"pipeline {name} has no cron input")
+        at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        for c in inputs:
+            cron.commit_tick(self.pps.pfs, c, at)
+        return [c["repo"] for c in inputs]
+
     # jobs ----------------------------------------------------------------
     def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:
         """Newest first, of one pipeline or of all. Raises NotFound."""

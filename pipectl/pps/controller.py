@@ -19,6 +19,7 @@ each datum's output lands once.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import gc
 import hashlib
@@ -33,8 +34,8 @@ from ..pfs import keys as pfs_keys
 from ..pfs.model import Commit, now
 from ..pfs.tree import Tree
 from ..store import ObjectStore
+from . import cron, keys
 from . import datums as datum_mod
-from . import keys
 from .api import PPS
 from .executors import Executor, ExecutorError, WorkerGroup
 from .jobdata import result_counts
@@ -122,12 +123,27 @@ class Controller:
                 raise LostLeadership("lost the leader lease; stopping so that another replica takes over")
 
     def step(self) -> bool:
-        """One round: create due jobs, run the next one. True if anything ran."""
+        """One round: commit due cron ticks, create due jobs, run the next
+        one. True if a job was created or ran."""
+        self.tick_crons()
         created = self.create_jobs()
         job = self.next_job()
         if job is not None:
             self.run_job(job)
         return bool(created or job)
+
+    def tick_crons(self) -> None:
+        """Commit the due ticks of running pipelines' cron inputs (at most
+        one per input per round, so missed ones are made up a round each)."""
+        now = dt.datetime.now(dt.UTC)
+        for pipeline in self.pps.list_pipelines():
+            if pipeline.state != "running":
+                continue
+            for c in cron.cron_inputs(pipeline.spec["input"]):
+                try:
+                    cron.tick_due(self.pfs, c, now)
+                except PipectlError as e:  # the next round tries again
+                    log.warning("pipeline %s: cron input %s: %s", pipeline.name, c["name"], e)
 
     # creating jobs -------------------------------------------------------
     def current_inputs(self, pipeline: PipelineInfo) -> list[dict] | None:

@@ -27,6 +27,7 @@ import itertools
 
 from .. import glob as globs
 from ..pfs.tree import FileEntry, Tree
+from . import cron
 
 
 @dataclasses.dataclass
@@ -111,8 +112,8 @@ def compute(input_spec: dict, commits: dict[tuple[str, str], tuple[str, Tree]]) 
     datums."""
 
     def walk(node: dict) -> list[Datum]:
-        if "pfs" in node:
-            return [Datum([i]) for i in matches(node["pfs"])]
+        if "pfs" in node or "cron" in node:
+            return [Datum([i]) for i in matches(node["pfs"] if "pfs" in node else cron.as_pfs(node["cron"]))]
         if "cross" in node:
             parts = [walk(child) for child in node["cross"]]
             return [Datum([i for d in combo for i in d.inputs]) for combo in itertools.product(*parts)]

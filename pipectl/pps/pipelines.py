@@ -12,7 +12,7 @@ from ..parallel import parallel
 from ..pfs import PFS
 from ..pfs.model import now
 from ..store import ObjectStore
-from . import keys
+from . import cron, keys
 from . import spec as specs
 from .model import JobInfo, PipelineInfo
 
@@ -84,6 +84,8 @@ class Pipelines:
         creating its output repo. Checks input repos exist first, so a bad
         spec creates nothing. Raises AlreadyExists, NotFound, InvalidArgument."""
         name = spec["pipeline"]["name"]
+        for c in cron.cron_inputs(spec["input"]):  # the repo its ticks are committed to
+            self.pfs.create_repo(c["repo"], f"cron input {c['name']} of pipeline {name}", exist_ok=True)
         self._check_inputs(spec, update)
         stamp = now()
         if not update:

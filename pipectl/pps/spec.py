@@ -23,6 +23,7 @@ one line naming them (:data:`UNSUPPORTED`).
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import functools
 import hashlib
 import importlib.resources
@@ -33,7 +34,7 @@ from typing import Any
 from .. import glob as globs
 from ..errors import InvalidArgument
 from ..pfs import names
-from . import proto3
+from . import cron, proto3
 
 DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"constant": 1}}
 DEFAULT_IMAGE = "ubuntu:20.04"
@@ -41,7 +42,7 @@ DEFAULT_IMAGE = "ubuntu:20.04"
 DEFAULT_PROJECT = "default"
 UNSUPPORTED = {
     "spout": "spout pipelines", "service": "service pipelines", "egress": "egress", "s3_out": "s3_out",
-    "tf_job": "TFJob pipelines", "input.cron": "cron inputs", "pfs.s3": "S3 inputs", "pfs.trigger": "branch triggers",
+    "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs", "pfs.trigger": "branch triggers",
     "transform.secrets": "transform.secrets", "transform.err_cmd": "transform.err_cmd",
     "transform.datum_batching": "transform.datum_batching",
 }
@@ -159,6 +160,13 @@ def validate(spec: Any, source: str = "spec") -> dict:
         if project not in (None, DEFAULT_PROJECT):
             raise InvalidArgument(f"{source}: {where}: project {project!r}: only the default project exists here")
     _check_input_names(spec["input"], "input", source)
+    for c in cron.cron_inputs(spec["input"]):
+        c.setdefault("repo", cron.repo_of(spec["pipeline"]["name"], c))
+        c.setdefault("start", dt.datetime.now(dt.UTC).strftime(cron.TIME_FORMAT))
+        check(f"cron input {c['name']}", cron.schedule, c["spec"])
+        check(f"cron input {c['name']}", cron.parse_time, c["start"])
+        check(f"cron input {c['name']}.repo", names.check_name, "repo", c["repo"])
+        check(f"cron input {c['name']}.name", names.check_name, "input", c["name"])
     for where, pfs in _pfs_inputs_with_paths(spec["input"], "input"):
         check(f"{where}.repo", names.check_name, "repo", pfs["repo"])
         pfs.setdefault("branch", "master")
@@ -202,6 +210,8 @@ def _check_input_names(node: dict, where: str, source: str) -> set[str]:
     Pachyderm allows. Raises InvalidArgument."""
     if "pfs" in node:
         return {node["pfs"].get("name") or node["pfs"]["repo"]}
+    if "cron" in node:
+        return {node["cron"]["name"]}
     if "union" in node:
         return set().union(*(_check_input_names(c, f"{where}.union.{n}", source)
                              for n, c in enumerate(node["union"])))
@@ -249,6 +259,8 @@ def pfs_inputs(node: dict) -> Iterator[dict]:
     """Every ``pfs`` input of an input tree, depth first, left to right."""
     if "pfs" in node:
         yield node["pfs"]
+    if "cron" in node:
+        yield cron.as_pfs(node["cron"])
     for kind in ("cross", "union", "join", "group"):
         for child in node.get(kind, []):
             yield from pfs_inputs(child)
