@@ -133,9 +133,25 @@ def delete_commit(repo, commit):
 @click.argument("repo")
 @click.argument("branch")
 @click.option("--head", help="Commit or branch for the new branch to point at.")
-def create_branch(repo, branch, head):
-    """Create a branch (or move an existing one to --head)."""
-    current().client.create_branch(repo, branch, head)
+@click.option("--trigger", "trigger_branch", metavar="BRANCH",
+              help="Follow BRANCH, moving to its head when the conditions below hold (evaluated by the controller).")
+@click.option("--trigger-commits", type=click.IntRange(0), help="...once it has this many new commits.")
+@click.option("--trigger-size", help="...once its head is this much larger (100MB, 1GiB).")
+@click.option("--trigger-rate-limit", help="...at most once per tick of this cron spec.")
+@click.option("--trigger-cron", help="Follow it on each tick of this cron spec instead.")
+@click.option("--trigger-all", is_flag=True, help="Every condition must hold (default: any one).")
+def create_branch(repo, branch, head, trigger_branch, trigger_commits, trigger_size, trigger_rate_limit,
+                  trigger_cron, trigger_all):
+    """Create a branch (or move an existing one to --head), optionally
+    triggered by another branch (Pachyderm's branch triggers)."""
+    trigger = None
+    if trigger_branch:
+        given = {"branch": trigger_branch, "commits": trigger_commits, "size": trigger_size,
+                 "rate_limit_spec": trigger_rate_limit, "cron_spec": trigger_cron, "all": trigger_all or None}
+        trigger = {k: v for k, v in given.items() if v is not None}
+    elif any(v is not None for v in (trigger_commits, trigger_size, trigger_rate_limit, trigger_cron)) or trigger_all:
+        raise InvalidArgument("the --trigger-* options need --trigger BRANCH")
+    current().client.create_branch(repo, branch, head, trigger)
 
 @click.command("list-branch")
 @click.argument("repo")

@@ -83,9 +83,13 @@ class DataOps:
         self.pfs.delete_commit(repo, ref)
 
     # branches ------------------------------------------------------------
-    def create_branch(self, repo: str, branch: str, head: str | None = None) -> Branch:
-        """Create or move ``branch`` to ``head``. Raises NotFound, InvalidArgument."""
-        return self.pfs.create_branch(repo, branch, head)
+    def create_branch(self, repo: str, branch: str, head: str | None = None, trigger: dict | None = None) -> Branch:
+        """Create or move ``branch`` to ``head``, with ``trigger`` if given
+        (see :mod:`pipectl.pfs.triggers`). Raises NotFound, InvalidArgument."""
+        if trigger is not None:
+            from ..pfs import triggers
+            triggers.check(trigger)
+        return self.pfs.create_branch(repo, branch, head, trigger)
 
     def list_branches(self, repo: str) -> list[Branch]:
         """By name. Raises NotFound."""

@@ -87,27 +87,55 @@ class PFS(Files):
         self.store.delete(info)
 
     # branches ------------------------------------------------------------
-    def _create_branch_record(self, repo: str, branch: str, head: str | None = None) -> Branch:
-        record = Branch(repo, branch, head)
+    def _create_branch_record(self, repo: str, branch: str, head: str | None = None,
+                              trigger: dict | None = None) -> Branch:
+        record = Branch(repo, branch, head, trigger)
         try:
             self.store.write(keys.branch(repo, branch), record.to_json(), if_absent=True)
         except PreconditionFailed:
             raise AlreadyExists(f"branch {branch} already exists in repo {repo}") from None
         return record
 
-    def create_branch(self, repo: str, branch: str, head: str | None = None) -> Branch:
+    def create_branch(self, repo: str, branch: str, head: str | None = None, trigger: dict | None = None) -> Branch:
         """Create ``branch`` pointing at commit-or-branch ``head`` (or at no
-        commit); if it exists, move it there. Raises NotFound, InvalidArgument."""
+        commit), with ``trigger`` if given (see :mod:`.triggers`); if it
+        exists, move it there (keeping its trigger unless a new one is
+        given). Raises NotFound, InvalidArgument."""
         self.inspect_repo(repo)
         names.check_name("branch", branch)
+        if trigger is not None:
+            names.check_name("branch", trigger["branch"])
+            if trigger["branch"] == branch:
+                raise InvalidArgument(f"branch {branch} cannot trigger on itself")
         head_id = self.inspect_commit(repo, head).id if head else None
         try:
-            return self._create_branch_record(repo, branch, head_id)
+            return self._create_branch_record(repo, branch, head_id, trigger)
         except AlreadyExists:
-            _, version = self._read_branch(repo, branch)
-            record = Branch(repo, branch, head_id)
+            current, version = self._read_branch(repo, branch)
+            record = Branch(repo, branch, head_id, trigger if trigger is not None else current.trigger)
             self.store.write(keys.branch(repo, branch), record.to_json(), if_match=version)
             return record
+
+    def set_trigger(self, repo: str, branch: str, trigger: dict) -> Branch:
+        """Give ``branch`` (created without a head if missing) ``trigger``,
+        its head unchanged. Raises NotFound, InvalidArgument."""
+        from . import triggers
+        triggers.check(trigger)
+        for attempt in range(10_000):
+            try:
+                current, version = self._read_branch(repo, branch)
+            except NotFound:
+                try:
+                    return self.create_branch(repo, branch, None, trigger)
+                except AlreadyExists:
+                    continue
+            record = Branch(repo, branch, current.head, trigger)
+            try:
+                self.store.write(keys.branch(repo, branch), record.to_json(), if_match=version)
+                return record
+            except PreconditionFailed:
+                backoff(attempt)
+        raise Conflict(f"branch {branch} of {repo} is too busy")
 
     def _read_branch(self, repo: str, branch: str) -> tuple[Branch, str]:
         try:
@@ -148,7 +176,8 @@ class PFS(Files):
                 raise PreconditionFailed(f"branch {branch} moved concurrently") from None
         if current.head != expected_head:
             raise PreconditionFailed(f"branch {branch} of {repo} moved concurrently")
-        self.store.write(keys.branch(repo, branch), Branch(repo, branch, new_head).to_json(), if_match=version)
+        moved = Branch(repo, branch, new_head, current.trigger)
+        self.store.write(keys.branch(repo, branch), moved.to_json(), if_match=version)
 
     # commits -------------------------------------------------------------
     def _read_commit(self, repo: str, commit_id: str) -> tuple[Commit, str]:

@@ -69,11 +69,15 @@ class RepoInfo(Record):
 
 @dataclasses.dataclass
 class Branch(Record):
-    """A branch: a movable ``head`` commit id (None before the first commit)."""
+    """A branch: a movable ``head`` commit id (None before the first commit),
+    and a ``trigger`` (Pachyderm's: ``{"branch", "commits", "size",
+    "rate_limit_spec", "cron_spec", "all"}``, see :mod:`.triggers`) when
+    the branch follows another one only when a condition holds."""
 
     repo: str
     name: str
     head: str | None = None
+    trigger: dict | None = None
 
 
 @dataclasses.dataclass

@@ -29,13 +29,14 @@ import time
 from ..errors import Conflict, NotFound, PipectlError, PreconditionFailed
 from ..gcpause import gc_paused
 from ..parallel import concurrently
-from ..pfs import PFS
+from ..pfs import PFS, triggers
 from ..pfs import keys as pfs_keys
 from ..pfs.model import Commit, now
 from ..pfs.tree import Tree
 from ..store import ObjectStore
 from . import cron, keys
 from . import datums as datum_mod
+from . import spec as specs
 from .api import PPS
 from .executors import Executor, ExecutorError, WorkerGroup
 from .jobdata import result_counts
@@ -44,6 +45,10 @@ from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 from .spec import parse_duration
 
 log = logging.getLogger("pipectl.controller")
+
+TRIGGER_SECONDS = 2.0
+"""How often the triggers of every branch that pipelines read are evaluated
+(those named in specs: every round)."""
 
 MAX_WORKER_RESTARTS = 5
 PROGRESS_SECONDS = 1.0  # how often a running job's counts are refreshed
@@ -95,6 +100,7 @@ class Controller:
         self.executor = executor
         self.poll_interval = poll_interval
         self._finished: dict[str, JobInfo] = {}  # by store key: a finished job's record never changes
+        self._triggers_swept = 0.0
 
     def run(self, exit_when_idle: bool = False) -> None:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
@@ -134,8 +140,10 @@ class Controller:
 
     def tick_crons(self) -> None:
         """Commit the due ticks of running pipelines' cron inputs (at most
-        one per input per round, so missed ones are made up a round each)."""
+        one per input per round, so missed ones are made up a round each),
+        then move the triggered branches they read whose triggers hold."""
         now = dt.datetime.now(dt.UTC)
+        triggered: set[str] = set()
         for pipeline in self.pps.list_pipelines():
             if pipeline.state != "running":
                 continue
@@ -144,6 +152,18 @@ class Controller:
                     cron.tick_due(self.pfs, c, now)
                 except PipectlError as e:  # the next round tries again
                     log.warning("pipeline %s: cron input %s: %s", pipeline.name, c["name"], e)
+            # Triggers in specs, each round; those of other branches pipelines
+            # read (made by create-branch --trigger), every TRIGGER_SECONDS.
+            sweep = time.monotonic() - self._triggers_swept > TRIGGER_SECONDS
+            triggered |= {p["repo"] for p in specs.pfs_inputs(pipeline.spec["input"]) if sweep or p.get("trigger")}
+        if time.monotonic() - self._triggers_swept > TRIGGER_SECONDS:
+            self._triggers_swept = time.monotonic()
+        for repo in sorted(triggered):
+            try:
+                for branch in triggers.fire(self.pfs, repo, now):
+                    log.info("trigger: branch %s of %s moved to its source's head", branch, repo)
+            except PipectlError as e:
+                log.warning("triggers of repo %s: %s", repo, e)
 
     # creating jobs -------------------------------------------------------
     def current_inputs(self, pipeline: PipelineInfo) -> list[dict] | None:

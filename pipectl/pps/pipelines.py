@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PreconditionFailed
 from ..parallel import parallel
-from ..pfs import PFS
+from ..pfs import PFS, triggers
 from ..pfs.model import now
 from ..store import ObjectStore
 from . import cron, keys
@@ -87,6 +87,10 @@ class Pipelines:
         for c in cron.cron_inputs(spec["input"]):  # the repo its ticks are committed to
             self.pfs.create_repo(c["repo"], f"cron input {c['name']} of pipeline {name}", exist_ok=True)
         self._check_inputs(spec, update)
+        for pfs in specs.pfs_inputs(spec["input"]):  # the branch a trigger moves
+            if pfs.get("trigger"):
+                self.pfs.set_trigger(pfs["repo"], pfs["branch"], pfs["trigger"])
+                triggers.fire(self.pfs, pfs["repo"])
         stamp = now()
         if not update:
             if self.store.exists(keys.pipeline(name)):

@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import glob as globs
 from ..errors import InvalidArgument
-from ..pfs import names
+from ..pfs import names, triggers
 from . import cron, proto3
 
 DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"constant": 1}}
@@ -42,7 +42,7 @@ DEFAULT_IMAGE = "ubuntu:20.04"
 DEFAULT_PROJECT = "default"
 UNSUPPORTED = {
     "spout": "spout pipelines", "service": "service pipelines", "egress": "egress", "s3_out": "s3_out",
-    "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs", "pfs.trigger": "branch triggers",
+    "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
     "transform.secrets": "transform.secrets", "transform.err_cmd": "transform.err_cmd",
     "transform.datum_batching": "transform.datum_batching",
 }
@@ -167,8 +167,14 @@ def validate(spec: Any, source: str = "spec") -> dict:
         check(f"cron input {c['name']}", cron.parse_time, c["start"])
         check(f"cron input {c['name']}.repo", names.check_name, "repo", c["repo"])
         check(f"cron input {c['name']}.name", names.check_name, "input", c["name"])
+    triggered: dict[str, int] = {}
     for where, pfs in _pfs_inputs_with_paths(spec["input"], "input"):
         check(f"{where}.repo", names.check_name, "repo", pfs["repo"])
+        if pfs.get("trigger"):  # Pachyderm's defaults: the pipeline reads a branch of its own
+            pfs["trigger"].setdefault("branch", "master")
+            check(f"{where}.trigger", triggers.check, pfs["trigger"])
+            triggered[pfs["repo"]] = triggered.get(pfs["repo"], 0) + 1
+            pfs.setdefault("branch", f"{spec['pipeline']['name']}-trigger-{triggered[pfs['repo']]}")
         pfs.setdefault("branch", "master")
         pfs.setdefault("name", pfs["repo"])
         check(f"{where}.branch", names.check_name, "branch", pfs["branch"])
