@@ -121,14 +121,16 @@ class PFS(Files):
         its head unchanged. Raises NotFound, InvalidArgument."""
         from . import triggers
         triggers.check(trigger)
+        self.inspect_repo(repo)
+        names.check_name("branch", branch)
         for attempt in range(10_000):
             try:
                 current, version = self._read_branch(repo, branch)
             except NotFound:
                 try:
-                    return self.create_branch(repo, branch, None, trigger)
+                    return self._create_branch_record(repo, branch, None, trigger)
                 except AlreadyExists:
-                    continue
+                    continue  # made meanwhile: read it again
             record = Branch(repo, branch, current.head, trigger)
             try:
                 self.store.write(keys.branch(repo, branch), record.to_json(), if_match=version)
