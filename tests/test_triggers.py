@@ -59,6 +59,8 @@ def test_create_branch_with_a_size_trigger(cli, pfs, spec_file, run_controller):
     put(pfs, "in", {"/b": "678901"})
     run_controller()
     assert len(jobs(cli, "sized")) == 1 and files_of(pfs, "sized") == {"/all": "12345678901"}
+    listed = ok(cli("list-branch", "in")).out.splitlines()
+    assert listed[0].split() == ["BRANCH", "HEAD", "TRIGGER"] and listed[1].split()[2:] == ["master", "on", "10B"]
     assert_clean_error(cli("create-branch", "in", "x", "--trigger-size", "1MB"), "need --trigger")
     assert_clean_error(cli("create-branch", "in", "x", "--trigger", "master", "--trigger-size", "lots"),
                        "not a size")

@@ -157,11 +157,24 @@ def create_branch(repo, branch, head, trigger_branch, trigger_commits, trigger_s
 @click.argument("repo")
 @raw_option
 def list_branch(repo, raw):
-    """List a repo's branches: BRANCH, HEAD."""
+    """List a repo's branches: BRANCH, HEAD, TRIGGER."""
     branches = current().client.list_branches(repo)
     if raw:
         return output.raw([b.to_dict() for b in branches])
-    output.table(["BRANCH", "HEAD"], [[b.name, b.head or "-"] for b in branches])
+    output.table(["BRANCH", "HEAD", "TRIGGER"], [[b.name, b.head or "-", _trigger_text(b.trigger)] for b in branches])
+
+
+def _trigger_text(trigger: dict | None) -> str:
+    """``master on 2 commits or 100MB`` (Pachyderm's conditions, joined by
+    ``and`` with ``all``), ``master every @hourly`` (``cron_spec``), or ``-``."""
+    if not trigger:
+        return "-"
+    if trigger.get("cron_spec"):
+        return f"{trigger['branch']} every {trigger['cron_spec']}"
+    parts = [f"{trigger['commits']} commits" if trigger.get("commits") else "", trigger.get("size") or "",
+             f"at most per {trigger['rate_limit_spec']}" if trigger.get("rate_limit_spec") else ""]
+    conditions = (" and " if trigger.get("all") else " or ").join(p for p in parts if p)
+    return f"{trigger['branch']} on {conditions}" if conditions else trigger["branch"]
 
 @click.command("delete-branch")
 @click.argument("repo")
