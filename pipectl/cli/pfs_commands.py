@@ -166,11 +166,11 @@ def list_branch(repo, raw):
 
 def _trigger_text(trigger: dict | None) -> str:
     """``master on 2 commits or 100MB`` (Pachyderm's conditions, joined by
-    ``and`` with ``all``), ``master every @hourly`` (``cron_spec``), or ``-``."""
+    ``and`` with ``all``), ``master on cron @hourly`` (``cron_spec``), or ``-``."""
     if not trigger:
         return "-"
     if trigger.get("cron_spec"):
-        return f"{trigger['branch']} every {trigger['cron_spec']}"
+        return f"{trigger['branch']} on cron {trigger['cron_spec']}"
     parts = [f"{trigger['commits']} commits" if trigger.get("commits") else "", trigger.get("size") or "",
              f"at most per {trigger['rate_limit_spec']}" if trigger.get("rate_limit_spec") else ""]
     conditions = (" and " if trigger.get("all") else " or ").join(p for p in parts if p)
