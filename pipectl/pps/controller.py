@@ -131,22 +131,22 @@ class Controller:
     def step(self) -> bool:
         """One round: commit due cron ticks, create due jobs, run the next
         one. True if a job was created or ran."""
-        self.tick_crons()
-        created = self.create_jobs()
+        pipelines = [p for p in self.pps.list_pipelines() if p.state == "running"]
+        self.tick_crons(pipelines)
+        created = self.create_jobs(pipelines)
         job = self.next_job()
         if job is not None:
             self.run_job(job)
         return bool(created or job)
 
-    def tick_crons(self) -> None:
-        """Commit the due ticks of running pipelines' cron inputs (at most
-        one per input per round, so missed ones are made up a round each),
-        then move the triggered branches they read whose triggers hold."""
+    def tick_crons(self, pipelines: list[PipelineInfo]) -> None:
+        """Commit the due ticks of the (running) ``pipelines``' cron inputs
+        (at most one per input per round, so missed ones are made up a round
+        each), then move the triggered branches they read whose triggers
+        hold."""
         now = dt.datetime.now(dt.UTC)
         triggered: set[str] = set()
-        for pipeline in self.pps.list_pipelines():
-            if pipeline.state != "running":
-                continue
+        for pipeline in pipelines:
             for c in cron.cron_inputs(pipeline.spec["input"]):
                 try:
                     cron.tick_due(self.pfs, c, now)
@@ -188,9 +188,11 @@ class Controller:
                     return None
         return inputs
 
-    def create_jobs(self) -> int:
+    def create_jobs(self, pipelines: list[PipelineInfo] | None = None) -> int:
+        """Create the due job of each running pipeline (of ``pipelines``, or
+        of every one); return how many were created."""
         created = 0
-        for pipeline in self.pps.list_pipelines():
+        for pipeline in self.pps.list_pipelines() if pipelines is None else pipelines:
             if pipeline.state != "running":
                 continue
             inputs = self.current_inputs(pipeline)
