@@ -7,6 +7,7 @@ equivalent, ``accept_return_code``. Real CLI, real controller and workers."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from helpers import files_of, ok, put
@@ -133,6 +134,11 @@ def test_join_and_group_pipelines_run_with_pachyderms_datums_and_variables(cli, 
              "cat $(find /pfs/left /pfs/right -type f | sort) > /pfs/out/$PACH_DATUM_left_GROUP_BY$PACH_DATUM_right_GROUP_BY"]},
              "input": {"group": [{"pfs": {"repo": "left", "glob": "/(*).csv", "group_by": "$1"}},
                                  {"pfs": {"repo": "right", "glob": "/*/(*).json", "group_by": "$1"}}]}}
+    # what the datums would be, before the pipeline exists (pachctl list datum -f)
+    planned = json.loads(ok(cli("list-datum", "-f", spec_file(join), "--raw")).out)
+    assert [re.sub(r"@[0-9a-f]{8}:", "@C:", r["files"]) for r in planned] == [
+        "left@C:/1.csv, right@C:/x/1.json", "left@C:/2.csv, right@C:/y/2.json", "left@C:/2.csv, right@C:/z/2.json"]
+    assert ok(cli("list-pipeline", "--raw")).out.strip() == "[]"
     ok(cli("create-pipeline", "-f", spec_file(join)))
     ok(cli("create-pipeline", "-f", spec_file(group)))
     run_controller()
@@ -141,3 +147,6 @@ def test_join_and_group_pipelines_run_with_pachyderms_datums_and_variables(cli, 
     assert files_of(pfs, "grouped") == {"/11": "L1R1", "/22": "L2R2yR2z", "/3": "L3"}
     listed = ok(cli("list-pipeline")).out
     assert "(left:/(*).csv ⋈ right:/*/(*).json)" in listed
+    job = json.loads(ok(cli("list-job", "-p", "joined", "--raw")).out)[0]
+    assert [r["id"] for r in json.loads(ok(cli("list-datum", job["id"], "--raw")).out)] == [r["id"] for r in planned]
+    assert "give a JOB or --file SPEC" in cli("list-datum").err

@@ -183,10 +183,22 @@ def stop_job(job):
     current().client.stop_job(job)
 
 @click.command("list-datum")
-@click.argument("job")
+@click.argument("job", required=False)
+@click.option("-f", "--file", "path", help="Instead of a job's: the datums this spec would make now (nothing is "
+                                           "created), as pachctl list datum -f.")
 @raw_option
-def list_datum(job, raw):
+def list_datum(job, path, raw):
     """List a job's datums: ID, FILES, STATUS, TIME."""
+    if bool(job) == bool(path):
+        raise InvalidArgument("give a JOB or --file SPEC")
+    if path:
+        (spec, source), *more = _read_specs(path)
+        if more:
+            raise InvalidArgument(f"{path} holds {len(more) + 1} specs; list-datum -f takes one")
+        rows = current().client.plan_datums(spec, source)
+        if raw:
+            return output.raw(rows)
+        return output.table(["ID", "FILES"], [[r["id"], r["files"]] for r in rows])
     rows = current().client.list_datums(job)
     if raw:
         return output.raw(rows)

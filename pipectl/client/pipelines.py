@@ -124,11 +124,28 @@ class PipelineOps:
         rows = []
         for d in plan:
             r = results.get(d["id"])
-            files = ", ".join(f"{i['repo']}@{i['commit'][:8]}:{i['path']}" for i in d["inputs"])
+            files = _files_text(d["inputs"])
             rows.append({"id": d["id"], "files": files, "state": r.state if r else "pending",
                          "seconds": r.seconds if r else None, "attempts": r.attempts if r else 0,
                          "worker": r.worker if r else ""})
         return rows
+
+    def plan_datums(self, spec: Any, source: str = "spec") -> list[dict]:
+        """The datums ``spec`` would make over its inputs' branch heads now,
+        creating nothing: ``{id, files}`` as :meth:`list_datums`. Raises
+        InvalidArgument, NotFound (an input repo)."""
+        from ..pps import datums
+        spec = specs.validate(spec, source)
+        commits = {}
+        for p in specs.pfs_inputs(spec["input"]):
+            self.pps.pfs.inspect_repo(p["repo"])
+            try:
+                commit = self.pps.pfs.inspect_commit(p["repo"], p["branch"])
+            except NotFound:
+                continue  # no data yet: no datums from it
+            commits[p["repo"], p["branch"]] = (commit.id, self.pps.pfs.read_tree(commit))
+        return [{"id": d.id, "files": _files_text(d.to_dict(files=False)["inputs"])}
+                for d in datums.compute(spec["input"], commits)]
 
     def inspect_datum(self, job: str, datum: str) -> DatumResult:
         """One datum's result (an id prefix of 8+ characters will do). Raises NotFound."""
@@ -158,3 +175,8 @@ class PipelineOps:
         :meth:`datum_logs`) that were kept (Kubernetes pods)."""
         j = self._log_job(pipeline, job)
         return self.pps.worker_logs(j.pipeline, j.id)
+
+
+def _files_text(inputs: list[dict]) -> str:
+    """A datum's inputs as ``repo@commit8:path`` joined by ``, ``."""
+    return ", ".join(f"{i['repo']}@{i['commit'][:8]}:{i['path']}" for i in inputs)
