@@ -107,7 +107,9 @@ class Sandbox:
     def _options(self) -> list[str]:
         options = [BWRAP or "bwrap", *_host_root(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         home = os.path.expanduser("~")
-        options += ["--bind", self.pfs, "/pfs", "--bind", self.run, os.path.dirname(SOCKET), "--bind", self.home, home]
+        options += ["--bind", self.pfs, "/pfs", "--bind", self.run, os.path.dirname(SOCKET)]
+        if os.path.dirname(home) != home:  # a user whose home is / keeps the read-only root instead
+            options += ["--bind", self.home, home]
         for path in _shown([*self.needed, *self.files.values(), *self.writable], home):
             options += ["--ro-bind-try", path, path]
         for inside, host in sorted(self.files.items()):
