@@ -108,9 +108,13 @@ class SocketRunner:
         self.sock.settimeout(None)
 
     def run(self, request: Request, log_fd: int) -> str:
-        """Run ``request`` once in the runner's container; '' or an error line."""
-        send(self.sock, request.__dict__, (log_fd,))
-        reply, _ = receive(self.sock)
+        """Run ``request`` once in the runner's container; '' or an error
+        line. Raises PipectlError if the runner is gone."""
+        try:
+            send(self.sock, request.__dict__, (log_fd,))
+            reply, _ = receive(self.sock)
+        except OSError as e:
+            raise PipectlError(f"the user-code runner went away ({e.strerror or e})") from None
         if reply is None:
             raise PipectlError("the user-code runner went away")
         return reply["error"]
