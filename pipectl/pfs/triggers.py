@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from ..errors import InvalidArgument, NotFound, PreconditionFailed
+from ..errors import InvalidArgument, PreconditionFailed
 from .api import PFS
 from .model import Branch, Commit, parse_time
 
@@ -101,16 +101,12 @@ def fire(pfs: PFS, repo: str, now: dt.datetime | None = None) -> list[str]:
     moved: list[str] = []
     for _ in range(16):  # a chain of triggered branches, one link per pass
         changed = False
-        for branch in pfs.list_branches(repo):
-            if not branch.trigger:
-                continue
-            try:
-                head = pfs.inspect_branch(repo, branch.trigger["branch"]).head
-            except NotFound:
-                continue
-            if head is None:
-                continue  # no source commit yet
-            source = pfs.inspect_commit(repo, head)
+        branches = {b.name: b for b in pfs.list_branches(repo)}  # the sources' heads too: no read each
+        for branch in branches.values():
+            source_branch = branches.get(branch.trigger["branch"]) if branch.trigger else None
+            if source_branch is None or source_branch.head is None:
+                continue  # not triggered, or no source commit yet
+            source = pfs.inspect_commit(repo, source_branch.head)
             if source.id == branch.head or source.finished is None or not fires(pfs, branch, source, now):
                 continue
             try:

@@ -146,18 +146,18 @@ class Controller:
         hold."""
         now = dt.datetime.now(dt.UTC)
         triggered: set[str] = set()
+        # Triggers in specs, each round; those of other branches pipelines
+        # read (made by create-branch --trigger), every TRIGGER_SECONDS.
+        sweep = time.monotonic() - self._triggers_swept > TRIGGER_SECONDS
+        if sweep:
+            self._triggers_swept = time.monotonic()
         for pipeline in pipelines:
             for c in cron.cron_inputs(pipeline.spec["input"]):
                 try:
                     cron.tick_due(self.pfs, c, now)
                 except PipectlError as e:  # the next round tries again
                     log.warning("pipeline %s: cron input %s: %s", pipeline.name, c["name"], e)
-            # Triggers in specs, each round; those of other branches pipelines
-            # read (made by create-branch --trigger), every TRIGGER_SECONDS.
-            sweep = time.monotonic() - self._triggers_swept > TRIGGER_SECONDS
             triggered |= {p["repo"] for p in specs.pfs_inputs(pipeline.spec["input"]) if sweep or p.get("trigger")}
-        if time.monotonic() - self._triggers_swept > TRIGGER_SECONDS:
-            self._triggers_swept = time.monotonic()
         for repo in sorted(triggered):
             try:
                 for branch in triggers.fire(self.pfs, repo, now):

@@ -120,8 +120,8 @@ class Worker:
             return None
         assert self.scratch
         home, run = os.path.join(self.scratch, "home"), os.path.join(self.scratch, "run")
-        os.mkdir(home, 0o1777)  # transform.user's too
-        os.chmod(home, 0o1777)
+        os.mkdir(home)
+        os.chmod(home, 0o1777)  # transform.user's too (mkdir's mode is masked by the umask)
         os.mkdir(run)
         os.makedirs(self.root, exist_ok=True)
         url = getattr(self.store, "url", "")
