@@ -13,7 +13,7 @@ help:  ## List targets
 install:  ## Install pipectl (editable) with its test and lint tools
 	$(PYTHON) -m pip install -q -e '.[test,lint]'
 
-$(STAGE_PYTHON): stages/requirements.txt serving/requirements.txt pyproject.toml \
+$(STAGE_PYTHON): stages/requirements.txt serving/requirements.txt examples/requirements.txt pyproject.toml \
 		$(wildcard stages/*/requirements.txt stages/audio/*/requirements.txt)
 	$(PYTHON) -m venv $(STAGE_VENV)
 	$(STAGE_PYTHON) -m pip install -q --upgrade pip

@@ -3,6 +3,7 @@
 #   1. pipectl/rootfs:bookworm  debootstrap of Debian bookworm, `docker import`ed
 #   2. pipectl/base:$TAG        + Python venv with the pipectl worker
 #   3. one image per stage      FROM pipectl/base, its requirements from wheels
+#      and pipectl/examples     (examples/: the example flows' programs)
 #   4. pipectl/serving:$TAG     FROM pipectl/inference, + serving/requirements.txt
 # Wheels are downloaded on the host with pip (PyPI) into build/wheels/ and
 # copied into each build context, so `docker build` needs no network. Docker's
@@ -54,7 +55,7 @@ ctx="$BUILD/ctx-base"; rm -rf "$ctx"; mkdir -p "$ctx/wheels"
 "$PYTHON" -m pip wheel -q --wheel-dir "$ctx/wheels" . >/dev/null
 docker build -q -t "pipectl/base:$TAG" -f docker/base.Dockerfile "$ctx" >/dev/null
 
-for stage in $(find stages -name Dockerfile -printf '%h\n' | sort); do
+for stage in $(find stages -name Dockerfile -printf '%h\n' | sort) examples; do
     name=$(echo "${stage#stages/}" | tr / -)
     image="pipectl/$name:$TAG"
     log "$image"

@@ -171,7 +171,7 @@ K8S_SCRIPTS = os.path.join(REPO_ROOT, "scripts", "k8s")
 K8S_CACHE = os.environ.get("PIPECTL_K8S_CACHE", os.path.expanduser("~/.cache/pipectl/k8s"))
 K8S_STATE = os.environ.get("PIPECTL_K8S_STATE", "/var/lib/pipectl-k8s")
 K8S_IMAGES = ["pipectl/base:0.1.0", "pipectl/preprocess:0.1.0", "pipectl/train:0.1.0",
-              "pipectl/inference:0.1.0", "pipectl/serving:0.1.0"]
+              "pipectl/inference:0.1.0", "pipectl/serving:0.1.0", "pipectl/examples:0.1.0"]
 
 
 class Cluster:

@@ -326,6 +326,8 @@ def controller(exit_when_idle, executor, local_images, worker_image, namespace, 
             leases.append(_elect_leader(namespace, lease_name))
         ex = make_executor(executor, store.url, **options)
         Controller(store, ex, poll_interval, leases=tuple(leases)).run(exit_when_idle)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a requested stop, once workers are cleaned up
+        logging.getLogger("pipectl.controller").info("stopped")
     finally:
         for held in reversed(leases):
             held.release()

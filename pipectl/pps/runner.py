@@ -152,8 +152,8 @@ def _connect(path: str, wait: float) -> socket.socket | None:
 def serve(path: str, wait: float, empty_tmp: bool = False) -> int:
     """Serve the worker listening on the Unix socket ``path``; return the
     exit status it asks for, or 1 if it never came or went away without
-    asking. ``empty_tmp``: empty ``/tmp`` before each run (in the process
-    executor's sandbox, where ``/tmp`` is the runner's own tmpfs)."""
+    asking. ``empty_tmp``: empty ``/tmp`` before each run (every executor
+    gives the runner a ``/tmp`` of its own: the sandbox's tmpfs, a volume)."""
     conn = _connect(path, wait)
     if conn is None:
         print(f"runner: no worker listening on {path} within {wait:g}s", file=sys.stderr)

@@ -28,8 +28,10 @@ log = logging.getLogger("pipectl.executor")
 WORKER_IMAGE = f"pipectl/base:{__version__}"
 """pipectl's own image, which runs the worker (the ``storage`` container)
 next to user code under the Docker and Kubernetes executors."""
-RUNNER_COMMAND = ["python3", "-m", "pipectl.pps.runner", SOCKET]
-"""The ``user`` container's command: the user-code runner."""
+RUNNER_COMMAND = ["python3", "-m", "pipectl.pps.runner", SOCKET, "--empty-tmp"]
+"""The ``user`` container's command: the user-code runner, emptying the
+container's ``/tmp`` (a volume of the worker's own) before each datum, as the
+process executor's sandbox does."""
 
 
 def worker_command(job: JobInfo, count: int, index: int | None = None) -> list[str]:

@@ -4,8 +4,10 @@ As on Kubernetes (see :mod:`pipectl.pps.runner`), a worker is a ``storage``
 container of pipectl's own image (``worker_image``) running the same worker
 as every executor (``python3 -m pipectl.pps.worker --root /pfs --usercode
 ...``) and a ``user`` container of ``transform.image`` running the user-code
-runner, sharing two volumes of their own (``/pfs`` and ``/pipectl``). User
-code sees ``/pfs`` exactly as in Pachyderm, with no path rewriting. Only the
+runner, sharing two volumes of their own (``/pfs`` and ``/pipectl``); a
+third is the user container's ``/tmp``, which the runner empties before each
+datum. User code sees ``/pfs`` exactly as in Pachyderm, with no path
+rewriting. Only the
 storage container reaches the store, the way the controller does: an S3
 store through the same endpoint and credentials (containers use the host
 network, so a loopback endpoint works), a local store by bind-mounting its
@@ -164,9 +166,10 @@ class DockerExecutor(HandleExecutor):
         try:
             shared = {self.client.volumes.create(f"{name}-{v}", labels=labels).name: {"bind": path, "mode": "rw"}
                       for v, path in (("pfs", "/pfs"), ("pipectl", os.path.dirname(SOCKET)))}
+            scratch = self.client.volumes.create(f"{name}-tmp", labels=labels).name  # the runner empties it per datum
             self.client.containers.run(
                 image, RUNNER_COMMAND, detach=True, network_mode="host",
-                volumes=shared, name=f"{name}-user", labels=labels | {ROLE: "user"}, **options)
+                volumes=shared | {scratch: {"bind": "/tmp", "mode": "rw"}}, name=f"{name}-user", labels=labels | {ROLE: "user"}, **options)
             self.client.containers.run(
                 self.worker_image, worker_command(job, count, index), detach=True, environment=env, network_mode="host",
                 volumes=shared | self._store_mounts(), name=f"{name}-storage", labels=labels | {ROLE: "storage"})

@@ -6,7 +6,9 @@ comes from ``JOB_COMPLETION_INDEX``). As in Pachyderm, the pod has two
 containers sharing ``/pfs`` (an emptyDir) and a socket (see
 :mod:`pipectl.pps.runner`): ``storage``, pipectl's image (``worker_image``)
 running the worker, the only one holding the store's credentials, and
-``user``, ``transform.image`` running user code. The Job carries:
+``user``, ``transform.image`` running user code, with a ``/tmp`` the runner
+empties before each datum and a ``$HOME`` kept for the pod (emptyDirs).
+The Job carries:
 
 - labels ``app.kubernetes.io/managed-by=pipectl``, ``pipectl.io/pipeline``,
   ``pipectl.io/job`` (on the Job and its pods);
@@ -61,6 +63,7 @@ STUCK_REASONS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "Inval
                  "CreateContainerConfigError", "CreateContainerError"}
 IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 LOG_LIMIT_BYTES = 1 << 20  # per pod
+HOME = "/home/pipectl"  # the user container's $HOME: an emptyDir kept for the pod's datums (caches)
 
 
 def load_client_config() -> None:
@@ -327,14 +330,15 @@ class KubernetesExecutor(Executor):
             "image": spec["transform"]["image"],
             "imagePullPolicy": self.image_pull_policy,
             "command": RUNNER_COMMAND,
-            "env": [{"name": "HOME", "value": "/tmp"}],  # nobody has no home; user code may want one
+            "env": [{"name": "HOME", "value": HOME}],  # nobody has no home; user code may want one
             "resources": resources(spec),
-            "volumeMounts": mounts,
+            "volumeMounts": mounts + [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": HOME}],
             "securityContext": CONTAINER_SECURITY,
         }
         pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
                "securityContext": pod_security(spec), "containers": [user, storage],
-               "volumes": [{"name": "pfs", "emptyDir": {}}, {"name": "pipectl", "emptyDir": {"medium": "Memory"}}]}
+               "volumes": [{"name": "pfs", "emptyDir": {}}, {"name": "pipectl", "emptyDir": {"medium": "Memory"}},
+                           {"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}]}
         pod.update(scheduling(spec))
         if self.service_account:
             pod["serviceAccountName"] = self.service_account
