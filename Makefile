@@ -66,7 +66,7 @@ k8s-down:  ## Stop the cluster and remove its state (keeps the built binaries)
 	bash scripts/k8s/down.sh
 
 lint: install  ## Static checks: ruff (pinned in pyproject.toml) and mypy over pfs/, store/ and pps/
-	$(PYTHON) -m ruff check pipectl tests benchmarks scripts stages
+	$(PYTHON) -m ruff check pipectl tests benchmarks scripts stages examples
 	$(PYTHON) -m mypy
 
 clean:  ## Remove build outputs and the demo store

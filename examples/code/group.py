@@ -16,7 +16,7 @@ def total(pattern):
     return len(amounts), sum(amounts, decimal.Decimal("0.00"))
 
 
-store_id = os.environ["PACH_DATUM_purchases_GROUP_BY"]
+store_id = os.environ["PACH_DATUM_purchases_GROUP_BY"]  # noqa: SIM112 (Pachyderm names it so)
 bought, spent = total("/pfs/purchases/*.txt")
 returned, refunded = total("/pfs/returns/*.txt")
 with open(f"/pfs/out/STOREID{store_id}.txt", "w") as f:

@@ -8,7 +8,7 @@ gives a datum to a store with no purchase. Writes
 import glob
 import os
 
-store_id = os.environ["PACH_DATUM_stores_JOIN_ON"]
+store_id = os.environ["PACH_DATUM_stores_JOIN_ON"]  # noqa: SIM112 (Pachyderm names it so)
 with open(f"/pfs/stores/STOREID{store_id}.txt") as f:
     store = f.read().strip()
 out = f"/pfs/out/STOREID{store_id}"

@@ -169,7 +169,8 @@ class DockerExecutor(HandleExecutor):
             scratch = self.client.volumes.create(f"{name}-tmp", labels=labels).name  # the runner empties it per datum
             self.client.containers.run(
                 image, RUNNER_COMMAND, detach=True, network_mode="host",
-                volumes=shared | {scratch: {"bind": "/tmp", "mode": "rw"}}, name=f"{name}-user", labels=labels | {ROLE: "user"}, **options)
+                volumes=shared | {scratch: {"bind": "/tmp", "mode": "rw"}}, name=f"{name}-user",
+                labels=labels | {ROLE: "user"}, **options)
             self.client.containers.run(
                 self.worker_image, worker_command(job, count, index), detach=True, environment=env, network_mode="host",
                 volumes=shared | self._store_mounts(), name=f"{name}-storage", labels=labels | {ROLE: "storage"})
