@@ -8,7 +8,7 @@ directories to show at absolute paths in the sandbox (read-only) and host
 directories user code may write (paths relative to the file)::
 
     {"pipectl/train:0.1.0": {"workdir": "stages/train", "path": [".venv-stages/bin"]},
-     "opencv": {"files": {"/edges.py": "examples/edges.py"}, "writable": ["build/cache"]}}
+     "pipectl/examples:0.1.0": {"files": {"/edges.py": "examples/code/edges.py"}, "writable": ["build/cache"]}}
 
 User code runs in a sandbox that gives it Pachyderm's ``/pfs`` (see
 :mod:`pipectl.pps.sandbox`).
