@@ -771,6 +771,43 @@ def test_failing_datum_is_retried_then_fails_the_job(cli, pfs, spec_file, run_co
 
 
 @LOCAL
+def test_err_cmd_recovers_a_failed_datum(cli, pfs, spec_file, run_controller, tmp_path):
+    """Pachyderm's err_cmd: run on a datum that failed every try, with the
+    datum's inputs and err_stdin; when it exits 0 the datum is recovered:
+    the job succeeds without its outputs (what the failed tries and err_cmd
+    wrote is dropped), and the next job runs it again. An err_cmd that fails
+    too fails the job, naming both."""
+    runs = tmp_path / "runs.log"
+    pfs.create_repo("in")
+    put(pfs, "in", {"/good": "fine", "/bad": "kaput"})
+    script = (f"echo run-$(basename $in) >> {runs}; echo partial > /pfs/out/$(basename $in).part; "
+              "if [ $(basename $in) = bad ]; then exit 3; fi; cp $in /pfs/out/")
+    rescue = {"err_cmd": ["sh"], "err_stdin": [f"echo err_cmd-$(basename $in)-$(cat $in) >> {runs}",
+                                                "echo junk > /pfs/out/junk", "exit $RESCUE"]}
+    spec = pipeline("forgiving", sh(script), pfs_input("in"), datum_tries=2)
+    spec["transform"].update(rescue, env={"RESCUE": "0"})
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    job = list_jobs(cli, "forgiving")[0]
+    assert (job["state"], job["datums_processed"], job["datums_recovered"], job["datums_failed"]) == \
+        ("success", 1, 1, 0), job
+    assert files_of(pfs, "forgiving") == {"/good": "fine", "/good.part": "partial\n"}
+    assert counts(runs) == {"run-good": 1, "run-bad": 2, "err_cmd-bad-kaput": 1}
+    bad = next(d for d in raw(cli("list-datum", job["id"], "--raw")) if d["files"].endswith(":/bad"))
+    assert bad["state"] == "recovered"
+    assert "recovered" in ok(cli("inspect-job", job["id"])).out
+
+    put(pfs, "in", {"/more": "x"})  # the recovered datum runs again; the good one is skipped
+    spec["transform"]["env"] = {"RESCUE": "5"}
+    ok(cli("update-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    job = list_jobs(cli, "forgiving")[0]
+    assert (job["state"], job["datums_failed"]) == ("failure", 1), job
+    reason = ok(cli("inspect-job", job["id"])).out.split("Reason:", 1)[1]
+    assert "2 tries" in reason and "err_cmd failed too" in reason and "exit status 5" in reason
+
+
+@LOCAL
 def test_missing_input_pack_fails_the_datum_not_the_worker(cli, pfs, store, spec_file, run_controller, tmp_path):
     """When a pack holding input files is gone (a damaged store), the
     worker's read-ahead gives way, each datum fails on its own missing

@@ -387,7 +387,7 @@ class Controller:
                 tail = "\n".join(r.log.rstrip().splitlines()[-15:])
                 return JobFailed(f"{r.error}\n{tail}".rstrip())
             try:
-                return self._land(run, [(d["id"], ok[d["id"]].outputs) for d in plan])
+                return self._land(run, [(d["id"], ok[d["id"]].outputs) for d in plan if d["id"] in ok])
             except JobFailed as e:  # two datums wrote one path, or the branch kept moving
                 return e
 

@@ -145,6 +145,7 @@ def result_counts(results: dict[str, DatumResult]) -> dict[str, int]:
         "datums_processed": sum(r.state == "success" for r in rs),
         "datums_skipped": sum(r.state == "skipped" for r in rs),
         "datums_failed": sum(r.state == "failed" for r in rs),
+        "datums_recovered": sum(r.state == "recovered" for r in rs),
         "datums_retried": sum(r.state == "success" and r.attempts > 1 for r in rs),
         "bytes_downloaded": sum(r.bytes_downloaded for r in rs),
         "bytes_uploaded": sum(r.bytes_uploaded for r in rs),

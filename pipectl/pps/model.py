@@ -43,8 +43,7 @@ class JobInfo(Record):
 
     ``inputs``: ``[{name, repo, branch, commit}]``. Counts are datums, as
     Pachyderm counts them: ``datums_recovered`` failed but were rescued by
-    the spec's ``err_cmd`` (Pachyderm's meaning; 0 until err_cmd is
-    supported), while ``datums_retried`` succeeded after more than one of
+    the spec's ``err_cmd`` (Pachyderm's meaning), while ``datums_retried`` succeeded after more than one of
     their ``datum_tries``. ``bytes_downloaded``/``bytes_uploaded`` are
     bytes moved by workers.
     """
@@ -92,8 +91,9 @@ class JobInfo(Record):
 class DatumResult(Record):
     """What happened to one datum in one job.
 
-    ``state``: ``success``, ``skipped`` (outputs reused from an earlier job)
-    or ``failed``. ``outputs`` maps paths under /pfs/out to ``[size,
+    ``state``: ``success``, ``skipped`` (outputs reused from an earlier job),
+    ``failed``, or ``recovered`` (failed, then ``err_cmd`` succeeded: no
+    outputs, not reused by later jobs). ``outputs`` maps paths under /pfs/out to ``[size,
     [objects]]``. ``log`` holds the tail of the user code's output.
     """
 

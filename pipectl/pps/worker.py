@@ -154,6 +154,8 @@ class Worker:
                     failed = 1
                     log.warning("datum %s failed: %s", result.id[:12], result.error)
                     break
+                if result.state == "recovered":
+                    log.info("datum %s recovered by err_cmd after: %s", result.id[:12], result.error)
                 if (len(self.pending) >= FLUSH_COUNT or self.pending_bytes >= objects.PACK_SIZE
                         or time.monotonic() - self.last_flush > FLUSH_SECONDS):
                     self.flush()
@@ -258,17 +260,17 @@ class Worker:
         assert self._log is not None  # a datum is running
         os.write(self._log.fileno(), (line + "\n").encode())
 
-    def _run_once(self, env: dict) -> str:
-        """Run the user command once, its output appended to the datum's log;
-        return '' on success or an error line."""
+    def _run_once(self, env: dict, cmd: list[str], stdin_lines: list[str]) -> str:
+        """Run ``cmd`` (the transform's ``cmd`` or ``err_cmd``) once with
+        ``stdin_lines``, its output appended to the datum's log, ``/pfs/out``
+        emptied first; return '' on success or an error line."""
         assert self._log is not None  # a datum is running
         out = os.path.join(self.root, "out")
         _empty_dir(out)
         if isinstance(self.runner, SocketRunner):
             os.chmod(out, 0o777)  # the runner's user code may run as a user other than the worker's
         transform = self.spec["transform"]
-        stdin_lines = transform.get("stdin") or []
-        request = Request(cmd=[rewrite(a, self.visible) for a in transform["cmd"]], env=env,
+        request = Request(cmd=[rewrite(a, self.visible) for a in cmd], env=env,
                           cwd=self.workdir or transform.get("working_dir") or None,
                           stdin=rewrite("\n".join(stdin_lines) + "\n", self.visible) if stdin_lines else None,
                           timeout=parse_duration(self.spec.get("datum_timeout")), out=os.path.join(self.visible, "out"),
@@ -316,22 +318,39 @@ class Worker:
             result.error = f"cannot lay out inputs: {e}"
             return []
         env = self._environment(datum)
+        transform = self.spec["transform"]
         tries = int(self.spec.get("datum_tries", 3))
         error = ""
         for attempt in range(1, tries + 1):
             result.attempts = attempt
             if attempt > 1:
                 self._note(f"--- retry {attempt} of {tries} after: {error}")
-            error = self._run_once(env)
+            error = self._run_once(env, transform["cmd"], transform.get("stdin") or [])
             if not error:
                 break
-        result.log = self._log_tail()
         if error:
             result.error = f"datum {datum.id} failed after {result.attempts} tries: {error}"
+            if transform.get("err_cmd"):
+                self._recover(env, result)
+            result.log = self._log_tail()
             return []
+        result.log = self._log_tail()
         result.outputs, small, result.bytes_uploaded = self._store_outputs()
         result.state = "success"
         return small
+
+    def _recover(self, env: dict, result: DatumResult) -> None:
+        """Pachyderm's ``err_cmd``: run it on a datum that failed every try;
+        if it succeeds the datum is ``recovered`` (the job can still succeed,
+        without this datum's outputs, and the next job runs it again)."""
+        transform = self.spec["transform"]
+        self._note(f"--- err_cmd after: {result.error}")
+        error = self._run_once(env, transform["err_cmd"], transform.get("err_stdin") or [])
+        _empty_dir(os.path.join(self.root, "out"))  # a recovered datum has no outputs
+        if error:
+            result.error += f"; err_cmd failed too: {error}"
+        else:
+            result.state = "recovered"
 
     def _log_tail(self) -> str:
         """The last :data:`LOG_TAIL` bytes of the datum's log."""
