@@ -138,17 +138,23 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     assert meta["annotations"] == {"example.com/owner": "ana"}
 
 
-def test_user_code_cannot_reach_the_store_credentials(k8s_env):
+def test_user_code_gets_its_secrets_but_not_the_store_credentials(k8s_env):
     """The worker pod's user container has no credentials in its
     environment and sees no process of the storage container, whose
     environment holds them (from the Secret); as a numeric
-    ``transform.user``, both containers run as that user."""
+    ``transform.user``, both containers run as that user. The Secrets
+    ``transform.secrets`` names reach it, as a variable and as files."""
+    k8s_env["cluster"].kubectl("-n", k8s_env["namespace"], "create", "secret", "generic", "db",
+                               "--from-literal=password=pa55", "--from-literal=user=admin")
     script = ("env > /pfs/out/env; cat /proc/[0-9]*/environ | tr '\\0' '\\n' > /pfs/out/environs; "
-              "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /pfs/out/cmdlines; id -u > /pfs/out/uid")
+              "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /pfs/out/cmdlines; id -u > /pfs/out/uid; "
+              "echo $DB_PASSWORD $(cat /etc/secrets/db/user) > /pfs/out/secrets")
     run_ok("create-repo", "in")
     run_ok("put-file", "in", "master", "/x", "-f", "-", input=b"x")
     spec = {"pipeline": {"name": "peek"}, "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", script],
-                                                        "user": "4242"},
+                                                        "user": "4242", "secrets": [
+                                                            {"name": "db", "env_var": "DB_PASSWORD", "key": "password"},
+                                                            {"name": "db", "mount_path": "/etc/secrets/db"}]},
             "input": {"pfs": {"repo": "in", "glob": "/"}}}
     run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
     run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
@@ -158,6 +164,7 @@ def test_user_code_cannot_reach_the_store_credentials(k8s_env):
     assert "AWS_" not in seen["env"] + seen["environs"] and "testing" not in seen["env"] + seen["environs"]
     assert "pipectl.pps.runner" in seen["cmdlines"] and "pipectl.pps.worker" not in seen["cmdlines"]
     assert seen["uid"] == "4242\n"
+    assert run_ok("get-file", "peek", "master", "/secrets").out == "pa55 admin\n"
 
 
 def test_missing_image_fails_the_job_clearly(k8s_env):

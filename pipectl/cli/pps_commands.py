@@ -265,6 +265,9 @@ def flush_commit(repo, commit, timeout, raw):
               show_default=True, envvar="PIPECTL_EXECUTOR", help="Where workers run [env PIPECTL_EXECUTOR].")
 @click.option("--local-images", type=click.Path(dir_okay=False), envvar="PIPECTL_LOCAL_IMAGES",
               help="JSON file mapping images to local environments (process executor).")
+@click.option("--secrets-dir", type=click.Path(file_okay=False, exists=True), envvar="PIPECTL_SECRETS_DIR",
+              help="Directory of the Secrets transform.secrets names, laid out as Kubernetes mounts them "
+                   "(DIR/<secret>/<key>; process, docker) [env PIPECTL_SECRETS_DIR].")
 @click.option("--worker-image", envvar="PIPECTL_WORKER_IMAGE", default=WORKER_IMAGE, show_default=True,
               help="pipectl's image, which runs each worker next to the user code's container: it alone holds the "
                    "store's credentials (docker, kubernetes) [env PIPECTL_WORKER_IMAGE].")
@@ -292,7 +295,7 @@ def flush_commit(repo, commit, timeout, raw):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
-def controller(exit_when_idle, executor, local_images, worker_image, namespace, worker_service_account, store_secret,
+def controller(exit_when_idle, executor, local_images, secrets_dir, worker_image, namespace, worker_service_account, store_secret,
                job_ttl, image_pull_policy, lease_seconds, leader_elect, lease_name, poll_interval, log_level,
                verbose):
     """Watch input repos and run pipeline jobs (until stopped)."""
@@ -307,8 +310,8 @@ def controller(exit_when_idle, executor, local_images, worker_image, namespace, 
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     store = current().client.store
     options = {
-        "process": {"local_images": local_images},
-        "docker": {"worker_image": worker_image},
+        "process": {"local_images": local_images, "secrets_dir": secrets_dir},
+        "docker": {"worker_image": worker_image, "secrets_dir": secrets_dir},
         "kubernetes": {"worker_image": worker_image, "namespace": namespace, "service_account": worker_service_account,
                        "store_secret": store_secret, "job_ttl": job_ttl, "image_pull_policy": image_pull_policy},
     }[executor]

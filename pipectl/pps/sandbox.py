@@ -25,8 +25,10 @@ every datum's user code through it, where:
   ``/proc/<pid>/environ``), and the runner's environment has no credential;
 - ``files`` of the local images file (absolute path in the sandbox -> file
   or directory on the host) are bound read-only where an image would have
-  them, e.g. ``/edges.py``; its ``writable`` directories are bound
-  read-write at their own paths (as ``docker run -v`` would).
+  them, e.g. ``/edges.py`` or ``/etc/secrets/db`` (a host directory on the
+  way that lacks the mount point is shown entry by entry over a tmpfs, so
+  one can be made); its ``writable`` directories are bound read-write at
+  their own paths (as ``docker run -v`` would).
 
 One namespace per worker, not per datum: making one costs about 7 ms here
 (25 bind mounts), a run through the runner about 1 ms. Where bubblewrap is
@@ -71,15 +73,39 @@ def unavailable() -> str:
 def _host_root() -> tuple[str, ...]:
     """bwrap options recreating the host's top-level entries, read-only
     (symlinks such as /bin -> usr/bin as symlinks)."""
-    options: list[str] = []
-    for entry in sorted(os.scandir("/"), key=lambda e: e.name):
-        if entry.name in _OWN:
+    return _recreated("/", skip=_OWN)
+
+
+def _recreated(directory: str, skip: frozenset[str] | set[str] = frozenset()) -> tuple[str, ...]:
+    """bwrap options showing the entries of the host's ``directory`` one by
+    one, read-only, over a tmpfs there (bwrap's sources are the host's), so
+    that new mount points can be made in it."""
+    options: list[str] = [] if directory == "/" else ["--tmpfs", directory]
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name in skip:
             continue
         if entry.is_symlink():
             options += ["--symlink", os.readlink(entry.path), entry.path]
-        elif entry.is_dir():
+        elif entry.is_dir() or entry.is_file():
             options += ["--ro-bind", entry.path, entry.path]
     return tuple(options)
+
+
+def _parents_to_recreate(targets: list[str]) -> list[str]:
+    """The host directories below ``/`` that must be recreated (see
+    :func:`_recreated`) to make a mount point at each of ``targets``:
+    for a target whose parent is missing on the host, its deepest existing
+    ancestor. Shallowest first."""
+    found = set()
+    for target in targets:
+        parent = os.path.dirname(target.rstrip("/"))
+        if os.path.isdir(parent):
+            continue
+        while parent != "/" and not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        if parent != "/" and parent.strip("/").split("/")[0] not in _OWN:
+            found.add(parent)
+    return sorted(found, key=lambda p: (p.count("/"), p))
 
 
 @dataclasses.dataclass
@@ -106,6 +132,8 @@ class Sandbox:
     @functools.cached_property
     def _options(self) -> list[str]:
         options = [BWRAP or "bwrap", *_host_root(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for parent in _parents_to_recreate(list(self.files)):  # /etc/secrets/db: /etc made writable to bwrap
+            options += _recreated(parent)
         home = os.path.expanduser("~")
         options += ["--bind", self.pfs, "/pfs", "--bind", self.run, os.path.dirname(SOCKET)]
         if os.path.dirname(home) != home:  # a user whose home is / keeps the read-only root instead

@@ -34,7 +34,7 @@ from typing import Any
 from .. import glob as globs
 from ..errors import InvalidArgument
 from ..pfs import names, triggers
-from . import cron, proto3
+from . import cron, proto3, secrets
 
 DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"constant": 1}}
 DEFAULT_IMAGE = "ubuntu:20.04"
@@ -43,7 +43,7 @@ DEFAULT_PROJECT = "default"
 UNSUPPORTED = {
     "spout": "spout pipelines", "service": "service pipelines", "egress": "egress", "s3_out": "s3_out",
     "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
-    "transform.secrets": "transform.secrets", "transform.datum_batching": "transform.datum_batching",
+    "transform.datum_batching": "transform.datum_batching",
 }
 """Fields of Pachyderm's spec for features pipectl does not have yet: a
 spec using one is refused, naming it."""
@@ -159,6 +159,8 @@ def validate(spec: Any, source: str = "spec") -> dict:
         if project not in (None, DEFAULT_PROJECT):
             raise InvalidArgument(f"{source}: {where}: project {project!r}: only the default project exists here")
     _check_input_names(spec["input"], "input", source)
+    for n, secret in enumerate(spec["transform"].get("secrets") or []):
+        check(f"transform.secrets.{n}", secrets.check, secret)
     for c in cron.cron_inputs(spec["input"]):
         c.setdefault("repo", cron.repo_of(spec["pipeline"]["name"], c))
         c.setdefault("start", dt.datetime.now(dt.UTC).strftime(cron.TIME_FORMAT))

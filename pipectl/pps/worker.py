@@ -101,6 +101,7 @@ class Worker:
         image = json.loads(os.environ.get("PIPECTL_IMAGE_ENV") or "{}")
         self.workdir = image.get("workdir")
         self.path_prefix = image.get("path", [])
+        self.secret_env = image.get("secret_env", {})
         self._log: BinaryIO | None = None  # the running datum's log, open while it runs (see run_datum)
         sandboxed = self._sandbox(image) if self.scratch and not runner else None
         # /pfs as user code sees it: the root itself, unless the paths must be rewritten
@@ -129,7 +130,7 @@ class Worker:
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pipectl, for the runner
         needed = [*self.path_prefix, *os.environ.get("PATH", "").split(os.pathsep), sys.prefix, sys.base_prefix,
                   package, self.workdir or os.getcwd()]
-        return Sandbox(pfs=self.root, home=home, run=run, files=image.get("files", {}),
+        return Sandbox(pfs=self.root, home=home, run=run, files={**image.get("files", {}), **image.get("secret_mounts", {})},
                        writable=image.get("writable", []), hide=hide, needed=[p for p in needed if p])
 
     def run(self) -> int:
@@ -234,12 +235,14 @@ class Worker:
     def _job_environment(self) -> dict[str, str]:
         """What every datum's environment adds to the runner's own (see
         :func:`~pipectl.pps.usercode.user_environment`): the image's PATH,
-        the spec's env (rewritten) and the job's Pachyderm variables."""
+        the spec's env (rewritten), its secrets (process executor) and the
+        job's Pachyderm variables."""
         env = {}
         if self.path_prefix:
             env["PATH"] = os.pathsep.join(self.path_prefix + [os.environ.get("PATH", "")])
         for k, v in (self.spec["transform"].get("env") or {}).items():
             env[k] = rewrite(v, self.visible)
+        env.update(self.secret_env)
         env.update(PACH_JOB_ID=self.job.id, PPS_PIPELINE_NAME=self.job.pipeline,
                    PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.visible)
         return env

@@ -14,6 +14,10 @@ network, so a loopback endpoint works), a local store by bind-mounting its
 directory at the same path. The user container gets neither, and shares no
 process namespace with the worker.
 
+``transform.secrets`` come from the secrets directory (see
+:mod:`pipectl.pps.secrets`) into the user container alone: variables in its
+environment, directories bound read-only at their ``mount_path``.
+
 ``resource_limits`` map to the user container's limits: ``memory`` (``512Mi``, ``1G``...)
 to ``mem_limit`` and ``cpu`` (cores) to ``nano_cpus``. Every container is
 labelled with its pipeline, job and worker index, and every container and
@@ -30,6 +34,7 @@ import urllib.parse
 
 from ...errors import InvalidArgument
 from ..model import JobInfo
+from .. import secrets
 from ..runner import SOCKET
 from . import RUNNER_COMMAND, WORKER_IMAGE, ExecutorError, HandleExecutor, WorkerHandle, worker_command
 
@@ -120,7 +125,7 @@ class DockerExecutor(HandleExecutor):
 
     name = "docker"
 
-    def __init__(self, store_url: str, worker_image: str = WORKER_IMAGE):
+    def __init__(self, store_url: str, worker_image: str = WORKER_IMAGE, secrets_dir: str | None = None):
         import docker.errors
 
         import docker
@@ -129,7 +134,7 @@ class DockerExecutor(HandleExecutor):
             self.client.ping()
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot reach the Docker engine: {e}") from None
-        self.store_url, self.worker_image = store_url, worker_image
+        self.store_url, self.worker_image, self.secrets_dir = store_url, worker_image, secrets_dir
         self.controller_id = f"{os.uname().nodename}-{os.getpid()}"
         self.remove_stale()
 
@@ -157,6 +162,7 @@ class DockerExecutor(HandleExecutor):
             options["nano_cpus"] = int(cpu_cores(limits["cpu"]) * 1e9)
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         env["PIPECTL_STORE"] = self.store_url
+        secret_env, secret_mounts = secrets.local(spec, self.secrets_dir)  # the user container's alone
         self._image(image)
         self._image(self.worker_image)
         name = f"pipectl-{job.pipeline}-{job.id[:8]}-{index}-{os.urandom(2).hex()}"
@@ -168,8 +174,9 @@ class DockerExecutor(HandleExecutor):
                       for v, path in (("pfs", "/pfs"), ("pipectl", os.path.dirname(SOCKET)))}
             scratch = self.client.volumes.create(f"{name}-tmp", labels=labels).name  # the runner empties it per datum
             self.client.containers.run(
-                image, RUNNER_COMMAND, detach=True, network_mode="host",
-                volumes=shared | {scratch: {"bind": "/tmp", "mode": "rw"}}, name=f"{name}-user",
+                image, RUNNER_COMMAND, detach=True, network_mode="host", environment=secret_env,
+                volumes=shared | {scratch: {"bind": "/tmp", "mode": "rw"}} |
+                {host: {"bind": inside, "mode": "ro"} for inside, host in secret_mounts.items()}, name=f"{name}-user",
                 labels=labels | {ROLE: "user"}, **options)
             self.client.containers.run(
                 self.worker_image, worker_command(job, count, index), detach=True, environment=env, network_mode="host",

@@ -18,6 +18,8 @@ The Job carries:
 - ``activeDeadlineSeconds`` from ``job_timeout``; ``backoffLimit`` from the
   controller's worker-failure limit (a failed or deleted pod is replaced by
   the Job controller, and the new pod resumes the datums of its index);
+- ``transform.secrets`` in the user container: ``secretKeyRef`` variables
+  and read-only ``secret`` volumes at their ``mount_path``;
 - store credentials through ``envFrom`` a Secret (``store_secret``), never
   in the Job spec, in the storage container only; the worker ServiceAccount (``service_account``) with no
   API token mounted;
@@ -44,6 +46,7 @@ import time
 from typing import Any
 
 from ..model import JobInfo
+from .. import secrets
 from ..runner import SOCKET
 from ..spec import parse_duration
 from . import RUNNER_COMMAND, WORKER_IMAGE, Executor, ExecutorError, GroupStatus, WorkerGroup, worker_command
@@ -325,20 +328,22 @@ class KubernetesExecutor(Executor):
         }
         if self.store_secret:
             storage["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
+        secret_env, secret_volumes, secret_mounts = secrets.kubernetes(spec)
         user = {
             "name": "user",
             "image": spec["transform"]["image"],
             "imagePullPolicy": self.image_pull_policy,
             "command": RUNNER_COMMAND,
-            "env": [{"name": "HOME", "value": HOME}],  # nobody has no home; user code may want one
+            "env": [{"name": "HOME", "value": HOME}, *secret_env],  # nobody has no home; user code may want one
             "resources": resources(spec),
-            "volumeMounts": mounts + [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": HOME}],
+            "volumeMounts": mounts + [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": HOME},
+                                      *secret_mounts],
             "securityContext": CONTAINER_SECURITY,
         }
         pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
                "securityContext": pod_security(spec), "containers": [user, storage],
                "volumes": [{"name": "pfs", "emptyDir": {}}, {"name": "pipectl", "emptyDir": {"medium": "Memory"}},
-                           {"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}]}
+                           {"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}, *secret_volumes]}
         pod.update(scheduling(spec))
         if self.service_account:
             pod["serviceAccountName"] = self.service_account

@@ -43,9 +43,9 @@ import traceback
 import setproctitle
 
 from ...errors import InvalidArgument
-from .. import sandbox, usercode, worker
+from .. import sandbox, secrets, usercode, worker
 from ..model import JobInfo
-from . import HandleExecutor, WorkerHandle
+from . import ExecutorError, HandleExecutor, WorkerHandle
 
 
 def load_local_images(path: str | None) -> dict[str, dict]:
@@ -114,17 +114,21 @@ class ProcessExecutor(HandleExecutor):
 
     name = "process"
 
-    def __init__(self, store_url: str, local_images: str | None = None):
+    def __init__(self, store_url: str, local_images: str | None = None, secrets_dir: str | None = None):
         self.store_url = store_url
         self.images = load_local_images(local_images or os.environ.get("PIPECTL_LOCAL_IMAGES"))
+        self.secrets_dir = secrets_dir
         sandbox.unavailable()  # probed once here, so that every forked worker knows
 
     def start(self, job: JobInfo, spec: dict, index: int, count: int) -> ProcessHandle:
         env = dict(os.environ, PIPECTL_STORE=self.store_url)
         env.pop("PIPECTL_IMAGE_ENV", None)
-        image = self.images.get(spec["transform"]["image"])
-        if image:
-            env["PIPECTL_IMAGE_ENV"] = json.dumps(image)
+        image = dict(self.images.get(spec["transform"]["image"]) or {})
+        image["secret_env"], image["secret_mounts"] = secrets.local(spec, self.secrets_dir)
+        if image["secret_mounts"] and sandbox.unavailable():
+            raise ExecutorError("transform.secrets with mount_path needs the sandbox: "
+                                f"{sandbox.unavailable()}")
+        env["PIPECTL_IMAGE_ENV"] = json.dumps(image)  # the worker's own: user code never sees PIPECTL_*
         argv = ["--store", self.store_url, "--pipeline", job.pipeline, "--job", job.id,
                 "--index", str(index), "--count", str(count)]
         parent = os.getpid()
