@@ -295,9 +295,9 @@ def flush_commit(repo, commit, timeout, raw):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
-def controller(exit_when_idle, executor, local_images, secrets_dir, worker_image, namespace, worker_service_account, store_secret,
-               job_ttl, image_pull_policy, lease_seconds, leader_elect, lease_name, poll_interval, log_level,
-               verbose):
+def controller(exit_when_idle, executor, local_images, secrets_dir, worker_image, namespace, worker_service_account,
+               store_secret, job_ttl, image_pull_policy, lease_seconds, leader_elect, lease_name, poll_interval,
+               log_level, verbose):
     """Watch input repos and run pipeline jobs (until stopped)."""
     from ..pps.controller import Controller
     from ..pps.executors import make_executor

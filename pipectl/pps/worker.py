@@ -130,7 +130,8 @@ class Worker:
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pipectl, for the runner
         needed = [*self.path_prefix, *os.environ.get("PATH", "").split(os.pathsep), sys.prefix, sys.base_prefix,
                   package, self.workdir or os.getcwd()]
-        return Sandbox(pfs=self.root, home=home, run=run, files={**image.get("files", {}), **image.get("secret_mounts", {})},
+        files = {**image.get("files", {}), **image.get("secret_mounts", {})}
+        return Sandbox(pfs=self.root, home=home, run=run, files=files,
                        writable=image.get("writable", []), hide=hide, needed=[p for p in needed if p])
 
     def run(self) -> int:

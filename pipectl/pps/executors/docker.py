@@ -33,8 +33,8 @@ import re
 import urllib.parse
 
 from ...errors import InvalidArgument
-from ..model import JobInfo
 from .. import secrets
+from ..model import JobInfo
 from ..runner import SOCKET
 from . import RUNNER_COMMAND, WORKER_IMAGE, ExecutorError, HandleExecutor, WorkerHandle, worker_command
 

@@ -45,8 +45,8 @@ import threading
 import time
 from typing import Any
 
-from ..model import JobInfo
 from .. import secrets
+from ..model import JobInfo
 from ..runner import SOCKET
 from ..spec import parse_duration
 from . import RUNNER_COMMAND, WORKER_IMAGE, Executor, ExecutorError, GroupStatus, WorkerGroup, worker_command
