@@ -81,7 +81,8 @@ def test_job_runs_as_an_indexed_job_and_is_cleaned_up(k8s_env):
 def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     """The Job as the API server stored it: Indexed, labels, resources,
     deadline, Secret, ServiceAccount, TTL, and Pachyderm's scheduling_spec,
-    tolerations, metadata and image_pull_secrets."""
+    tolerations, metadata, image_pull_secrets, pod_spec (merged) and
+    pod_patch (a JSON Patch, after pod_spec)."""
     from pipectl.pps.executors.kubernetes import KubernetesExecutor
     from pipectl.pps.model import JobInfo
     ns = k8s_env["namespace"]
@@ -94,14 +95,19 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
         spec = {"transform": {"image": "pipectl/base:0.1.0", "cmd": ["true"], "image_pull_secrets": ["regcred"]},
                 "job_timeout": "1h",
                 "resource_requests": {"cpu": 0.5, "memory": "64Mi", "gpu": {"type": "example.com/gpu", "number": 1}},
-                "resource_limits": {"memory": "1Gi", "disk": "1Gi"},
+                "resource_limits": {"memory": "1Gi", "disk": "1Gi"}, "sidecar_resource_limits": {"memory": "300Mi"},
                 # Pachyderm's Kubernetes fields
                 "scheduling_spec": {"node_selector": {"disktype": "ssd"}, "priority_class_name": "system-node-critical"},
                 "tolerations": [{"key": "gpu", "operator": "EXISTS", "effect": "NO_SCHEDULE"},
                                 {"key": "spot", "operator": "EQUAL", "value": "yes", "effect": "NO_EXECUTE",
                                  "toleration_seconds": 30}],
                 "metadata": {"labels": {"team": "vision", "pipectl.io/job": "not-mine"},
-                             "annotations": {"example.com/owner": "ana"}}}
+                             "annotations": {"example.com/owner": "ana"}},
+                "pod_spec": json.dumps({"terminationGracePeriodSeconds": 7, "hostname": "worker",
+                                        "enableServiceLinks": None}),
+                "pod_patch": json.dumps([{"op": "add", "path": "/containers/0/env/-",
+                                          "value": {"name": "PATCHED", "value": "yes"}},
+                                         {"op": "replace", "path": "/terminationGracePeriodSeconds", "value": 9}])}
         ex.batch.create_namespaced_job(ns, ex.manifest(job, spec, 3, 15))
         stored = json.loads(k8s_env["cluster"].kubectl("-n", ns, "get", "job", "pipectl-my-pipeline-aaaaaaaaaaaa",
                                                        "-o", "json"))
@@ -120,6 +126,7 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     assert user["image"] == "pipectl/base:0.1.0" and storage["image"] == "pipectl/base:0.1.0"
     assert user["resources"] == {"requests": {"cpu": "500m", "memory": "64Mi", "example.com/gpu": "1"},
                                  "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi", "example.com/gpu": "1"}}
+    assert storage["resources"] == {"limits": {"memory": "300Mi"}}
     # the store: the storage container's alone
     assert storage["envFrom"] == [{"secretRef": {"name": "pipectl-s3"}}] and "envFrom" not in user
     env = {e["name"]: e.get("value") for e in storage["env"]}
@@ -136,6 +143,17 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     meta = s["template"]["metadata"]
     assert meta["labels"]["team"] == "vision" and meta["labels"]["pipectl.io/job"] == "a" * 32  # ours win
     assert meta["annotations"] == {"example.com/owner": "ana"}
+    assert (pod["terminationGracePeriodSeconds"], pod["hostname"]) == (9, "worker")
+    assert "enableServiceLinks" not in pod or pod["enableServiceLinks"] is True  # removed: the API's default
+    assert {"name": "PATCHED", "value": "yes"} in user["env"]
+
+
+def test_a_pod_patch_that_does_not_apply_fails_the_job_naming_it(k8s_env):
+    shell_pipeline("unpatchable", "true", files=1, parallelism=1,
+                   pod_patch=json.dumps([{"op": "remove", "path": "/containers/5"}]))
+    run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
+    job = the_job("unpatchable")
+    assert job["state"] == "failure" and "pod_patch does not apply" in job["reason"], job
 
 
 def test_user_code_gets_its_secrets_but_not_the_store_credentials(k8s_env):

@@ -34,7 +34,7 @@ from typing import Any
 from .. import glob as globs
 from ..errors import InvalidArgument
 from ..pfs import names, triggers
-from . import cron, proto3, secrets
+from . import cron, podspec, proto3, secrets
 
 DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"constant": 1}}
 DEFAULT_IMAGE = "ubuntu:20.04"
@@ -159,6 +159,10 @@ def validate(spec: Any, source: str = "spec") -> dict:
         if project not in (None, DEFAULT_PROJECT):
             raise InvalidArgument(f"{source}: {where}: project {project!r}: only the default project exists here")
     _check_input_names(spec["input"], "input", source)
+    try:
+        podspec.check(spec)  # its messages name the field
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{source}: {e}") from None
     for n, secret in enumerate(spec["transform"].get("secrets") or []):
         check(f"transform.secrets.{n}", secrets.check, secret)
     for c in cron.cron_inputs(spec["input"]):

@@ -45,7 +45,8 @@ import threading
 import time
 from typing import Any
 
-from .. import secrets
+from ...errors import InvalidArgument
+from .. import podspec, secrets
 from ..model import JobInfo
 from ..runner import SOCKET
 from ..spec import parse_duration
@@ -122,12 +123,14 @@ def label_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:63].strip("_.-") or "x"
 
 
-def resources(spec: dict) -> dict:
+def resources(spec: dict, prefix: str = "") -> dict:
     """The container ``resources`` for a pipeline spec's resource_requests
     and resource_limits (Pachyderm's field names), e.g. ``{"requests":
-    {"cpu": "0.5", "memory": "64Mi"}, "limits": {"nvidia.com/gpu": "1"}}``."""
+    {"cpu": "0.5", "memory": "64Mi"}, "limits": {"nvidia.com/gpu": "1"}}``;
+    with ``prefix="sidecar_"``, the storage container's (Pachyderm's
+    ``sidecar_resource_requests`` and ``sidecar_resource_limits``)."""
     out = {}
-    for field, key in (("resource_requests", "requests"), ("resource_limits", "limits")):
+    for field, key in ((f"{prefix}resource_requests", "requests"), (f"{prefix}resource_limits", "limits")):
         given = spec.get(field) or {}
         quantities = {}
         if "cpu" in given:
@@ -197,9 +200,9 @@ def scheduling(spec: dict) -> dict:
         tolerations.append({k: v for k, v in k8s.items() if v not in (None, "")})
     if tolerations:
         out["tolerations"] = tolerations
-    secrets = spec["transform"].get("image_pull_secrets") or []
-    if secrets:
-        out["imagePullSecrets"] = [{"name": name} for name in secrets]
+    pull_secrets = spec["transform"].get("image_pull_secrets") or []
+    if pull_secrets:
+        out["imagePullSecrets"] = [{"name": name} for name in pull_secrets]
     return out
 
 
@@ -325,6 +328,7 @@ class KubernetesExecutor(Executor):
             "env": env,
             "volumeMounts": mounts,
             "securityContext": CONTAINER_SECURITY,
+            "resources": resources(spec, "sidecar_"),
         }
         if self.store_secret:
             storage["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
@@ -347,6 +351,10 @@ class KubernetesExecutor(Executor):
         pod.update(scheduling(spec))
         if self.service_account:
             pod["serviceAccountName"] = self.service_account
+        try:
+            pod = podspec.apply(pod, spec)
+        except InvalidArgument as e:
+            raise ExecutorError(str(e)) from None
         body = {
             "completionMode": "Indexed", "completions": count, "parallelism": count,
             "backoffLimit": max_failures, "ttlSecondsAfterFinished": self.job_ttl,
