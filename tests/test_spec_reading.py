@@ -10,7 +10,7 @@ import json
 import re
 
 import pytest
-from helpers import files_of, ok, put
+from helpers import assert_clean_error, files_of, ok, put
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 
@@ -150,3 +150,22 @@ def test_join_and_group_pipelines_run_with_pachyderms_datums_and_variables(cli, 
     job = json.loads(ok(cli("list-job", "-p", "joined", "--raw")).out)[0]
     assert [r["id"] for r in json.loads(ok(cli("list-datum", job["id"], "--raw")).out)] == [r["id"] for r in planned]
     assert "give a JOB or --file SPEC" in cli("list-datum").err
+
+
+@LOCAL
+def test_every_problem_of_a_spec_is_reported_at_once(cli, pfs, spec_file):
+    """Schema problems (a missing field, an unknown one, a bad value) all on
+    one line; then, in a spec whose shape is right, every problem of
+    meaning (a zero timeout, a reserved input name, a bad glob, a pod_patch
+    that is not a JSON Patch). Nothing is created."""
+    shape = {"pipeline": {"name": "p", "colour": "red"}, "transform": {"command": ["true"]},
+             "input": {"pfs": {"repo": "in"}}, "parallelism_spec": {"constant": 0}}
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(shape)), "5 problems", "pipeline.colour: unknown field",
+                       "transform.cmd: required field is missing", "transform.command: unknown field",
+                       "input.pfs.glob: required field is missing", "parallelism_spec.constant")
+    meaning = {"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "job_timeout": "0s",
+               "input": {"pfs": {"repo": "in", "glob": "[", "name": "out"}}, "pod_patch": "{}"}
+    assert_clean_error(cli("create-pipeline", "-f", spec_file(meaning)), "4 problems",
+                       "job_timeout: must be longer than 0s", "input.pfs.name: input name 'out' is reserved",
+                       "input.pfs.glob: invalid glob", "pod_patch: must be a JSON Patch")
+    assert ok(cli("list-pipeline", "--raw")).out.strip() == "[]"

@@ -117,7 +117,8 @@ def validate(spec: Any, source: str = "spec") -> dict:
     """Validate a parsed spec; return a copy with defaults filled in.
     Raises InvalidArgument: ``<source>: <field path>: <reason>``, the path
     naming the bad field itself (``transform.cmd``), also when it is missing
-    or unknown."""
+    or unknown; with several problems, every one of them on one line
+    (``<source>: 3 problems: <path>: <reason>; ...``)."""
     import jsonschema  # imported here: it costs every CLI call ~0.2 s otherwise
     if _depth(spec) > MAX_DEPTH:
         raise InvalidArgument(f"{source}: nested deeper than {MAX_DEPTH} levels; not a pipeline spec")
@@ -127,42 +128,30 @@ def validate(spec: Any, source: str = "spec") -> dict:
         if isinstance(spec.get("transform"), dict) and "image" not in spec["transform"]:
             spec["transform"]["image"] = DEFAULT_IMAGE
     validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(spec), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        e = jsonschema.exceptions.best_match(errors)
-        path, message = [str(p) for p in e.absolute_path], e.message
-        if e.validator == "required" and isinstance(e.instance, dict):
-            missing = [k for k in e.validator_value if k not in e.instance]
-            path, message = path + missing[:1], "required field is missing"
-        elif e.validator == "additionalProperties" and isinstance(e.instance, dict):
-            allowed = e.schema.get("properties", {})
-            unknown = sorted(k for k in e.instance if k not in allowed)
-            path, message = path + unknown[:1], f"unknown field (allowed: {', '.join(allowed)})"
-        raise InvalidArgument(f"{source}: {'.'.join(path) or '(top level)'}: {message}")
+    problems = _schema_problems(validator.iter_errors(spec))
+    if problems:
+        raise InvalidArgument(_report(source, problems))
     spec = copy.deepcopy(spec)
     for key, value in DEFAULTS.items():
         spec.setdefault(key, copy.deepcopy(value))
 
-    def check(where: str, fn, *args) -> None:
+    def check(where: str | None, fn, *args) -> None:
         try:
             fn(*args)
         except InvalidArgument as e:
-            raise InvalidArgument(f"{source}: {where}: {e}") from None
+            problems.append(f"{where}: {e}" if where else str(e))
 
     check("pipeline.name", names.check_name, "pipeline", spec["pipeline"]["name"])
     check("output_branch", names.check_name, "branch", spec["output_branch"])
     for field in ("datum_timeout", "job_timeout"):
         if field in spec and not parse_duration(spec[field]):
-            raise InvalidArgument(f"{source}: {field}: must be longer than 0s")
+            problems.append(f"{field}: must be longer than 0s")
     for where, project in [("pipeline.project", (spec["pipeline"].get("project") or {}).get("name"))] + \
             [(f"{w}.project", p.get("project")) for w, p in _pfs_inputs_with_paths(spec["input"], "input")]:
         if project not in (None, DEFAULT_PROJECT):
-            raise InvalidArgument(f"{source}: {where}: project {project!r}: only the default project exists here")
-    _check_input_names(spec["input"], "input", source)
-    try:
-        podspec.check(spec)  # its messages name the field
-    except InvalidArgument as e:
-        raise InvalidArgument(f"{source}: {e}") from None
+            problems.append(f"{where}: project {project!r}: only the default project exists here")
+    check(None, _check_input_names, spec["input"], "input")
+    check(None, podspec.check, spec)  # its messages name the field
     for n, secret in enumerate(spec["transform"].get("secrets") or []):
         check(f"transform.secrets.{n}", secrets.check, secret)
     for c in cron.cron_inputs(spec["input"]):
@@ -185,11 +174,42 @@ def validate(spec: Any, source: str = "spec") -> dict:
         check(f"{where}.branch", names.check_name, "branch", pfs["branch"])
         check(f"{where}.name", names.check_name, "input", pfs["name"])
         if pfs["name"] == "out":
-            raise InvalidArgument(f"{source}: {where}.name: input name 'out' is reserved for the output directory")
+            problems.append(f"{where}.name: input name 'out' is reserved for the output directory")
         check(f"{where}.glob", globs.compile_glob, pfs["glob"])
         if pfs["repo"] == spec["pipeline"]["name"]:
-            raise InvalidArgument(f"{source}: {where}.repo: pipeline {pfs['repo']} cannot read its own output repo")
+            problems.append(f"{where}.repo: pipeline {pfs['repo']} cannot read its own output repo")
+    if problems:
+        raise InvalidArgument(_report(source, problems))
     return spec
+
+
+def _report(source: str, problems: list[str]) -> str:
+    """One line for every problem of a spec (duplicates dropped)."""
+    problems = list(dict.fromkeys(problems))
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems: " + "; ".join(problems)
+
+
+def _schema_problems(errors) -> list[str]:
+    """``<field path>: <reason>`` for each JSON Schema error, by path: the
+    most relevant alternative of an ``anyOf``/``oneOf`` (jsonschema's
+    ``best_match``), each missing field and each unknown field on its own."""
+    import jsonschema
+    problems = []
+    for e in sorted(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))):
+        e = jsonschema.exceptions.best_match([e])
+        path = [str(p) for p in e.absolute_path]
+        if e.validator == "required" and isinstance(e.instance, dict):
+            found = [(path + [k], "required field is missing") for k in e.validator_value if k not in e.instance]
+        elif e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            allowed = e.schema.get("properties", {})
+            found = [(path + [k], f"unknown field (allowed: {', '.join(allowed)})")
+                     for k in sorted(k for k in e.instance if k not in allowed)]
+        else:
+            found = [(path, e.message)]
+        problems += [f"{'.'.join(where) or '(top level)'}: {message}" for where, message in found]
+    return problems
 
 
 def _refuse_unsupported(spec: dict, source: str) -> None:
@@ -214,7 +234,7 @@ def _refuse_unsupported(spec: dict, source: str) -> None:
         raise InvalidArgument(f"{source}: {used[0]}: {UNSUPPORTED[used[0]]} are not supported by pipectl yet")
 
 
-def _check_input_names(node: dict, where: str, source: str) -> set[str]:
+def _check_input_names(node: dict, where: str) -> set[str]:
     """The input names of ``node`` (``name``, else ``repo``). The inputs of
     one datum must have distinct names, so a cross refuses a name twice; the
     branches of a union may share one (a datum comes from one branch), as
@@ -224,15 +244,15 @@ def _check_input_names(node: dict, where: str, source: str) -> set[str]:
     if "cron" in node:
         return {node["cron"]["name"]}
     if "union" in node:
-        return set().union(*(_check_input_names(c, f"{where}.union.{n}", source)
+        return set().union(*(_check_input_names(c, f"{where}.union.{n}")
                              for n, c in enumerate(node["union"])))
     kind = next(k for k in ("cross", "join", "group") if k in node)
     seen: set[str] = set()
     for n, child in enumerate(node[kind]):
-        names_here = _check_input_names(child, f"{where}.{kind}.{n}", source)
+        names_here = _check_input_names(child, f"{where}.{kind}.{n}")
         if seen & names_here:
             twice = sorted(seen & names_here)[0]
-            raise InvalidArgument(f"{source}: {where}.{kind}.{n}: two inputs are named {twice!r}; "
+            raise InvalidArgument(f"{where}.{kind}.{n}: two inputs are named {twice!r}; "
                                   "give them distinct 'name's")
         seen |= names_here
     return seen
