@@ -5,3 +5,13 @@ those belong to the stage environments under ``stages/``.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``pipectl.next_datum`` and ``pipectl.batch_all_datums`` for user code
+    with ``datum_batching`` (see :mod:`pipectl.pps.batching`), imported on
+    first use so that ``import pipectl`` stays light."""
+    if name in ("next_datum", "batch_all_datums"):
+        from .pps import batching
+        return getattr(batching, name)
+    raise AttributeError(f"module 'pipectl' has no attribute {name!r}")

@@ -246,3 +246,24 @@ def test_user_code_cannot_reach_the_store_credentials(moto_endpoint, monkeypatch
     assert secret not in env + environs and "AWS_" not in env + environs
     cmdlines = run_ok("get-file", "shell", "master", "/cmdlines").out
     assert "pipectl.pps.runner" in cmdlines and "pipectl.pps.worker" not in cmdlines, cmdlines
+
+
+def test_datum_batching_runs_one_process_per_worker_container(shell_pipeline):
+    """transform.datum_batching in the user container: one process per
+    worker serves every datum of that worker (pipectl.batch_all_datums), and
+    /tmp keeps what it wrote across datums."""
+    code = ("import os\n"
+            "from pipectl import batch_all_datums\n"
+            "open('/tmp/model', 'w').write(os.urandom(8).hex())  # loaded once per process\n"
+            "@batch_all_datums\n"
+            "def main():\n"
+            "    name = os.path.basename(os.environ['in'])\n"
+            "    open('/pfs/out/' + name, 'w').write(open('/tmp/model').read())\n"
+            "main()\n")
+    shell_pipeline("", transform={"image": "pipectl/base:0.1.0", "cmd": ["python3", "-c", code],
+                                  "datum_batching": True})
+    controller("docker")
+    job = json.loads(run_ok("list-job", "-p", "shell", "--raw").out)[0]
+    assert (job["state"], job["datums_processed"]) == ("success", 4), job
+    loads = {run_ok("get-file", "shell", "master", f"/f{i}").out for i in range(4)}
+    assert len(loads) == 2  # parallelism 2: one process in each worker's user container

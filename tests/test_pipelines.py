@@ -807,6 +807,70 @@ def test_err_cmd_recovers_a_failed_datum(cli, pfs, spec_file, run_controller, tm
     assert "2 tries" in reason and "err_cmd failed too" in reason and "exit status 5" in reason
 
 
+BATCHING_CODE = """
+import os, sys, time
+from pipectl import batch_all_datums
+
+with open(os.environ["RUNS"], "a") as f:
+    f.write("load\\n")  # the expensive part: once per worker
+
+@batch_all_datums
+def main():
+    name = os.path.basename(os.environ["in"])
+    with open(os.environ["RUNS"], "a") as f:
+        f.write(name + "\\n")
+    print("processing", name, os.environ["PACH_DATUM_ID"][:12])
+    if name == "bad":
+        raise ValueError("cannot read " + name)
+    if name == "crash":
+        os._exit(7)
+    with open(os.environ["in"]) as src, open("/pfs/out/" + name, "w") as dst:
+        dst.write(src.read().upper())
+
+main()
+"""
+
+
+@LOCAL
+def test_datum_batching_starts_user_code_once_per_worker(cli, pfs, spec_file, run_controller, tmp_path):
+    """Pachyderm's datum_batching: the command starts once per worker and
+    asks for each datum (pipectl.batch_all_datums); each datum's output and
+    log are its own. A datum whose code raises fails after its tries (the
+    same process), naming the error; code that exits mid-datum fails that
+    try and is started again for the next."""
+    runs, code = tmp_path / "runs.log", tmp_path / "batched.py"
+    code.write_text(BATCHING_CODE)
+    pfs.create_repo("in")
+    put(pfs, "in", {f"/f{i}": f"text {i}" for i in range(5)})
+    spec = pipeline("batched", ["python3", str(code)], pfs_input("in"), datum_tries=2)
+    spec["transform"].update(datum_batching=True, env={"RUNS": str(runs)})
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    job = list_jobs(cli, "batched")[0]
+    assert (job["state"], job["datums_processed"]) == ("success", 5), job
+    assert files_of(pfs, "batched") == {f"/f{i}": f"TEXT {i}" for i in range(5)}
+    assert counts(runs) == {"load": 1, **{f"f{i}": 1 for i in range(5)}}
+    datum = raw(cli("list-datum", job["id"], "--raw"))[2]
+    log = ok(cli("get-logs", "--job", job["id"], "--datum", datum["id"][:12])).out
+    assert log.count("processing") == 1 and datum["id"][:12] in log
+
+    put(pfs, "in", {"/bad": "x"})
+    run_controller()
+    job = list_jobs(cli, "batched")[0]
+    reason = ok(cli("inspect-job", job["id"])).out.split("Reason:", 1)[1]
+    assert job["state"] == "failure" and "user code reported: ValueError: cannot read bad" in reason, reason
+    assert counts(runs)["bad"] == 2 and counts(runs)["load"] == 2  # both tries, one process
+
+    pfs.delete_file("in", "master", "/bad")
+    put(pfs, "in", {"/crash": "x", "/g": "after"})
+    run_controller()
+    job = list_jobs(cli, "batched")[0]
+    assert job["state"] == "failure", job
+    reason = ok(cli("inspect-job", job["id"])).out.split("Reason:", 1)[1]
+    assert "exited with status 7 without asking for the next datum" in reason, reason
+    assert counts(runs)["crash"] == 2 and counts(runs)["load"] == 4  # started again for the second try
+
+
 @LOCAL
 def test_missing_input_pack_fails_the_datum_not_the_worker(cli, pfs, store, spec_file, run_controller, tmp_path):
     """When a pack holding input files is gone (a damaged store), the

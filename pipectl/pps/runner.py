@@ -169,10 +169,11 @@ def serve(path: str, wait: float, empty_tmp: bool = False) -> int:
                     raise BrokenPipeError
                 if "exit" in message:
                     return int(message["exit"])
-                if empty_tmp:
+                request = Request(**message)
+                if empty_tmp and not request.batching:  # a batching command keeps its /tmp (its model...)
                     _empty("/tmp")
                 try:
-                    error = runner.run(Request(**message), fds[0], hangup=gone)
+                    error = runner.run(request, fds[0], hangup=gone)
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -180,6 +181,8 @@ def serve(path: str, wait: float, empty_tmp: bool = False) -> int:
         except (BrokenPipeError, ConnectionResetError):
             print("runner: the worker went away", file=sys.stderr)
             return 1
+        finally:
+            runner.close(0)
 
 
 def _empty(directory: str, device: int | None = None) -> bool:

@@ -43,7 +43,6 @@ DEFAULT_PROJECT = "default"
 UNSUPPORTED = {
     "spout": "spout pipelines", "service": "service pipelines", "egress": "egress", "s3_out": "s3_out",
     "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
-    "transform.datum_batching": "transform.datum_batching",
 }
 """Fields of Pachyderm's spec for features pipectl does not have yet: a
 spec using one is refused, naming it."""

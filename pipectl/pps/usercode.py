@@ -25,6 +25,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 
 from ..errors import PipectlError
+from .batching import BatchProcess
 
 _PFS = re.compile(r"(?<![\w.-])/pfs(?![\w.-])")  # /pfs, /pfs/x, '/pfs', "/pfs"; not /pfsx, /a/pfs
 
@@ -92,7 +93,9 @@ class Request:
     ``timeout`` (seconds, or None), ``out`` (the directory it writes its
     outputs to), ``user`` (``transform.user``, or None) and
     ``accept_return_code`` (exit statuses besides 0 that count as success,
-    Pachyderm's ``transform.accept_return_code``)."""
+    Pachyderm's ``transform.accept_return_code``); ``batching``
+    (``transform.datum_batching``: hand this datum to the command started
+    once, see :mod:`pipectl.pps.batching`)."""
 
     cmd: list[str]
     env: dict[str, str]
@@ -102,6 +105,7 @@ class Request:
     out: str
     user: str | None = None
     accept_return_code: list[int] = dataclasses.field(default_factory=list)
+    batching: bool = False
 
 
 @functools.lru_cache(maxsize=64)
@@ -168,6 +172,7 @@ class LocalRunner:
     def __init__(self) -> None:
         self.base = user_environment(os.environ)
         self._users: dict[str, tuple[int, int] | None] = {}
+        self._batch: BatchProcess | None = None
 
     def _uid_gid(self, user: str) -> tuple[int, int] | None:
         """(uid, gid) to switch to for ``user``; None when this process runs
@@ -191,7 +196,29 @@ class LocalRunner:
             return str(e)
         if user:
             os.chown(request.out, *user)  # the user code writes its outputs there
-        return run(request, {**self.base, **request.env}, log_fd, user, hangup)
+        if not request.batching:
+            return run(request, {**self.base, **request.env}, log_fd, user, hangup)
+
+        def start(env: dict[str, str]) -> subprocess.Popen:
+            argv, options = spawn_options(request.cmd, user)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if request.stdin else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=request.cwd,
+                                    **options)
+            if request.stdin and proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(request.stdin.encode())
+                proc.stdin.close()
+            return proc
+        if self._batch is None:
+            self._batch = BatchProcess()
+        try:
+            return self._batch.run(start, {**self.base, **request.env}, request.env, log_fd, request.timeout, hangup)
+        except OSError as e:
+            return f"cannot start {request.cmd[0]}: {e.strerror}"
 
     def close(self, status: int) -> None:
-        """The worker is done, with exit status ``status``."""
+        """The worker is done, with exit status ``status``: a
+        ``datum_batching`` command is told so and stopped."""
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None

@@ -106,7 +106,7 @@ class Worker:
         sandboxed = self._sandbox(image) if self.scratch and not runner else None
         # /pfs as user code sees it: the root itself, unless the paths must be rewritten
         self.visible = "/pfs" if sandboxed or not self.scratch else self.root
-        self._own_runner = sandboxed is not None
+        self._own_runner = runner is None  # a sandbox's, or user code as this process's children
         self.runner: LocalRunner | SocketRunner = runner or (sandboxed.runner() if sandboxed else LocalRunner())
         if self.spec["transform"].get("user") and self.scratch:
             os.chmod(self.scratch, 0o755)  # mkdtemp's 0700 would keep the user from its inputs
@@ -278,7 +278,8 @@ class Worker:
                           cwd=self.workdir or transform.get("working_dir") or None,
                           stdin=rewrite("\n".join(stdin_lines) + "\n", self.visible) if stdin_lines else None,
                           timeout=parse_duration(self.spec.get("datum_timeout")), out=os.path.join(self.visible, "out"),
-                          user=transform.get("user"), accept_return_code=transform.get("accept_return_code") or [])
+                          user=transform.get("user"), accept_return_code=transform.get("accept_return_code") or [],
+                          batching=bool(transform.get("datum_batching")) and cmd is transform["cmd"])
         if self.visible == "/pfs":
             return self.runner.run(request, self._log.fileno())
         before = sandbox.host_pfs()
