@@ -33,9 +33,9 @@ def cli(ctx: click.Context, store: str | None) -> None:
     ctx.obj = Context(store)
 
 
-from . import pfs_commands, pps_commands, serving_commands  # noqa: E402
+from . import pfs_commands, pps_commands, server_commands, serving_commands  # noqa: E402
 
-for _command in pfs_commands.COMMANDS + pps_commands.COMMANDS + serving_commands.COMMANDS:
+for _command in pfs_commands.COMMANDS + pps_commands.COMMANDS + serving_commands.COMMANDS + server_commands.COMMANDS:
     cli.add_command(_command)
 
 

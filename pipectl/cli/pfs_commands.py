@@ -242,7 +242,7 @@ def get_file(repo, commit, path, out):
         sys.stdout.flush()
 
 def _nodes_raw(nodes):
-    return [{"path": n.path, "type": n.type, "size_bytes": n.size, "hash": n.hash} for n in nodes]
+    return [n.to_dict() for n in nodes]
 
 def _node_rows(nodes):
     return [[n.path, n.type, output.size(n.size)] for n in nodes]

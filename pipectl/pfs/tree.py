@@ -70,6 +70,10 @@ class Node(NamedTuple):
     size: int
     hash: str = ""
 
+    def to_dict(self) -> dict:
+        """The JSON form (``--raw``, the HTTP API): path, type, size_bytes, hash."""
+        return {"path": self.path, "type": self.type, "size_bytes": self.size, "hash": self.hash}
+
 
 class Tree:
     """An immutable file tree. ``files`` maps clean paths to entries."""

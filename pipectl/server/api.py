@@ -1,0 +1,336 @@
+"""The JSON API: every call of the operations layer
+(:class:`pipectl.client.Client`) over HTTP, built with FastAPI, which
+publishes its OpenAPI document at ``/openapi.json``.
+
+Resources, under ``/api/v1``:
+
+- ``repos``, ``repos/{repo}/branches``, ``repos/{repo}/commits`` (``{ref}``
+  is a commit id or a branch, with ``^``/``~N``), and
+  ``repos/{repo}/commits/{ref}/files/{path}``: GET streams a file's bytes,
+  PUT streams a body into the file (a new commit on a branch, or into an
+  open commit), DELETE removes it; ``.../files`` lists a directory
+  (``?path=``, ``?glob=``), ``.../diff`` compares with the parent commit,
+  ``.../flush`` waits for the commits downstream;
+- ``pipelines`` (POST a spec as JSON to create; PUT ``pipelines/{name}``
+  to update), ``jobs``, ``jobs/{job}/datums``, ``jobs/{job}/logs``;
+- ``watch/commits`` and ``watch/jobs``: server-sent events, one per new
+  finished commit or job state change (Pachyderm's subscribe-commit).
+
+Errors are JSON, ``{"error": "<the CLI's message>"}``, with the status its
+kind implies: 400 bad input, 401/403 tokens, 404 not found, 409 exists or
+conflicts, 412 a lost race, 503 store unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..client import Client
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PipectlError,
+    PreconditionFailed,
+    StoreUnavailable,
+)
+from .auth import role_of
+
+_STATUS = [(NotFound, 404), (AlreadyExists, 409), (Conflict, 409), (InvalidArgument, 400),
+           (PreconditionFailed, 412), (StoreUnavailable, 503)]
+SPOOL_BYTES = 8 << 20
+"""An upload is held in memory up to this size, then spooled to a temporary file."""
+CHUNK = 1 << 20
+WATCH_INTERVAL = 0.1
+"""Seconds between the store reads of a watch stream."""
+
+
+def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
+    """The ASGI app serving ``client``. ``tokens``: ``{token: role}`` (see
+    :mod:`.auth`); None or empty leaves the API open."""
+    app = FastAPI(title="pipectl", version=__version__, docs_url=None, redoc_url=None,
+                  description="Versioned data repositories and pipelines (Pachyderm's model) over HTTP.")
+
+    def authorize(request: Request) -> None:
+        if not tokens:
+            return
+        role = role_of(tokens, request.headers.get("authorization"))
+        if role is None:
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        if role != "write" and request.method not in ("GET", "HEAD"):
+            raise HTTPException(403, "this token may only read")
+
+    @app.exception_handler(PipectlError)
+    def pipectl_error(request: Request, e: PipectlError) -> JSONResponse:
+        status = next((code for kind, code in _STATUS if isinstance(e, kind)), 500)
+        return JSONResponse({"error": str(e)}, status_code=status)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=e.headers)
+
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
+    _routes(router, client)
+    app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def _routes(api: APIRouter, client: Client) -> None:
+    """Add one route per operation of ``client`` to ``api``."""
+
+    # repos ------------------------------------------------------------------
+    @api.get("/repos", tags=["repos"])
+    def list_repos() -> list[dict]:
+        """Every repo, newest first, with its master head's size."""
+        return [r.to_dict() for r in client.list_repos()]
+
+    @api.post("/repos", status_code=201, tags=["repos"])
+    def create_repo(name: str = Body(..., embed=True), description: str = Body("", embed=True)) -> dict:
+        """Create a repo (with a master branch)."""
+        return client.create_repo(name, description).to_dict()
+
+    @api.get("/repos/{repo}", tags=["repos"])
+    def inspect_repo(repo: str) -> dict:
+        return client.inspect_repo(repo).to_dict()
+
+    @api.delete("/repos/{repo}", status_code=204, tags=["repos"])
+    def delete_repo(repo: str, force: bool = False) -> None:
+        """Delete a repo and its history (refused while a pipeline reads it, unless ``force``)."""
+        client.delete_repo(repo, force)
+
+    # branches ---------------------------------------------------------------
+    @api.get("/repos/{repo}/branches", tags=["branches"])
+    def list_branches(repo: str) -> list[dict]:
+        return [b.to_dict() for b in client.list_branches(repo)]
+
+    @api.put("/repos/{repo}/branches/{branch}", tags=["branches"])
+    def create_branch(repo: str, branch: str, head: str | None = Body(None, embed=True),
+                      trigger: dict | None = Body(None, embed=True)) -> dict:
+        """Create a branch, or move it to ``head`` (a commit or branch), with an optional trigger."""
+        return client.create_branch(repo, branch, head, trigger).to_dict()
+
+    @api.delete("/repos/{repo}/branches/{branch}", status_code=204, tags=["branches"])
+    def delete_branch(repo: str, branch: str) -> None:
+        client.delete_branch(repo, branch)
+
+    # commits ----------------------------------------------------------------
+    @api.get("/repos/{repo}/commits", tags=["commits"])
+    def list_commits(repo: str, branch: str | None = None, limit: int | None = Query(None, ge=1)) -> list[dict]:
+        """The commits of a repo (or of one branch), newest first."""
+        return [c.to_dict() for c in client.list_commits(repo, branch, limit)]
+
+    @api.post("/repos/{repo}/commits", status_code=201, tags=["commits"])
+    def start_commit(repo: str, branch: str = Body(..., embed=True), description: str = Body("", embed=True),
+                     parent: str | None = Body(None, embed=True)) -> dict:
+        """Start a commit on a branch (files then go into it until it is finished)."""
+        return client.start_commit(repo, branch, description, parent).to_dict()
+
+    @api.get("/repos/{repo}/commits/{ref}", tags=["commits"])
+    def inspect_commit(repo: str, ref: str) -> dict:
+        return client.inspect_commit(repo, ref).to_dict()
+
+    @api.post("/repos/{repo}/commits/{ref}/finish", tags=["commits"])
+    def finish_commit(repo: str, ref: str, description: str | None = Body(None, embed=True)) -> dict:
+        return client.finish_commit(repo, ref, description).to_dict()
+
+    @api.delete("/repos/{repo}/commits/{ref}", status_code=204, tags=["commits"])
+    def delete_commit(repo: str, ref: str) -> None:
+        """Delete a branch's head commit (the branch moves back to its parent)."""
+        client.delete_commit(repo, ref)
+
+    @api.post("/repos/{repo}/commits/{ref}/flush", tags=["commits"])
+    def flush_commit(repo: str, ref: str, timeout: float | None = Query(None, gt=0)) -> list[dict]:
+        """Wait for every output commit downstream of this commit; return them."""
+        commit = client.inspect_commit(repo, ref)
+        return [c.to_dict() for c in client.flush_commit(repo, commit.id, timeout)]
+
+    # files ------------------------------------------------------------------
+    @api.get("/repos/{repo}/commits/{ref}/files", tags=["files"])
+    def list_files(repo: str, ref: str, path: str = "/", glob: str | None = None) -> list[dict]:
+        """The direct children of ``path``, or the paths matching ``glob``."""
+        nodes = client.glob_files(repo, ref, glob) if glob else client.list_files(repo, ref, path)
+        return [n.to_dict() for n in nodes]
+
+    @api.get("/repos/{repo}/commits/{ref}/files/{path:path}", tags=["files"],
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    def get_file(repo: str, ref: str, path: str, inspect: bool = False) -> Any:
+        """The file's bytes, streamed; with ``inspect``, its type, size and hash."""
+        node = client.inspect_file(repo, ref, "/" + path)
+        if inspect:
+            return node.to_dict()
+        if node.type != "file":
+            raise InvalidArgument(f"/{path} is a directory: list it with .../files?path=/{path}")
+        return StreamingResponse(_stream(client, repo, ref, "/" + path), media_type="application/octet-stream",
+                                 headers={"Content-Length": str(node.size), "ETag": f'"{node.hash}"'})
+
+    @api.put("/repos/{repo}/commits/{ref}/files/{path:path}", tags=["files"],
+             openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {
+                 "type": "string", "format": "binary"}}}}})
+    async def put_file(repo: str, ref: str, path: str, request: Request, overwrite: bool = True) -> dict:
+        """Store the request body at ``path``: in a new commit on a branch,
+        or in an open commit. Returns the commit."""
+        with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as body:
+            async for chunk in request.stream():
+                body.write(chunk)
+            body.seek(0)
+            commit, _ = await run_in_threadpool(client.put_files, repo, ref, [("/" + path, body)], overwrite)
+        return commit.to_dict()
+
+    @api.delete("/repos/{repo}/commits/{ref}/files/{path:path}", tags=["files"])
+    def delete_file(repo: str, ref: str, path: str) -> dict:
+        """Delete a file or directory (in a new commit on a branch, or in an open commit)."""
+        return client.delete_file(repo, ref, "/" + path).to_dict()
+
+    @api.get("/repos/{repo}/commits/{ref}/diff", tags=["files"])
+    def diff_files(repo: str, ref: str, path: str = "/", old_ref: str | None = None) -> dict:
+        """Files added and removed since ``old_ref`` (default: the parent commit)."""
+        added, removed = client.diff_files(repo, ref, path, repo if old_ref else None, old_ref)
+        return {"added": [n.to_dict() for n in added], "removed": [n.to_dict() for n in removed]}
+
+    # pipelines --------------------------------------------------------------
+    @api.get("/pipelines", tags=["pipelines"])
+    def list_pipelines() -> list[dict]:
+        return [p.to_dict() for p in client.list_pipelines()]
+
+    @api.post("/pipelines", status_code=201, tags=["pipelines"])
+    def create_pipeline(spec: dict = Body(..., description="A pipeline spec in Pachyderm's format")) -> dict:
+        return client.create_pipeline(spec, "spec").to_dict()
+
+    @api.put("/pipelines/{name}", tags=["pipelines"])
+    def update_pipeline(name: str, spec: dict = Body(...), reprocess: bool = False) -> dict:
+        """Replace the pipeline's spec with a new version (its name must match)."""
+        if (spec.get("pipeline") or {}).get("name") != name:
+            raise InvalidArgument(f"spec: pipeline.name must be {name!r} (the pipeline updated)")
+        return client.update_pipeline(spec, reprocess, "spec").to_dict()
+
+    @api.get("/pipelines/{name}", tags=["pipelines"])
+    def inspect_pipeline(name: str) -> dict:
+        return client.inspect_pipeline(name).to_dict()
+
+    @api.delete("/pipelines/{name}", status_code=204, tags=["pipelines"])
+    def delete_pipeline(name: str, keep_repo: bool = False) -> None:
+        client.delete_pipeline(name, keep_repo)
+
+    @api.post("/pipelines/{name}/stop", tags=["pipelines"])
+    def stop_pipeline(name: str) -> dict:
+        return client.stop_pipeline(name).to_dict()
+
+    @api.post("/pipelines/{name}/start", tags=["pipelines"])
+    def start_pipeline(name: str) -> dict:
+        return client.start_pipeline(name).to_dict()
+
+    @api.post("/pipelines/{name}/cron", tags=["pipelines"])
+    def run_cron(name: str) -> dict:
+        """Commit a tick to each cron input of the pipeline now."""
+        return {"ticked": client.run_cron(name)}
+
+    # jobs, datums, logs -----------------------------------------------------
+    @api.get("/jobs", tags=["jobs"])
+    def list_jobs(pipeline: str | None = None) -> list[dict]:
+        """Jobs, newest first (of one pipeline if given)."""
+        return [j.to_dict() for j in client.list_jobs(pipeline)]
+
+    @api.get("/jobs/{job}", tags=["jobs"])
+    def inspect_job(job: str) -> dict:
+        return client.inspect_job(job).to_dict()
+
+    @api.post("/jobs/{job}/stop", tags=["jobs"])
+    def stop_job(job: str) -> dict:
+        return client.stop_job(job).to_dict()
+
+    @api.get("/jobs/{job}/datums", tags=["jobs"])
+    def list_datums(job: str) -> list[dict]:
+        """Every datum of the job: id, files, state, seconds, attempts, worker."""
+        return client.list_datums(job)
+
+    @api.get("/jobs/{job}/datums/{datum}", tags=["jobs"])
+    def inspect_datum(job: str, datum: str) -> dict:
+        return client.inspect_datum(job, datum).to_dict()
+
+    @api.get("/jobs/{job}/logs", tags=["jobs"])
+    def get_logs(job: str, datum: str | None = None) -> list[dict]:
+        """The user code's log (its tail) of each datum of the job."""
+        return [{"datum": r.id, "state": r.state, "log": r.log} for r in client.datum_logs(job=job, datum=datum)]
+
+    # watch streams ----------------------------------------------------------
+    @api.get("/watch/commits", tags=["watch"], responses={200: {"content": {"text/event-stream": {}}}})
+    def watch_commits(repo: str, branch: str | None = None, all: bool = False) -> StreamingResponse:
+        """Server-sent events: ``event: commit`` with each commit of ``repo``
+        finished from now on (``all``: the existing ones first), oldest first."""
+        client.inspect_repo(repo)
+        return _events(lambda: [c.to_dict() for c in reversed(client.list_commits(repo, branch))
+                                if c.finished], "commit", key=lambda c: c["id"], skip_existing=not all)
+
+    @api.get("/watch/jobs", tags=["watch"], responses={200: {"content": {"text/event-stream": {}}}})
+    def watch_jobs(pipeline: str | None = None) -> StreamingResponse:
+        """Server-sent events: ``event: job`` each time a job appears or changes state."""
+        return _events(lambda: [j.to_dict() for j in reversed(client.list_jobs(pipeline))], "job",
+                       key=lambda j: (j["id"], j["state"]), skip_existing=True)
+
+
+def _stream(client: Client, repo: str, ref: str, path: str) -> Iterator[bytes]:
+    """A file's bytes in chunks, read by a thread (``get_file`` writes to a
+    file object) with at most a few chunks in flight."""
+    chunks: queue.Queue = queue.Queue(maxsize=8)
+    done = object()
+
+    class Writer:
+        def write(self, data: bytes) -> int:
+            for i in range(0, len(data), CHUNK):
+                chunks.put(bytes(data[i:i + CHUNK]))
+            return len(data)
+
+    def read() -> None:
+        try:
+            client.get_file(repo, ref, path, Writer())  # type: ignore[arg-type]
+        except BaseException as e:  # noqa: BLE001 (handed to the response, which ends short)
+            chunks.put(e)
+        chunks.put(done)
+
+    threading.Thread(target=read, daemon=True).start()
+    while (item := chunks.get()) is not done:
+        if isinstance(item, BaseException):
+            return  # the body ends short of Content-Length: the client sees a truncated transfer
+        yield item
+
+
+def _events(snapshot, event: str, key, skip_existing: bool) -> StreamingResponse:
+    """A server-sent event stream of the new items of ``snapshot()`` (a
+    list, oldest first), by ``key``, polled every WATCH_INTERVAL seconds;
+    a comment every 15 s keeps proxies from closing it."""
+    async def generate() -> AsyncIterator[str]:  # async: cancelled at once when the client goes
+        seen = {key(item) for item in await run_in_threadpool(snapshot)} if skip_existing else set()
+        last = time.monotonic()
+        yield ": watching\n\n"
+        while True:
+            with contextlib.suppress(PipectlError):
+                for item in await run_in_threadpool(snapshot):
+                    if key(item) not in seen:
+                        seen.add(key(item))
+                        last = time.monotonic()
+                        yield f"event: {event}\ndata: {json.dumps(item)}\n\n"
+            if time.monotonic() - last > 15:
+                last = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    return StreamingResponse(generate(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
