@@ -131,7 +131,7 @@ def test_pipelines_jobs_datums_and_logs(server, run_controller):
     assert jobs[0]["state"] == "success" and jobs[0]["datums_processed"] == 3
     datums = ok(server.call("GET", f"/jobs/{jobs[0]['id']}/datums"))
     assert sorted(d["state"] for d in datums) == ["success"] * 3
-    logs = ok(server.call("GET", f"/jobs/{jobs[0]['id']}/logs"))
+    logs = ok(server.call("GET", "/logs", params={"job": jobs[0]["id"]}))
     assert len(logs) == 3 and all("copying" in entry["log"] for entry in logs)
     assert ok(server.call("GET", "/pipelines"))[0]["name"] == "copy"
     flushed = ok(server.call("POST", "/repos/in/commits/master/flush", params={"timeout": 30}))
@@ -182,3 +182,44 @@ def test_openapi_fuzzed_by_schemathesis_finds_no_server_error(server):
                         "--exclude-path-regex", "/watch/", "--request-timeout", "30"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+
+
+@LOCAL
+def test_the_cli_over_a_server_prints_what_it_prints_on_the_store(server, spec_file, run_controller, tmp_path):
+    """Every data and pipeline command, run once on the store and once
+    through the server (PIPECTL_STORE=http://..., PIPECTL_TOKEN), prints the
+    same; put-file of several files makes one commit either way; errors are
+    the same line; commands that need the store itself say so."""
+    remote = {"PIPECTL_STORE": server.root, "PIPECTL_TOKEN": WRITE}
+    (tmp_path / "d").mkdir()
+    for i in range(3):
+        (tmp_path / "d" / f"f{i}.txt").write_text(f"line {i}\n")
+    run_ok = lambda *a, **kw: ok_cli(run_cli(*a, env=remote, **kw))  # noqa: E731
+    run_ok("create-repo", "in", "-d", "inputs")
+    run_ok("put-file", "in", "master", "/", "-r", "-f", str(tmp_path / "d"))
+    run_ok("put-file", "in", "master", "/stdin.txt", "-f", "-", input=b"from stdin\n")
+    spec = {"pipeline": {"name": "copy"}, "transform": {"image": "local", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "in", "glob": "/*"}}}
+    run_ok("create-pipeline", "-f", spec_file(spec))
+    run_controller()
+    job = json.loads(run_cli("list-job", "--raw").out)[0]["id"]
+    commands = [("list-repo", "--raw"), ("inspect-repo", "in", "--raw"), ("list-commit", "in", "--raw"),
+                ("inspect-commit", "copy", "master", "--raw"), ("list-branch", "in", "--raw"),
+                ("list-file", "in", "master", "--raw"), ("glob-file", "in", "master", "/*.txt", "--raw"),
+                ("inspect-file", "in", "master", "/f1.txt", "--raw"), ("get-file", "copy", "master", "/f2.txt"),
+                ("diff-file", "in", "master", "--raw"), ("list-pipeline", "--raw"), ("inspect-pipeline", "copy", "--raw"),
+                ("list-job", "--raw"), ("inspect-job", job, "--raw"), ("list-datum", job, "--raw"),
+                ("get-logs", "--job", job, "--raw"), ("list-datum", "-f", spec_file(spec), "--raw"),
+                ("flush-commit", "in", "master", "--raw"), ("inspect-repo", "nope"), ("get-file", "in", "master", "/x")]
+    for args in commands:
+        direct, over = run_cli(*args), run_cli(*args, env=remote)
+        assert (over.code, over.out, over.err) == (direct.code, direct.out, direct.err), args
+    assert len(json.loads(run_cli("list-commit", "in", "--raw").out)) == 2  # one commit per put-file
+    assert_clean_error(run_cli("controller", "--exit-when-idle", env=remote), "needs the store itself")
+    assert_clean_error(run_cli("list-repo", env={"PIPECTL_STORE": server.root}), "bearer token is required",
+                       "PIPECTL_TOKEN")
+
+
+def ok_cli(result):
+    assert result.code == 0, result
+    return result

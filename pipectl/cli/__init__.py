@@ -20,8 +20,9 @@ from .context import Context
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--store", envvar="PIPECTL_STORE", metavar="URL",
-              help="Store URL: file:///dir or s3://bucket/prefix "
-                   "[env PIPECTL_STORE; default: a directory under the user's data dir].")
+              help="Store URL: file:///dir or s3://bucket/prefix, or a pipectl server, http(s)://host:port "
+                   "(token in $PIPECTL_TOKEN) [env PIPECTL_STORE, else PIPECTL_ADDRESS for a server; default: "
+                   "a directory under the user's data dir].")
 @click.version_option(__version__, prog_name="pipectl")
 @click.pass_context
 def cli(ctx: click.Context, store: str | None) -> None:

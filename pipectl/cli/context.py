@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import click
 
 from ..client import Client
+from ..client.remote import RemoteClient, address
 from ..store import open_store
 
 
 class Context:
-    """Holds the store URL; opens the store and its :class:`Client` on first use."""
+    """Holds the store URL; opens the store and its :class:`Client` on first
+    use, or a :class:`RemoteClient` when the URL (or ``$PIPECTL_ADDRESS``)
+    names a pipectl server (``http(s)://``; token from ``$PIPECTL_TOKEN``)."""
 
     def __init__(self, store_url: str | None):
         self.store_url = store_url
 
     @functools.cached_property
-    def client(self) -> Client:
+    def client(self) -> Client | RemoteClient:
+        server = address(self.store_url)
+        if server:
+            return RemoteClient(server, os.environ.get("PIPECTL_TOKEN"))
         return Client(open_store(self.store_url))
 
 

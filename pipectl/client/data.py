@@ -113,6 +113,11 @@ class DataOps:
         """Stream a file into ``out``; return its size. Raises NotFound, InvalidArgument."""
         return self.pfs.get_file(repo, ref, path, out)
 
+    def file_entry(self, repo: str, ref: str, path: str) -> FileEntry:
+        """The size and content objects of a file, with get_file's errors
+        (NotFound, InvalidArgument for a directory)."""
+        return self.pfs.file_entry(repo, ref, path)
+
     def iter_files(self, repo: str, ref: str, path: str = "/") -> Iterator[tuple[str, FileEntry]]:
         """Every file at or below ``path``."""
         return self.pfs.iter_files(repo, ref, path)

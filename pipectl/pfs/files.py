@@ -176,6 +176,11 @@ class Files:
     def get_file(self, repo: str, ref: str, path: str, out: BinaryIO) -> int:
         """Stream a file's bytes into ``out``; return the byte count.
         Raises NotFound, InvalidArgument (a directory)."""
+        return read_objects(self.store, self.file_entry(repo, ref, path).objects, out)
+
+    def file_entry(self, repo: str, ref: str, path: str) -> FileEntry:
+        """The entry (size, objects) of the file at ``path``. Raises
+        NotFound, InvalidArgument (a directory)."""
         tree = self.read_tree(self.inspect_commit(repo, ref))
         path = names.clean_path(path)
         entry = tree.files.get(path)
@@ -183,7 +188,7 @@ class Files:
             if tree.is_dir(path):
                 raise InvalidArgument(f"{path} is a directory; use list-file, or get-file each file")
             raise NotFound(f"file {path} not found in {repo}@{ref}")
-        return read_objects(self.store, entry.objects, out)
+        return entry
 
     def iter_files(self, repo: str, ref: str, path: str = "/") -> Iterator[tuple[str, FileEntry]]:
         """Every file at or below ``path``."""
@@ -197,7 +202,11 @@ class Files:
 
     def inspect_file(self, repo: str, ref: str, path: str) -> Node:
         """Raises NotFound."""
-        return self.read_tree(self.inspect_commit(repo, ref)).node(names.clean_path(path))
+        path = names.clean_path(path)
+        try:
+            return self.read_tree(self.inspect_commit(repo, ref)).node(path)
+        except NotFound:
+            raise NotFound(f"file {path} not found in {repo}@{ref}") from None
 
     def glob_files(self, repo: str, ref: str, pattern: str) -> list[Node]:
         """Files and directories matching a Pachyderm glob."""

@@ -12,7 +12,9 @@ Resources, under ``/api/v1``:
   (``?path=``, ``?glob=``), ``.../diff`` compares with the parent commit,
   ``.../flush`` waits for the commits downstream;
 - ``pipelines`` (POST a spec as JSON to create; PUT ``pipelines/{name}``
-  to update), ``jobs``, ``jobs/{job}/datums``, ``jobs/{job}/logs``;
+  to update; ``pipelines/plan`` lists the datums a spec would make),
+  ``jobs``, ``jobs/{job}/datums``, ``logs`` (``?job=`` or ``?pipeline=``),
+  ``logs/workers``;
 - ``watch/commits`` and ``watch/jobs``: server-sent events, one per new
   finished commit or job state change (Pachyderm's subscribe-commit).
 
@@ -174,13 +176,11 @@ def _routes(api: APIRouter, client: Client) -> None:
              responses={200: {"content": {"application/octet-stream": {}}}})
     def get_file(repo: str, ref: str, path: str, inspect: bool = False) -> Any:
         """The file's bytes, streamed; with ``inspect``, its type, size and hash."""
-        node = client.inspect_file(repo, ref, "/" + path)
         if inspect:
-            return node.to_dict()
-        if node.type != "file":
-            raise InvalidArgument(f"/{path} is a directory: list it with .../files?path=/{path}")
+            return client.inspect_file(repo, ref, "/" + path).to_dict()
+        entry = client.file_entry(repo, ref, "/" + path)  # get-file's errors, before the body starts
         return StreamingResponse(_stream(client, repo, ref, "/" + path), media_type="application/octet-stream",
-                                 headers={"Content-Length": str(node.size), "ETag": f'"{node.hash}"'})
+                                 headers={"Content-Length": str(entry.size), "ETag": f'"{entry.hash}"'})
 
     @api.put("/repos/{repo}/commits/{ref}/files/{path:path}", tags=["files"],
              openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {
@@ -201,9 +201,10 @@ def _routes(api: APIRouter, client: Client) -> None:
         return client.delete_file(repo, ref, "/" + path).to_dict()
 
     @api.get("/repos/{repo}/commits/{ref}/diff", tags=["files"])
-    def diff_files(repo: str, ref: str, path: str = "/", old_ref: str | None = None) -> dict:
-        """Files added and removed since ``old_ref`` (default: the parent commit)."""
-        added, removed = client.diff_files(repo, ref, path, repo if old_ref else None, old_ref)
+    def diff_files(repo: str, ref: str, path: str = "/", old_repo: str | None = None,
+                   old_ref: str | None = None) -> dict:
+        """Files added and removed since ``old_repo@old_ref`` (default: the parent commit)."""
+        added, removed = client.diff_files(repo, ref, path, old_repo, old_ref)
         return {"added": [n.to_dict() for n in added], "removed": [n.to_dict() for n in removed]}
 
     # pipelines --------------------------------------------------------------
@@ -212,15 +213,22 @@ def _routes(api: APIRouter, client: Client) -> None:
         return [p.to_dict() for p in client.list_pipelines()]
 
     @api.post("/pipelines", status_code=201, tags=["pipelines"])
-    def create_pipeline(spec: dict = Body(..., description="A pipeline spec in Pachyderm's format")) -> dict:
-        return client.create_pipeline(spec, "spec").to_dict()
+    def create_pipeline(spec: dict = Body(..., description="A pipeline spec in Pachyderm's format"),
+                        source: str = "spec") -> dict:
+        """Create a pipeline (``source`` names the spec in error messages)."""
+        return client.create_pipeline(spec, source).to_dict()
+
+    @api.post("/pipelines/plan", tags=["pipelines"])
+    def plan_datums(spec: dict = Body(...), source: str = "spec") -> list[dict]:
+        """The datums the spec would make over its inputs' heads now; creates nothing."""
+        return client.plan_datums(spec, source)
 
     @api.put("/pipelines/{name}", tags=["pipelines"])
-    def update_pipeline(name: str, spec: dict = Body(...), reprocess: bool = False) -> dict:
+    def update_pipeline(name: str, spec: dict = Body(...), reprocess: bool = False, source: str = "spec") -> dict:
         """Replace the pipeline's spec with a new version (its name must match)."""
         if (spec.get("pipeline") or {}).get("name") != name:
-            raise InvalidArgument(f"spec: pipeline.name must be {name!r} (the pipeline updated)")
-        return client.update_pipeline(spec, reprocess, "spec").to_dict()
+            raise InvalidArgument(f"{source}: pipeline.name must be {name!r} (the pipeline updated)")
+        return client.update_pipeline(spec, reprocess, source).to_dict()
 
     @api.get("/pipelines/{name}", tags=["pipelines"])
     def inspect_pipeline(name: str) -> dict:
@@ -266,10 +274,16 @@ def _routes(api: APIRouter, client: Client) -> None:
     def inspect_datum(job: str, datum: str) -> dict:
         return client.inspect_datum(job, datum).to_dict()
 
-    @api.get("/jobs/{job}/logs", tags=["jobs"])
-    def get_logs(job: str, datum: str | None = None) -> list[dict]:
-        """The user code's log (its tail) of each datum of the job."""
-        return [{"datum": r.id, "state": r.state, "log": r.log} for r in client.datum_logs(job=job, datum=datum)]
+    @api.get("/logs", tags=["jobs"])
+    def datum_logs(pipeline: str | None = None, job: str | None = None, datum: str | None = None) -> list[dict]:
+        """The datum results, with the tail of the user code's log, of ``job``
+        or of ``pipeline``'s newest job (only datums whose id starts with ``datum``)."""
+        return [r.to_dict() for r in client.datum_logs(pipeline, job, datum)]
+
+    @api.get("/logs/workers", tags=["jobs"])
+    def worker_logs(pipeline: str | None = None, job: str | None = None) -> dict[str, str]:
+        """Worker name -> the log kept of each worker of the job (Kubernetes pods)."""
+        return client.worker_logs(pipeline, job)
 
     # watch streams ----------------------------------------------------------
     @api.get("/watch/commits", tags=["watch"], responses={200: {"content": {"text/event-stream": {}}}})
