@@ -355,6 +355,30 @@ def test_serving_disabled(render):
         "ConfigMap": 1, "ServiceAccount": 2, "Role": 1, "RoleBinding": 1, "Deployment": 1}
 
 
+def test_server(render, helm):
+    """``server.enabled``: a Deployment running ``pipectl server`` on all
+    addresses with the tokens file from the named Secret (read-only), the
+    store settings, a /healthz readiness probe, and a Service; without a
+    tokens Secret the chart refuses to render."""
+    objs = render(*REQUIRED, "--set", "server.enabled=true", "--set", "server.tokens.existingSecret=api-tokens")
+    dep = one(objs, "Deployment", f"{FULLNAME}-server")
+    c = container(dep)
+    assert c["command"] == ["pipectl"] and c["image"] == "pipectl/base:0.1.0"
+    assert c["args"] == ["server", "--host", "0.0.0.0", "--port", "8000", "--tokens", "/etc/pipectl/tokens/tokens"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["volumeMounts"] == [{"name": "tokens", "mountPath": "/etc/pipectl/tokens", "readOnly": True}]
+    assert dep["spec"]["template"]["spec"]["volumes"] == [{"name": "tokens", "secret": {"secretName": "api-tokens"}}]
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    data, secrets = config_of(objs, c)
+    assert data["PIPECTL_STORE"] == "s3://b/p" and secrets == ["s"]
+    svc = one(objs, "Service", f"{FULLNAME}-server")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "server"
+    r = helm("template", RELEASE, CHART, *REQUIRED, "--set", "server.enabled=true")
+    assert r.returncode != 0 and "server.tokens.existingSecret is required" in r.stderr, r.stderr
+
+
 # --- values validation ------------------------------------------------------------
 
 @pytest.mark.parametrize("extra", [[], ["--skip-schema-validation"]], ids=["schema", "required"])

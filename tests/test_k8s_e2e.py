@@ -1,9 +1,11 @@
 """End to end on a real single-node cluster: the Helm chart deploys the
-controller and the model server against an S3 server (moto, reached by the
-pods at the node's address); the Iris pipeline runs as Kubernetes Jobs of the
-stage images; the model server answers through its Service. Then a worker
-pod and the controller pod are deleted mid-job, and the job still lands every
-datum's output exactly once."""
+controller, the model server and the pipectl server against an S3 server
+(moto, reached by the pods at the node's address); the Iris pipeline runs as
+Kubernetes Jobs of the stage images; the model server answers through its
+Service, and so does the API (with a token; the CLI through it prints what
+it prints on the store). Then a worker pod and the controller pod are
+deleted mid-job, and the job still lands every datum's output exactly
+once."""
 
 from __future__ import annotations
 
@@ -41,8 +43,11 @@ def latest_job(pipeline: str) -> dict | None:
 
 def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k8s_env, tmp_path):
     data, new = make_iris_data(tmp_path)
-    helm_install(k8s_env)
     ns, cluster = k8s_env["namespace"], k8s_env["cluster"]
+    token = "e2e-" + os.urandom(16).hex()
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "api-tokens", f"--from-literal=tokens=read {token}\n")
+    helm_install(k8s_env, "--set", "server.enabled=true", "--set", "server.tokens.existingSecret=api-tokens",
+                 "--set", "server.image.pullPolicy=Never")
     cluster.kubectl("-n", ns, "rollout", "status", "deployment/pipectl-controller", "--timeout=180s", timeout=200)
 
     # The Iris pipeline, as a user would run it from a workstation.
@@ -73,6 +78,19 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     assert answer.status_code == 200, answer.text
     assert answer.json()["model_version"] == model["id"]
     assert answer.json()["predictions"] == expected
+
+    # The API, through its Service, with the read token: the jobs it ran; the CLI through it.
+    service = json.loads(cluster.kubectl("-n", ns, "get", "service", "pipectl-server", "-o", "json"))
+    api = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    cluster.kubectl("-n", ns, "rollout", "status", "deployment/pipectl-server", "--timeout=120s", timeout=150)
+    assert requests.get(f"{api}/api/v1/jobs", timeout=10).status_code == 401
+    jobs = requests.get(f"{api}/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    assert {j["pipeline"] for j in jobs} == {"preprocess", "train", "inference"}
+    assert all(j["state"] == "success" for j in jobs)
+    remote = {"PIPECTL_STORE": api, "PIPECTL_TOKEN": token, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    assert run_ok("list-job", "--raw", env=remote).out == run_ok("list-job", "--raw").out
+    assert run_ok("get-file", "train", "master", "/metrics.json", env=remote).out == \
+        run_ok("get-file", "train", "master", "/metrics.json").out
 
     # A slow pipeline; a worker pod and then the controller pod die mid-job.
     run_ok("create-repo", "in")
