@@ -161,3 +161,22 @@ def put_iris(data, new) -> None:
     for args in commands:
         result = run_cli(*args)
         assert result.code == 0, result
+
+
+# --- the pipectl server (tests/test_server.py, tests/test_sdk.py) ---
+
+READ, WRITE = "r" * 8 + "-read-token-0001", "w" * 8 + "-write-token-0001"
+"""The tokens of the ``server`` fixture (conftest.py)."""
+
+
+class Server:
+    """A running ``pipectl server``: ``root`` (its base URL), ``url`` (the
+    API's, ``.../api/v1``), ``call(method, path, token=WRITE, **kw)``."""
+
+    def __init__(self, root: str):
+        self.root, self.url = root, root + "/api/v1"
+
+    def call(self, method: str, path: str, token: str | None = WRITE, **kw):
+        import requests
+        headers = kw.pop("headers", {}) | ({"Authorization": f"Bearer {token}"} if token else {})
+        return requests.request(method, self.url + path, headers=headers, timeout=60, **kw)

@@ -10,51 +10,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
-from helpers import assert_clean_error, free_port, run_cli, wait_for
+from helpers import READ, WRITE, assert_clean_error, run_cli
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
-READ, WRITE = "r" * 8 + "-read-token-0001", "w" * 8 + "-write-token-0001"
-
-
-class Server:
-    """A running server: ``url`` (ends in /api/v1), ``call(method, path,
-    token=WRITE, **kw)``."""
-
-    def __init__(self, url: str):
-        self.root, self.url = url, url + "/api/v1"
-
-    def call(self, method: str, path: str, token: str | None = WRITE, **kw) -> requests.Response:
-        headers = kw.pop("headers", {}) | ({"Authorization": f"Bearer {token}"} if token else {})
-        return requests.request(method, self.url + path, headers=headers, timeout=60, **kw)
-
-
-@pytest.fixture
-def server(store_url, tmp_path):
-    """``pipectl server`` on the test's store, with a read and a write token."""
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"# role token\nread {READ}\nwrite {WRITE}\n")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "server", "--port", str(port), "--tokens", str(tokens)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    root = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(root + "/healthz", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-    wait_for(up, 60, 0.1, "the server")
-    yield Server(root)
-    proc.terminate()
-    proc.wait(10)
-
-
 def ok(response: requests.Response, status: int = 200):
     assert response.status_code == status, (response.status_code, response.text)
     return response.json() if response.content and "json" in response.headers.get("content-type", "") else response
