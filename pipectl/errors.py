@@ -32,3 +32,22 @@ class PreconditionFailed(PipectlError):
 
 class StoreUnavailable(PipectlError):
     """The object store cannot be reached (after bounded retries)."""
+
+
+HTTP_STATUS: dict[type[PipectlError], int] = {
+    InvalidArgument: 400, NotFound: 404, AlreadyExists: 409, Conflict: 409, PreconditionFailed: 412,
+    StoreUnavailable: 503,
+}
+"""The HTTP status of each kind of error in the server's answers (any other: 500)."""
+
+
+def http_status(error: PipectlError) -> int:
+    """The HTTP status :data:`HTTP_STATUS` gives ``error``'s kind, else 500."""
+    return next((code for kind, code in HTTP_STATUS.items() if isinstance(error, kind)), 500)
+
+
+def from_http(kind: str | None, message: str) -> PipectlError:
+    """The error a server's answer ``{"error": message, "kind": kind}``
+    stands for (a plain :class:`PipectlError` for an unknown kind)."""
+    known = {k.__name__: k for k in HTTP_STATUS}
+    return known.get(kind or "", PipectlError)(message)

@@ -14,7 +14,7 @@ import pytest
 from helpers import WRITE
 
 import pipectl
-from pipectl.errors import InvalidArgument, NotFound
+from pipectl.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 
@@ -68,6 +68,12 @@ def test_data_calls_and_the_commit_context_manager(client, tmp_path):
         client.pfs.get_file(repo="images", commit="master", path="/nope")
     with pytest.raises(NotFound, match="repo ghost not found"):
         client.pfs.inspect_repo(repo="ghost")
+    with pytest.raises(AlreadyExists):
+        client.pfs.create_repo(repo="images")
+    finished = client.pfs.commit(repo="images", branch="staging")
+    finished.finish()
+    with pytest.raises(Conflict, match="is finished"):
+        finished.put_file_from_bytes(path="/late.txt", data=b"late")
 
 
 @LOCAL

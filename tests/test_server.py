@@ -74,7 +74,7 @@ def test_data_round_trip_with_streamed_files(server, cli, tmp_path):
                                  ("PUT", "/repos/data/commits/master/files/big/blob.bin/under", 409)]:
         r = server.call(method, path, json={"name": "data"} if method == "POST" else None,
                         data=b"x" if method == "PUT" else None)
-        assert r.status_code == status and set(r.json()) == {"error"}, (path, r.text)
+        assert r.status_code == status and set(r.json()) == {"error", "kind"}, (path, r.text)
     cli_error = run_cli("inspect-repo", "nope").err.strip().removeprefix("error: ")
     assert server.call("GET", "/repos/nope").json()["error"] == cli_error
 

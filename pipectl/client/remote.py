@@ -6,7 +6,7 @@ opens a store or talks to a server (``--store http://host:8000``, or
 store's credentials.
 
 Errors come back as the exceptions the store-side call raises, with the
-server's message (404 -> NotFound, 409 -> Conflict or AlreadyExists...).
+server's message (the answer names the kind, see :func:`pipectl.errors.from_http`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,7 @@ from typing import Any, BinaryIO
 
 import requests
 
-from ..errors import (
-    AlreadyExists,
-    Conflict,
-    InvalidArgument,
-    NotFound,
-    PipectlError,
-    PreconditionFailed,
-    StoreUnavailable,
-)
+from ..errors import Conflict, InvalidArgument, NotFound, PipectlError, StoreUnavailable, from_http
 from ..pfs import Branch, Commit, Node, RepoInfo, names
 from ..pfs.files import Source
 from ..pfs.objects import TransferStats
@@ -36,7 +28,6 @@ from ..pps.model import DatumResult, JobInfo, PipelineInfo
 from .data import RepoSummary
 from .pipelines import PipelineSummary
 
-_ERRORS = {400: InvalidArgument, 404: NotFound, 412: PreconditionFailed, 503: StoreUnavailable}
 CHUNK = 1 << 20
 
 
@@ -78,14 +69,13 @@ class RemoteClient:
         if r.status_code < 400:
             return r
         try:
-            message = r.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            message = f"the pipectl server answered {r.status_code} {r.reason}"
+            answer = r.json()
+            message, kind = answer["error"], answer.get("kind")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            message, kind = f"the pipectl server answered {r.status_code} {r.reason}", None
         if r.status_code in (401, 403):
             raise PipectlError(f"{message} (set PIPECTL_TOKEN)")
-        if r.status_code == 409:
-            raise (AlreadyExists if " exists" in message else Conflict)(message)
-        raise _ERRORS.get(r.status_code, PipectlError)(message)
+        raise from_http(kind, message)
 
     def _json(self, method: str, path: str, **kw) -> Any:
         r = self._call(method, path, **kw)

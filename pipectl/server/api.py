@@ -18,9 +18,11 @@ Resources, under ``/api/v1``:
 - ``watch/commits`` and ``watch/jobs``: server-sent events, one per new
   finished commit or job state change (Pachyderm's subscribe-commit).
 
-Errors are JSON, ``{"error": "<the CLI's message>"}``, with the status its
-kind implies: 400 bad input, 401/403 tokens, 404 not found, 409 exists or
-conflicts, 412 a lost race, 503 store unreachable.
+Errors are JSON, ``{"error": "<the CLI's message>", "kind": "NotFound"}``
+(``kind``: the :mod:`pipectl.errors` class), with the status its kind
+implies (:data:`pipectl.errors.HTTP_STATUS`: 400 bad input, 404 not found,
+409 exists or conflicts, 412 a lost race, 503 store unreachable; 401/403
+for tokens).
 """
 
 from __future__ import annotations
@@ -41,19 +43,9 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..client import Client
-from ..errors import (
-    AlreadyExists,
-    Conflict,
-    InvalidArgument,
-    NotFound,
-    PipectlError,
-    PreconditionFailed,
-    StoreUnavailable,
-)
+from ..errors import InvalidArgument, PipectlError, http_status
 from .auth import role_of
 
-_STATUS = [(NotFound, 404), (AlreadyExists, 409), (Conflict, 409), (InvalidArgument, 400),
-           (PreconditionFailed, 412), (StoreUnavailable, 503)]
 SPOOL_BYTES = 8 << 20
 """An upload is held in memory up to this size, then spooled to a temporary file."""
 CHUNK = 1 << 20
@@ -78,8 +70,7 @@ def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
 
     @app.exception_handler(PipectlError)
     def pipectl_error(request: Request, e: PipectlError) -> JSONResponse:
-        status = next((code for kind, code in _STATUS if isinstance(e, kind)), 500)
-        return JSONResponse({"error": str(e)}, status_code=status)
+        return JSONResponse({"error": str(e), "kind": type(e).__name__}, status_code=http_status(e))
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, e: HTTPException) -> JSONResponse:
