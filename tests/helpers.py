@@ -22,10 +22,11 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE_PYTHON = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages", "bin", "python"))
-PARTS = ("docker", "kubernetes", "helm", "stages", "audio")
+PARTS = ("docker", "kubernetes", "helm", "stages", "audio", "browser")
 """The parts of the suite that need something beyond Python: a Docker
 engine with the images, a Kubernetes cluster (root, built binaries), helm,
-the stage environment (MXNet), the speech tools (espeak-ng, sox, librosa)."""
+the stage environment (MXNet), the speech tools (espeak-ng, sox, librosa),
+a browser for the console (Debian's chromium, graphviz, playwright)."""
 
 
 def skip(part: str, reason: str):

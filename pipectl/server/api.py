@@ -45,6 +45,7 @@ from .. import __version__
 from ..client import Client
 from ..errors import InvalidArgument, PipectlError, http_status
 from .auth import role_of
+from .console import COOKIE, add_console
 
 SPOOL_BYTES = 8 << 20
 """An upload is held in memory up to this size, then spooled to a temporary file."""
@@ -63,9 +64,14 @@ def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
         if not tokens:
             return
         role = role_of(tokens, request.headers.get("authorization"))
+        writing = request.method not in ("GET", "HEAD")
+        if role is None and COOKIE in request.cookies:  # the console's sign-in (see .console)
+            role = role_of(tokens, "Bearer " + request.cookies[COOKIE])
+            if role and writing and request.headers.get("x-pipectl-console") != "1":
+                raise HTTPException(403, "a write through the console's cookie needs its X-Pipectl-Console header")
         if role is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        if role != "write" and request.method not in ("GET", "HEAD"):
+        if role != "write" and writing:
             raise HTTPException(403, "this token may only read")
 
     @app.exception_handler(PipectlError)
@@ -84,6 +90,7 @@ def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
     def healthz() -> dict:
         return {"status": "ok"}
 
+    add_console(app, client, tokens)
     return app
 
 
