@@ -43,3 +43,6 @@ print(f"accuracy on the held-out split: {a:.3f} ({n} rows)")'
 step "Predictions: iris-new@master:/test1.csv beside inference@master:/test1.csv"
 paste -d, <(pipectl get-file iris-new master /test1.csv) \
           <(echo predicted_species; pipectl get-file inference master /test1.csv) | tr , '\t'
+
+step "See it in the web console"
+echo "PIPECTL_STORE=$PIPECTL_STORE pipectl server    # then open http://127.0.0.1:8000/"
