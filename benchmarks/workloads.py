@@ -534,6 +534,17 @@ def bench_serving(ctx: Context) -> list[Row]:
             for r in serve(ctx.mode == "quick", ctx.env.new_store("serving"))]
 
 
+def bench_api(ctx: Context) -> list[Row]:
+    """9. The pipectl server: p50 latency of list-repo, inspect-commit and
+    list-job through the API beside the same call in-process, and a watch
+    stream's delivery time (see benchmarks/api.py). Local store only."""
+    if ctx.store != "local":
+        return []
+    from .api import bench_api as run
+    url = ctx.env.new_store("api")
+    return run(ctx.mode == "quick", url, ctx.env.env(url))
+
+
 WORKLOADS = [
     ({"0"}, bench_startup),
     ({"1"}, bench_put_small),
@@ -541,6 +552,7 @@ WORKLOADS = [
     ({"4", "5"}, bench_job),
     ({"6", "7"}, bench_latency_and_listing),
     ({"8"}, bench_serving),
+    ({"9"}, bench_api),
 ]
 """(workload numbers, function) in run order; a function runs if any of its
 numbers is selected."""
