@@ -30,11 +30,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from . import streams
 from .client import Client as Operations
 from .client import PipelineSummary, RepoSummary
 from .client.remote import RemoteClient, address
@@ -150,7 +150,7 @@ class PfsApi:
         node = self._ops.inspect_file(repo, commit, path)
         if node.type != "file":
             raise PipectlError(f"{path} is a directory; use list_file")
-        return io.BufferedReader(_Streaming(lambda out: self._ops.get_file(repo, commit, path, out)), 1 << 20)
+        return streams.reader(lambda out: self._ops.get_file(repo, commit, path, out))
 
     def list_file(self, *, repo: str, commit: str, path: str = "/") -> list[Node]:
         """The direct children of ``path`` (``Node``: path, type, size, hash)."""
@@ -269,38 +269,3 @@ def _spec(spec: dict | str | None, file: str | None) -> tuple[Any, str]:
         with open(file, encoding="utf-8") as f:
             return specs.parse(f.read(), file), file
     return (json.loads(spec) if isinstance(spec, str) else spec), "spec"
-
-
-class _Streaming(io.RawIOBase):
-    """A file object reading what ``produce(out)`` writes, from a thread,
-    through a pipe; the producer's error is raised by ``read`` at its end."""
-
-    def __init__(self, produce):
-        read_fd, write_fd = os.pipe()
-        self._reader = os.fdopen(read_fd, "rb", buffering=0)
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            with os.fdopen(write_fd, "wb") as out:
-                try:
-                    produce(out)
-                except BaseException as e:  # noqa: BLE001 (raised in the reader's thread)
-                    self._error = e
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        n = self._reader.readinto(buffer)
-        if not n:
-            self._thread.join()
-            if self._error is not None:
-                raise self._error
-        return n or 0
-
-    def close(self) -> None:
-        if not self.closed:
-            self._reader.close()  # a producer still writing gets EPIPE and ends
-        super().close()

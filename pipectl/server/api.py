@@ -30,9 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import queue
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -41,7 +39,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Req
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from .. import __version__, streams
 from ..client import Client
 from ..errors import InvalidArgument, PipectlError, http_status
 from .auth import role_of
@@ -300,29 +298,14 @@ def _routes(api: APIRouter, client: Client) -> None:
 
 
 def _stream(client: Client, repo: str, ref: str, path: str) -> Iterator[bytes]:
-    """A file's bytes in chunks, read by a thread (``get_file`` writes to a
-    file object) with at most a few chunks in flight."""
-    chunks: queue.Queue = queue.Queue(maxsize=8)
-    done = object()
-
-    class Writer:
-        def write(self, data: bytes) -> int:
-            for i in range(0, len(data), CHUNK):
-                chunks.put(bytes(data[i:i + CHUNK]))
-            return len(data)
-
-    def read() -> None:
+    """A file's bytes in chunks, as ``get_file`` writes them (see
+    :func:`pipectl.streams.reader`); a client gone early stops the read."""
+    with streams.reader(lambda out: client.get_file(repo, ref, path, out)) as f:
         try:
-            client.get_file(repo, ref, path, Writer())  # type: ignore[arg-type]
-        except BaseException as e:  # noqa: BLE001 (handed to the response, which ends short)
-            chunks.put(e)
-        chunks.put(done)
-
-    threading.Thread(target=read, daemon=True).start()
-    while (item := chunks.get()) is not done:
-        if isinstance(item, BaseException):
+            while chunk := f.read(CHUNK):
+                yield chunk
+        except (PipectlError, OSError):
             return  # the body ends short of Content-Length: the client sees a truncated transfer
-        yield item
 
 
 def _events(snapshot, event: str, key, skip_existing: bool) -> StreamingResponse:
