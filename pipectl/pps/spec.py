@@ -28,6 +28,7 @@ import functools
 import hashlib
 import importlib.resources
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -183,11 +184,18 @@ def validate(spec: Any, source: str = "spec") -> dict:
 
 
 def _report(source: str, problems: list[str]) -> str:
-    """One line for every problem of a spec (duplicates dropped)."""
-    problems = list(dict.fromkeys(problems))
+    """One line for every problem of a spec (duplicates dropped; a line
+    break a spec smuggled into a message is shown as ``\\n``)."""
+    problems = [p.replace("\r", "\\r").replace("\n", "\\n") for p in dict.fromkeys(problems)]
     if len(problems) == 1:
         return f"{source}: {problems[0]}"
     return f"{source}: {len(problems)} problems: " + "; ".join(problems)
+
+
+def _field_path(path: list) -> str:
+    """A field path as ``a.b.0``; a name that is not plain letters, digits,
+    ``_``, ``-`` is quoted (``'\\n'``), so the path reads unambiguously."""
+    return ".".join(p if re.fullmatch(r"[\w-]+", p) else repr(p) for p in map(str, path)) or "(top level)"
 
 
 def _schema_problems(errors) -> list[str]:
@@ -207,7 +215,7 @@ def _schema_problems(errors) -> list[str]:
                      for k in sorted(k for k in e.instance if k not in allowed)]
         else:
             found = [(path, e.message)]
-        problems += [f"{'.'.join(where) or '(top level)'}: {message}" for where, message in found]
+        problems += [f"{_field_path(where)}: {message}" for where, message in found]
     return problems
 
 
