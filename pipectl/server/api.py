@@ -42,8 +42,8 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, streams
 from ..client import Client
 from ..errors import InvalidArgument, PipectlError, http_status
-from .auth import role_of
-from .console import COOKIE, add_console
+from .auth import COOKIE, request_role
+from .console import add_console
 
 SPOOL_BYTES = 8 << 20
 """An upload is held in memory up to this size, then spooled to a temporary file."""
@@ -61,12 +61,10 @@ def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
     def authorize(request: Request) -> None:
         if not tokens:
             return
-        role = role_of(tokens, request.headers.get("authorization"))
+        role, by_cookie = request_role(tokens, request.headers.get("authorization"), request.cookies.get(COOKIE))
         writing = request.method not in ("GET", "HEAD")
-        if role is None and COOKIE in request.cookies:  # the console's sign-in (see .console)
-            role = role_of(tokens, "Bearer " + request.cookies[COOKIE])
-            if role and writing and request.headers.get("x-pipectl-console") != "1":
-                raise HTTPException(403, "a write through the console's cookie needs its X-Pipectl-Console header")
+        if by_cookie and writing and request.headers.get("x-pipectl-console") != "1":  # the console's sign-in
+            raise HTTPException(403, "a write through the console's cookie needs its X-Pipectl-Console header")
         if role is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
         if role != "write" and writing:

@@ -59,6 +59,20 @@ def role_of(tokens: dict[str, str], header: str | None) -> str | None:
     return found
 
 
+COOKIE = "pipectl_token"
+"""The console's sign-in cookie, holding a token (HttpOnly, SameSite=Strict)."""
+
+
+def request_role(tokens: dict[str, str], authorization: str | None, cookie: str | None) -> tuple[str | None, bool]:
+    """``(role, by_cookie)`` of a request: its ``Authorization`` header's
+    token, else its sign-in cookie's; ``(None, False)`` without a known token."""
+    role = role_of(tokens, authorization)
+    if role is None and cookie:
+        role = role_of(tokens, f"Bearer {cookie}")
+        return role, role is not None
+    return role, False
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or ``localhost``) is a loopback address."""
     if host == "localhost":

@@ -36,9 +36,8 @@ from fastapi.templating import Jinja2Templates
 from ..client import Client
 from ..errors import NotFound, PipectlError
 from ..pps import spec as specs
-from .auth import role_of
+from .auth import COOKIE, request_role, role_of
 
-COOKIE = "pipectl_token"
 PREVIEW_BYTES = 256 << 10
 """The most of a file a preview shows."""
 STATE_COLOURS = {"success": "#2e7d32", "failure": "#c62828", "running": "#1565c0", "created": "#1565c0",
@@ -53,7 +52,7 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None) -> 
     app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
-        if tokens and role_of(tokens, "Bearer " + request.cookies.get(COOKIE, "")) is None:
+        if tokens and request_role(tokens, None, request.cookies.get(COOKIE))[0] is None:
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)  # type: ignore[return-value]
         try:
             return templates.TemplateResponse(request, name, context)
