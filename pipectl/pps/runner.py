@@ -124,6 +124,13 @@ class SocketRunner:
         for it if this side started it)."""
         with contextlib.suppress(OSError):
             send(self.sock, {"exit": status})
+            # Close only once the runner has closed its side: a socket closed
+            # while the peer's data is unread can reach the runner as a reset
+            # before the exit frame does.
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(10)
+            while self.sock.recv(4096):
+                pass
         self.sock.close()
         if self.process is not None:
             try:
