@@ -264,10 +264,11 @@ class Worker:
         assert self._log is not None  # a datum is running
         os.write(self._log.fileno(), (line + "\n").encode())
 
-    def _run_once(self, env: dict, cmd: list[str], stdin_lines: list[str]) -> str:
+    def _run_once(self, env: dict, cmd: list[str], stdin_lines: list[str], batching: bool = False) -> str:
         """Run ``cmd`` (the transform's ``cmd`` or ``err_cmd``) once with
         ``stdin_lines``, its output appended to the datum's log, ``/pfs/out``
-        emptied first; return '' on success or an error line."""
+        emptied first (``batching``: hand the datum to the command started
+        once, see :mod:`.batching`); return '' on success or an error line."""
         assert self._log is not None  # a datum is running
         out = os.path.join(self.root, "out")
         _empty_dir(out)
@@ -279,7 +280,7 @@ class Worker:
                           stdin=rewrite("\n".join(stdin_lines) + "\n", self.visible) if stdin_lines else None,
                           timeout=parse_duration(self.spec.get("datum_timeout")), out=os.path.join(self.visible, "out"),
                           user=transform.get("user"), accept_return_code=transform.get("accept_return_code") or [],
-                          batching=bool(transform.get("datum_batching")) and cmd is transform["cmd"])
+                          batching=batching)
         if self.visible == "/pfs":
             return self.runner.run(request, self._log.fileno())
         before = sandbox.host_pfs()
@@ -330,7 +331,8 @@ class Worker:
             result.attempts = attempt
             if attempt > 1:
                 self._note(f"--- retry {attempt} of {tries} after: {error}")
-            error = self._run_once(env, transform["cmd"], transform.get("stdin") or [])
+            error = self._run_once(env, transform["cmd"], transform.get("stdin") or [],
+                                   batching=bool(transform.get("datum_batching")))
             if not error:
                 break
         if error:
