@@ -36,8 +36,8 @@ from typing import Any, BinaryIO
 
 from . import streams
 from .client import Client as Operations
-from .client import PipelineSummary, RepoSummary
-from .client.remote import RemoteClient, address
+from .client import PipelineSummary, RepoSummary, address
+from .client.remote import RemoteClient
 from .errors import PipectlError
 from .pfs import Branch, Commit, Node, RepoInfo
 from .pfs.files import Source

