@@ -16,7 +16,7 @@ import time
 
 import pytest
 import requests
-from helpers import READ, WRITE, assert_clean_error, run_cli
+from helpers import READ, WRITE, assert_clean_error, run_cli, run_ok
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 def ok(response: requests.Response, status: int = 200):
@@ -159,13 +159,12 @@ def test_the_cli_over_a_server_prints_what_it_prints_on_the_store(server, spec_f
     (tmp_path / "d").mkdir()
     for i in range(3):
         (tmp_path / "d" / f"f{i}.txt").write_text(f"line {i}\n")
-    run_ok = lambda *a, **kw: ok_cli(run_cli(*a, env=remote, **kw))  # noqa: E731
-    run_ok("create-repo", "in", "-d", "inputs")
-    run_ok("put-file", "in", "master", "/", "-r", "-f", str(tmp_path / "d"))
-    run_ok("put-file", "in", "master", "/stdin.txt", "-f", "-", input=b"from stdin\n")
+    run_ok("create-repo", "in", "-d", "inputs", env=remote)
+    run_ok("put-file", "in", "master", "/", "-r", "-f", str(tmp_path / "d"), env=remote)
+    run_ok("put-file", "in", "master", "/stdin.txt", "-f", "-", input=b"from stdin\n", env=remote)
     spec = {"pipeline": {"name": "copy"}, "transform": {"image": "local", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]},
             "input": {"pfs": {"repo": "in", "glob": "/*"}}}
-    run_ok("create-pipeline", "-f", spec_file(spec))
+    run_ok("create-pipeline", "-f", spec_file(spec), env=remote)
     run_controller()
     job = json.loads(run_cli("list-job", "--raw").out)[0]["id"]
     commands = [("list-repo", "--raw"), ("inspect-repo", "in", "--raw"), ("list-commit", "in", "--raw"),
@@ -183,8 +182,3 @@ def test_the_cli_over_a_server_prints_what_it_prints_on_the_store(server, spec_f
     assert_clean_error(run_cli("controller", "--exit-when-idle", env=remote), "needs the store itself")
     assert_clean_error(run_cli("list-repo", env={"PIPECTL_STORE": server.root}), "bearer token is required",
                        "PIPECTL_TOKEN")
-
-
-def ok_cli(result):
-    assert result.code == 0, result
-    return result

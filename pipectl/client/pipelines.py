@@ -15,10 +15,12 @@ from ..pps.model import DatumResult, JobInfo, PipelineInfo
 
 @dataclasses.dataclass
 class PipelineSummary:
-    """A pipeline with the state of its newest job (``-`` if it has none)."""
+    """A pipeline with the state of its newest job (``-`` if it has none)
+    and, from a store, that job itself (None through a server, or without one)."""
 
     info: PipelineInfo
     last_job_state: str
+    last_job: JobInfo | None = None
 
     def to_dict(self) -> dict:
         """The JSON form ``--raw`` prints: the pipeline's fields plus this."""
@@ -50,7 +52,7 @@ class PipelineOps:
         summaries = []
         for p in self.pps.list_pipelines():
             jobs = self.pps.list_jobs(p.name)
-            summaries.append(PipelineSummary(p, jobs[0].state if jobs else "-"))
+            summaries.append(PipelineSummary(p, jobs[0].state if jobs else "-", jobs[0] if jobs else None))
         return summaries
 
     def inspect_pipeline(self, name: str) -> PipelineInfo:

@@ -156,8 +156,7 @@ def _routes(api: APIRouter, client: Client) -> None:
     @api.post("/repos/{repo}/commits/{ref}/flush", tags=["commits"])
     def flush_commit(repo: str, ref: str, timeout: float | None = Query(None, gt=0)) -> list[dict]:
         """Wait for every output commit downstream of this commit; return them."""
-        commit = client.inspect_commit(repo, ref)
-        return [c.to_dict() for c in client.flush_commit(repo, commit.id, timeout)]
+        return [c.to_dict() for c in client.flush_commit(repo, ref, timeout)]
 
     # files ------------------------------------------------------------------
     @api.get("/repos/{repo}/commits/{ref}/files", tags=["files"])
