@@ -34,9 +34,14 @@ class StoreUnavailable(PipectlError):
     """The object store cannot be reached (after bounded retries)."""
 
 
+class BadGateway(PipectlError):
+    """A server that pipectl's server relies on (the model server) could
+    not be reached or gave an answer that makes no sense."""
+
+
 HTTP_STATUS: dict[type[PipectlError], int] = {
     InvalidArgument: 400, NotFound: 404, AlreadyExists: 409, Conflict: 409, PreconditionFailed: 412,
-    StoreUnavailable: 503,
+    BadGateway: 502, StoreUnavailable: 503,
 }
 """The HTTP status of each kind of error in the server's answers (any other: 500)."""
 

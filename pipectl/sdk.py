@@ -248,6 +248,15 @@ class PpsApi:
                 raise TimeoutError(f"job {job} still {info.state} after {timeout:g}s")
             time.sleep(interval)
 
+    def run_pipeline(self, *, pipeline: str, commits: list[tuple[str, str]] = (),
+                     reprocess: bool = False) -> JobInfo:
+        """Start a new job of ``pipeline`` over its newest job's inputs
+        (``commits``, ``(repo, commit or branch)``, in their place); only the
+        datums that did not succeed before run, unless ``reprocess``.
+        Returns the job (``created``). Raises NotFound, InvalidArgument,
+        Conflict (the newest job is still running)."""
+        return self._ops.run_pipeline(pipeline, commits, reprocess)
+
     def stop_job(self, *, job: str) -> JobInfo:
         return self._ops.stop_job(job)
 

@@ -14,7 +14,7 @@ import uuid
 
 import boto3
 import pytest
-from helpers import READ, REPO_ROOT, WRITE, CLIResult, Server, free_port, required_parts, run_cli, skip, wait_for
+from helpers import REPO_ROOT, CLIResult, api_server, free_port, required_parts, run_cli, skip, wait_for
 
 from pipectl.pfs import PFS
 from pipectl.pps import PPS
@@ -95,23 +95,8 @@ def server(store_url, tmp_path):
     """``pipectl server`` (a real process on a loopback port) on the test's
     store, with a read and a write token (``helpers.READ``, ``WRITE``);
     returns a :class:`helpers.Server`."""
-    import requests
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"# role token\nread {READ}\nwrite {WRITE}\n")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "server", "--port", str(port), "--tokens", str(tokens)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    root = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(root + "/healthz", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-    wait_for(up, 60, 0.1, "the server")
-    yield Server(root)
-    proc.terminate()
-    proc.wait(10)
+    with api_server(tmp_path) as s:
+        yield s
 
 
 @pytest.fixture

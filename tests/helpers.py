@@ -11,14 +11,19 @@ part of the suite that silently stopped running fails the build.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE_PYTHON = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages", "bin", "python"))
@@ -170,6 +175,33 @@ READ, WRITE = "r" * 8 + "-read-token-0001", "w" * 8 + "-write-token-0001"
 """The tokens of the ``server`` fixture (conftest.py)."""
 
 
+@contextlib.contextmanager
+def api_server(tmp_path, *extra: str) -> Iterator[Server]:
+    """Run ``pipectl server`` (a real process on a loopback port, with
+    ``extra`` arguments) on the store of ``$PIPECTL_STORE``, with a read and
+    a write token (:data:`READ`, :data:`WRITE`) in a file under
+    ``tmp_path``; yields a :class:`Server`."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# role token\nread {READ}\nwrite {WRITE}\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "server", "--port", str(port), "--tokens", str(tokens),
+                             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, f"pipectl server exited {proc.returncode}"
+        try:
+            return requests.get(root + "/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+    try:
+        wait_for(up, 60, 0.1, "the server")
+        yield Server(root)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 class Server:
     """A running ``pipectl server``: ``root`` (its base URL), ``url`` (the
     API's, ``.../api/v1``), ``call(method, path, token=WRITE, **kw)``."""
@@ -181,3 +213,63 @@ class Server:
         import requests
         headers = kw.pop("headers", {}) | ({"Authorization": f"Bearer {token}"} if token else {})
         return requests.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+
+HANDLER = os.path.join(REPO_ROOT, "stages", "inference", "iris_model.py")
+"""The Iris model's serving handler."""
+
+
+class ModelServer:
+    """A ``pipectl serve`` process (stage interpreter) on a free loopback port."""
+
+    def __init__(self, python: Path, store_url: str, log_path: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(python), "-m", "pipectl", "--store", store_url, "serve", "--repo", "train",
+                 "--model", "iris", "--handler", str(HANDLER), "--host", "127.0.0.1",
+                 "--port", str(self.port), "--poll-interval", "0.2", *extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.session = requests.Session()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def up(self) -> bool:
+        assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{self.log()}"
+        try:
+            self.session.get(self.url + "/ping", timeout=5)
+            return True
+        except requests.ConnectionError:
+            return False
+
+    def wait_up(self) -> ModelServer:
+        wait_for(self.up, 120, what="the server to listen")
+        return self
+
+    def wait_healthy(self) -> ModelServer:
+        self.wait_up()
+        wait_for(lambda: self.get("/ping").status_code == 200, 120, what=f"a model to load:\n{self.log()}")
+        return self
+
+    def get(self, path: str) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30)
+
+    def post(self, path: str, body, content_type: str = "application/json") -> requests.Response:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return self.session.post(self.url + path, data=data, headers={"Content-Type": content_type},
+                                 timeout=30)
+
+    def version(self) -> str | None:
+        return self.get("/models/iris").json()[0]["modelVersion"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)

@@ -14,7 +14,19 @@ import os
 import shutil
 
 import pytest
-from helpers import READ, REPO_ROOT, WRITE, make_iris_data, put_iris, run_ok, skip, wait_for
+from helpers import (
+    READ,
+    REPO_ROOT,
+    STAGE_PYTHON,
+    WRITE,
+    ModelServer,
+    api_server,
+    make_iris_data,
+    put_iris,
+    run_ok,
+    skip,
+    wait_for,
+)
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 CHROMIUM = os.environ.get("PIPECTL_CHROMIUM", "/usr/bin/chromium")
@@ -86,6 +98,9 @@ def test_clicking_through_the_iris_demo(browser, server, tmp_path, background):
     assert "species" in header, header
     assert page.locator("#preview table.csv tbody tr").count() > 10
     assert page.locator("#provenance").inner_text().count("iris@") == 1
+    iris = json.loads(run_ok("inspect-commit", "iris", "master", "--raw").out)["id"]
+    assert page.locator(f"#provenance-graph svg #commit-iris-{iris[:8]}").count() == 1  # drawn, with its edge
+    assert page.locator("#provenance-graph svg g.edge").count() >= 1
     shot(page, "file")
 
     # Upload a CSV into iris-new: a new commit, and a new inference job that
@@ -105,6 +120,59 @@ def test_clicking_through_the_iris_demo(browser, server, tmp_path, background):
              "the inference job the upload started")
     page.wait_for_function(f"document.querySelectorAll('#jobs tbody tr').length > {rows}", timeout=60_000)
     assert page.url.endswith("/pipelines/inference")  # the same page, refreshed from the watch stream
+
+    # With a model server, the console shows the model commit it serves and
+    # asks it for a prediction (through the pipectl server, with the token).
+    model = ModelServer(STAGE_PYTHON, os.environ["PIPECTL_STORE"], tmp_path / "serve.log")
+    try:
+        model.wait_healthy()
+        with api_server(tmp_path, "--model-server", model.url) as with_model:
+            page = browser.new_page()
+            page.goto(with_model.root + "/login?next=/model")
+            page.fill("input[name=token]", READ)
+            page.click("#login button")
+            served = json.loads(run_ok("inspect-commit", "train", "master", "--raw").out)["id"]
+            assert page.locator("[data-model=iris] a.version").inner_text() == f"train@{served[:12]}"
+            page.fill("[data-model=iris] textarea", "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3")
+            page.click("[data-model=iris] button")
+            page.wait_for_selector("[data-model=iris] .answer:not([hidden])")
+            answer = json.loads(page.locator("[data-model=iris] .answer").inner_text())
+            assert answer["predictions"] == ["setosa", "virginica"] and answer["model_version"] == served, answer
+            shot(page, "model")
+    finally:
+        model.stop()
+
+
+@LOCAL
+def test_rerun_failed_datums_from_the_job_page(browser, server, tmp_path):
+    """A failed newest job offers "Rerun failed datums": a new job over the
+    same input commits, in which only the failed datum runs."""
+    fixed = tmp_path / "fixed"
+    run_ok("create-repo", "in")
+    for name in ("a", "b"):
+        run_ok("put-file", "in", "master", f"/{name}", "-f", "-", input=name.encode())
+    spec = {"pipeline": {"name": "half"}, "input": {"pfs": {"repo": "in", "glob": "/*"}}, "datum_tries": 1,
+            "transform": {"image": "pipectl/test:1",  # the tests' local image: user code sees tmp_path
+                          "cmd": ["sh", "-c", f"[ $(basename $in) = a ] || [ -e {fixed} ] && cp $in /pfs/out/"]}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    run_ok("create-pipeline", "-f", str(tmp_path / "spec.json"))
+    run_ok("controller", "--exit-when-idle", timeout=240)
+    failed = json.loads(run_ok("list-job", "-p", "half", "--raw").out)[0]
+    assert failed["state"] == "failure"
+    page = browser.new_page()
+    page.goto(server.root + f"/login?next=/jobs/{failed['id']}")
+    page.fill("input[name=token]", WRITE)
+    page.click("#login button")
+    page.wait_for_selector("#rerun button")
+    fixed.touch()
+    page.click("#rerun button")
+    page.wait_for_url(lambda url: "/jobs/" in url and failed["id"] not in url)
+    rerun = page.url.rsplit("/", 1)[1]
+    run_ok("controller", "--exit-when-idle", timeout=240)
+    job = json.loads(run_ok("inspect-job", rerun, "--raw").out)
+    assert (job["state"], job["datums_processed"], job["datums_skipped"]) == ("success", 1, 1), job
+    page.wait_for_selector("#datums .state.reused")  # refreshed live: a reused datum and a processed one
+    assert page.locator("#rerun").count() == 0
 
 
 @LOCAL

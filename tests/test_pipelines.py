@@ -685,6 +685,41 @@ def test_successful_datums_of_a_failed_job_are_not_run_again(cli, pfs, pps, spec
 
 
 @LOCAL
+def test_run_pipeline_reruns_the_failed_datums_only(cli, pfs, pps, spec_file, run_controller, tmp_path):
+    """run-pipeline (Pachyderm's run pipeline) makes a new job over the
+    newest job's inputs: after a failure only the failed datum runs; with
+    --reprocess every datum runs, at the same spec version."""
+    runs, fixed = tmp_path / "runs.log", tmp_path / "fixed"
+    pfs.create_repo("in")
+    put(pfs, "in", {"/a": "1", "/b": "2"})
+    script = (f"echo $(basename $in) >> {runs}; "
+              f"if [ $(basename $in) = b ] && [ ! -e {fixed} ]; then exit 1; fi; cp $in /pfs/out/")
+    assert_clean_error(cli("run-pipeline", "half"), "pipeline half not found")
+    ok(cli("create-pipeline", "-f", spec_file(pipeline("half", sh(script), pfs_input("in"), datum_tries=1))))
+    run_controller()
+    failed = pps.list_jobs("half")[0]
+    assert failed.state == "failure"
+    assert_clean_error(cli("run-pipeline", "half", "other@master"), "repo other is not an input of pipeline half")
+    usage = cli("run-pipeline", "half", "in")
+    assert usage.code == 2 and "expected REPO@COMMIT" in usage.err and "Traceback" not in usage.err, usage
+    fixed.touch()
+    rerun = ok(cli("run-pipeline", "half")).out.strip()
+    assert rerun != failed.id and pps.inspect_job(rerun).state == "created"
+    run_controller()
+    job = pps.inspect_job(rerun)
+    assert (job.state, job.datums_processed, job.datums_skipped) == ("success", 1, 1), job
+    assert job.inputs == failed.inputs and job.executor == "process"
+    assert counts(runs) == {"a": 1, "b": 2}
+    assert files_of(pfs, "half") == {"/a": "1", "/b": "2"}
+    again = ok(cli("run-pipeline", "half", "--reprocess", f"in@{failed.inputs[0]['commit']}")).out.strip()
+    run_controller()
+    job = pps.inspect_job(again)
+    assert (job.state, job.datums_processed, job.datums_skipped) == ("success", 2, 0), job
+    assert counts(runs) == {"a": 2, "b": 3}
+    assert pps.inspect_pipeline("half").version == 1 and len(pps.list_jobs("half")) == 3
+
+
+@LOCAL
 def test_two_datums_writing_one_path_fail_the_job(cli, pfs, spec_file, run_controller):
     """Two datums writing the same output path fail the job with a message
     naming the path; the output branch does not move."""

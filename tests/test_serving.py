@@ -27,76 +27,19 @@ from pathlib import Path
 import helpers
 import pytest
 import requests
-from helpers import file_bytes, free_port, ok, run_cli, skip, wait_for
+from helpers import HANDLER, ModelServer, file_bytes, free_port, ok, run_cli, skip, wait_for
 
 from pipectl.pfs import PFS
 from pipectl.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_PYTHON = Path(helpers.STAGE_PYTHON)
-HANDLER = ROOT / "stages" / "inference" / "iris_model.py"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 CLASSES = ["setosa", "versicolor", "virginica"]
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 
 # --- helpers ------------------------------------------------------------------
-
-class Server:
-    """A ``pipectl serve`` process (stage interpreter) on a free loopback port."""
-
-    def __init__(self, python: Path, store_url: str, log_path: Path, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [str(python), "-m", "pipectl", "--store", store_url, "serve", "--repo", "train",
-                 "--model", "iris", "--handler", str(HANDLER), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--poll-interval", "0.2", *extra],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.session = requests.Session()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def up(self) -> bool:
-        assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{self.log()}"
-        try:
-            self.session.get(self.url + "/ping", timeout=5)
-            return True
-        except requests.ConnectionError:
-            return False
-
-    def wait_up(self) -> Server:
-        wait_for(self.up, 120, what="the server to listen")
-        return self
-
-    def wait_healthy(self) -> Server:
-        self.wait_up()
-        wait_for(lambda: self.get("/ping").status_code == 200, 120, what=f"a model to load:\n{self.log()}")
-        return self
-
-    def get(self, path: str) -> requests.Response:
-        return self.session.get(self.url + path, timeout=30)
-
-    def post(self, path: str, body, content_type: str = "application/json") -> requests.Response:
-        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        return self.session.post(self.url + path, data=data, headers={"Content-Type": content_type},
-                                 timeout=30)
-
-    def version(self) -> str | None:
-        return self.get("/models/iris").json()[0]["modelVersion"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-
 
 # --- fixtures -----------------------------------------------------------------
 
@@ -152,7 +95,7 @@ def trained(stage_python, tmp_path_factory) -> Trained:
 @pytest.fixture(scope="module")
 def server(stage_python, trained, tmp_path_factory):
     """A server on the trained store's train@master, with a model loaded."""
-    s = Server(stage_python, trained.url, tmp_path_factory.mktemp("serve") / "serve.log")
+    s = ModelServer(stage_python, trained.url, tmp_path_factory.mktemp("serve") / "serve.log")
     try:
         yield s.wait_healthy()
     finally:
@@ -162,10 +105,10 @@ def server(stage_python, trained, tmp_path_factory):
 @pytest.fixture
 def new_server(stage_python, tmp_path):
     """``new_server(store_url)`` starts a server (stopped at teardown)."""
-    started: list[Server] = []
+    started: list[ModelServer] = []
 
-    def start(store_url: str, *extra: str) -> Server:
-        started.append(Server(stage_python, store_url, tmp_path / f"serve-{len(started)}.log", *extra))
+    def start(store_url: str, *extra: str) -> ModelServer:
+        started.append(ModelServer(stage_python, store_url, tmp_path / f"serve-{len(started)}.log", *extra))
         return started[-1]
 
     yield start

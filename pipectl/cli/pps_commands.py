@@ -142,6 +142,23 @@ def run_cron(pipeline):
     for repo in current().client.run_cron(pipeline):
         click.echo(f"ticked {repo}")
 
+@click.command("run-pipeline")
+@click.argument("pipeline")
+@click.argument("commits", nargs=-1, metavar="[REPO@COMMIT]...")
+@click.option("--reprocess", is_flag=True, help="Run every datum again, not only those that did not succeed.")
+def run_pipeline(pipeline, commits, reprocess):
+    """Rerun PIPELINE's newest job as a new job: over the same input
+    commits, or over REPO@COMMIT (or REPO@BRANCH) in place of an input's.
+    Datums that succeeded before are reused, so after a failure only the
+    failed datums run, unless --reprocess. Prints the new job's id."""
+    pairs = []
+    for c in commits:
+        repo, at, ref = c.partition("@")
+        if not at or not repo or not ref:
+            raise click.BadParameter(f"{c!r}: expected REPO@COMMIT or REPO@BRANCH", param_hint="COMMITS")
+        pairs.append((repo, ref))
+    click.echo(current().client.run_pipeline(pipeline, pairs, reprocess).id)
+
 # jobs ----------------------------------------------------------------
 @click.command("list-job")
 @click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
@@ -337,7 +354,7 @@ def controller(exit_when_idle, executor, local_images, secrets_dir, worker_image
 
 
 COMMANDS = [create_pipeline, update_pipeline, list_pipeline, inspect_pipeline, delete_pipeline, stop_pipeline,
-            start_pipeline, run_cron, list_job, inspect_job, stop_job, list_datum, inspect_datum, get_logs,
+            start_pipeline, run_cron, run_pipeline, list_job, inspect_job, stop_job, list_datum, inspect_datum, get_logs,
             flush_commit, controller]
 """The commands this module adds to the CLI, in help order."""
 

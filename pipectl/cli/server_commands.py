@@ -19,9 +19,12 @@ from ..errors import InvalidArgument
               envvar="PIPECTL_SERVER_PORT", help="Port to listen on [env PIPECTL_SERVER_PORT].")
 @click.option("--tokens", "tokens_file", type=click.Path(dir_okay=False), envvar="PIPECTL_SERVER_TOKENS",
               help="File of bearer tokens, one '<read|write> <token>' per line [env PIPECTL_SERVER_TOKENS].")
+@click.option("--model-server", metavar="URL", envvar="PIPECTL_MODEL_SERVER",
+              help="A model server (pipectl serve) whose served model the console shows and lets you try "
+                   "[env PIPECTL_MODEL_SERVER].")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.pass_obj
-def server(obj, host, port, tokens_file, access_log):
+def server(obj, host, port, tokens_file, model_server, access_log):
     """Serve the store's repos, pipelines and jobs as a JSON API over HTTP.
 
     Clients then need a token, not the store's credentials. The API lives
@@ -38,7 +41,9 @@ def server(obj, host, port, tokens_file, access_log):
 
     from ..server.api import create_app
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(obj.client, tokens)
+    if model_server and not model_server.startswith(("http://", "https://")):
+        raise InvalidArgument(f"--model-server {model_server!r}: expected an http:// or https:// URL")
+    app = create_app(obj.client, tokens, model_server)
     click.echo(f"pipectl server: http://{host}:{port}/api/v1 ({'tokens required' if tokens else 'open'}); "
                f"OpenAPI at /openapi.json", err=True)
     # Watch streams never end by themselves: a stop waits 5 s for requests in flight, then closes them.

@@ -87,6 +87,14 @@ class PipelineOps:
             cron.commit_tick(self.pps.pfs, c, at)
         return [c["repo"] for c in inputs]
 
+    def run_pipeline(self, name: str, commits: list[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
+        """Start a new job of ``name`` over its newest job's inputs (with
+        ``commits``, ``(repo, commit or branch)``, in their place): only the
+        datums that did not succeed before run, or every one with
+        ``reprocess`` (see :meth:`PPS.run_pipeline`). Raises NotFound,
+        InvalidArgument, Conflict (the newest job is still running)."""
+        return self.pps.run_pipeline(name, list(commits), reprocess)
+
     # jobs ----------------------------------------------------------------
     def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:
         """Newest first, of one pipeline or of all. Raises NotFound."""

@@ -229,6 +229,10 @@ class RemoteClient:
     def run_cron(self, name: str) -> list[str]:
         return self._json("POST", f"/pipelines/{_quote(name)}/cron")["ticked"]
 
+    def run_pipeline(self, name: str, commits: list[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
+        body = {"commits": [{"repo": r, "commit": c} for r, c in commits], "reprocess": reprocess}
+        return JobInfo.from_dict(self._json("POST", f"/pipelines/{_quote(name)}/run", json=body))
+
     def plan_datums(self, spec: Any, source: str = "spec") -> list[dict]:
         return self._json("POST", "/pipelines/plan", json=spec, params={"source": source})
 

@@ -22,7 +22,6 @@ import dataclasses
 import datetime as dt
 import functools
 import gc
-import hashlib
 import logging
 import time
 
@@ -40,7 +39,7 @@ from . import spec as specs
 from .api import PPS
 from .executors import Executor, ExecutorError, WorkerGroup
 from .jobdata import result_counts
-from .jobs import job_id
+from .jobs import job_id, output_commit_id
 from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 from .spec import parse_duration
 
@@ -202,7 +201,7 @@ class Controller:
             if keys.job(pipeline.name, jid) in self._finished:
                 continue
             job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash,
-                          inputs, output_commit=hashlib.sha256(f"output:{jid}".encode()).hexdigest()[:32],
+                          inputs, output_commit=output_commit_id(jid),
                           created=now(), executor=self.executor.name)
             if self.pps.create_job(job):
                 log.info("job %s created for pipeline %s on %s", jid, pipeline.name,
@@ -230,7 +229,8 @@ class Controller:
     def run_job(self, job: JobInfo) -> JobInfo:
         """Run ``job`` to a final state; return its final record."""
         claim = {"claim": self.token} if self.token and job.claim != self.token else {}
-        start = {"state": "running", "started": now()} if job.state == "created" else {}
+        start = {"state": "running", "started": now(), "executor": self.executor.name} \
+            if job.state == "created" else {}
         spec, job = concurrently(
             lambda: self.pps.pipeline_version(job.pipeline, job.pipeline_version),
             lambda: self.pps.update_job(job.pipeline, job.id, **start, **claim) if start or claim else job)

@@ -8,8 +8,9 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from ..errors import Conflict, NotFound, PreconditionFailed
+from ..errors import Conflict, InvalidArgument, NotFound, PreconditionFailed
 from ..parallel import parallel
+from ..pfs import PFS
 from ..pfs.model import now
 from ..store import ObjectStore
 from . import keys
@@ -26,15 +27,30 @@ def job_id(pipeline: PipelineInfo, inputs: list[dict]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def output_commit_id(job: str) -> str:
+    """The id (32 hex digits) of the output commit of job ``job``, fixed
+    when the job is created so that landing it twice lands it once."""
+    return hashlib.sha256(f"output:{job}".encode()).hexdigest()[:32]
+
+
+def new_salt(salt: str) -> str:
+    """A pipeline's next reprocess salt (16 hex digits): a change of salt
+    changes every datum's cache key, so every datum runs again."""
+    return hashlib.sha256(f"{salt}{now()}".encode()).hexdigest()[:16]
+
+
 class Jobs:
     """Job records (see :class:`~.api.PPS`)."""
 
     store: ObjectStore
     _written_jobs: dict[str, tuple[str, bytes]]
 
+    pfs: PFS
+
     if TYPE_CHECKING:  # defined by the other parts of PPS
         def list_pipelines(self) -> list[PipelineInfo]: ...
         def inspect_pipeline(self, name: str) -> PipelineInfo: ...
+        def change_pipeline(self, name: str, **changes) -> PipelineInfo: ...
 
     def create_job(self, job: JobInfo) -> bool:
         """Write a new job record (create-only); False if that job already exists."""
@@ -112,6 +128,48 @@ class Jobs:
             if not info.done:  # a finished record is never written again
                 self._written_jobs[key] = (version, data)
             return info
+
+    def run_pipeline(self, name: str, commits: list[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
+        """Start a new job of pipeline ``name`` over the input commits of
+        its newest job, with ``commits`` (``(repo, commit or branch)``)
+        put in place of those inputs' commits: Pachyderm's ``run
+        pipeline``. Datums that succeeded before (in the newest job before
+        this one, failed or not) are skipped, so only the failed ones run,
+        unless ``reprocess``, which changes the pipeline's salt (as
+        ``update-pipeline --reprocess`` does, keeping the spec version) so
+        that every datum runs again, in this job and later ones. Returns the
+        new job (state ``created``; the controller runs it). Raises NotFound
+        (the pipeline, a commit, or no job yet), InvalidArgument (a repo
+        that is not an input), Conflict (the newest job is not finished)."""
+        pipeline = self.inspect_pipeline(name)
+        jobs = self.list_jobs(name)
+        if not jobs:
+            raise NotFound(f"pipeline {name} has no jobs yet; it runs once its inputs have commits")
+        if not jobs[0].done:
+            raise Conflict(f"job {jobs[0].id} of pipeline {name} is still {jobs[0].state}; "
+                           "wait for it or stop-job it first")
+        inputs = [dict(i) for i in jobs[0].inputs]
+        for repo, ref in commits:
+            chosen = [i for i in inputs if i["repo"] == repo]
+            if not chosen:
+                raise InvalidArgument(f"repo {repo} is not an input of pipeline {name}")
+            commit = self.pfs.inspect_commit(repo, ref)
+            for i in chosen:
+                i["commit"] = commit.id
+        if reprocess:
+            pipeline = self.change_pipeline(name, salt=new_salt(pipeline.salt))
+        stamp = now()
+        # A new salt makes the id the controller derives itself (so a
+        # controller that sees the salt first makes the same job, once);
+        # otherwise the run repeats an earlier job's inputs and needs an id
+        # of its own.
+        jid = job_id(pipeline, inputs)
+        if not reprocess:
+            jid = hashlib.sha256(f"{jid}:run:{stamp}".encode()).hexdigest()[:32]
+        job = JobInfo(jid, name, pipeline.version, pipeline.salt, pipeline.transform_hash, inputs,
+                      output_commit=output_commit_id(jid), created=stamp)
+        self.create_job(job)
+        return job
 
     def stop_job(self, job: str) -> JobInfo:
         """Mark a job killed; the controller stops its workers. Raises

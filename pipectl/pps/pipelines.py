@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ from ..pfs.model import now
 from ..store import ObjectStore
 from . import cron, keys
 from . import spec as specs
+from .jobs import new_salt
 from .model import JobInfo, PipelineInfo
 
 
@@ -118,7 +119,7 @@ class Pipelines:
             info.spec, info.updated = spec, stamp
             info.transform_hash = specs.transform_hash(spec)
             if reprocess:
-                info.salt = hashlib.sha256(f"{info.salt}{stamp}".encode()).hexdigest()[:16]
+                info.salt = new_salt(info.salt)
             try:
                 self.store.write(keys.pipeline(name), info.to_json(), if_match=version)
             except PreconditionFailed:
@@ -128,9 +129,15 @@ class Pipelines:
 
     def set_pipeline_state(self, name: str, state: str) -> PipelineInfo:
         """``running`` (start-pipeline) or ``paused`` (stop-pipeline)."""
+        return self.change_pipeline(name, state=state)
+
+    def change_pipeline(self, name: str, **changes) -> PipelineInfo:
+        """Compare-and-swap ``changes`` (PipelineInfo fields other than the
+        spec and its version) into pipeline ``name``'s record. Raises
+        NotFound."""
         while True:
             info, version = self._read_pipeline(name)
-            info.state, info.updated = state, now()
+            info = dataclasses.replace(info, updated=now(), **changes)
             try:
                 self.store.write(keys.pipeline(name), info.to_json(), if_match=version)
                 return info

@@ -12,11 +12,15 @@ Resources, under ``/api/v1``:
   (``?path=``, ``?glob=``), ``.../diff`` compares with the parent commit,
   ``.../flush`` waits for the commits downstream;
 - ``pipelines`` (POST a spec as JSON to create; PUT ``pipelines/{name}``
-  to update; ``pipelines/plan`` lists the datums a spec would make),
+  to update; ``pipelines/plan`` lists the datums a spec would make;
+  ``pipelines/{name}/run`` reruns the newest job),
   ``jobs``, ``jobs/{job}/datums``, ``logs`` (``?job=`` or ``?pipeline=``),
   ``logs/workers``;
 - ``watch/commits`` and ``watch/jobs``: server-sent events, one per new
-  finished commit or job state change (Pachyderm's subscribe-commit).
+  finished commit or job state change (Pachyderm's subscribe-commit);
+- ``serving/models`` and ``serving/predictions/{name}``: the models of the
+  model server given with ``--model-server`` and a prediction from one,
+  passed through (a read token may ask for predictions).
 
 Errors are JSON, ``{"error": "<the CLI's message>", "kind": "NotFound"}``
 (``kind``: the :mod:`pipectl.errors` class), with the status its kind
@@ -36,7 +40,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, streams
@@ -44,17 +49,30 @@ from ..client import Client
 from ..errors import InvalidArgument, PipectlError, http_status
 from .auth import COOKIE, request_role
 from .console import add_console
+from .models import ModelServer, require
 
 SPOOL_BYTES = 8 << 20
 """An upload is held in memory up to this size, then spooled to a temporary file."""
 CHUNK = 1 << 20
+PREDICTIONS = "/api/v1/serving/predictions/"
+"""Where predictions are asked for: POSTs that only read."""
 WATCH_INTERVAL = 0.1
 """Seconds between the store reads of a watch stream."""
 
 
-def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
+class CommitRef(BaseModel):
+    """A commit of a repo: ``commit`` is a commit id or a branch."""
+
+    repo: str
+    commit: str
+
+
+def create_app(client: Client, tokens: dict[str, str] | None = None, model_server: str | None = None) -> FastAPI:
     """The ASGI app serving ``client``. ``tokens``: ``{token: role}`` (see
-    :mod:`.auth`); None or empty leaves the API open."""
+    :mod:`.auth`); None or empty leaves the API open. ``model_server``: the
+    URL of a model server (``pipectl serve``) whose models the console
+    shows and tries (see :mod:`.models`)."""
+    models = ModelServer(model_server) if model_server else None
     app = FastAPI(title="pipectl", version=__version__, docs_url=None, redoc_url=None,
                   description="Versioned data repositories and pipelines (Pachyderm's model) over HTTP.")
 
@@ -62,12 +80,12 @@ def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
         if not tokens:
             return
         role, by_cookie = request_role(tokens, request.headers.get("authorization"), request.cookies.get(COOKIE))
-        writing = request.method not in ("GET", "HEAD")
-        if by_cookie and writing and request.headers.get("x-pipectl-console") != "1":  # the console's sign-in
+        posting = request.method not in ("GET", "HEAD")
+        if by_cookie and posting and request.headers.get("x-pipectl-console") != "1":  # the console's sign-in
             raise HTTPException(403, "a write through the console's cookie needs its X-Pipectl-Console header")
         if role is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        if role != "write" and writing:
+        if role != "write" and posting and not request.url.path.startswith(PREDICTIONS):  # a prediction reads
             raise HTTPException(403, "this token may only read")
 
     @app.exception_handler(PipectlError)
@@ -80,14 +98,37 @@ def create_app(client: Client, tokens: dict[str, str] | None = None) -> FastAPI:
 
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
     _routes(router, client)
+    _model_routes(router, models)
     app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
         return {"status": "ok"}
 
-    add_console(app, client, tokens)
+    add_console(app, client, tokens, models)
     return app
+
+
+def _model_routes(api: APIRouter, models: ModelServer | None) -> None:
+    """The model server's models and predictions, through this server."""
+
+    @api.get("/serving/models", tags=["serving"])
+    def list_models() -> list[dict]:
+        """Each model of the configured model server: name, served version
+        (the model commit), source, provenance. 404 when none is configured,
+        502 when it cannot be reached."""
+        return require(models).models()
+
+    @api.post(PREDICTIONS[len("/api/v1"):] + "{name}", tags=["serving"],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}}})
+    async def predict(name: str, request: Request) -> Response:
+        """A prediction from the model server, its answer passed on as it
+        is (a read token is enough)."""
+        body = await request.body()
+        status, content, headers = await run_in_threadpool(
+            require(models).predict, name, body, request.headers.get("content-type", "application/json"))
+        return Response(content, status_code=status, headers=headers)
 
 
 def _routes(api: APIRouter, client: Client) -> None:
@@ -243,6 +284,14 @@ def _routes(api: APIRouter, client: Client) -> None:
     def run_cron(name: str) -> dict:
         """Commit a tick to each cron input of the pipeline now."""
         return {"ticked": client.run_cron(name)}
+
+    @api.post("/pipelines/{name}/run", status_code=201, tags=["pipelines"])
+    def run_pipeline(name: str, commits: list[CommitRef] = Body([], embed=True),
+                     reprocess: bool = Body(False, embed=True)) -> dict:
+        """Start a new job over the newest job's inputs (``commits`` in
+        their place): the datums that failed run again, or all of them with
+        ``reprocess``. Pachyderm's ``run pipeline``."""
+        return client.run_pipeline(name, [(c.repo, c.commit) for c in commits], reprocess).to_dict()
 
     # jobs, datums, logs -----------------------------------------------------
     @api.get("/jobs", tags=["jobs"])

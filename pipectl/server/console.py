@@ -9,9 +9,12 @@ jobs; ``/jobs/{job}`` its datums (processed, reused from an earlier job,
 failed, recovered) and ``/jobs/{job}/datums/{datum}`` a datum's log;
 ``/repos/{repo}`` branches and commits; ``/repos/{repo}/commits/{ref}/browse/{path}``
 a file browser with previews (text, CSV as a table, images), download, the
-diff against the parent commit, the commit's provenance and an upload form
-(a new commit, through the API). Pages refresh their content from the API's
-watch streams (``static/console.js``).
+diff against the parent commit, the commit's provenance as a graph and an
+upload form (a new commit, through the API); ``/model`` the model server's
+served model commit and a prediction form (with ``--model-server``). A
+failed newest job's page offers "rerun failed datums" (``run-pipeline``).
+Pages refresh their content from the API's watch streams
+(``static/console.js``).
 
 With tokens, ``/login`` trades a token for an HttpOnly, SameSite=Strict
 cookie; a write through the cookie also needs the ``X-Pipectl-Console``
@@ -34,9 +37,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..client import Client
-from ..errors import NotFound, PipectlError
+from ..errors import NotFound, PipectlError, http_status
+from ..parallel import concurrently
+from ..pfs import Commit
 from ..pps import spec as specs
 from .auth import COOKIE, request_role, role_of
+from .models import ModelServer, require
 
 PREVIEW_BYTES = 256 << 10
 """The most of a file a preview shows."""
@@ -44,11 +50,14 @@ STATE_COLOURS = {"success": "#2e7d32", "failure": "#c62828", "running": "#1565c0
                  "killed": "#6d4c41", "paused": "#757575", "-": "#757575"}
 
 
-def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None) -> None:
-    """Add the console's pages, login and static files to ``app``."""
+def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
+                models: ModelServer | None = None) -> None:
+    """Add the console's pages, login and static files to ``app``
+    (``models``: the model server, whose page the console then has)."""
     package = importlib.resources.files(__package__)
     templates = Jinja2Templates(directory=str(package / "templates"))
     templates.env.globals["colour"] = lambda state: STATE_COLOURS.get(state, "#757575")
+    templates.env.globals["model_server"] = models is not None
     app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -56,8 +65,8 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None) -> 
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)  # type: ignore[return-value]
         try:
             return templates.TemplateResponse(request, name, context)
-        except NotFound as e:
-            return templates.TemplateResponse(request, "error.html", {"error": str(e)}, status_code=404)
+        except PipectlError as e:  # not found, a model server unreachable, ...
+            return templates.TemplateResponse(request, "error.html", {"error": str(e)}, status_code=http_status(e))
 
     @app.get("/login", include_in_schema=False)
     def login_form(request: Request, next: str = "/") -> HTMLResponse:
@@ -82,7 +91,8 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None) -> 
 
     @app.get("/jobs/{job}", include_in_schema=False)
     def job(request: Request, job: str) -> HTMLResponse:
-        return page(request, "job.html", job=_lazy(client.inspect_job, job), datums=_lazy(client.list_datums, job))
+        return page(request, "job.html", job=_lazy(client.inspect_job, job), datums=_lazy(client.list_datums, job),
+                    newest=_lazy(lambda: client.latest_job(client.inspect_job(job).pipeline).id == job))
 
     @app.get("/jobs/{job}/datums/{datum}", include_in_schema=False)
     def datum(request: Request, job: str, datum: str) -> HTMLResponse:
@@ -93,6 +103,10 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None) -> 
         return page(request, "repo.html", repo=_lazy(client.inspect_repo, repo),
                     branches=_lazy(client.list_branches, repo), commits=_lazy(client.list_commits, repo, None, 100))
 
+    @app.get("/model", include_in_schema=False)
+    def model(request: Request) -> HTMLResponse:
+        return page(request, "model.html", models=_lazy(_models, require(models)))
+
     @app.get("/repos/{repo}/commits/{ref}/browse", include_in_schema=False)
     @app.get("/repos/{repo}/commits/{ref}/browse/{path:path}", include_in_schema=False)
     def browse(request: Request, repo: str, ref: str, path: str = "") -> HTMLResponse:
@@ -101,8 +115,8 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None) -> 
 
 
 class _lazy:
-    """A call made when a template first uses its value, so that a
-    NotFound it raises becomes the console's 404 page (see ``page``)."""
+    """A call made when a template first uses its value, so that an error
+    it raises becomes the console's error page (see ``page``)."""
 
     def __init__(self, fn, *args):
         self.fn, self.args = fn, args
@@ -127,11 +141,7 @@ def _dag(client: Client) -> dict:
 def _graph_svg(pipelines: list[dict], repos: list) -> str | None:
     """The DAG laid out by Graphviz ``dot`` as inline SVG, nodes linking to
     their pages; None when ``dot`` is not installed or fails."""
-    dot = shutil.which("dot")
-    if dot is None:
-        return None
-    lines = ['digraph dag { rankdir=LR; bgcolor="transparent";',
-             'node [fontname="sans-serif", fontsize=11, style=filled, fillcolor="#ffffff"];']
+    lines = []
     for r in repos:  # names are letters, digits, _ - . only (pipectl.pfs.names): safe in quotes
         lines.append(f'"repo:{r.info.name}" [label="{r.info.name}", shape=cylinder, href="/repos/{r.info.name}", '
                      f'id="repo-{r.info.name}"];')
@@ -145,13 +155,59 @@ def _graph_svg(pipelines: list[dict], repos: list) -> str | None:
         for name in p["inputs"]:
             source = f"pipeline:{name}" if any(q["info"].name == name for q in pipelines) else f"repo:{name}"
             lines.append(f'"{source}" -> "pipeline:{info.name}";')
-    lines.append("}")
+    return _dot_svg(lines)
+
+
+def _provenance_svg(client: Client, commit: Commit) -> str | None:
+    """``commit``'s provenance as a graph (inline SVG by Graphviz ``dot``;
+    None without it): a node per commit, an edge from each input commit of
+    the job that made a commit to that commit. Reads each upstream commit
+    made by a pipeline and its job: one level of a chain per read."""
+    nodes = {(commit.repo, commit.id): commit.branch}
+    nodes.update({(p["repo"], p["commit"]): p.get("branch") or "" for p in commit.provenance})
+    lines, edges = [], set()
+    made = [commit] + concurrently(*[functools.partial(client.inspect_commit, p["repo"], p["commit"])
+                                     for p in commit.provenance if p.get("pipeline_version")])
+    jobs = concurrently(*[functools.partial(client.inspect_job, c.job, c.pipeline) for c in made if c.job])
+    for job in jobs:
+        output = next(c for c in made if c.job == job.id)
+        for i in job.inputs:
+            edges.add(((i["repo"], i["commit"]), (output.repo, output.id)))
+            nodes.setdefault((i["repo"], i["commit"]), i["branch"])
+    for (repo, cid), branch in nodes.items():
+        here = ', penwidth=2, color="#1565c0"' if cid == commit.id and repo == commit.repo else ""
+        lines.append(f'"{repo}@{cid}" [label="{repo}@{cid[:8]}\\n{branch}", shape=box{here}, '
+                     f'href="/repos/{repo}/commits/{cid}/browse", id="commit-{repo}-{cid[:8]}"];')
+    lines += [f'"{a[0]}@{a[1]}" -> "{b[0]}@{b[1]}";' for a, b in sorted(edges)]
+    return _dot_svg(lines)
+
+
+def _dot_svg(lines: list[str]) -> str | None:
+    """A directed graph of Graphviz statements ``lines`` (names are letters,
+    digits, ``_ - . @ :`` only: safe in quotes) laid out left to right by
+    ``dot``, as inline SVG; None when ``dot`` is missing or fails."""
+    dot = shutil.which("dot")
+    if dot is None:
+        return None
+    source = "\n".join(['digraph g { rankdir=LR; bgcolor="transparent";',
+                        'node [fontname="sans-serif", fontsize=11, style=filled, fillcolor="#ffffff"];',
+                        *lines, "}"])
     try:
-        out = subprocess.run([dot, "-Tsvg"], input="\n".join(lines), capture_output=True, text=True, timeout=30,
+        out = subprocess.run([dot, "-Tsvg"], input=source, capture_output=True, text=True, timeout=30,
                              check=True).stdout
     except (subprocess.SubprocessError, OSError):
         return None
     return out[out.find("<svg"):]
+
+
+def _models(models: ModelServer) -> list[dict]:
+    """The model server's models; each with ``repo`` and ``commit`` (the
+    served model's, to link to) where one is loaded."""
+    found = models.models()
+    for m in found:
+        p = m.get("provenance") or {}
+        m["repo"], m["commit"] = p.get("repo"), p.get("commit")
+    return found
 
 
 def _browse(client: Client, repo: str, ref: str, path: str) -> dict:
@@ -166,7 +222,8 @@ def _browse(client: Client, repo: str, ref: str, path: str) -> dict:
         return {"commit": None, "branch": ref, "node": None, "entries": [], "preview": None, "diff": None}
     node = client.inspect_file(repo, commit.id, path) if path != "/" else None
     view: dict[str, Any] = {"commit": commit, "branch": commit.branch, "node": node, "entries": None,
-                            "preview": None}
+                            "preview": None, "provenance": _provenance_svg(client, commit) if commit.provenance
+                            else None}
     if node is None or node.type == "dir":
         view["entries"] = client.list_files(repo, commit.id, path)
     else:

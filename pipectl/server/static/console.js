@@ -28,6 +28,13 @@ function watch() {
   source.onerror = () => live && live.classList.remove("on");
 }
 
+// A POST from the console: its cookie plus the header another site's form cannot send.
+function post(url, body, type = "application/json") {
+  return fetch(url, {method: "POST", body, credentials: "same-origin",
+                     headers: {"Content-Type": type, "X-Pipectl-Console": "1"}})
+    .then((r) => r.json().then((json) => ({ok: r.ok, body: json})));
+}
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
   const status = form.querySelector(".status");
@@ -45,6 +52,27 @@ document.addEventListener("submit", (event) => {
       .then(({ok, body}) => {
         if (!ok) throw new Error(body.error);
         location.href = "/repos/" + encodeURIComponent(form.dataset.repo) + "/commits/" + body.id + "/browse";
+      })
+      .catch((e) => { status.textContent = "failed: " + e.message; });
+  } else if (form.id === "rerun") {
+    event.preventDefault();
+    status.textContent = "starting…";
+    post("/api/v1/pipelines/" + encodeURIComponent(form.dataset.pipeline) + "/run", JSON.stringify({}))
+      .then(({ok, body}) => {
+        if (!ok) throw new Error(body.error);
+        location.href = "/jobs/" + body.id;
+      })
+      .catch((e) => { status.textContent = "failed: " + e.message; });
+  } else if (form.classList.contains("predict")) {
+    event.preventDefault();
+    const answer = form.querySelector(".answer");
+    status.textContent = "asking…";
+    post("/api/v1/serving/predictions/" + encodeURIComponent(form.dataset.model), form.elements.rows.value,
+         "text/csv")
+      .then(({ok, body}) => {
+        status.textContent = ok ? "" : "failed: " + body.error;
+        answer.textContent = JSON.stringify(body, null, 2);
+        answer.hidden = false;
       })
       .catch((e) => { status.textContent = "failed: " + e.message; });
   } else if (form.id === "login") {

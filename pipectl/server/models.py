@@ -1,0 +1,61 @@
+"""The model server seen from the pipectl server: the console shows which
+model commit is served and lets a person try a prediction, through the
+pipectl server (which alone needs to reach the model server, and checks the
+console's token).
+
+The model server is ``pipectl serve`` (see :mod:`pipectl.serving`), or any
+server with its TorchServe-style ``/models`` and ``/predictions`` routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import BadGateway, NotFound
+
+TIMEOUT = 30.0
+"""Seconds a call to the model server may take."""
+
+
+class ModelServer:
+    """The TorchServe-style API of a model server at ``url`` (``http(s)://host:port``)."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    def _call(self, method: str, path: str, **kw: Any):
+        import requests  # only when a model server is configured
+        try:
+            return requests.request(method, self.url + path, timeout=TIMEOUT, **kw)
+        except requests.RequestException as e:
+            raise BadGateway(f"model server {self.url}: {type(e).__name__}: {e}") from None
+
+    def models(self) -> list[dict]:
+        """Each model the server has, as its ``GET /models/{name}`` describes
+        it: ``modelName``, ``modelVersion`` (the model commit id, None
+        before one loads), ``modelUrl`` (``pfs://repo@branch``), ``status``,
+        and once loaded ``features``, ``classes``, ``provenance`` (``repo``,
+        ``commit``, ``inputs``, ...). Raises BadGateway."""
+        listed = self._call("GET", "/models")
+        try:
+            names = [m["modelName"] for m in listed.json()["models"]]
+            return [self._call("GET", f"/models/{name}").json()[0] for name in names]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BadGateway(f"model server {self.url}: unexpected answer to GET /models "
+                                   f"({listed.status_code})") from None
+
+    def predict(self, name: str, body: bytes, content_type: str) -> tuple[int, bytes, dict[str, str]]:
+        """POST ``body`` to ``/predictions/{name}``; returns the model
+        server's status, JSON body and ``X-Model-Version`` header as they
+        are (errors included: the model server's message is the one to
+        show). Raises BadGateway when it cannot be reached."""
+        answer = self._call("POST", f"/predictions/{name}", data=body, headers={"Content-Type": content_type})
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in ("x-model-version", "content-type")}
+        return answer.status_code, answer.content, headers
+
+
+def require(server: ModelServer | None) -> ModelServer:
+    """``server``, or NotFound when the pipectl server has none configured."""
+    if server is None:
+        raise NotFound("no model server is configured: start pipectl server with --model-server URL")
+    return server
