@@ -20,6 +20,8 @@ Workloads (sizes in :data:`SIZES`):
 6. trigger latency (put-file returns -> first datum starts), ms, small repo and bulk repo.
 7. list-file and inspect-commit on a commit of many files, ms, vs ``find`` / ``list_objects_v2``.
 8. serving: requests/s and p50/p99 of the model server, vs the in-process forward pass (local store).
+9. the pipectl server: API latency vs the in-process call, watch delivery, the console's first paint
+   with 100 pipelines and 10,000 jobs vs the same page with no job (local store).
 """
 
 from __future__ import annotations
@@ -536,13 +538,15 @@ def bench_serving(ctx: Context) -> list[Row]:
 
 def bench_api(ctx: Context) -> list[Row]:
     """9. The pipectl server: p50 latency of list-repo, inspect-commit and
-    list-job through the API beside the same call in-process, and a watch
-    stream's delivery time (see benchmarks/api.py). Local store only."""
+    list-job through the API beside the same call in-process, a watch
+    stream's delivery time, and the console's first paint with 100
+    pipelines and 10,000 jobs (see benchmarks/api.py). Local store only."""
     if ctx.store != "local":
         return []
     from .api import bench_api as run
-    url = ctx.env.new_store("api")
-    return run(ctx.mode == "quick", url, ctx.env.env(url))
+    from .api import bench_console
+    url, console = ctx.env.new_store("api"), ctx.env.new_store("console")
+    return run(ctx.mode == "quick", url, ctx.env.env(url)) + [bench_console(console, ctx.env.env(console))]
 
 
 WORKLOADS = [

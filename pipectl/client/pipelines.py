@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import InvalidArgument, NotFound
+from ..parallel import parallel
 from ..pfs import Commit
 from ..pps import PPS
 from ..pps import spec as specs
@@ -49,11 +50,9 @@ class PipelineOps:
 
     def list_pipelines(self) -> list[PipelineSummary]:
         """Every pipeline by name, with its newest job's state."""
-        summaries = []
-        for p in self.pps.list_pipelines():
-            jobs = self.pps.list_jobs(p.name)
-            summaries.append(PipelineSummary(p, jobs[0].state if jobs else "-", jobs[0] if jobs else None))
-        return summaries
+        pipelines = self.pps.list_pipelines()
+        newest = parallel(lambda p: self.pps.newest_job(p.name), pipelines)
+        return [PipelineSummary(p, job.state if job else "-", job) for p, job in zip(pipelines, newest)]
 
     def inspect_pipeline(self, name: str) -> PipelineInfo:
         """Raises NotFound."""
@@ -111,10 +110,11 @@ class PipelineOps:
     def latest_job(self, pipeline: str) -> JobInfo:
         """The newest job of ``pipeline``. Raises NotFound (no such
         pipeline, or no job yet)."""
-        jobs = self.pps.list_jobs(pipeline)
-        if not jobs:
+        self.pps.inspect_pipeline(pipeline)
+        job = self.pps.newest_job(pipeline)
+        if job is None:
             raise NotFound(f"pipeline {pipeline} has no jobs")
-        return jobs[0]
+        return job
 
     def flush_commit(self, repo: str, commit: str, timeout: float | None = None) -> list[Commit]:
         """Wait for every downstream output commit of ``repo@commit`` (see

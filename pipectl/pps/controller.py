@@ -213,16 +213,7 @@ class Controller:
         """The oldest unfinished job (jobs of one pipeline run in order).
         Finished jobs are read once; those whose records are gone (deleted
         with their pipeline) are forgotten."""
-        records = self.pps.job_keys()
-        live = set(records)
-        for key in [k for k in self._finished if k not in live]:
-            del self._finished[key]
-        pending = []
-        for job in self.pps.read_jobs([k for k in records if k not in self._finished]):
-            if job.done:
-                self._finished[keys.job(job.pipeline, job.id)] = job
-            else:
-                pending.append(job)
+        pending = [j for j in self.pps.current_jobs(self._finished) if not j.done]
         return min(pending, key=lambda j: j.created) if pending else None
 
     # running a job -------------------------------------------------------
@@ -235,6 +226,8 @@ class Controller:
             lambda: self.pps.pipeline_version(job.pipeline, job.pipeline_version),
             lambda: self.pps.update_job(job.pipeline, job.id, **start, **claim) if start or claim else job)
         run = RunningJob(job, spec)
+        if start:
+            self.pps.point_newest_job(job)
         try:
             self._plan(run)
             self._finish(run, self._execute(run))

@@ -53,13 +53,15 @@ class Jobs:
         def change_pipeline(self, name: str, **changes) -> PipelineInfo: ...
 
     def create_job(self, job: JobInfo) -> bool:
-        """Write a new job record (create-only); False if that job already exists."""
+        """Write a new job record (create-only) and point its pipeline's
+        newest-job pointer at it; False if that job already exists."""
         key, data = keys.job(job.pipeline, job.id), job.to_json()
         try:
             self._written_jobs[key] = (self.store.write(key, data, if_absent=True), data)
-            return True
         except PreconditionFailed:
             return False
+        self.point_newest_job(job)
+        return True
 
     def _find_job(self, job: str, pipeline: str | None = None) -> str:
         if pipeline:
@@ -92,6 +94,64 @@ class Jobs:
     def read_jobs(self, found: list[str]) -> list[JobInfo]:
         """The job records at store keys ``found`` (see :meth:`job_keys`), in order."""
         return parallel(lambda k: JobInfo.from_json(self.store.read(k)), found)
+
+    def current_jobs(self, finished: dict[str, JobInfo], pipeline: str | None = None) -> list[JobInfo]:
+        """Every job record (of ``pipeline``, or of all), in store key order,
+        reading only those not in ``finished``: a cache, by store key, of
+        finished records (which never change), kept up to date here (records
+        gone from the store, deleted with their pipeline, are dropped). A
+        caller polling with one cache reads a listing plus the unfinished
+        jobs each time, not every job."""
+        records = self.job_keys(pipeline)
+        live = set(records)
+        for key in [k for k in finished if k not in live and (pipeline is None or finished[k].pipeline == pipeline)]:
+            del finished[key]
+        fresh = dict(zip([k for k in records if k not in finished],
+                         self.read_jobs([k for k in records if k not in finished])))
+        finished.update({k: j for k, j in fresh.items() if j.done})
+        return [finished.get(k) or fresh[k] for k in records]
+
+    def newest_job(self, pipeline: str) -> JobInfo | None:
+        """The newest job of ``pipeline`` (by creation), None if it has
+        none: read through the pipeline's pointer to it (two requests,
+        however many jobs there are). A store from before the pointer gets
+        it here, once, from the job records."""
+        try:
+            pointer = json.loads(self.store.read(keys.newest_job(pipeline)))
+        except NotFound:
+            jobs = self.read_jobs(self.job_keys(pipeline))
+            if not jobs:
+                return None
+            newest = max(jobs, key=lambda j: j.created)
+            self.point_newest_job(newest)
+            return newest
+        try:
+            return self.inspect_job(pointer["id"], pipeline)
+        except NotFound:  # deleted with its pipeline since
+            return None
+
+    def point_newest_job(self, job: JobInfo) -> None:
+        """Move ``job``'s pipeline's newest-job pointer to ``job`` unless it
+        names a job created later (compare-and-swap). Done when a job is
+        created, and again when it starts running, which repairs a pointer
+        left behind by a creator killed between the two writes."""
+        key, data = keys.newest_job(job.pipeline), json.dumps({"id": job.id, "created": job.created}).encode()
+        while True:
+            try:
+                current, version = self.store.read_versioned(key)
+            except NotFound:
+                try:
+                    self.store.write(key, data, if_absent=True)
+                    return
+                except PreconditionFailed:
+                    continue
+            if json.loads(current)["created"] >= job.created:
+                return
+            try:
+                self.store.write(key, data, if_match=version)
+                return
+            except (PreconditionFailed, NotFound):
+                continue
 
     def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
         """Compare-and-swap ``changes`` (JobInfo fields) into a job record. A
@@ -142,13 +202,13 @@ class Jobs:
         (the pipeline, a commit, or no job yet), InvalidArgument (a repo
         that is not an input), Conflict (the newest job is not finished)."""
         pipeline = self.inspect_pipeline(name)
-        jobs = self.list_jobs(name)
-        if not jobs:
+        newest = self.newest_job(name)
+        if newest is None:
             raise NotFound(f"pipeline {name} has no jobs yet; it runs once its inputs have commits")
-        if not jobs[0].done:
-            raise Conflict(f"job {jobs[0].id} of pipeline {name} is still {jobs[0].state}; "
+        if not newest.done:
+            raise Conflict(f"job {newest.id} of pipeline {name} is still {newest.state}; "
                            "wait for it or stop-job it first")
-        inputs = [dict(i) for i in jobs[0].inputs]
+        inputs = [dict(i) for i in newest.inputs]
         for repo, ref in commits:
             chosen = [i for i in inputs if i["repo"] == repo]
             if not chosen:

@@ -5,6 +5,9 @@ Layout (beside the versioned file system's, see ``pipectl/pfs/keys.py``)::
     pipelines/<name>/info.json                   PipelineInfo: current spec, version, state
                                                  (compare-and-swap)
     pipelines/<name>/versions/<n>.json           each spec version, created once
+    pipelines/<name>/newest-job.json             {id, created} of its newest job (compare-and-swap,
+                                                 moved only forward), so that the newest job costs
+                                                 two reads however long the history
     jobs/<pipeline>/<job>.json                   JobInfo (compare-and-swap; never changed once finished)
     job-data/<pipeline>/<job>/plan.json          the job's datums (inputs, cache key; file lists only for
                                                  those it runs); complete once the job record counts them
@@ -70,6 +73,11 @@ def pipeline_version(name: str, version: int) -> str:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidArgument(f"invalid pipeline version {version!r}")
     return f"{pipeline_prefix(name)}versions/{version}.json"
+
+
+def newest_job(name: str) -> str:
+    """The pointer to pipeline ``name``'s newest job: ``{id, created}``."""
+    return pipeline_prefix(name) + "newest-job.json"
 
 
 def is_pipeline_record(key: str) -> bool:

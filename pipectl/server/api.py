@@ -339,8 +339,14 @@ def _routes(api: APIRouter, client: Client) -> None:
     @api.get("/watch/jobs", tags=["watch"], responses={200: {"content": {"text/event-stream": {}}}})
     def watch_jobs(pipeline: str | None = None) -> StreamingResponse:
         """Server-sent events: ``event: job`` each time a job appears or changes state."""
-        return _events(lambda: [j.to_dict() for j in reversed(client.list_jobs(pipeline))], "job",
-                       key=lambda j: (j["id"], j["state"]), skip_existing=True)
+        if pipeline:
+            client.inspect_pipeline(pipeline)
+        finished: dict = {}  # this stream's finished records, each read once
+
+        def snapshot() -> list[dict]:
+            jobs = sorted(client.pps.current_jobs(finished, pipeline), key=lambda j: j.created)
+            return [j.to_dict() for j in jobs]
+        return _events(snapshot, "job", key=lambda j: (j["id"], j["state"]), skip_existing=True)
 
 
 def _stream(client: Client, repo: str, ref: str, path: str) -> Iterator[bytes]:
