@@ -364,7 +364,8 @@ def test_server(render, helm):
     dep = one(objs, "Deployment", f"{FULLNAME}-server")
     c = container(dep)
     assert c["command"] == ["pipectl"] and c["image"] == "pipectl/base:0.1.0"
-    assert c["args"] == ["server", "--host", "0.0.0.0", "--port", "8000", "--tokens", "/etc/pipectl/tokens/tokens"]
+    assert c["args"] == ["server", "--host", "0.0.0.0", "--port", "8000", "--tokens", "/etc/pipectl/tokens/tokens",
+                         "--model-server", f"http://{FULLNAME}-serving:8080"]  # the console's model page
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["volumeMounts"] == [{"name": "tokens", "mountPath": "/etc/pipectl/tokens", "readOnly": True}]
     assert dep["spec"]["template"]["spec"]["volumes"] == [{"name": "tokens", "secret": {"secretName": "api-tokens"}}]
@@ -377,6 +378,9 @@ def test_server(render, helm):
     assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "server"
     r = helm("template", RELEASE, CHART, *REQUIRED, "--set", "server.enabled=true")
     assert r.returncode != 0 and "server.tokens.existingSecret is required" in r.stderr, r.stderr
+    alone = render(*REQUIRED, "--set", "server.enabled=true", "--set", "server.tokens.existingSecret=api-tokens",
+                   "--set", "serving.enabled=false")
+    assert "--model-server" not in container(one(alone, "Deployment", f"{FULLNAME}-server"))["args"]
 
 
 # --- values validation ------------------------------------------------------------

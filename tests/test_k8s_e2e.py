@@ -87,6 +87,8 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     jobs = requests.get(f"{api}/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
     assert {j["pipeline"] for j in jobs} == {"preprocess", "train", "inference"}
     assert all(j["state"] == "success" for j in jobs)
+    models = requests.get(f"{api}/api/v1/serving/models", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert models.status_code == 200 and models.json()[0]["modelVersion"] == model["id"], models.text
     remote = {"PIPECTL_STORE": api, "PIPECTL_TOKEN": token, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
     assert run_ok("list-job", "--raw", env=remote).out == run_ok("list-job", "--raw").out
     assert run_ok("get-file", "train", "master", "/metrics.json", env=remote).out == \
