@@ -110,7 +110,7 @@ BAD_SPECS = {
     "bad-cron": (_with("input", {"cron": {"name": "tick", "spec": "every minute"}}), ["cron input tick",
                                                                                        "does not parse"]),
     "join-of-a-cross": (_with("input", {"join": [{"cross": [pfs_input("images")]}]}), ["input.join.0.pfs", "missing"]),
-    "other-project": (_with("pipeline.project", {"name": "research"}), ["pipeline.project", "only the default"]),
+    "bad-project": (_with("pipeline.project", {"name": "re/search"}), ["pipeline.project.name", "invalid project name"]),
     "cross-same-name": (_with("input", {"cross": [pfs_input("images"), pfs_input("images")]}),
                         ["input.cross.1", "two inputs are named 'images'"]),
     "unknown-field": (_with("transform.cmnd", ["x"]), ["transform.cmnd", "unknown field"]),

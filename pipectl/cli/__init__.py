@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..errors import PipectlError
+from ..pfs import names
 from .context import Context
 
 
@@ -23,15 +24,18 @@ from .context import Context
               help="Store URL: file:///dir or s3://bucket/prefix, or a pipectl server, http(s)://host:port "
                    "(token in $PIPECTL_TOKEN) [env PIPECTL_STORE, else PIPECTL_ADDRESS for a server; default: "
                    "a directory under the user's data dir].")
+@click.option("--project", envvar="PIPECTL_PROJECT", metavar="NAME", default="default", show_default=True,
+              help="The project that repo and pipeline names belong to (Pachyderm 2.x); a name given as "
+                   "PROJECT/NAME names its own [env PIPECTL_PROJECT].")
 @click.version_option(__version__, prog_name="pipectl")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None) -> None:
+def cli(ctx: click.Context, store: str | None, project: str) -> None:
     """pipectl: versioned data repositories and containerized ML pipelines.
 
     Data lives in repos of immutable commits; pipelines (Pachyderm JSON specs)
     turn input repos into output repos whenever new data lands.
     """
-    ctx.obj = Context(store)
+    ctx.obj = Context(store, names.check_name("project", project))
 
 
 from . import pfs_commands, pps_commands, server_commands, serving_commands  # noqa: E402

@@ -8,6 +8,7 @@ import os
 import click
 
 from ..client import Client, address
+from ..pfs import names
 from ..store import open_store
 
 
@@ -16,8 +17,16 @@ class Context:
     use, or a :class:`RemoteClient` when the URL (or ``$PIPECTL_ADDRESS``)
     names a pipectl server (``http(s)://``; token from ``$PIPECTL_TOKEN``)."""
 
-    def __init__(self, store_url: str | None):
-        self.store_url = store_url
+    def __init__(self, store_url: str | None, project: str = names.DEFAULT_PROJECT):
+        self.store_url, self.project = store_url, project
+
+    def qualify(self, name: str) -> str:
+        """A repo or pipeline name given on the command line, in ``--project``."""
+        return names.qualify(self.project, name)
+
+    def owns(self, name: str) -> bool:
+        """Whether repo or pipeline ``name`` is in ``--project``."""
+        return names.project_of(name) == self.project
 
     @functools.cached_property
     def client(self) -> Client:
@@ -31,3 +40,18 @@ class Context:
 def current() -> Context:
     """The running command's :class:`Context`."""
     return click.get_current_context().obj
+
+
+class QualifiedName(click.ParamType):
+    """A repo or pipeline name, put in the ``--project`` given (unless it
+    names its project itself, ``PROJECT/NAME``)."""
+
+    name = "name"
+
+    def convert(self, value, param, ctx):
+        root = ctx.find_root() if ctx else None
+        return root.obj.qualify(value) if root is not None and isinstance(root.obj, Context) else value
+
+
+NAME = QualifiedName()
+"""The click type of every repo and pipeline argument and option."""

@@ -14,6 +14,9 @@ from ..pfs.model import parse_time
 
 raw_option = click.option("--raw", is_flag=True, help="Print JSON instead of a table.")
 """The ``--raw`` flag of every listing and inspecting command."""
+all_projects_option = click.option("-A", "--all-projects", is_flag=True,
+                                   help="List those of every project, not only --project's.")
+"""The ``--all-projects`` flag of the listings of repos, pipelines and jobs."""
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

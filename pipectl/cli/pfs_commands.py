@@ -13,8 +13,8 @@ import click
 from ..errors import InvalidArgument, NotFound, StoreUnavailable
 from ..pfs import names
 from . import output
-from .context import current
-from .output import raw_option
+from .context import NAME, current
+from .output import all_projects_option, raw_option
 
 
 def _commit_row(c):
@@ -43,17 +43,18 @@ def _commit_text(c) -> str:
 
 # repos ---------------------------------------------------------------
 @click.command("create-repo")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.option("-d", "--description", default="", help="A description of the repo.")
 def create_repo(repo, description):
     """Create a new repo (with a master branch)."""
     current().client.create_repo(repo, description)
 
 @click.command("list-repo")
+@all_projects_option
 @raw_option
-def list_repo(raw):
-    """List repos: NAME, CREATED, SIZE (MASTER)."""
-    repos = current().client.list_repos()
+def list_repo(all_projects, raw):
+    """List the repos of the project: NAME, CREATED, SIZE (MASTER)."""
+    repos = [r for r in current().client.list_repos() if all_projects or current().owns(r.info.name)]
     if raw:
         return output.raw([r.to_dict() for r in repos])
     output.table(["NAME", "CREATED", "SIZE (MASTER)", "DESCRIPTION"],
@@ -61,7 +62,7 @@ def list_repo(raw):
                   for r in repos])
 
 @click.command("inspect-repo")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @raw_option
 def inspect_repo(repo, raw):
     """Show a repo's details."""
@@ -73,7 +74,7 @@ def inspect_repo(repo, raw):
                f"Branches: {', '.join(r.branches or [])}")
 
 @click.command("delete-repo")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.option("-f", "--force", is_flag=True, help="Delete even if pipelines use the repo.")
 def delete_repo(repo, force):
     """Delete a repo and its history (refuses while a pipeline uses it)."""
@@ -81,7 +82,7 @@ def delete_repo(repo, force):
 
 # commits -------------------------------------------------------------
 @click.command("start-commit")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("branch")
 @click.option("-p", "--parent", help="Parent commit (default: the branch head).")
 @click.option("-m", "--message", "--description", "description", default="", help="Commit description.")
@@ -90,7 +91,7 @@ def start_commit(repo, branch, parent, description):
     click.echo(current().client.start_commit(repo, branch, description, parent).id)
 
 @click.command("finish-commit")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 @click.option("-m", "--message", "--description", "description", default=None, help="Commit description.")
 def finish_commit(repo, commit, description):
@@ -98,7 +99,7 @@ def finish_commit(repo, commit, description):
     current().client.finish_commit(repo, commit, description)
 
 @click.command("list-commit")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("branch", required=False)
 @click.option("-n", "--number", type=int, default=0, help="Show at most this many commits.")
 @raw_option
@@ -111,7 +112,7 @@ def list_commit(repo, branch, number, raw):
                  [_commit_row(c) for c in commits])
 
 @click.command("inspect-commit")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 @raw_option
 def inspect_commit(repo, commit, raw):
@@ -122,7 +123,7 @@ def inspect_commit(repo, commit, raw):
     click.echo(_commit_text(c))
 
 @click.command("delete-commit")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 def delete_commit(repo, commit):
     """Delete a branch's head commit (the branch moves back to its parent)."""
@@ -130,7 +131,7 @@ def delete_commit(repo, commit):
 
 # branches ------------------------------------------------------------
 @click.command("create-branch")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("branch")
 @click.option("--head", help="Commit or branch for the new branch to point at.")
 @click.option("--trigger", "trigger_branch", metavar="BRANCH",
@@ -154,7 +155,7 @@ def create_branch(repo, branch, head, trigger_branch, trigger_commits, trigger_s
     current().client.create_branch(repo, branch, head, trigger)
 
 @click.command("list-branch")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @raw_option
 def list_branch(repo, raw):
     """List a repo's branches: BRANCH, HEAD, TRIGGER."""
@@ -177,7 +178,7 @@ def _trigger_text(trigger: dict | None) -> str:
     return f"{trigger['branch']} on {conditions}" if conditions else trigger["branch"]
 
 @click.command("delete-branch")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("branch")
 def delete_branch(repo, branch):
     """Delete a branch (its commits are kept)."""
@@ -185,7 +186,7 @@ def delete_branch(repo, branch):
 
 # files ---------------------------------------------------------------
 @click.command("put-file")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("branch")
 @click.argument("path", required=False)
 @click.option("-f", "--file", "files", multiple=True,
@@ -216,7 +217,7 @@ def put_file(repo, branch, path, files, recursive, follow_symlinks, overwrite, p
             c.close()
 
 @click.command("get-file")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 @click.argument("path")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
@@ -253,7 +254,7 @@ def _show_nodes(nodes, raw):
     output.table(["NAME", "TYPE", "SIZE"], _node_rows(nodes))
 
 @click.command("list-file")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 @click.argument("path", default="/")
 @raw_option
@@ -262,7 +263,7 @@ def list_file(repo, commit, path, raw):
     _show_nodes(current().client.list_files(repo, commit, path), raw)
 
 @click.command("glob-file")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 @click.argument("pattern")
 @raw_option
@@ -271,7 +272,7 @@ def glob_file(repo, commit, pattern, raw):
     _show_nodes(current().client.glob_files(repo, commit, pattern), raw)
 
 @click.command("inspect-file")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 @click.argument("path")
 @raw_option
@@ -293,9 +294,9 @@ def diff_file(args, raw):
     """
     if len(args) not in (2, 3, 5, 6):
         raise InvalidArgument("diff-file takes NEW_REPO NEW_COMMIT [NEW_PATH [OLD_REPO OLD_COMMIT [OLD_PATH]]]")
-    new_repo, new_commit = args[0], args[1]
+    new_repo, new_commit = current().qualify(args[0]), args[1]
     path = args[2] if len(args) > 2 else "/"
-    old_repo, old_commit = (args[3], args[4]) if len(args) > 3 else (None, None)
+    old_repo, old_commit = (current().qualify(args[3]), args[4]) if len(args) > 3 else (None, None)
     added, removed = current().client.diff_files(new_repo, new_commit, path, old_repo, old_commit)
     if raw:
         return output.raw({"added": _nodes_raw(added), "removed": _nodes_raw(removed)})
@@ -303,7 +304,7 @@ def diff_file(args, raw):
                  [["+"] + r for r in _node_rows(added)] + [["-"] + r for r in _node_rows(removed)])
 
 @click.command("delete-file")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("branch")
 @click.argument("path")
 def delete_file(repo, branch, path):

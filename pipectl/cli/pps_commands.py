@@ -10,11 +10,12 @@ import socket
 import click
 
 from ..errors import InvalidArgument, NotFound
+from ..pfs import names
 from ..pps import spec as specs
 from ..pps.executors import WORKER_IMAGE
 from . import output
-from .context import current
-from .output import raw_option
+from .context import NAME, current
+from .output import all_projects_option, raw_option
 
 
 def _read_specs(path: str) -> list[tuple[object, str]]:
@@ -35,9 +36,20 @@ def _read_specs(path: str) -> list[tuple[object, str]]:
             raise InvalidArgument(f"{path} is a directory, not a spec file") from None
     if not found:
         raise InvalidArgument(f"{source}: holds no spec")
+    found = [_in_project(spec) for spec in found]
     if len(found) == 1:
         return [(found[0], source)]
     return [(spec, f"{source} (spec {k} of {len(found)})") for k, spec in enumerate(found, 1)]
+
+
+def _in_project(spec: object) -> object:
+    """A spec naming no project, put in ``--project`` (as pachctl puts it in
+    the context's project); validation reports anything malformed."""
+    project = current().project
+    pipeline = spec.get("pipeline") if isinstance(spec, dict) else None
+    if project != names.DEFAULT_PROJECT and isinstance(pipeline, dict) and not pipeline.get("project"):
+        spec = dict(spec, pipeline=dict(pipeline, project={"name": project}))  # type: ignore[arg-type]
+    return spec
 
 
 def _input_text(node: dict) -> str:
@@ -90,10 +102,11 @@ def update_pipeline(path, reprocess):
         current().client.update_pipeline(spec, reprocess, source)
 
 @click.command("list-pipeline")
+@all_projects_option
 @raw_option
-def list_pipeline(raw):
-    """List pipelines: NAME, VERSION, INPUT, CREATED, STATE, LAST JOB."""
-    pipelines = current().client.list_pipelines()
+def list_pipeline(all_projects, raw):
+    """List the pipelines of the project: NAME, VERSION, INPUT, CREATED, STATE, LAST JOB."""
+    pipelines = [s for s in current().client.list_pipelines() if all_projects or current().owns(s.info.name)]
     if raw:
         return output.raw([s.to_dict() for s in pipelines])
     output.table(["NAME", "VERSION", "INPUT", "CREATED", "STATE", "LAST JOB", "DESCRIPTION"],
@@ -102,7 +115,7 @@ def list_pipeline(raw):
                   for s in pipelines for p in [s.info]])
 
 @click.command("inspect-pipeline")
-@click.argument("pipeline")
+@click.argument("pipeline", type=NAME)
 @raw_option
 def inspect_pipeline(pipeline, raw):
     """Show a pipeline's spec, version and state."""
@@ -117,33 +130,33 @@ def inspect_pipeline(pipeline, raw):
                f"Datum tries: {p.spec['datum_tries']}\nOutput branch: {p.output_branch}")
 
 @click.command("delete-pipeline")
-@click.argument("pipeline")
+@click.argument("pipeline", type=NAME)
 @click.option("--keep-repo", is_flag=True, help="Keep the pipeline's output repo.")
 def delete_pipeline(pipeline, keep_repo):
     """Delete a pipeline, its jobs and its output repo."""
     current().client.delete_pipeline(pipeline, keep_repo)
 
 @click.command("stop-pipeline")
-@click.argument("pipeline")
+@click.argument("pipeline", type=NAME)
 def stop_pipeline(pipeline):
     """Pause a pipeline: no new jobs start until start-pipeline."""
     current().client.stop_pipeline(pipeline)
 
 @click.command("start-pipeline")
-@click.argument("pipeline")
+@click.argument("pipeline", type=NAME)
 def start_pipeline(pipeline):
     """Resume a paused pipeline."""
     current().client.start_pipeline(pipeline)
 
 @click.command("run-cron")
-@click.argument("pipeline")
+@click.argument("pipeline", type=NAME)
 def run_cron(pipeline):
     """Commit a tick to each cron input of PIPELINE now (a job follows)."""
     for repo in current().client.run_cron(pipeline):
         click.echo(f"ticked {repo}")
 
 @click.command("run-pipeline")
-@click.argument("pipeline")
+@click.argument("pipeline", type=NAME)
 @click.argument("commits", nargs=-1, metavar="[REPO@COMMIT]...")
 @click.option("--reprocess", is_flag=True, help="Run every datum again, not only those that did not succeed.")
 def run_pipeline(pipeline, commits, reprocess):
@@ -156,16 +169,17 @@ def run_pipeline(pipeline, commits, reprocess):
         repo, at, ref = c.partition("@")
         if not at or not repo or not ref:
             raise click.BadParameter(f"{c!r}: expected REPO@COMMIT or REPO@BRANCH", param_hint="COMMITS")
-        pairs.append((repo, ref))
+        pairs.append((current().qualify(repo), ref))
     click.echo(current().client.run_pipeline(pipeline, pairs, reprocess).id)
 
 # jobs ----------------------------------------------------------------
 @click.command("list-job")
-@click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
+@click.option("-p", "--pipeline", type=NAME, help="Only this pipeline's jobs.")
+@all_projects_option
 @raw_option
-def list_job(pipeline, raw):
-    """List jobs, newest first."""
-    jobs = current().client.list_jobs(pipeline)
+def list_job(pipeline, all_projects, raw):
+    """List the jobs of the project's pipelines (or of one), newest first."""
+    jobs = [j for j in current().client.list_jobs(pipeline) if pipeline or all_projects or current().owns(j.pipeline)]
     if raw:
         return output.raw([j.to_dict() for j in jobs])
     output.table(["ID", "PIPELINE", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"],
@@ -237,7 +251,7 @@ def inspect_datum(job, datum, raw):
                + (f"\nError: {r.error}" if r.error else ""))
 
 @click.command("get-logs")
-@click.option("-p", "--pipeline", help="Logs of this pipeline's latest job (unless --job).")
+@click.option("-p", "--pipeline", type=NAME, help="Logs of this pipeline's latest job (unless --job).")
 @click.option("--job", help="Logs of this job.")
 @click.option("--datum", help="Only this datum (id or 8+ character prefix).")
 @click.option("--workers", is_flag=True, help="The logs of the worker processes (e.g. Kubernetes pods) instead.")
@@ -262,7 +276,7 @@ def get_logs(pipeline, job, datum, workers, raw):
                 click.echo(f"[{r.id[:12]}] {line}")
 
 @click.command("flush-commit")
-@click.argument("repo")
+@click.argument("repo", type=NAME)
 @click.argument("commit")
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
 @raw_option
@@ -354,8 +368,8 @@ def controller(exit_when_idle, executor, local_images, secrets_dir, worker_image
 
 
 COMMANDS = [create_pipeline, update_pipeline, list_pipeline, inspect_pipeline, delete_pipeline, stop_pipeline,
-            start_pipeline, run_cron, run_pipeline, list_job, inspect_job, stop_job, list_datum, inspect_datum, get_logs,
-            flush_commit, controller]
+            start_pipeline, run_cron, run_pipeline, list_job, inspect_job, stop_job, list_datum, inspect_datum,
+            get_logs, flush_commit, controller]
 """The commands this module adds to the CLI, in help order."""
 
 

@@ -52,7 +52,7 @@ def check_commit_id(commit: str) -> str:
 
 def repo_prefix(repo: str) -> str:
     """Prefix of every record of ``repo``."""
-    return f"repos/{names.check_name('repo', repo)}/"
+    return f"repos/{names.key_part('repo', repo)}/"
 
 
 def repo(repo: str) -> str:

@@ -1,4 +1,13 @@
-"""Names of repos, branches and commits, and file paths inside a commit."""
+"""Names of repos, branches and commits, and file paths inside a commit.
+
+Projects (Pachyderm 2.x): repos and pipelines belong to one. Those of the
+``default`` project are named as before (``images``); those of another are
+named ``<project>/<name>`` (``staging/images``, Pachyderm's own text form of a
+repo key) everywhere inside pipectl, so every operation that takes a repo or
+pipeline takes either. In store keys the ``/`` is written ``~`` (see
+:func:`key_part`), a character no name may hold, so one repo's keys are never
+a prefix of another's.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +35,46 @@ def is_commit_id(ref: str) -> bool:
 def check_name(kind: str, name: str) -> str:
     """Validate a repo, branch or pipeline name: 1-63 characters of letters,
     digits, ``_``, ``-`` and ``.``, not starting with ``-`` or ``.``, and not
-    shaped like a commit id. Returns ``name``; raises InvalidArgument."""
-    if not _NAME.match(name or "") or is_commit_id(name):
+    shaped like a commit id; a repo or pipeline name may be qualified by its
+    project (``project/name``, both parts such names). Returns ``name``;
+    raises InvalidArgument."""
+    parts = name.split("/") if kind in QUALIFIED and "/" in (name or "") else [name]
+    if len(parts) > 2 or not all(_NAME.match(p or "") and not is_commit_id(p) for p in parts):
+        form = "[PROJECT/]NAME, each " if kind in QUALIFIED else ""
         raise InvalidArgument(
-            f"invalid {kind} name {name!r}: use 1-63 letters, digits, '_', '-' or '.', "
+            f"invalid {kind} name {name!r}: use {form}1-63 letters, digits, '_', '-' or '.', "
             "not starting with '-' or '.'")
     return name
+
+
+DEFAULT_PROJECT = "default"
+"""The project of a repo or pipeline whose name has none (Pachyderm 2.x's)."""
+QUALIFIED = ("repo", "pipeline")
+"""The kinds of names a project qualifies."""
+
+
+def qualify(project: str | None, name: str) -> str:
+    """``name`` in ``project``: ``project/name``, or ``name`` alone for the
+    default project (or None); a name already qualified is kept."""
+    if not project or project == DEFAULT_PROJECT or "/" in name:
+        return name
+    return f"{project}/{name}"
+
+
+def project_of(name: str) -> str:
+    """The project of a repo or pipeline name (``default`` when unqualified)."""
+    return name.partition("/")[0] if "/" in name else DEFAULT_PROJECT
+
+
+def bare(name: str) -> str:
+    """A repo or pipeline name without its project."""
+    return name.rpartition("/")[2]
+
+
+def key_part(kind: str, name: str) -> str:
+    """A checked repo or pipeline name as one component of a store key:
+    ``staging/images`` is written ``staging~images``."""
+    return check_name(kind, name).replace("/", "~")
 
 
 def clean_path(path: str) -> str:

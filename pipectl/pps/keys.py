@@ -60,7 +60,7 @@ def _part(kind: str, name: str) -> str:
 
 def pipeline_prefix(name: str) -> str:
     """Prefix of every record of pipeline ``name``."""
-    return f"{PIPELINES}{names.check_name('pipeline', name)}/"
+    return f"{PIPELINES}{names.key_part('pipeline', name)}/"
 
 
 def pipeline(name: str) -> str:
@@ -87,7 +87,7 @@ def is_pipeline_record(key: str) -> bool:
 
 def jobs(pipeline: str | None = None) -> str:
     """Prefix of the job records of ``pipeline`` (of every pipeline if None)."""
-    return f"{JOBS}{names.check_name('pipeline', pipeline)}/" if pipeline else JOBS
+    return f"{JOBS}{names.key_part('pipeline', pipeline)}/" if pipeline else JOBS
 
 
 def job(pipeline: str, job_id: str) -> str:
@@ -102,7 +102,7 @@ def is_job_record(key: str) -> bool:
 
 def job_data_prefix(pipeline: str) -> str:
     """Prefix of the data of every job of ``pipeline``."""
-    return f"job-data/{names.check_name('pipeline', pipeline)}/"
+    return f"job-data/{names.key_part('pipeline', pipeline)}/"
 
 
 def job_data(pipeline: str, job_id: str) -> str:

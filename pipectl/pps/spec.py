@@ -40,10 +40,9 @@ from . import cron, podspec, proto3, secrets
 DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"constant": 1}}
 DEFAULT_IMAGE = "ubuntu:20.04"
 """``transform.image`` when a spec gives none, as in Pachyderm."""
-DEFAULT_PROJECT = "default"
 UNSUPPORTED = {
-    "spout": "spout pipelines", "service": "service pipelines", "egress": "egress", "s3_out": "s3_out",
-    "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
+    "spout": "spout pipelines", "service": "service pipelines", "egress": "pipelines with egress",
+    "s3_out": "pipelines with s3_out", "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
 }
 """Fields of Pachyderm's spec for features pipectl does not have yet: a
 spec using one is refused, naming it."""
@@ -113,12 +112,20 @@ def load(text: str, source: str = "spec") -> dict:
     return validate(parse(text, source), source)
 
 
-def validate(spec: Any, source: str = "spec") -> dict:
+def validate(spec: Any, source: str = "spec", project: str | None = None) -> dict:
     """Validate a parsed spec; return a copy with defaults filled in.
     Raises InvalidArgument: ``<source>: <field path>: <reason>``, the path
     naming the bad field itself (``transform.cmd``), also when it is missing
     or unknown; with several problems, every one of them on one line
-    (``<source>: 3 problems: <path>: <reason>; ...``)."""
+    (``<source>: 3 problems: <path>: <reason>; ...``).
+
+    Projects, as in Pachyderm 2.x: the pipeline belongs to
+    ``pipeline.project.name``, else to ``project`` (the CLI's
+    ``--project``), else to ``default``; an input's repo to its
+    ``pfs.project``, else to the pipeline's. In the copy, ``pipeline.name``
+    and each input's ``repo`` are qualified (``project/name``, see
+    :mod:`pipectl.pfs.names`) and an input's ``name`` defaults to the bare
+    repo name, so user code sees ``/pfs/<repo>`` as in Pachyderm."""
     import jsonschema  # imported here: it costs every CLI call ~0.2 s otherwise
     if _depth(spec) > MAX_DEPTH:
         raise InvalidArgument(f"{source}: nested deeper than {MAX_DEPTH} levels; not a pipeline spec")
@@ -141,21 +148,27 @@ def validate(spec: Any, source: str = "spec") -> dict:
         except InvalidArgument as e:
             problems.append(f"{where}: {e}" if where else str(e))
 
+    own = (spec["pipeline"].get("project") or {}).get("name") or project or names.DEFAULT_PROJECT
+    check("pipeline.project.name", names.check_name, "project", own)
+    if "/" in spec["pipeline"]["name"] and names.project_of(spec["pipeline"]["name"]) != own:
+        problems.append(f"pipeline.name: {spec['pipeline']['name']!r} is not in project {own!r}")
+    spec["pipeline"]["name"] = names.qualify(own, spec["pipeline"]["name"])
     check("pipeline.name", names.check_name, "pipeline", spec["pipeline"]["name"])
     check("output_branch", names.check_name, "branch", spec["output_branch"])
     for field in ("datum_timeout", "job_timeout"):
         if field in spec and not parse_duration(spec[field]):
             problems.append(f"{field}: must be longer than 0s")
-    for where, project in [("pipeline.project", (spec["pipeline"].get("project") or {}).get("name"))] + \
-            [(f"{w}.project", p.get("project")) for w, p in _pfs_inputs_with_paths(spec["input"], "input")]:
-        if project not in (None, DEFAULT_PROJECT):
-            problems.append(f"{where}: project {project!r}: only the default project exists here")
+    for where, pfs in _pfs_inputs_with_paths(spec["input"], "input"):
+        if pfs.get("project"):
+            check(f"{where}.project", names.check_name, "project", pfs["project"])
+        pfs.setdefault("name", names.bare(pfs["repo"]))
+        pfs["repo"] = names.qualify(pfs.get("project") or own, pfs["repo"])
     check(None, _check_input_names, spec["input"], "input")
     check(None, podspec.check, spec)  # its messages name the field
     for n, secret in enumerate(spec["transform"].get("secrets") or []):
         check(f"transform.secrets.{n}", secrets.check, secret)
     for c in cron.cron_inputs(spec["input"]):
-        c.setdefault("repo", cron.repo_of(spec["pipeline"]["name"], c))
+        c["repo"] = names.qualify(own, cron.repo_of(spec["pipeline"]["name"], c))
         c.setdefault("start", dt.datetime.now(dt.UTC).strftime(cron.TIME_FORMAT))
         check(f"cron input {c['name']}", cron.schedule, c["spec"])
         check(f"cron input {c['name']}", cron.parse_time, c["start"])
@@ -168,9 +181,8 @@ def validate(spec: Any, source: str = "spec") -> dict:
             pfs["trigger"].setdefault("branch", "master")
             check(f"{where}.trigger", triggers.check, pfs["trigger"])
             triggered[pfs["repo"]] = triggered.get(pfs["repo"], 0) + 1
-            pfs.setdefault("branch", f"{spec['pipeline']['name']}-trigger-{triggered[pfs['repo']]}")
+            pfs.setdefault("branch", f"{names.bare(spec['pipeline']['name'])}-trigger-{triggered[pfs['repo']]}")
         pfs.setdefault("branch", "master")
-        pfs.setdefault("name", pfs["repo"])
         check(f"{where}.branch", names.check_name, "branch", pfs["branch"])
         check(f"{where}.name", names.check_name, "input", pfs["name"])
         if pfs["name"] == "out":

@@ -31,7 +31,8 @@ Only where no sandbox can be made is every ``/pfs`` path in ``cmd``,
 holds it), and a datum whose user code wrote to the host's ``/pfs`` fails.
 
 Environment given to user code (Pachyderm's names): ``PACH_JOB_ID``,
-``PACH_DATUM_ID``, ``PACH_OUTPUT_COMMIT_ID``, ``PPS_PIPELINE_NAME``, and for
+``PACH_DATUM_ID``, ``PACH_OUTPUT_COMMIT_ID``, ``PPS_PIPELINE_NAME`` and
+``PPS_PROJECT_NAME`` (the pipeline's name and project, apart), and for
 each input ``<name>`` (the path of its datum files), ``<name>_COMMIT`` and,
 for join and group inputs, ``PACH_DATUM_<name>_JOIN_ON`` /
 ``PACH_DATUM_<name>_GROUP_BY`` (the datum's key, when not empty).
@@ -55,7 +56,7 @@ from typing import BinaryIO
 
 from ..errors import PipectlError
 from ..parallel import concurrently
-from ..pfs import objects, reader
+from ..pfs import names, objects, reader
 from ..pfs.model import now
 from ..store import ObjectStore, open_store
 from . import sandbox
@@ -244,7 +245,8 @@ class Worker:
         for k, v in (self.spec["transform"].get("env") or {}).items():
             env[k] = rewrite(v, self.visible)
         env.update(self.secret_env)
-        env.update(PACH_JOB_ID=self.job.id, PPS_PIPELINE_NAME=self.job.pipeline,
+        env.update(PACH_JOB_ID=self.job.id, PPS_PIPELINE_NAME=names.bare(self.job.pipeline),
+                   PPS_PROJECT_NAME=names.project_of(self.job.pipeline),
                    PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.visible)
         return env
 

@@ -4,7 +4,9 @@ publishes its OpenAPI document at ``/openapi.json``.
 
 Resources, under ``/api/v1``:
 
-- ``repos``, ``repos/{repo}/branches``, ``repos/{repo}/commits`` (``{ref}``
+- ``repos``, ``repos/{repo}/branches``, ``repos/{repo}/commits`` (``{repo}``
+  and a pipeline's ``{name}`` are one segment: ``staging%2Fimages`` for
+  repo ``images`` of project ``staging``, see :mod:`.paths`; ``{ref}``
   is a commit id or a branch, with ``^``/``~N``), and
   ``repos/{repo}/commits/{ref}/files/{path}``: GET streams a file's bytes,
   PUT streams a body into the file (a new commit on a branch, or into an
@@ -50,6 +52,7 @@ from ..errors import InvalidArgument, PipectlError, http_status
 from .auth import COOKIE, request_role
 from .console import add_console
 from .models import ModelServer, require
+from .paths import EncodedSlashes
 
 SPOOL_BYTES = 8 << 20
 """An upload is held in memory up to this size, then spooled to a temporary file."""
@@ -75,6 +78,7 @@ def create_app(client: Client, tokens: dict[str, str] | None = None, model_serve
     models = ModelServer(model_server) if model_server else None
     app = FastAPI(title="pipectl", version=__version__, docs_url=None, redoc_url=None,
                   description="Versioned data repositories and pipelines (Pachyderm's model) over HTTP.")
+    app.add_middleware(EncodedSlashes)  # project/name as one path segment
 
     def authorize(request: Request) -> None:
         if not tokens:
@@ -119,7 +123,7 @@ def _model_routes(api: APIRouter, models: ModelServer | None) -> None:
         502 when it cannot be reached."""
         return require(models).models()
 
-    @api.post(PREDICTIONS[len("/api/v1"):] + "{name}", tags=["serving"],
+    @api.post(PREDICTIONS[len("/api/v1"):] + "{name:name}", tags=["serving"],
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}}})
     async def predict(name: str, request: Request) -> Response:
@@ -145,68 +149,68 @@ def _routes(api: APIRouter, client: Client) -> None:
         """Create a repo (with a master branch)."""
         return client.create_repo(name, description).to_dict()
 
-    @api.get("/repos/{repo}", tags=["repos"])
+    @api.get("/repos/{repo:name}", tags=["repos"])
     def inspect_repo(repo: str) -> dict:
         return client.inspect_repo(repo).to_dict()
 
-    @api.delete("/repos/{repo}", status_code=204, tags=["repos"])
+    @api.delete("/repos/{repo:name}", status_code=204, tags=["repos"])
     def delete_repo(repo: str, force: bool = False) -> None:
         """Delete a repo and its history (refused while a pipeline reads it, unless ``force``)."""
         client.delete_repo(repo, force)
 
     # branches ---------------------------------------------------------------
-    @api.get("/repos/{repo}/branches", tags=["branches"])
+    @api.get("/repos/{repo:name}/branches", tags=["branches"])
     def list_branches(repo: str) -> list[dict]:
         return [b.to_dict() for b in client.list_branches(repo)]
 
-    @api.put("/repos/{repo}/branches/{branch}", tags=["branches"])
+    @api.put("/repos/{repo:name}/branches/{branch}", tags=["branches"])
     def create_branch(repo: str, branch: str, head: str | None = Body(None, embed=True),
                       trigger: dict | None = Body(None, embed=True)) -> dict:
         """Create a branch, or move it to ``head`` (a commit or branch), with an optional trigger."""
         return client.create_branch(repo, branch, head, trigger).to_dict()
 
-    @api.delete("/repos/{repo}/branches/{branch}", status_code=204, tags=["branches"])
+    @api.delete("/repos/{repo:name}/branches/{branch}", status_code=204, tags=["branches"])
     def delete_branch(repo: str, branch: str) -> None:
         client.delete_branch(repo, branch)
 
     # commits ----------------------------------------------------------------
-    @api.get("/repos/{repo}/commits", tags=["commits"])
+    @api.get("/repos/{repo:name}/commits", tags=["commits"])
     def list_commits(repo: str, branch: str | None = None, limit: int | None = Query(None, ge=1)) -> list[dict]:
         """The commits of a repo (or of one branch), newest first."""
         return [c.to_dict() for c in client.list_commits(repo, branch, limit)]
 
-    @api.post("/repos/{repo}/commits", status_code=201, tags=["commits"])
+    @api.post("/repos/{repo:name}/commits", status_code=201, tags=["commits"])
     def start_commit(repo: str, branch: str = Body(..., embed=True), description: str = Body("", embed=True),
                      parent: str | None = Body(None, embed=True)) -> dict:
         """Start a commit on a branch (files then go into it until it is finished)."""
         return client.start_commit(repo, branch, description, parent).to_dict()
 
-    @api.get("/repos/{repo}/commits/{ref}", tags=["commits"])
+    @api.get("/repos/{repo:name}/commits/{ref}", tags=["commits"])
     def inspect_commit(repo: str, ref: str) -> dict:
         return client.inspect_commit(repo, ref).to_dict()
 
-    @api.post("/repos/{repo}/commits/{ref}/finish", tags=["commits"])
+    @api.post("/repos/{repo:name}/commits/{ref}/finish", tags=["commits"])
     def finish_commit(repo: str, ref: str, description: str | None = Body(None, embed=True)) -> dict:
         return client.finish_commit(repo, ref, description).to_dict()
 
-    @api.delete("/repos/{repo}/commits/{ref}", status_code=204, tags=["commits"])
+    @api.delete("/repos/{repo:name}/commits/{ref}", status_code=204, tags=["commits"])
     def delete_commit(repo: str, ref: str) -> None:
         """Delete a branch's head commit (the branch moves back to its parent)."""
         client.delete_commit(repo, ref)
 
-    @api.post("/repos/{repo}/commits/{ref}/flush", tags=["commits"])
+    @api.post("/repos/{repo:name}/commits/{ref}/flush", tags=["commits"])
     def flush_commit(repo: str, ref: str, timeout: float | None = Query(None, gt=0)) -> list[dict]:
         """Wait for every output commit downstream of this commit; return them."""
         return [c.to_dict() for c in client.flush_commit(repo, ref, timeout)]
 
     # files ------------------------------------------------------------------
-    @api.get("/repos/{repo}/commits/{ref}/files", tags=["files"])
+    @api.get("/repos/{repo:name}/commits/{ref}/files", tags=["files"])
     def list_files(repo: str, ref: str, path: str = "/", glob: str | None = None) -> list[dict]:
         """The direct children of ``path``, or the paths matching ``glob``."""
         nodes = client.glob_files(repo, ref, glob) if glob else client.list_files(repo, ref, path)
         return [n.to_dict() for n in nodes]
 
-    @api.get("/repos/{repo}/commits/{ref}/files/{path:path}", tags=["files"],
+    @api.get("/repos/{repo:name}/commits/{ref}/files/{path:file}", tags=["files"],
              responses={200: {"content": {"application/octet-stream": {}}}})
     def get_file(repo: str, ref: str, path: str, inspect: bool = False) -> Any:
         """The file's bytes, streamed; with ``inspect``, its type, size and hash."""
@@ -216,7 +220,7 @@ def _routes(api: APIRouter, client: Client) -> None:
         return StreamingResponse(_stream(client, repo, ref, "/" + path), media_type="application/octet-stream",
                                  headers={"Content-Length": str(entry.size), "ETag": f'"{entry.hash}"'})
 
-    @api.put("/repos/{repo}/commits/{ref}/files/{path:path}", tags=["files"],
+    @api.put("/repos/{repo:name}/commits/{ref}/files/{path:file}", tags=["files"],
              openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {
                  "type": "string", "format": "binary"}}}}})
     async def put_file(repo: str, ref: str, path: str, request: Request, overwrite: bool = True) -> dict:
@@ -229,12 +233,12 @@ def _routes(api: APIRouter, client: Client) -> None:
             commit, _ = await run_in_threadpool(client.put_files, repo, ref, [("/" + path, body)], overwrite)
         return commit.to_dict()
 
-    @api.delete("/repos/{repo}/commits/{ref}/files/{path:path}", tags=["files"])
+    @api.delete("/repos/{repo:name}/commits/{ref}/files/{path:file}", tags=["files"])
     def delete_file(repo: str, ref: str, path: str) -> dict:
         """Delete a file or directory (in a new commit on a branch, or in an open commit)."""
         return client.delete_file(repo, ref, "/" + path).to_dict()
 
-    @api.get("/repos/{repo}/commits/{ref}/diff", tags=["files"])
+    @api.get("/repos/{repo:name}/commits/{ref}/diff", tags=["files"])
     def diff_files(repo: str, ref: str, path: str = "/", old_repo: str | None = None,
                    old_ref: str | None = None) -> dict:
         """Files added and removed since ``old_repo@old_ref`` (default: the parent commit)."""
@@ -257,35 +261,35 @@ def _routes(api: APIRouter, client: Client) -> None:
         """The datums the spec would make over its inputs' heads now; creates nothing."""
         return client.plan_datums(spec, source)
 
-    @api.put("/pipelines/{name}", tags=["pipelines"])
+    @api.put("/pipelines/{name:name}", tags=["pipelines"])
     def update_pipeline(name: str, spec: dict = Body(...), reprocess: bool = False, source: str = "spec") -> dict:
         """Replace the pipeline's spec with a new version (its name must match)."""
         if (spec.get("pipeline") or {}).get("name") != name:
             raise InvalidArgument(f"{source}: pipeline.name must be {name!r} (the pipeline updated)")
         return client.update_pipeline(spec, reprocess, source).to_dict()
 
-    @api.get("/pipelines/{name}", tags=["pipelines"])
+    @api.get("/pipelines/{name:name}", tags=["pipelines"])
     def inspect_pipeline(name: str) -> dict:
         return client.inspect_pipeline(name).to_dict()
 
-    @api.delete("/pipelines/{name}", status_code=204, tags=["pipelines"])
+    @api.delete("/pipelines/{name:name}", status_code=204, tags=["pipelines"])
     def delete_pipeline(name: str, keep_repo: bool = False) -> None:
         client.delete_pipeline(name, keep_repo)
 
-    @api.post("/pipelines/{name}/stop", tags=["pipelines"])
+    @api.post("/pipelines/{name:name}/stop", tags=["pipelines"])
     def stop_pipeline(name: str) -> dict:
         return client.stop_pipeline(name).to_dict()
 
-    @api.post("/pipelines/{name}/start", tags=["pipelines"])
+    @api.post("/pipelines/{name:name}/start", tags=["pipelines"])
     def start_pipeline(name: str) -> dict:
         return client.start_pipeline(name).to_dict()
 
-    @api.post("/pipelines/{name}/cron", tags=["pipelines"])
+    @api.post("/pipelines/{name:name}/cron", tags=["pipelines"])
     def run_cron(name: str) -> dict:
         """Commit a tick to each cron input of the pipeline now."""
         return {"ticked": client.run_cron(name)}
 
-    @api.post("/pipelines/{name}/run", status_code=201, tags=["pipelines"])
+    @api.post("/pipelines/{name:name}/run", status_code=201, tags=["pipelines"])
     def run_pipeline(name: str, commits: list[CommitRef] = Body([], embed=True),
                      reprocess: bool = Body(False, embed=True)) -> dict:
         """Start a new job over the newest job's inputs (``commits`` in

@@ -43,6 +43,7 @@ from ..pfs import Commit
 from ..pps import spec as specs
 from .auth import COOKIE, request_role, role_of
 from .models import ModelServer, require
+from .paths import quote
 
 PREVIEW_BYTES = 256 << 10
 """The most of a file a preview shows."""
@@ -58,6 +59,7 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
     templates = Jinja2Templates(directory=str(package / "templates"))
     templates.env.globals["colour"] = lambda state: STATE_COLOURS.get(state, "#757575")
     templates.env.globals["model_server"] = models is not None
+    templates.env.filters["q"] = quote  # a name in a link: staging/images is one segment
     app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -84,7 +86,7 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
     def dag(request: Request) -> HTMLResponse:
         return page(request, "dag.html", **_dag(client))
 
-    @app.get("/pipelines/{name}", include_in_schema=False)
+    @app.get("/pipelines/{name:name}", include_in_schema=False)
     def pipeline(request: Request, name: str) -> HTMLResponse:
         return page(request, "pipeline.html", pipeline=_lazy(client.inspect_pipeline, name),
                     jobs=_lazy(client.list_jobs, name))
@@ -98,7 +100,7 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
     def datum(request: Request, job: str, datum: str) -> HTMLResponse:
         return page(request, "datum.html", job=job, datum=_lazy(client.inspect_datum, job, datum))
 
-    @app.get("/repos/{repo}", include_in_schema=False)
+    @app.get("/repos/{repo:name}", include_in_schema=False)
     def repo(request: Request, repo: str) -> HTMLResponse:
         return page(request, "repo.html", repo=_lazy(client.inspect_repo, repo),
                     branches=_lazy(client.list_branches, repo), commits=_lazy(client.list_commits, repo, None, 100))
@@ -107,8 +109,8 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
     def model(request: Request) -> HTMLResponse:
         return page(request, "model.html", models=_lazy(_models, require(models)))
 
-    @app.get("/repos/{repo}/commits/{ref}/browse", include_in_schema=False)
-    @app.get("/repos/{repo}/commits/{ref}/browse/{path:path}", include_in_schema=False)
+    @app.get("/repos/{repo:name}/commits/{ref}/browse", include_in_schema=False)
+    @app.get("/repos/{repo:name}/commits/{ref}/browse/{path:file}", include_in_schema=False)
     def browse(request: Request, repo: str, ref: str, path: str = "") -> HTMLResponse:
         return page(request, "browse.html", repo=repo, ref=ref, path="/" + path,
                     view=_lazy(_browse, client, repo, ref, "/" + path))
@@ -142,16 +144,16 @@ def _graph_svg(pipelines: list[dict], repos: list) -> str | None:
     """The DAG laid out by Graphviz ``dot`` as inline SVG, nodes linking to
     their pages; None when ``dot`` is not installed or fails."""
     lines = []
-    for r in repos:  # names are letters, digits, _ - . only (pipectl.pfs.names): safe in quotes
-        lines.append(f'"repo:{r.info.name}" [label="{r.info.name}", shape=cylinder, href="/repos/{r.info.name}", '
-                     f'id="repo-{r.info.name}"];')
+    for r in repos:  # names are letters, digits, _ - . and one / (pipectl.pfs.names): safe in quotes
+        lines.append(f'"repo:{r.info.name}" [label="{r.info.name}", shape=cylinder, '
+                     f'href="/repos/{quote(r.info.name)}", id="repo-{r.info.name}"];')
     for p in pipelines:
         info, job = p["info"], p["job"]
         state = "paused" if info.state == "paused" else (job.state if job else "-")
         progress = f"\\n{job.datums_processed + job.datums_skipped}/{job.datums_total} datums" if job else ""
         lines.append(f'"pipeline:{info.name}" [label="{info.name}\\n{state}{progress}", shape=box, '
-                     f'color="{STATE_COLOURS.get(state, "#757575")}", penwidth=2, href="/pipelines/{info.name}", '
-                     f'id="pipeline-{info.name}"];')
+                     f'color="{STATE_COLOURS.get(state, "#757575")}", penwidth=2, '
+                     f'href="/pipelines/{quote(info.name)}", id="pipeline-{info.name}"];')
         for name in p["inputs"]:
             source = f"pipeline:{name}" if any(q["info"].name == name for q in pipelines) else f"repo:{name}"
             lines.append(f'"{source}" -> "pipeline:{info.name}";')
@@ -177,14 +179,14 @@ def _provenance_svg(client: Client, commit: Commit) -> str | None:
     for (repo, cid), branch in nodes.items():
         here = ', penwidth=2, color="#1565c0"' if cid == commit.id and repo == commit.repo else ""
         lines.append(f'"{repo}@{cid}" [label="{repo}@{cid[:8]}\\n{branch}", shape=box{here}, '
-                     f'href="/repos/{repo}/commits/{cid}/browse", id="commit-{repo}-{cid[:8]}"];')
+                     f'href="/repos/{quote(repo)}/commits/{cid}/browse", id="commit-{repo}-{cid[:8]}"];')
     lines += [f'"{a[0]}@{a[1]}" -> "{b[0]}@{b[1]}";' for a, b in sorted(edges)]
     return _dot_svg(lines)
 
 
 def _dot_svg(lines: list[str]) -> str | None:
     """A directed graph of Graphviz statements ``lines`` (names are letters,
-    digits, ``_ - . @ :`` only: safe in quotes) laid out left to right by
+    digits, ``_ - . / @ :`` only: safe in quotes) laid out left to right by
     ``dot``, as inline SVG; None when ``dot`` is missing or fails."""
     dot = shutil.which("dot")
     if dot is None:

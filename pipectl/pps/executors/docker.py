@@ -165,7 +165,7 @@ class DockerExecutor(HandleExecutor):
         secret_env, secret_mounts = secrets.local(spec, self.secrets_dir)  # the user container's alone
         self._image(image)
         self._image(self.worker_image)
-        name = f"pipectl-{job.pipeline}-{job.id[:8]}-{index}-{os.urandom(2).hex()}"
+        name = f"pipectl-{job.pipeline.replace('/', '.')}-{job.id[:8]}-{index}-{os.urandom(2).hex()}"
         labels = {LABEL: "1", WORKER: name, "io.pipectl.controller": self.controller_id,
                   "io.pipectl.pipeline": job.pipeline, "io.pipectl.job": job.id, "io.pipectl.worker-index": str(index)}
         handle = DockerHandle(self.client, name)
