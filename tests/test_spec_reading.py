@@ -46,7 +46,7 @@ def test_a_pachyderm_1x_spec_in_proto3_json_is_read_as_pachctl_reads_it(cli, pfs
 
 
 @LOCAL
-@pytest.mark.parametrize("form", ["json-array", "json-stream", "yaml-documents"])
+@pytest.mark.parametrize("form", ["json-array", "json-stream", "yaml-documents", "json-documents"])
 def test_several_specs_in_one_file_are_created_in_order(form, cli, pfs, spec_file, run_controller):
     """pachctl creates every spec of a file, in order (2.x reads a JSON array
     or YAML documents, 1.x a stream of JSON objects): here the second reads
@@ -61,6 +61,8 @@ def test_several_specs_in_one_file_are_created_in_order(form, cli, pfs, spec_fil
         text, suffix = json.dumps([first, second]), ".json"
     elif form == "json-stream":  # pachctl 1.x
         text, suffix = json.dumps(first, indent=2) + "\n" + json.dumps(second, indent=2), ".json"
+    elif form == "json-documents":  # as Pachyderm's tensorflow example: JSON between ---, with a tab YAML refuses
+        text, suffix = json.dumps(first, indent=2) + "\t\n---\n" + json.dumps(second, indent=2), ".json"
     else:
         import yaml
         text, suffix = yaml.safe_dump_all([first, second]), ".yaml"

@@ -74,11 +74,15 @@ def parse(text: str, source: str = "spec") -> Any:
         raise InvalidArgument(f"{source}: nested too deeply to be a pipeline spec") from None
 
 
+_DOCUMENT_END = re.compile(r"---(?=\s|$)")
+
+
 def parse_all(text: str, source: str = "spec") -> list[Any]:
     """Every spec in ``text``, in order: one JSON object, a JSON array of
     them or YAML documents separated by ``---`` (as pachctl 2.x reads a
-    file of several), or a stream of JSON objects (as pachctl 1.x did).
-    Raises InvalidArgument."""
+    file of several; JSON documents so separated are read as JSON, which
+    allows the tabs YAML does not), or a stream of JSON objects (as pachctl
+    1.x did). Raises InvalidArgument."""
     if "\0" in text:
         raise InvalidArgument(f"{source}: not a spec: binary data (NUL bytes)")
     decoder = json.JSONDecoder()
@@ -87,6 +91,9 @@ def parse_all(text: str, source: str = "spec") -> list[Any]:
         while True:
             while at < len(text) and text[at].isspace():
                 at += 1
+            if found and _DOCUMENT_END.match(text, at):  # JSON documents as YAML separates them
+                at += 3
+                continue
             if at == len(text):
                 break
             value, at = decoder.raw_decode(text, at)
