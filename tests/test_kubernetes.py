@@ -60,22 +60,23 @@ def assert_outputs(pipeline: str, files: int) -> None:
 
 
 def test_job_runs_as_an_indexed_job_and_is_cleaned_up(k8s_env):
-    shell_pipeline("copy", "cp /pfs/in/* /pfs/out/; echo copied $PACH_DATUM_ID", files=6,
+    """A pipeline of project ``team`` over a repo of the default project."""
+    shell_pipeline("team/copy", "cp /pfs/in/* /pfs/out/; echo copied $PACH_DATUM_ID $PPS_PROJECT_NAME", files=6,
                    resource_requests={"cpu": "50m", "memory": "64Mi"}, resource_limits={"memory": "256Mi"},
-                   job_timeout="10m")
+                   job_timeout="10m", input={"pfs": {"repo": "in", "project": "default", "glob": "/*"}})
     r = run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
     assert "started Kubernetes Job" in r.err
-    job = the_job("copy")
+    job = the_job("team/copy")
     assert job["state"] == "success" and job["executor"] == "kubernetes", job
     assert job["datums_processed"] == 6
-    assert_outputs("copy", 6)
+    assert_outputs("team/copy", 6)
     assert k8s_jobs(k8s_env) == []  # deleted once the job ended...
     logs = json.loads(run_ok("get-logs", "--job", job["id"], "--workers", "--raw").out)
     assert len(logs) == 2  # ...after both pods' logs were kept
-    assert all(entry["worker"].startswith("pipectl-copy-") for entry in logs)
+    assert all(entry["worker"].startswith("pipectl-team-copy-") for entry in logs)
     assert sum(int(e["log"].split(" datums to run")[0].rsplit(" ", 1)[1]) for e in logs) == 6, logs
     datum_logs = run_ok("get-logs", "--job", job["id"]).out
-    assert datum_logs.count("copied") == 6
+    assert datum_logs.count("copied") == 6 and datum_logs.count(" team") == 6
 
 
 def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):

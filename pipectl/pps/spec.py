@@ -127,7 +127,8 @@ def validate(spec: Any, source: str = "spec", project: str | None = None) -> dic
     (``<source>: 3 problems: <path>: <reason>; ...``).
 
     Projects, as in Pachyderm 2.x: the pipeline belongs to
-    ``pipeline.project.name``, else to ``project`` (the CLI's
+    ``pipeline.project.name``, else to the project its name gives
+    (``team/edges``), else to ``project`` (the CLI's
     ``--project``), else to ``default``; an input's repo to its
     ``pfs.project``, else to the pipeline's. In the copy, ``pipeline.name``
     and each input's ``repo`` are qualified (``project/name``, see
@@ -155,7 +156,9 @@ def validate(spec: Any, source: str = "spec", project: str | None = None) -> dic
         except InvalidArgument as e:
             problems.append(f"{where}: {e}" if where else str(e))
 
-    own = (spec["pipeline"].get("project") or {}).get("name") or project or names.DEFAULT_PROJECT
+    own = ((spec["pipeline"].get("project") or {}).get("name")
+           or (names.project_of(spec["pipeline"]["name"]) if "/" in spec["pipeline"]["name"] else None)
+           or project or names.DEFAULT_PROJECT)
     check("pipeline.project.name", names.check_name, "project", own)
     if "/" in spec["pipeline"]["name"] and names.project_of(spec["pipeline"]["name"]) != own:
         problems.append(f"pipeline.name: {spec['pipeline']['name']!r} is not in project {own!r}")
