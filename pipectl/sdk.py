@@ -130,17 +130,10 @@ class PfsApi:
                          interval: float = 0.2) -> Iterator[Commit]:
         """Each finished commit of ``repo`` (of ``branch``) from now on
         (``all``: the existing ones first), oldest first, as it appears;
-        polls every ``interval`` seconds. An endless iterator."""
-        seen: set[str] = set()
-        first = True
-        while True:
-            for c in reversed(self._ops.list_commits(repo, branch)):
-                if c.finished and c.id not in seen:
-                    seen.add(c.id)
-                    if all or not first:
-                        yield c
-            first = False
-            time.sleep(interval)
+        polls every ``interval`` seconds (through a server: its event
+        stream). An endless iterator; each look reads the branches and the
+        new commits only, however long the history. Raises NotFound."""
+        return self._ops.subscribe_commits(repo, branch, all, interval)
 
     # files
     def get_file(self, *, repo: str, commit: str, path: str) -> BinaryIO:

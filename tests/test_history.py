@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import io
 
 import pytest
 
@@ -97,3 +98,25 @@ def test_a_poll_with_a_cache_reads_only_unfinished_jobs(store):
     assert len(jobs) == 300 and counted.calls["read"] == 4, counted.calls
     client.delete_pipeline("p1")  # its records go, and leave the cache
     assert len(client.pps.current_jobs(finished)) == 150 and len(finished) == 148
+
+
+@pytest.mark.parametrize("store_url", ["local"], indirect=True)
+def test_a_commit_watch_reads_the_branches_and_only_new_commits(store):
+    """What subscribe-commit and the API's commit stream poll with."""
+    from pipectl.pfs.model import now
+    client = Client(store)
+    client.create_repo("in")
+    for i in range(200):
+        client.put_files("in", "master", [(f"/f{i}", io.BytesIO(b"x"))])
+    counted = Counted(store)
+    pfs, since, heads = Client(counted).pfs, now(), {}
+    assert pfs.finished_since("in", since, heads) == []  # a look: branches, and the head, once
+    counted.calls.clear()
+    assert pfs.finished_since("in", since, heads) == []
+    assert counted.calls["read"] + counted.calls["read_versioned"] <= 2 and counted.calls["list"] <= 1, counted.calls
+    client.put_files("in", "master", [("/a", io.BytesIO(b"a"))])
+    client.put_files("in", "master", [("/b", io.BytesIO(b"b"))])
+    client.create_branch("in", "dev", "master^")  # an older commit: not new
+    new = pfs.finished_since("in", since, heads)
+    assert [c.id for c in new] == [c.id for c in client.list_commits("in", "master", 2)][::-1]
+    assert pfs.finished_since("in", since, heads) == []

@@ -4,12 +4,14 @@ Part of :class:`~pipectl.client.Client`."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import Conflict
 from ..pfs import PFS, Branch, Commit, FileEntry, Node, RepoInfo
 from ..pfs.files import Source
+from ..pfs.model import now
 from ..pfs.objects import TransferStats
 from ..pps import PPS
 
@@ -77,6 +79,24 @@ class DataOps:
     def inspect_commit(self, repo: str, ref: str) -> Commit:
         """``ref``: a commit id or branch, with ``^``/``~N``. Raises NotFound."""
         return self.pfs.inspect_commit(repo, ref)
+
+    def subscribe_commits(self, repo: str, branch: str | None = None, all: bool = False,
+                          interval: float = 0.2) -> Iterator[Commit]:
+        """Each commit of ``repo`` (reachable from ``branch``, or any) that
+        finishes from now on, oldest first (``all``: the finished ones
+        first), polling every ``interval`` s; each look reads the branches
+        and only the new commits (see :meth:`PFS.finished_since`). Endless.
+        Raises NotFound."""
+        since, heads, seen = now(), {}, set()
+        self.pfs.inspect_repo(repo)
+        old = [c for c in reversed(self.pfs.list_commits(repo, branch)) if c.finished] if all else []
+        while True:
+            for c in old + self.pfs.finished_since(repo, since, heads, branch):
+                if c.id not in seen:
+                    seen.add(c.id)
+                    yield c
+            old = []
+            time.sleep(interval)
 
     def delete_commit(self, repo: str, ref: str) -> None:
         """Delete a branch head commit. Raises NotFound, Conflict."""

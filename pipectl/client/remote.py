@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import Conflict, InvalidArgument, NotFound, PipectlError, StoreUnavailable, from_http
@@ -111,6 +112,16 @@ class RemoteClient:
 
     def finish_commit(self, repo: str, ref: str, description: str | None = None) -> Commit:
         return Commit.from_dict(self._json("POST", f"{self._ref(repo, ref)}/finish", json={"description": description}))
+
+    def subscribe_commits(self, repo: str, branch: str | None = None, all: bool = False,
+                          interval: float = 0.2) -> Iterator[Commit]:
+        # the server's event stream (it polls the store every 0.1 s; ``interval`` is not needed)
+        r = self._call("GET", "/watch/commits", params={"repo": repo, "branch": branch, "all": all}, stream=True,
+                       timeout=24 * 3600)
+        with contextlib.closing(r):
+            for line in r.iter_lines(decode_unicode=True):
+                if line.startswith("data: "):
+                    yield Commit.from_dict(json.loads(line[len("data: "):]))
 
     def list_commits(self, repo: str, branch: str | None = None, limit: int | None = None) -> list[Commit]:
         found = self._json("GET", f"{self._repo(repo)}/commits", params={"branch": branch, "limit": limit})

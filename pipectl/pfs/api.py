@@ -249,6 +249,32 @@ class PFS(Files):
         ordered = sorted(seen.values(), key=lambda c: (generation(c.id), c.started), reverse=True)
         return ordered[:limit] if limit else ordered
 
+    def finished_since(self, repo: str, since: str, heads: dict[str, str | None],
+                       branch: str | None = None) -> list[Commit]:
+        """The commits of ``repo`` reachable from ``branch`` (or any branch)
+        that finished after ``since`` (ISO time, as :func:`now`), oldest
+        first: what is new for a watcher that started then. ``heads``
+        (branch -> head, kept by the caller between calls) makes a call
+        read only the branches (and the new commits of those that moved):
+        a walk back from a head stops at the head seen last time or at a
+        commit finished before ``since`` (its ancestors did too: a commit
+        starts only once its parent has finished). Raises NotFound."""
+        found: dict[str, Commit] = {}
+        for b in [self.inspect_branch(repo, branch)] if branch else self.list_branches(repo):
+            cid, settled = b.head, True
+            while cid and cid != heads.get(b.name) and cid not in found:
+                c = self.inspect_commit(repo, cid)
+                if c.finished is None:  # an open head: walk again next time
+                    settled = False
+                elif c.finished <= since:
+                    break
+                else:
+                    found[cid] = c
+                cid = c.parent
+            if settled:
+                heads[b.name] = b.head
+        return sorted(found.values(), key=lambda c: c.finished or "")
+
     def start_commit(self, repo: str, branch: str, description: str = "", parent: str | None = None,
                      origin: str = "user") -> Commit:
         """Open a new commit on ``branch`` (created if missing) and move the

@@ -49,6 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, streams
 from ..client import Client
 from ..errors import InvalidArgument, PipectlError, http_status
+from ..pfs.model import now
 from .auth import COOKIE, request_role
 from .console import add_console
 from .models import ModelServer, require
@@ -337,8 +338,12 @@ def _routes(api: APIRouter, client: Client) -> None:
         """Server-sent events: ``event: commit`` with each commit of ``repo``
         finished from now on (``all``: the existing ones first), oldest first."""
         client.inspect_repo(repo)
-        return _events(lambda: [c.to_dict() for c in reversed(client.list_commits(repo, branch))
-                                if c.finished], "commit", key=lambda c: c["id"], skip_existing=not all)
+        since, heads = now(), {}
+        existing = [c.to_dict() for c in reversed(client.list_commits(repo, branch)) if c.finished] if all else []
+
+        def snapshot() -> list[dict]:  # reads the branches, and only the commits new since the last look
+            return existing + [c.to_dict() for c in client.pfs.finished_since(repo, since, heads, branch)]
+        return _events(snapshot, "commit", key=lambda c: c["id"], skip_existing=False)
 
     @api.get("/watch/jobs", tags=["watch"], responses={200: {"content": {"text/event-stream": {}}}})
     def watch_jobs(pipeline: str | None = None) -> StreamingResponse:
