@@ -16,7 +16,7 @@ import time
 
 import pytest
 import requests
-from helpers import READ, WRITE, assert_clean_error, run_cli, run_ok
+from helpers import READ, WRITE, api_server, assert_clean_error, run_cli, run_ok
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 def ok(response: requests.Response, status: int = 200):
@@ -109,24 +109,45 @@ def test_watch_streams_deliver_new_commits(server):
     """Server-sent events: a commit finished after the stream opened arrives
     as an ``event: commit``."""
     ok(server.call("POST", "/repos", json={"name": "feed"}), 201)
-    ok(server.call("PUT", "/repos/feed/commits/master/files/old", data=b"1"))
-    events: list[dict] = []
+    old = ok(server.call("PUT", "/repos/feed/commits/master/files/old", data=b"1"))
+    events: dict[bool, list[dict]] = {False: [], True: []}
 
-    def listen() -> None:
-        with server.call("GET", "/watch/commits", params={"repo": "feed"}, stream=True) as r:
+    def listen(all: bool) -> None:  # all: the finished commits first
+        with server.call("GET", "/watch/commits", params={"repo": "feed", "all": all}, stream=True) as r:
             kind = None
             for line in r.iter_lines(decode_unicode=True):
                 if line.startswith("event: "):
                     kind = line[7:]
                 elif line.startswith("data: ") and kind == "commit":
-                    events.append(json.loads(line[6:]))
-                    return
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
+                    events[all].append(json.loads(line[6:]))
+                    if len(events[all]) == 1 + all:
+                        return
+    listeners = [threading.Thread(target=listen, args=(all,), daemon=True) for all in (False, True)]
+    for t in listeners:
+        t.start()
     time.sleep(1)
     commit = ok(server.call("PUT", "/repos/feed/commits/master/files/new", data=b"2"))
-    listener.join(30)
-    assert [e["id"] for e in events] == [commit["id"]]
+    for t in listeners:
+        t.join(30)
+    assert [e["id"] for e in events[False]] == [commit["id"]]
+    assert [e["id"] for e in events[True]] == [old["id"], commit["id"]]
+
+
+@LOCAL
+def test_model_routes_without_a_reachable_model_server(server, tmp_path):
+    """No --model-server: 404 naming the option; one that cannot be reached:
+    502; a prediction body over the limit: 413 before anything is sent."""
+    r = server.call("GET", "/serving/models", token=READ)
+    assert r.status_code == 404 and "--model-server" in r.json()["error"], r.text
+    with api_server(tmp_path, "--model-server", "http://127.0.0.1:9") as gone:  # the discard port: nothing listens
+        r = gone.call("GET", "/serving/models", token=READ)
+        assert r.status_code == 502 and "model server http://127.0.0.1:9" in r.json()["error"], r.text
+        r = gone.call("POST", "/serving/predictions/iris", token=READ, data=b"1,2,3,4\n",
+                      headers={"Content-Type": "text/csv"})
+        assert r.status_code == 502, r.text  # a read token may ask; the model server is the problem
+        r = gone.call("POST", "/serving/predictions/iris", token=READ, data=b"0" * (65 << 20))
+        assert r.status_code == 413, r.text
+        assert requests.get(gone.root + "/model", cookies={"pipectl_token": READ}, timeout=30).status_code == 502
 
 
 @LOCAL

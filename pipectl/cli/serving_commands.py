@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import click
 
+from .context import NAME
+
 
 @click.command("serve")
-@click.option("--repo", required=True, envvar="PIPECTL_SERVING_REPO",
+@click.option("--repo", required=True, envvar="PIPECTL_SERVING_REPO", type=NAME,
               help="Repo holding the model (e.g. the train pipeline's output) [env PIPECTL_SERVING_REPO].")
 @click.option("--branch", default="master", show_default=True, envvar="PIPECTL_SERVING_BRANCH",
               help="Branch whose head commit is served [env PIPECTL_SERVING_BRANCH].")

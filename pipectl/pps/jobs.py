@@ -228,8 +228,7 @@ class Jobs:
             jid = hashlib.sha256(f"{jid}:run:{stamp}".encode()).hexdigest()[:32]
         job = JobInfo(jid, name, pipeline.version, pipeline.salt, pipeline.transform_hash, inputs,
                       output_commit=output_commit_id(jid), created=stamp)
-        self.create_job(job)
-        return job
+        return job if self.create_job(job) else self.inspect_job(jid, name)  # else a controller made it first
 
     def stop_job(self, job: str) -> JobInfo:
         """Mark a job killed; the controller stops its workers. Raises

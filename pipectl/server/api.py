@@ -60,6 +60,8 @@ SPOOL_BYTES = 8 << 20
 CHUNK = 1 << 20
 PREDICTIONS = "/api/v1/serving/predictions/"
 """Where predictions are asked for: POSTs that only read."""
+PREDICTION_BYTES = 64 << 20
+"""The largest prediction request passed on to the model server (which has its own limit)."""
 WATCH_INTERVAL = 0.1
 """Seconds between the store reads of a watch stream."""
 
@@ -129,8 +131,14 @@ def _model_routes(api: APIRouter, models: ModelServer | None) -> None:
                   "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}}})
     async def predict(name: str, request: Request) -> Response:
         """A prediction from the model server, its answer passed on as it
-        is (a read token is enough)."""
-        body = await request.body()
+        is (a read token is enough). 413 for a body over PREDICTION_BYTES."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > PREDICTION_BYTES:
+                raise HTTPException(413, f"a prediction request is limited to {PREDICTION_BYTES >> 20} MiB here")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         status, content, headers = await run_in_threadpool(
             require(models).predict, name, body, request.headers.get("content-type", "application/json"))
         return Response(content, status_code=status, headers=headers)

@@ -9,6 +9,7 @@ server with its TorchServe-style ``/models`` and ``/predictions`` routes.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from ..errors import BadGateway, NotFound
@@ -39,7 +40,7 @@ class ModelServer:
         listed = self._call("GET", "/models")
         try:
             names = [m["modelName"] for m in listed.json()["models"]]
-            return [self._call("GET", f"/models/{name}").json()[0] for name in names]
+            return [self._call("GET", f"/models/{_segment(name)}").json()[0] for name in names]
         except (ValueError, KeyError, IndexError, TypeError):
             raise BadGateway(f"model server {self.url}: unexpected answer to GET /models "
                                    f"({listed.status_code})") from None
@@ -49,9 +50,15 @@ class ModelServer:
         server's status, JSON body and ``X-Model-Version`` header as they
         are (errors included: the model server's message is the one to
         show). Raises BadGateway when it cannot be reached."""
-        answer = self._call("POST", f"/predictions/{name}", data=body, headers={"Content-Type": content_type})
+        answer = self._call("POST", f"/predictions/{_segment(name)}", data=body,
+                            headers={"Content-Type": content_type})
         headers = {k: v for k, v in answer.headers.items() if k.lower() in ("x-model-version", "content-type")}
         return answer.status_code, answer.content, headers
+
+
+def _segment(name: str) -> str:
+    """A model name as one path segment of the model server's URL, whatever it holds."""
+    return urllib.parse.quote(str(name), safe="")
 
 
 def require(server: ModelServer | None) -> ModelServer:

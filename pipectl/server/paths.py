@@ -22,32 +22,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 _KEPT = re.compile(r"(%2[fF]|%25)")
 
 
-class Name(Convertor):
-    """One path segment, ``%2F`` in it meaning ``/`` (a qualified name)."""
+class Escaped(Convertor):
+    """A path parameter matching ``regex`` in which the escapes
+    :class:`EncodedSlashes` kept are decoded; ``safe``: the characters a
+    URL built for it leaves as they are."""
 
-    regex = "[^/]+"
-
-    def convert(self, value: str) -> str:
-        return urllib.parse.unquote(value)
-
-    def to_string(self, value: str) -> str:
-        return urllib.parse.quote(value, safe="")
-
-
-class FilePath(Convertor):
-    """The rest of the path: a file's path in a commit."""
-
-    regex = ".*"
+    def __init__(self, regex: str, safe: str):
+        self.regex, self.safe = regex, safe
 
     def convert(self, value: str) -> str:
         return urllib.parse.unquote(value)
 
     def to_string(self, value: str) -> str:
-        return urllib.parse.quote(value, safe="/")
+        return urllib.parse.quote(value, safe=self.safe)
 
 
-register_url_convertor("name", Name())
-register_url_convertor("file", FilePath())
+register_url_convertor("name", Escaped("[^/]+", safe=""))  # one segment, %2F in it meaning / (project/name)
+register_url_convertor("file", Escaped(".*", safe="/"))  # the rest of the path: a file's path in a commit
 
 
 class EncodedSlashes:
