@@ -31,7 +31,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 from . import streams
@@ -241,7 +241,7 @@ class PpsApi:
                 raise TimeoutError(f"job {job} still {info.state} after {timeout:g}s")
             time.sleep(interval)
 
-    def run_pipeline(self, *, pipeline: str, commits: list[tuple[str, str]] = (),
+    def run_pipeline(self, *, pipeline: str, commits: Sequence[tuple[str, str]] = (),
                      reprocess: bool = False) -> JobInfo:
         """Start a new job of ``pipeline`` over its newest job's inputs
         (``commits``, ``(repo, commit or branch)``, in their place); only the

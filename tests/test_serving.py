@@ -318,6 +318,40 @@ def test_kserve_v2_protocol(trained, server):
     assert body["outputs"][0]["data"] == labels
 
 
+def test_tritonclient_at_its_defaults(trained, server):
+    """The standard KServe v2 / Triton client, ``tritonclient[http]``, with
+    its defaults: tensors sent and answered as binary data (the binary
+    tensor data extension), FP32 rows and FP64 columns; its answers are the
+    JSON protocol's."""
+    try:
+        import numpy as np
+        import tritonclient.http as triton
+    except ImportError:
+        skip("stages", "tritonclient missing: pip install -e '.[test]'")
+    rows = [SETOSA, [6.7, 3.0, 5.2, 2.3], [6.1, 2.8, 4.7, 1.2]]
+    labels = server.post("/predictions/iris", rows).json()["predictions"]
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready("iris")
+    matrix = triton.InferInput("input-0", [3, 4], "FP32")
+    matrix.set_data_from_numpy(np.array(rows, dtype=np.float32))  # binary_data=True: the default
+    result = client.infer("iris", [matrix])  # no outputs named: every output, in binary
+    assert [b.decode() for b in result.as_numpy("predictions")] == labels
+    assert result.as_numpy("probabilities").shape == (3, 3) and result.as_numpy("probabilities").dtype == np.float32
+    assert result.get_response()["model_version"] == trained.pfs.inspect_commit("train", "master").id
+    columns = []
+    for i, f in enumerate(FEATURES):
+        columns.append(triton.InferInput(f, [3, 1], "FP64"))
+        columns[-1].set_data_from_numpy(np.array([[r[i]] for r in rows], dtype=np.float64))
+    result = client.infer("iris", columns, outputs=[triton.InferRequestedOutput("predictions", binary_data=False)])
+    assert result.get_output("predictions")["data"] == labels and result.as_numpy("probabilities") is None
+    bad = triton.InferInput("input-0", [1, 4], "FP32")
+    bad.set_data_from_numpy(np.array([SETOSA], dtype=np.float32))
+    bad._raw_data = bad._raw_data[:-4]  # noqa: SLF001 (a body shorter than its tensor says: refused by name)
+    bad._parameters["binary_data_size"] = 12  # noqa: SLF001
+    with pytest.raises(Exception, match="needs 16 bytes, binary_data_size is 12"):
+        client.infer("iris", [bad])
+
+
 JSON, CSV = "application/json", "text/csv"
 TENSOR = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": SETOSA}
 

@@ -87,7 +87,7 @@ class DataOps:
         first), polling every ``interval`` s; each look reads the branches
         and only the new commits (see :meth:`PFS.finished_since`). Endless.
         Raises NotFound."""
-        since, heads, seen = now(), {}, set()
+        since, heads, seen = now(), dict[str, str | None](), set[str]()
         self.pfs.inspect_repo(repo)
         old = [c for c in reversed(self.pfs.list_commits(repo, branch)) if c.finished] if all else []
         while True:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InvalidArgument, NotFound
@@ -86,7 +87,7 @@ class PipelineOps:
             cron.commit_tick(self.pps.pfs, c, at)
         return [c["repo"] for c in inputs]
 
-    def run_pipeline(self, name: str, commits: list[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
+    def run_pipeline(self, name: str, commits: Sequence[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
         """Start a new job of ``name`` over its newest job's inputs (with
         ``commits``, ``(repo, commit or branch)``, in their place): only the
         datums that did not succeed before run, or every one with

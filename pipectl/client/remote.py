@@ -15,7 +15,7 @@ import contextlib
 import io
 import json
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ..errors import Conflict, InvalidArgument, NotFound, PipectlError, StoreUnavailable, from_http
@@ -240,7 +240,7 @@ class RemoteClient:
     def run_cron(self, name: str) -> list[str]:
         return self._json("POST", f"/pipelines/{_quote(name)}/cron")["ticked"]
 
-    def run_pipeline(self, name: str, commits: list[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
+    def run_pipeline(self, name: str, commits: Sequence[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
         body = {"commits": [{"repo": r, "commit": c} for r, c in commits], "reprocess": reprocess}
         return JobInfo.from_dict(self._json("POST", f"/pipelines/{_quote(name)}/run", json=body))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import Conflict, InvalidArgument, NotFound, PreconditionFailed
@@ -189,7 +190,7 @@ class Jobs:
                 self._written_jobs[key] = (version, data)
             return info
 
-    def run_pipeline(self, name: str, commits: list[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
+    def run_pipeline(self, name: str, commits: Sequence[tuple[str, str]] = (), reprocess: bool = False) -> JobInfo:
         """Start a new job of pipeline ``name`` over the input commits of
         its newest job, with ``commits`` (``(repo, commit or branch)``)
         put in place of those inputs' commits: Pachyderm's ``run

@@ -86,7 +86,8 @@ def parse_all(text: str, source: str = "spec") -> list[Any]:
     if "\0" in text:
         raise InvalidArgument(f"{source}: not a spec: binary data (NUL bytes)")
     decoder = json.JSONDecoder()
-    found, at = [], 0
+    found: list[Any] = []
+    at = 0
     try:
         while True:
             while at < len(text) and text[at].isspace():

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
@@ -196,18 +196,29 @@ class Endpoints:
         version = self._version(request)
         return _versioned({"name": self.slot.name, "ready": True}, version)
 
-    async def v2_infer(self, request: Request) -> JSONResponse:
+    async def v2_infer(self, request: Request) -> Response:
         version = self._version(request)
-        body = await self._body(request, "application/json", version)
+        header_length = request.headers.get(v2.HEADER_LENGTH)
+        body = await self._body(request, "application/octet-stream" if header_length else "application/json",
+                                version)
 
         def parse() -> tuple[Any, list, Any]:
-            payload = instances.parse_json(body)
-            rows, outputs = v2.parse_request(payload, version.features)
+            head, binary = v2.split_body(body, header_length)
+            payload = instances.parse_json(head)
+            rows, outputs = v2.parse_request(payload, version.features, binary)
             self._check_rows(len(rows))
             return payload, rows, outputs
         payload, rows, outputs = await self._off_loop(body, parse)
-        return await _predict(version, rows, lambda result: _versioned(
-            v2.response(self.slot.name, version, result, payload.get("id"), outputs), version))
+
+        def answer(result: Prediction) -> Response:
+            names = None if outputs is None else [name for name, _ in outputs]
+            out = v2.response(self.slot.name, version, result, payload.get("id"), names)
+            data, length = v2.render(out, {name for name, binary in outputs or () if binary})
+            headers = {"X-Model-Version": version.id} | ({v2.HEADER_LENGTH: str(length)} if length is not None
+                                                          else {})
+            return Response(data, media_type="application/octet-stream" if length is not None
+                            else "application/json", headers=headers)
+        return await _predict(version, rows, answer)
 
 
 def describe(slot: ModelSlot) -> dict[str, Any]:
@@ -230,7 +241,7 @@ def describe(slot: ModelSlot) -> dict[str, Any]:
 
 
 async def _predict(version: ModelVersion, rows: list[list[float]],
-                   answer: Callable[[Prediction], JSONResponse]) -> JSONResponse:
+                   answer: Callable[[Prediction], Response]) -> Response:
     """``answer(version.predict(rows))``: on the event loop for a few rows,
     else in a thread, so that neither the forward pass nor building and
     rendering a large answer holds up other requests (health checks)."""

@@ -22,11 +22,23 @@ Inputs come in one of two layouts:
 
 ``probabilities`` exists only for models that give them. Problems raise
 :class:`~.errors.BadRequest`.
+
+The binary tensor data extension (KServe v2 and Triton, what
+``tritonclient`` sends by default): a request with an
+``Inference-Header-Content-Length: N`` header holds N bytes of JSON, then
+the raw data of every input whose ``parameters.binary_data_size`` is set,
+in input order, little-endian (``BYTES`` elements each with a 4-byte
+little-endian length first). Outputs asked for with ``parameters.binary_data``
+(or all, with the request's ``parameters.binary_data_output``) are answered
+the same way: their JSON gives ``binary_data_size`` instead of ``data``, the
+bytes follow the JSON, and the header gives the JSON's length.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,25 +49,67 @@ from .model import ModelVersion, Prediction
 NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
            "UINT8", "UINT16", "UINT32", "UINT64"}
 OUTPUTS = ("predictions", "probabilities")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+"""The binary extension's header: the length of the JSON part of the body."""
+FORMATS = {"FP16": "e", "FP32": "f", "FP64": "d", "INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q",
+           "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q"}
+"""``struct`` codes of the numeric datatypes, as their binary data holds them."""
 
 
-def parse_request(payload: Any, features: Sequence[str] | None) -> tuple[Rows, list[str] | None]:
-    """``(rows, requested output names or None for all)`` from a decoded infer request."""
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """``(JSON part, binary part)`` of a request body, by the value of its
+    ``Inference-Header-Content-Length`` header (None: all JSON)."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise BadRequest(f"{HEADER_LENGTH} must be a number of bytes, not {header_length!r}") from None
+    if not 0 <= n <= len(body):
+        raise BadRequest(f"{HEADER_LENGTH} {n} is beyond the body's {len(body)} bytes")
+    return body[:n], body[n:]
+
+
+def parse_request(payload: Any, features: Sequence[str] | None,
+                  binary: bytes = b"") -> tuple[Rows, list[tuple[str, bool]] | None]:
+    """``(rows, requested outputs or None for all)`` from a decoded infer
+    request and the binary part of its body; each requested output is
+    ``(name, wanted in binary)``."""
     if not isinstance(payload, dict):
         raise BadRequest('an infer request is a JSON object with "inputs"')
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest('"inputs" must be a non-empty list of tensors')
-    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+    reader = _Binary(binary)
+    tensors = [_tensor(t, i, reader) for i, t in enumerate(inputs)]
+    if reader.left():
+        raise BadRequest(f"{reader.left()} bytes of binary data follow the inputs' binary_data_size")
     if len(tensors) == 1:
         rows = _rows_from_matrix(*tensors[0], features)
     else:
         rows = _rows_from_columns({normalize_name(name): (name, shape, data) for name, shape, data in tensors},
                                   features)
-    return rows, _requested_outputs(payload.get("outputs"))
+    parameters = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
+    return rows, _requested_outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
 
 
-def _tensor(tensor: Any, index: int) -> tuple[str, list[int], list[float]]:
+class _Binary:
+    """The binary part of a request, taken input by input."""
+
+    def __init__(self, data: bytes):
+        self.data, self.at = data, 0
+
+    def take(self, n: int, name: str) -> bytes:
+        if self.at + n > len(self.data):
+            raise BadRequest(f"input {name}: binary_data_size {n} runs past the end of the body")
+        self.at += n
+        return self.data[self.at - n:self.at]
+
+    def left(self) -> int:
+        return len(self.data) - self.at
+
+
+def _tensor(tensor: Any, index: int, binary: _Binary) -> tuple[str, list[int], list[float]]:
     """``(name, shape, flat values)`` of one input tensor, checked."""
     if not isinstance(tensor, dict):
         raise BadRequest(f"input {index} must be an object with name, shape, datatype, data")
@@ -69,9 +123,20 @@ def _tensor(tensor: Any, index: int) -> tuple[str, list[int], list[float]]:
     if datatype not in NUMERIC:
         raise BadRequest(f"input {name}: datatype {datatype!r} is not numeric "
                          f"(use one of {', '.join(sorted(NUMERIC))})")
-    if "data" not in tensor:
+    size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor.get("parameters"), dict) \
+        else None
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequest(f"input {name}: binary_data_size must be a number of bytes")
+        raw, code = binary.take(size, name), FORMATS[datatype]
+        if size != math.prod(shape) * struct.calcsize(code):
+            raise BadRequest(f"input {name}: shape {shape} of {datatype} needs "
+                             f"{math.prod(shape) * struct.calcsize(code)} bytes, binary_data_size is {size}")
+        flat = list(struct.unpack(f"<{math.prod(shape)}{code}", raw))
+    elif "data" not in tensor:
         raise BadRequest(f"input {name} has no data")
-    flat = _flatten(tensor["data"])
+    else:
+        flat = _flatten(tensor["data"])
     if len(flat) != math.prod(shape):
         raise BadRequest(f"input {name}: shape {shape} needs {math.prod(shape)} values, data has {len(flat)}")
     return name, shape, [number(v, f"input {name}, value {i}") for i, v in enumerate(flat)]
@@ -122,22 +187,42 @@ def _rows_from_columns(named: dict, features: Sequence[str] | None) -> Rows:
     return [list(row) for row in zip(*columns)]
 
 
-def _requested_outputs(outputs: Any) -> list[str] | None:
+def _requested_outputs(outputs: Any, binary: bool) -> list[tuple[str, bool]] | None:
+    """``[(name, in binary)]`` asked for (None: every output, each in
+    binary if ``binary``, the request's ``binary_data_output``)."""
     if outputs is None:
-        return None
+        return None if not binary else [(o, True) for o in OUTPUTS]
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
         raise BadRequest('"outputs" must be a list of {"name": ...} objects')
-    names = [o["name"] for o in outputs]
-    unknown = [n for n in names if n not in OUTPUTS]
+    unknown = [o["name"] for o in outputs if o["name"] not in OUTPUTS]
     if unknown:
         raise BadRequest(f"unknown output(s) {', '.join(unknown)}: the outputs are {', '.join(OUTPUTS)}")
-    return names
+    return [(o["name"], (o.get("parameters") or {}).get("binary_data", binary) is True) for o in outputs]
+
+
+def render(body: dict, binary: set[str]) -> tuple[bytes, int | None]:
+    """An infer response as bytes, the outputs named in ``binary`` as
+    binary data after the JSON; with the JSON's length for the
+    ``Inference-Header-Content-Length`` header (None: all JSON)."""
+    chunks = []
+    for tensor in body["outputs"]:
+        if tensor["name"] in binary:
+            values = tensor.pop("data")
+            if tensor["datatype"] == "BYTES":
+                raw = b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in values))
+            else:
+                raw = struct.pack(f"<{len(values)}{FORMATS[tensor['datatype']]}", *values)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+    head = json.dumps(body).encode()
+    return (head + b"".join(chunks), len(head)) if chunks else (head, None)
 
 
 def response(name: str, version: ModelVersion, prediction: Prediction, request_id: Any,
              requested: list[str] | None) -> dict:
-    """The infer response body for ``prediction`` (see the module doc)."""
+    """The infer response body for ``prediction`` (see the module doc);
+    ``requested``: the output names asked for (None: all)."""
     n = len(prediction.labels)
     tensors = {"predictions": {"name": "predictions", "shape": [n],
                                "datatype": "BYTES" if _all_text(prediction.labels) else "FP64",
