@@ -66,8 +66,8 @@ class Trained:
         self.pfs = PFS(open_store(url))
         self.env = {"PIPECTL_STORE": url}
 
-    def cli(self, *args: str, timeout: float = 600):
-        return ok(run_cli(*args, env=self.env, timeout=timeout))
+    def cli(self, *args: str, timeout: float = 600, **kw):
+        return ok(run_cli(*args, env=self.env, timeout=timeout, **kw))
 
     def controller(self):
         return self.cli("controller", "--exit-when-idle", "--poll-interval", "0.05",
@@ -350,6 +350,31 @@ def test_tritonclient_at_its_defaults(trained, server):
     bad._parameters["binary_data_size"] = 12  # noqa: SLF001
     with pytest.raises(Exception, match="needs 16 bytes, binary_data_size is 12"):
         client.infer("iris", [bad])
+
+
+def test_any_model_commit_is_served_by_version_id(trained, server):
+    """A model version is a commit: an earlier or other commit of the model
+    repo is loaded on demand and answers by its id (TorchServe's
+    /predictions/<model>/<version>, KServe's /versions/<version>/), while
+    the branch head stays the default."""
+    head = trained.pfs.inspect_commit("train", "master").id
+    trained.cli("create-branch", "train", "exp", "--head", "master")
+    trained.cli("put-file", "train", "exp", "/NOTE", "-f", "-", input=b"same model, another commit\n")
+    other = trained.pfs.inspect_commit("train", "exp").id
+    assert other != head
+    answer = server.post(f"/predictions/iris/{other}", [SETOSA])
+    assert answer.status_code == 200 and answer.json()["model_version"] == other, answer.text
+    assert answer.headers["X-Model-Version"] == other and answer.json()["predictions"] == ["setosa"]
+    assert server.post("/predictions/iris", [SETOSA]).json()["model_version"] == head  # the default: the head
+    body = server.post(f"/v2/models/iris/versions/{other}/infer", {"inputs": [TENSOR]}).json()
+    assert body["model_version"] == other and body["outputs"][0]["data"] == ["setosa"]
+    assert server.get(f"/v2/models/iris/versions/{other}").json()["versions"] == [other]
+    assert server.get(f"/v2/models/iris/versions/{head}/ready").json()["ready"] is True
+    described = server.get("/models/iris").json()[0]
+    assert described["modelVersion"] == head and described["pinnedVersions"] == [other]
+    for missing in ("0" * 32, "master", "not-an-id"):
+        r = server.post(f"/predictions/iris/{missing}", [SETOSA])
+        assert r.status_code == 404 and f"model iris has no version {missing}" in r.json()["message"], r.text
 
 
 JSON, CSV = "application/json", "text/csv"

@@ -25,9 +25,11 @@ KServe v2)::
     GET  /models                    {"models": [{"modelName", "modelUrl", "modelVersion"}]}
     GET  /models/{name}             [{... "modelVersion", "provenance", "features", "classes"}]
     POST /predictions/{name}        JSON or text/csv rows -> {"predictions", "probabilities", "model_version"}
+    POST /predictions/{name}/{v}    the same, from model version v (any model commit id of the repo)
     GET  /v2/health/live | ready    liveness | readiness (503 until a model is loaded)
     GET  /v2/models/{name}[/ready]  model metadata (inputs, outputs, versions)
     POST /v2/models/{name}/infer    {"inputs": [tensor...]} -> {"outputs": [tensor...], "model_version"}
+    .../v2/models/{name}/versions/{v}[/ready|/infer]   the same, of model version v
 
 Every prediction response carries the model version (the model commit id),
 in its body and in the ``X-Model-Version`` header.

@@ -70,12 +70,16 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
         Route("/models", endpoints.list_models),
         Route("/models/{name}", endpoints.describe_model),
         Route("/predictions/{name}", endpoints.predictions, methods=["POST"]),
+        Route("/predictions/{name}/{version}", endpoints.predictions, methods=["POST"]),
         Route("/v2", endpoints.v2_server),
         Route("/v2/health/live", endpoints.v2_live),
         Route("/v2/health/ready", endpoints.v2_ready),
         Route("/v2/models/{name}", endpoints.v2_model),
         Route("/v2/models/{name}/ready", endpoints.v2_model_ready),
         Route("/v2/models/{name}/infer", endpoints.v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", endpoints.v2_model),
+        Route("/v2/models/{name}/versions/{version}/ready", endpoints.v2_model_ready),
+        Route("/v2/models/{name}/versions/{version}/infer", endpoints.v2_infer, methods=["POST"]),
     ]
     handlers = {ServingError: _serving_error, HTTPException: _http_error, ClientDisconnect: _disconnected,
                 Exception: _internal_error}
@@ -143,10 +147,13 @@ class Endpoints:
         if name != self.slot.name:
             raise ModelNotFound(f"model {name} not found: this server serves model {self.slot.name}")
 
-    def _version(self, request: Request) -> ModelVersion:
-        """The version to answer with: 404 for another model name, 503 for none."""
+    async def _version(self, request: Request) -> ModelVersion:
+        """The version to answer with: the one the URL names (a model
+        commit id, loaded on first use), else the branch head's; 404 for
+        another model name or an unknown version, 503 for none."""
         self._check_name(request)
-        return self.slot.require()
+        pinned = request.path_params.get("version")
+        return self.slot.require() if pinned is None else await run_in_threadpool(self.slot.pinned, pinned)
 
     # TorchServe / MMS ----------------------------------------------------
     async def ping(self, request: Request) -> JSONResponse:
@@ -164,7 +171,7 @@ class Endpoints:
         return JSONResponse([describe(self.slot)])
 
     async def predictions(self, request: Request) -> JSONResponse:
-        version = self._version(request)
+        version = await self._version(request)
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = await self._body(request, media, version)
         rows = await self._off_loop(body, self._rows, body, media, version)
@@ -189,15 +196,15 @@ class Endpoints:
                             200 if ready else 503)
 
     async def v2_model(self, request: Request) -> JSONResponse:
-        version = self._version(request)
+        version = await self._version(request)
         return _versioned(v2.metadata(self.slot.name, version), version)
 
     async def v2_model_ready(self, request: Request) -> JSONResponse:
-        version = self._version(request)
+        version = await self._version(request)
         return _versioned({"name": self.slot.name, "ready": True}, version)
 
     async def v2_infer(self, request: Request) -> Response:
-        version = self._version(request)
+        version = await self._version(request)
         header_length = request.headers.get(v2.HEADER_LENGTH)
         body = await self._body(request, "application/octet-stream" if header_length else "application/json",
                                 version)
@@ -235,6 +242,7 @@ def describe(slot: ModelSlot) -> dict[str, Any]:
     else:
         out.update(loadedAt=version.loaded_at, loadSeconds=round(version.load_seconds, 3),
                    features=version.features, classes=version.classes, provenance=version.provenance())
+    out["pinnedVersions"] = slot.pinned_versions()
     if slot.last_error is not None:
         out["lastError"] = slot.last_error
     return out

@@ -14,10 +14,15 @@ A commit the handler fails to load is remembered and not retried until the
 branch moves again; one whose download fails (the store is unreachable) is
 retried at the next poll. Either way the previous version, if any, keeps
 serving.
+
+Any other finished commit of the repo can be asked for by id
+(:meth:`ModelSlot.pinned`, KServe's and TorchServe's model version): it is
+loaded on first use and kept among the :data:`PINNED` most recently used.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -28,13 +33,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import NotFound, PipectlError
-from ..pfs import PFS, Commit
+from ..errors import InvalidArgument, NotFound, PipectlError
+from ..pfs import PFS, Commit, names
 from ..pfs.model import now
-from .errors import BadRequest, ModelUnavailable
+from .errors import BadRequest, ModelNotFound, ModelUnavailable
 from .handler import LoadFunction
 
 log = logging.getLogger("pipectl.serving")
+
+PINNED = 4
+"""How many versions asked for by id (besides the branch head) stay loaded."""
 
 
 @dataclasses.dataclass
@@ -123,6 +131,8 @@ class ModelSlot:
         self.last_error: dict | None = None
         self._workdir = tempfile.mkdtemp(prefix="pipectl-serve-")
         self._lock = threading.Lock()  # held by refresh and close
+        self._pinned: collections.OrderedDict[str, ModelVersion] = collections.OrderedDict()  # by commit id, LRU
+        self._pin_lock = threading.Lock()  # held while a pinned version loads
         self._closed = False
         self._last_warning = ""
 
@@ -137,6 +147,39 @@ class ModelSlot:
         if version is None:
             raise ModelUnavailable(f"model {self.name} is not available: {self.reason}")
         return version
+
+    def pinned(self, version: str) -> ModelVersion:
+        """Model commit ``version`` (an id) of the repo, loaded on first use
+        (blocking: call it off the event loop) and kept among the
+        :data:`PINNED` most recently asked for; the served head needs no
+        load. Raises ModelNotFound (no such finished commit),
+        ModelUnavailable (it cannot be downloaded or loaded)."""
+        current = self.current
+        if current is not None and current.id == version:
+            return current
+        with self._pin_lock:
+            if version in self._pinned:
+                self._pinned.move_to_end(version)
+                return self._pinned[version]
+            try:
+                if not names.is_commit_id(version):  # a branch or ^ would name a moving target
+                    raise NotFound(version)
+                commit = self.pfs.inspect_commit(self.repo, version)
+            except (NotFound, InvalidArgument):
+                raise ModelNotFound(f"model {self.name} has no version {version}: "
+                                    f"not a commit of repo {self.repo}") from None
+            if commit.is_open:
+                raise ModelNotFound(f"model {self.name} version {version} is an open commit")
+            loaded = self._fetch(commit)
+            self._pinned[version] = loaded
+            while len(self._pinned) > PINNED:
+                _, evicted = self._pinned.popitem(last=False)  # requests holding it keep its model
+                shutil.rmtree(evicted.directory, ignore_errors=True)
+            return loaded
+
+    def pinned_versions(self) -> list[str]:
+        """The ids of the versions loaded by :meth:`pinned`, least recently used first."""
+        return list(self._pinned)
 
     def refresh(self) -> bool:
         """Load the branch head if it is a new finished commit, and swap it in.
@@ -182,25 +225,33 @@ class ModelSlot:
         return head
 
     def _load_commit(self, commit: Commit) -> ModelVersion | None:
-        """Download and load ``commit``; None (logged and recorded) when that fails."""
+        """Download and load the head ``commit``; None (logged and recorded) when that fails."""
+        try:
+            return self._fetch(commit)
+        except _DownloadFailed as e:  # the store or the disk: try again at the next poll
+            self._no_head(f"{e} (will retry)")
+        except ModelUnavailable as e:  # handler code: remembered, not retried
+            log.error("%s", e)
+            self.last_error = {"commit": commit.id, "error": str(e), "at": now()}
+            if self.current is None:
+                self.reason = str(e)
+        return None
+
+    def _fetch(self, commit: Commit) -> ModelVersion:
+        """Download and load ``commit``. Raises _DownloadFailed (store or
+        disk), ModelUnavailable (the handler failed)."""
         started = time.perf_counter()
         directory = tempfile.mkdtemp(prefix=f"{commit.id}-", dir=self._workdir)
         try:
             self._download(commit, directory)
-        except (PipectlError, OSError) as e:  # the store or the disk: try again at the next poll
+        except (PipectlError, OSError) as e:
             shutil.rmtree(directory, ignore_errors=True)
-            self._no_head(f"cannot download model commit {commit.id} (will retry): {e}")
-            return None
+            raise _DownloadFailed(f"cannot download model commit {commit.id}: {e}") from None
         try:
             model = self._load(directory)
-        except Exception as e:  # noqa: BLE001  (handler code: remembered, not retried)
+        except Exception as e:  # noqa: BLE001  (handler code)
             shutil.rmtree(directory, ignore_errors=True)
-            message = f"cannot load model commit {commit.id}: {type(e).__name__}: {e}"
-            log.error("%s", message)
-            self.last_error = {"commit": commit.id, "error": message, "at": now()}
-            if self.current is None:
-                self.reason = message
-            return None
+            raise ModelUnavailable(f"cannot load model commit {commit.id}: {type(e).__name__}: {e}") from None
         return ModelVersion(commit, model, directory, now(), time.perf_counter() - started,
                             _names(model, "features"),
                             _names(model, "classes") if hasattr(model, "predict_proba") else None)
@@ -244,3 +295,7 @@ class ModelSlot:
         if commit.pipeline:
             return f"pipeline {commit.pipeline} v{commit.pipeline_version}, job {commit.job}"
         return f"{commit.origin} commit"
+
+
+class _DownloadFailed(ModelUnavailable):
+    """A model commit could not be downloaded (the store or the disk)."""
