@@ -349,6 +349,19 @@ def test_custom_values(custom_objs):
     assert backend == {"name": svc["metadata"]["name"], "port": {"number": svc["spec"]["ports"][0]["port"]}}
 
 
+def test_serving_autoscaling(render):
+    """``serving.autoscaling.enabled``: a HorizontalPodAutoscaler (autoscaling/v2,
+    CPU) owns the model server's replica count."""
+    assert not [o for o in render(*REQUIRED) if o["kind"] == "HorizontalPodAutoscaler"]
+    objs = render(*REQUIRED, "--set", "serving.autoscaling.enabled=true", "--set", "serving.autoscaling.maxReplicas=6")
+    hpa = one(objs, "HorizontalPodAutoscaler", f"{FULLNAME}-serving")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULLNAME}-serving"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert "replicas" not in one(objs, "Deployment", f"{FULLNAME}-serving")["spec"]
+
+
 def test_serving_disabled(render):
     objs = render(*REQUIRED, "--set", "serving.enabled=false", "--set", "serving.ingress.enabled=true")
     assert Counter(o["kind"] for o in objs) == {

@@ -78,6 +78,9 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     assert answer.status_code == 200, answer.text
     assert answer.json()["model_version"] == model["id"]
     assert answer.json()["predictions"] == expected
+    metrics = requests.get(f"{base}/metrics", timeout=10).text  # what Prometheus scrapes, through the Service
+    assert f'pipectl_serving_requests_total{{model="iris",status="200",version="{model["id"]}"}}' in metrics, \
+        metrics[:2000]
 
     # The API, through its Service, with the read token: the jobs it ran; the CLI through it.
     service = json.loads(cluster.kubectl("-n", ns, "get", "service", "pipectl-server", "-o", "json"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -375,6 +376,38 @@ def test_any_model_commit_is_served_by_version_id(trained, server):
     for missing in ("0" * 32, "master", "not-an-id"):
         r = server.post(f"/predictions/iris/{missing}", [SETOSA])
         assert r.status_code == 404 and f"model iris has no version {missing}" in r.json()["message"], r.text
+
+
+def _samples(text: str, name: str) -> dict[frozenset, float]:
+    """The samples of metric ``name`` in Prometheus text: labels -> value."""
+    found = {}
+    for labels, value in re.findall(rf"^{name}{{(.*?)}} (\S+)$", text, re.M):
+        found[frozenset(re.findall(r'(\w+)="([^"]*)"', labels))] = float(value)
+    return found
+
+
+def test_metrics_count_predictions_by_version_and_status(trained, server):
+    """``/metrics`` (Prometheus text): requests and latency by model,
+    version and status, rows per forward pass, each held version's load time."""
+    head = trained.pfs.inspect_commit("train", "master").id
+
+    def count(status: str, version: str = head) -> float:
+        text = server.get("/metrics").text
+        return _samples(text, "pipectl_serving_requests_total").get(
+            frozenset({("model", "iris"), ("version", version), ("status", status)}), 0)
+    ok_before, bad_before = count("200"), count("400")
+    assert server.post("/predictions/iris", [SETOSA, SETOSA, SETOSA]).status_code == 200
+    assert server.post("/v2/models/iris/infer", {"inputs": [TENSOR]}).status_code == 200
+    assert server.post("/predictions/iris", [1, 2]).status_code == 400
+    assert count("200") == ok_before + 2
+    assert count("400", "none") + count("400") >= bad_before + 1
+    text = server.get("/metrics").text
+    assert server.get("/metrics").headers["content-type"].startswith("text/plain")
+    seconds = _samples(text, "pipectl_serving_request_seconds_count")
+    assert seconds[frozenset({("model", "iris"), ("version", head), ("status", "200")})] >= 2
+    rows = _samples(text, "pipectl_serving_batch_rows_bucket")
+    assert rows[frozenset({("model", "iris"), ("le", "2.0")})] < rows[frozenset({("model", "iris"), ("le", "4.0")})]
+    assert _samples(text, "pipectl_serving_model_load_seconds")[frozenset({("model", "iris"), ("version", head)})] > 0
 
 
 JSON, CSV = "application/json", "text/csv"

@@ -15,6 +15,7 @@ Modules (each small, the lower ones free of any web framework):
   :class:`ModelSlot` (the current version, refreshed from the branch head).
 - :mod:`.instances`: JSON and CSV request bodies to rows of numbers.
 - :mod:`.v2`: the KServe Open Inference Protocol (v2) request and response.
+- :mod:`.metrics`: Prometheus metrics (prometheus_client).
 - :mod:`.app`: the Starlette application (routes below); :mod:`.server`
   runs it under uvicorn.
 
@@ -22,6 +23,7 @@ HTTP API (MXNet Model Server / TorchServe inference and management, plus
 KServe v2)::
 
     GET  /ping                      {"status": "Healthy"} | 503 until a model is loaded
+    GET  /metrics                   Prometheus metrics (see :mod:`.metrics`)
     GET  /models                    {"models": [{"modelName", "modelUrl", "modelVersion"}]}
     GET  /models/{name}             [{... "modelVersion", "provenance", "features", "classes"}]
     POST /predictions/{name}        JSON or text/csv rows -> {"predictions", "probabilities", "model_version"}

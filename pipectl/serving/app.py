@@ -27,6 +27,7 @@ from starlette.routing import Route
 from .. import __version__
 from . import instances, v2
 from .errors import ModelNotFound, ServingError, TooLarge, UnsupportedMediaType
+from .metrics import Metrics
 from .model import ModelSlot, ModelVersion, Prediction
 
 log = logging.getLogger("pipectl.serving")
@@ -64,8 +65,10 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
                 await task
             await anyio.to_thread.run_sync(slot.close)
 
-    endpoints = Endpoints(slot, max_rows)
+    metrics = Metrics(slot)
+    endpoints = Endpoints(slot, max_rows, metrics)
     routes = [
+        Route("/metrics", metrics.endpoint),
         Route("/ping", endpoints.ping),
         Route("/models", endpoints.list_models),
         Route("/models/{name}", endpoints.describe_model),
@@ -83,8 +86,9 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
     ]
     handlers = {ServingError: _serving_error, HTTPException: _http_error, ClientDisconnect: _disconnected,
                 Exception: _internal_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                     max_body_size=max_body_bytes)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, max_body_size=max_body_bytes)
+    app.add_middleware(metrics.middleware)  # outermost: it sees every answer, errors included
+    return app
 
 
 async def _poll(slot: ModelSlot, interval: float) -> None:
@@ -99,9 +103,15 @@ async def _poll(slot: ModelSlot, interval: float) -> None:
 class Endpoints:
     """The route handlers, over one :class:`ModelSlot`."""
 
-    def __init__(self, slot: ModelSlot, max_rows: int = MAX_ROWS):
+    def __init__(self, slot: ModelSlot, max_rows: int, metrics: Metrics):
         self.slot = slot
         self.max_rows = max_rows
+        self.metrics = metrics
+
+    async def _predict(self, version: ModelVersion, rows: list[list[float]],
+                       answer: Callable[[Prediction], Response]) -> Response:
+        self.metrics.rows.labels(self.slot.name).observe(len(rows))
+        return await _predict(version, rows, answer)
 
     def _check_rows(self, count: int) -> None:
         if count > self.max_rows:
@@ -181,7 +191,7 @@ class Endpoints:
             if result.probabilities is not None:
                 out["probabilities"] = [dict(zip(version.classes or (), p)) for p in result.probabilities]
             return _versioned(out, version)
-        return await _predict(version, rows, answer)
+        return await self._predict(version, rows, answer)
 
     # KServe v2 -----------------------------------------------------------
     async def v2_server(self, request: Request) -> JSONResponse:
@@ -225,7 +235,7 @@ class Endpoints:
                                                           else {})
             return Response(data, media_type="application/octet-stream" if length is not None
                             else "application/json", headers=headers)
-        return await _predict(version, rows, answer)
+        return await self._predict(version, rows, answer)
 
 
 def describe(slot: ModelSlot) -> dict[str, Any]:

@@ -181,6 +181,10 @@ class ModelSlot:
         """The ids of the versions loaded by :meth:`pinned`, least recently used first."""
         return list(self._pinned)
 
+    def held(self) -> list[ModelVersion]:
+        """Every version loaded now: the head's and the pinned ones."""
+        return ([self.current] if self.current is not None else []) + list(self._pinned.values())
+
     def refresh(self) -> bool:
         """Load the branch head if it is a new finished commit, and swap it in.
         Returns True when a new version was swapped in. Store errors and
