@@ -30,6 +30,7 @@ import pytest
 import requests
 from helpers import HANDLER, ModelServer, file_bytes, free_port, ok, run_cli, skip, wait_for
 
+from pipectl.errors import NotFound
 from pipectl.pfs import PFS
 from pipectl.store import open_store
 
@@ -376,6 +377,34 @@ def test_any_model_commit_is_served_by_version_id(trained, server):
     for missing in ("0" * 32, "master", "not-an-id"):
         r = server.post(f"/predictions/iris/{missing}", [SETOSA])
         assert r.status_code == 404 and f"model iris has no version {missing}" in r.json()["message"], r.text
+
+
+def test_predictions_are_logged_as_versioned_data(trained, new_server):
+    """``--log-repo``: each answered request becomes a JSON line in a commit
+    of that repo (the last ones when the server stops); its model_version
+    leads through the model commit's provenance to the Iris data."""
+    server = new_server(trained.url, "--log-repo", "predictions", "--log-interval", "0.3").wait_healthy()
+    head = trained.pfs.inspect_commit("train", "master")
+    assert server.post("/predictions/iris", [SETOSA, [6.7, 3.0, 5.2, 2.3]]).status_code == 200
+    assert server.post("/v2/models/iris/infer", {"inputs": [TENSOR]}).status_code == 200
+    assert server.post("/predictions/iris", [1, 2]).status_code == 400  # not answered: not logged
+
+    def logged() -> list[dict]:
+        try:
+            files = file_bytes(PFS(open_store(trained.url)), "predictions")
+        except NotFound:
+            return []
+        return [json.loads(line) for _, content in sorted(files.items()) for line in content.decode().splitlines()]
+    wait_for(lambda: len(logged()) == 2, 30, 0.2, "the prediction log's commit")
+    first, second = logged()
+    assert first["rows"] == [SETOSA, [6.7, 3.0, 5.2, 2.3]] and first["predictions"] == ["setosa", "virginica"]
+    assert second["rows"] == [SETOSA] and len(second["probabilities"][0]) == 3
+    assert {first["model_version"], second["model_version"]} == {head.id} and first["model"] == "iris"
+    model = json.loads(trained.cli("inspect-commit", "train", first["model_version"], "--raw").out)
+    assert any(p["repo"] == "iris" for p in model["provenance"])  # the data the model was trained on
+    assert server.post("/predictions/iris", [SETOSA]).status_code == 200
+    server.stop()  # the last line is committed as the server stops
+    assert len(logged()) == 3
 
 
 def _samples(text: str, name: str) -> dict[frozenset, float]:

@@ -29,6 +29,7 @@ from . import instances, v2
 from .errors import ModelNotFound, ServingError, TooLarge, UnsupportedMediaType
 from .metrics import Metrics
 from .model import ModelSlot, ModelVersion, Prediction
+from .predlog import PredictionLog
 
 log = logging.getLogger("pipectl.serving")
 
@@ -49,24 +50,31 @@ JSON_TYPES = {"", "application/json", "text/json", "text/plain", "application/x-
 
 
 def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int = MAX_BODY_BYTES,
-               max_rows: int = MAX_ROWS) -> Starlette:
+               max_rows: int = MAX_ROWS, prediction_log: PredictionLog | None = None) -> Starlette:
     """The application serving ``slot``. While it runs, a task calls
     ``slot.refresh()`` (in a worker thread) every ``poll_interval`` seconds,
-    starting at once; requests over ``max_body_bytes`` or ``max_rows`` get 413."""
+    starting at once; requests over ``max_body_bytes`` or ``max_rows`` get
+    413. With ``prediction_log``, every answered prediction is logged to it,
+    and committed by another task (the last lines when the server stops)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        task = asyncio.create_task(_poll(slot, poll_interval))
+        tasks = [asyncio.create_task(_poll(slot, poll_interval))]
+        if prediction_log is not None:
+            tasks.append(asyncio.create_task(_commit_log(prediction_log)))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if prediction_log is not None:
+                await anyio.to_thread.run_sync(prediction_log.flush)
             await anyio.to_thread.run_sync(slot.close)
 
     metrics = Metrics(slot)
-    endpoints = Endpoints(slot, max_rows, metrics)
+    endpoints = Endpoints(slot, max_rows, metrics, prediction_log)
     routes = [
         Route("/metrics", metrics.endpoint),
         Route("/ping", endpoints.ping),
@@ -91,6 +99,19 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
     return app
 
 
+async def _commit_log(plog: PredictionLog) -> None:
+    """Commit the prediction log every ``plog.interval`` s, or sooner when a batch waits."""
+    while True:
+        waited = 0.0
+        while waited < plog.interval and not plog.due():
+            await asyncio.sleep(0.1)
+            waited += 0.1
+        try:
+            await anyio.to_thread.run_sync(plog.flush)
+        except Exception:  # a bug: log it, keep logging
+            log.exception("prediction log: commit failed")
+
+
 async def _poll(slot: ModelSlot, interval: float) -> None:
     while True:
         try:
@@ -103,15 +124,24 @@ async def _poll(slot: ModelSlot, interval: float) -> None:
 class Endpoints:
     """The route handlers, over one :class:`ModelSlot`."""
 
-    def __init__(self, slot: ModelSlot, max_rows: int, metrics: Metrics):
+    def __init__(self, slot: ModelSlot, max_rows: int, metrics: Metrics, prediction_log: PredictionLog | None):
         self.slot = slot
         self.max_rows = max_rows
         self.metrics = metrics
+        self.prediction_log = prediction_log
 
     async def _predict(self, version: ModelVersion, rows: list[list[float]],
                        answer: Callable[[Prediction], Response]) -> Response:
+        """``answer`` for ``rows`` run by ``version``, counted and logged."""
         self.metrics.rows.labels(self.slot.name).observe(len(rows))
-        return await _predict(version, rows, answer)
+        if self.prediction_log is None:
+            return await _predict(version, rows, answer)
+        plog = self.prediction_log
+
+        def logged(result: Prediction) -> Response:
+            plog.record(self.slot.name, version.id, rows, result.labels, result.probabilities)
+            return answer(result)
+        return await _predict(version, rows, logged)
 
     def _check_rows(self, count: int) -> None:
         if count > self.max_rows:

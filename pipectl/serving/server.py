@@ -12,6 +12,7 @@ from ..pfs.names import check_name
 from ..store import ObjectStore
 from .handler import load_handler
 from .model import ModelSlot
+from .predlog import PredictionLog
 
 log = logging.getLogger("pipectl.serving")
 
@@ -21,20 +22,25 @@ default: 0.005); see :func:`serve`."""
 
 
 def serve(store: ObjectStore, repo: str, branch: str, model: str, handler: str, host: str, port: int,
-          poll_interval: float = 1.0, access_log: bool = False, max_rows: int | None = None) -> None:
+          poll_interval: float = 1.0, access_log: bool = False, max_rows: int | None = None,
+          log_repo: str | None = None, log_interval: float = 10.0) -> None:
     """Serve the head commit of ``repo@branch`` as model ``model`` on
     ``host:port`` until SIGINT/SIGTERM, reloading when the branch moves
-    (checked every ``poll_interval`` seconds).
+    (checked every ``poll_interval`` seconds); with ``log_repo``, each
+    answered prediction is committed to that repo (every ``log_interval``
+    seconds, see :mod:`.predlog`).
 
     Imports the ``handler`` file first, so a bad handler (or a missing
     numpy/MXNet) fails here, before the port is opened. Raises
     InvalidArgument for a bad name, handler or interval, or when Starlette
     or uvicorn is not installed.
     """
-    for kind, name in (("repo", repo), ("branch", branch), ("model", model)):
+    for kind, name in (("repo", repo), ("branch", branch), ("model", model)) + ((("repo", log_repo),) if log_repo
+                                                                               else ()):
         check_name(kind, name)
-    if not poll_interval > 0:
-        raise InvalidArgument(f"--poll-interval must be > 0 seconds, got {poll_interval}")
+    for option, value in (("--poll-interval", poll_interval), ("--log-interval", log_interval)):
+        if not value > 0:
+            raise InvalidArgument(f"{option} must be > 0 seconds, got {value}")
     try:
         import uvicorn
 
@@ -44,8 +50,10 @@ def serve(store: ObjectStore, repo: str, branch: str, model: str, handler: str, 
                               "pip install -r serving/requirements.txt") from None
     sock = listen(host, port)
     load = load_handler(handler)
-    slot = ModelSlot(PFS(store), repo, branch, model, load)
-    app = create_app(slot, poll_interval, **({"max_rows": max_rows} if max_rows else {}))
+    pfs = PFS(store)
+    slot = ModelSlot(pfs, repo, branch, model, load)
+    plog = PredictionLog(pfs, log_repo, interval=log_interval) if log_repo else None
+    app = create_app(slot, poll_interval, **({"max_rows": max_rows} if max_rows else {}), prediction_log=plog)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("serving model %s from %s@%s on http://%s:%d (handler %s, polling every %g s)",
