@@ -378,7 +378,7 @@ def test_server(render, helm):
     c = container(dep)
     assert c["command"] == ["pipectl"] and c["image"] == "pipectl/base:0.1.0"
     assert c["args"] == ["server", "--host", "0.0.0.0", "--port", "8000", "--tokens", "/etc/pipectl/tokens/tokens",
-                         "--model-server", f"http://{FULLNAME}-serving:8080"]  # the console's model page
+                         "--model-server", "http://$(REL_PIPECTL_SERVING_SERVICE_HOST):$(REL_PIPECTL_SERVING_SERVICE_PORT)"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["volumeMounts"] == [{"name": "tokens", "mountPath": "/etc/pipectl/tokens", "readOnly": True}]
     assert dep["spec"]["template"]["spec"]["volumes"] == [{"name": "tokens", "secret": {"secretName": "api-tokens"}}]
