@@ -46,6 +46,7 @@ tiny forward pass costs less than a hop to a worker thread); larger ones run
 in a thread so that they do not hold up other requests."""
 
 CSV_TYPES = {"text/csv", "application/csv"}
+BINARY = "application/octet-stream"
 JSON_TYPES = {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
 
 
@@ -158,6 +159,8 @@ class Endpoints:
         next by one (KServe v2's flat ``data`` likewise). So an oversized
         body costs the server only what it read up to the limit."""
         per_row = len(version.features) if version.features else 0
+        if media == BINARY:  # the binary extension: counted once parsed (the body's size is capped)
+            per_row = 0
         separator = b"\n" if media in CSV_TYPES else b","
         chunks, seen = [], 0
         async for chunk in request.stream():
@@ -246,8 +249,7 @@ class Endpoints:
     async def v2_infer(self, request: Request) -> Response:
         version = await self._version(request)
         header_length = request.headers.get(v2.HEADER_LENGTH)
-        body = await self._body(request, "application/octet-stream" if header_length else "application/json",
-                                version)
+        body = await self._body(request, BINARY if header_length else "application/json", version)
 
         def parse() -> tuple[Any, list, Any]:
             head, binary = v2.split_body(body, header_length)
@@ -263,7 +265,7 @@ class Endpoints:
             data, length = v2.render(out, {name for name, binary in outputs or () if binary})
             headers = {"X-Model-Version": version.id} | ({v2.HEADER_LENGTH: str(length)} if length is not None
                                                           else {})
-            return Response(data, media_type="application/octet-stream" if length is not None
+            return Response(data, media_type=BINARY if length is not None
                             else "application/json", headers=headers)
         return await self._predict(version, rows, answer)
 
