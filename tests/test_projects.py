@@ -114,8 +114,15 @@ def test_project_names_through_the_server_and_console(two_projects, server, tmp_
     run_ok("--project", "staging", "put-file", "images", "master", "/dir/a%b.txt", "-f", "-", input=b"x", env=remote)
     assert run_ok("get-file", "staging/images", "master", "/dir/a%b.txt").out == "x"
     assert names("list-repo", "-A") == [r["name"] for r in server.call("GET", "/repos").json()]
-    page = requests.get(server.root + "/repos/staging%2Fimages", cookies={"pipectl_token": READ}, timeout=30)
+    cookie = {"pipectl_token": READ}
+    page = requests.get(server.root + "/repos/staging%2Fimages", cookies=cookie, timeout=30)
     assert page.status_code == 200 and 'href="/repos/staging%2Fimages/commits/master/browse"' in page.text
+    listing = requests.get(server.root + "/repos/staging%2Fimages/commits/master/browse/dir", cookies=cookie, timeout=30)
+    link = "/browse/dir/a%25b.txt"  # a file name with % in it, escaped in the link that leads to it
+    assert listing.status_code == 200 and link in listing.text, listing.text
+    href = listing.text.split(link)[0].rsplit('href="', 1)[1] + link
+    preview = requests.get(server.root + href, cookies=cookie, timeout=30)
+    assert preview.status_code == 200 and "<pre>x</pre>" in preview.text, preview.text
     (tmp_path / "second").mkdir()
     with api_server(tmp_path / "second") as other:  # a second server on the same store sees the same
         assert other.call("GET", "/repos/staging%2Fimages").json()["name"] == "staging/images"

@@ -29,6 +29,7 @@ import importlib.resources
 import io
 import shutil
 import subprocess
+import urllib.parse
 from typing import Any
 
 from fastapi import Body, FastAPI, Request
@@ -60,6 +61,7 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
     templates.env.globals["colour"] = lambda state: STATE_COLOURS.get(state, "#757575")
     templates.env.globals["model_server"] = models is not None
     templates.env.filters["q"] = quote  # a name in a link: staging/images is one segment
+    templates.env.filters["qpath"] = functools.partial(urllib.parse.quote, safe="/")  # a file path in a link
     app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
