@@ -93,7 +93,7 @@ class PipelineOps:
         datums that did not succeed before run, or every one with
         ``reprocess`` (see :meth:`PPS.run_pipeline`). Raises NotFound,
         InvalidArgument, Conflict (the newest job is still running)."""
-        return self.pps.run_pipeline(name, list(commits), reprocess)
+        return self.pps.run_pipeline(name, commits, reprocess)
 
     # jobs ----------------------------------------------------------------
     def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:

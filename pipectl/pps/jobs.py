@@ -107,8 +107,8 @@ class Jobs:
         live = set(records)
         for key in [k for k in finished if k not in live and (pipeline is None or finished[k].pipeline == pipeline)]:
             del finished[key]
-        fresh = dict(zip([k for k in records if k not in finished],
-                         self.read_jobs([k for k in records if k not in finished])))
+        unread = [k for k in records if k not in finished]
+        fresh = dict(zip(unread, self.read_jobs(unread)))
         finished.update({k: j for k, j in fresh.items() if j.done})
         return [finished.get(k) or fresh[k] for k in records]
 

@@ -120,7 +120,7 @@ def load(text: str, source: str = "spec") -> dict:
     return validate(parse(text, source), source)
 
 
-def validate(spec: Any, source: str = "spec", project: str | None = None) -> dict:
+def validate(spec: Any, source: str = "spec") -> dict:
     """Validate a parsed spec; return a copy with defaults filled in.
     Raises InvalidArgument: ``<source>: <field path>: <reason>``, the path
     naming the bad field itself (``transform.cmd``), also when it is missing
@@ -129,8 +129,8 @@ def validate(spec: Any, source: str = "spec", project: str | None = None) -> dic
 
     Projects, as in Pachyderm 2.x: the pipeline belongs to
     ``pipeline.project.name``, else to the project its name gives
-    (``team/edges``), else to ``project`` (the CLI's
-    ``--project``), else to ``default``; an input's repo to its
+    (``team/edges``), else to ``default`` (the CLI puts a spec that names
+    none in its ``--project``); an input's repo to its
     ``pfs.project``, else to the pipeline's. In the copy, ``pipeline.name``
     and each input's ``repo`` are qualified (``project/name``, see
     :mod:`pipectl.pfs.names`) and an input's ``name`` defaults to the bare
@@ -157,9 +157,7 @@ def validate(spec: Any, source: str = "spec", project: str | None = None) -> dic
         except InvalidArgument as e:
             problems.append(f"{where}: {e}" if where else str(e))
 
-    own = ((spec["pipeline"].get("project") or {}).get("name")
-           or (names.project_of(spec["pipeline"]["name"]) if "/" in spec["pipeline"]["name"] else None)
-           or project or names.DEFAULT_PROJECT)
+    own = (spec["pipeline"].get("project") or {}).get("name") or names.project_of(spec["pipeline"]["name"])
     check("pipeline.project.name", names.check_name, "project", own)
     if "/" in spec["pipeline"]["name"] and names.project_of(spec["pipeline"]["name"]) != own:
         problems.append(f"pipeline.name: {spec['pipeline']['name']!r} is not in project {own!r}")
@@ -169,11 +167,6 @@ def validate(spec: Any, source: str = "spec", project: str | None = None) -> dic
     for field in ("datum_timeout", "job_timeout"):
         if field in spec and not parse_duration(spec[field]):
             problems.append(f"{field}: must be longer than 0s")
-    for where, pfs in _pfs_inputs_with_paths(spec["input"], "input"):
-        if pfs.get("project"):
-            check(f"{where}.project", names.check_name, "project", pfs["project"])
-        pfs.setdefault("name", names.bare(pfs["repo"]))
-        pfs["repo"] = names.qualify(pfs.get("project") or own, pfs["repo"])
     check(None, _check_input_names, spec["input"], "input")
     check(None, podspec.check, spec)  # its messages name the field
     for n, secret in enumerate(spec["transform"].get("secrets") or []):
@@ -187,6 +180,10 @@ def validate(spec: Any, source: str = "spec", project: str | None = None) -> dic
         check(f"cron input {c['name']}.name", names.check_name, "input", c["name"])
     triggered: dict[str, int] = {}
     for where, pfs in _pfs_inputs_with_paths(spec["input"], "input"):
+        if pfs.get("project"):
+            check(f"{where}.project", names.check_name, "project", pfs["project"])
+        pfs.setdefault("name", names.bare(pfs["repo"]))
+        pfs["repo"] = names.qualify(pfs.get("project") or own, pfs["repo"])
         check(f"{where}.repo", names.check_name, "repo", pfs["repo"])
         if pfs.get("trigger"):  # Pachyderm's defaults: the pipeline reads a branch of its own
             pfs["trigger"].setdefault("branch", "master")
@@ -265,12 +262,12 @@ def _refuse_unsupported(spec: dict, source: str) -> None:
 
 
 def _check_input_names(node: dict, where: str) -> set[str]:
-    """The input names of ``node`` (``name``, else ``repo``). The inputs of
+    """The input names of ``node`` (``name``, else the repo's bare name). The inputs of
     one datum must have distinct names, so a cross refuses a name twice; the
     branches of a union may share one (a datum comes from one branch), as
     Pachyderm allows. Raises InvalidArgument."""
     if "pfs" in node:
-        return {node["pfs"].get("name") or node["pfs"]["repo"]}
+        return {node["pfs"].get("name") or names.bare(node["pfs"]["repo"])}
     if "cron" in node:
         return {node["cron"]["name"]}
     if "union" in node:

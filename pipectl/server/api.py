@@ -58,8 +58,6 @@ from .paths import EncodedSlashes
 SPOOL_BYTES = 8 << 20
 """An upload is held in memory up to this size, then spooled to a temporary file."""
 CHUNK = 1 << 20
-PREDICTIONS = "/api/v1/serving/predictions/"
-"""Where predictions are asked for: POSTs that only read."""
 PREDICTION_BYTES = 64 << 20
 """The largest prediction request passed on to the model server (which has its own limit)."""
 WATCH_INTERVAL = 0.1
@@ -83,7 +81,9 @@ def create_app(client: Client, tokens: dict[str, str] | None = None, model_serve
                   description="Versioned data repositories and pipelines (Pachyderm's model) over HTTP.")
     app.add_middleware(EncodedSlashes)  # project/name as one path segment
 
-    def authorize(request: Request) -> None:
+    def authorize(request: Request, posts_write: bool) -> None:
+        """Refuse a request without a known token; ``posts_write``: a
+        request other than GET/HEAD changes something, and needs a write token."""
         if not tokens:
             return
         role, by_cookie = request_role(tokens, request.headers.get("authorization"), request.cookies.get(COOKIE))
@@ -92,8 +92,14 @@ def create_app(client: Client, tokens: dict[str, str] | None = None, model_serve
             raise HTTPException(403, "a write through the console's cookie needs its X-Pipectl-Console header")
         if role is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        if role != "write" and posting and not request.url.path.startswith(PREDICTIONS):  # a prediction reads
+        if role != "write" and posting and posts_write:
             raise HTTPException(403, "this token may only read")
+
+    def store_access(request: Request) -> None:
+        authorize(request, posts_write=True)
+
+    def serving_access(request: Request) -> None:  # a prediction reads, whatever its method
+        authorize(request, posts_write=False)
 
     @app.exception_handler(PipectlError)
     def pipectl_error(request: Request, e: PipectlError) -> JSONResponse:
@@ -103,10 +109,12 @@ def create_app(client: Client, tokens: dict[str, str] | None = None, model_serve
     def http_error(request: Request, e: HTTPException) -> JSONResponse:
         return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=e.headers)
 
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(store_access)])
     _routes(router, client)
-    _model_routes(router, models)
     app.include_router(router)
+    serving = APIRouter(prefix="/api/v1/serving", dependencies=[Depends(serving_access)], tags=["serving"])
+    _model_routes(serving, models)
+    app.include_router(serving)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
@@ -119,16 +127,16 @@ def create_app(client: Client, tokens: dict[str, str] | None = None, model_serve
 def _model_routes(api: APIRouter, models: ModelServer | None) -> None:
     """The model server's models and predictions, through this server."""
 
-    @api.get("/serving/models", tags=["serving"])
+    @api.get("/models")
     def list_models() -> list[dict]:
         """Each model of the configured model server: name, served version
         (the model commit), source, provenance. 404 when none is configured,
         502 when it cannot be reached."""
         return require(models).models()
 
-    @api.post(PREDICTIONS[len("/api/v1"):] + "{name:name}", tags=["serving"],
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}}})
+    body = {"application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}
+
+    @api.post("/predictions/{name:name}", openapi_extra={"requestBody": {"required": True, "content": body}})
     async def predict(name: str, request: Request) -> Response:
         """A prediction from the model server, its answer passed on as it
         is (a read token is enough). 413 for a body over PREDICTION_BYTES."""

@@ -29,7 +29,6 @@ import importlib.resources
 import io
 import shutil
 import subprocess
-import urllib.parse
 from typing import Any
 
 from fastapi import Body, FastAPI, Request
@@ -44,7 +43,7 @@ from ..pfs import Commit
 from ..pps import spec as specs
 from .auth import COOKIE, request_role, role_of
 from .models import ModelServer, require
-from .paths import quote
+from .paths import FILE, NAME
 
 PREVIEW_BYTES = 256 << 10
 """The most of a file a preview shows."""
@@ -60,8 +59,8 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
     templates = Jinja2Templates(directory=str(package / "templates"))
     templates.env.globals["colour"] = lambda state: STATE_COLOURS.get(state, "#757575")
     templates.env.globals["model_server"] = models is not None
-    templates.env.filters["q"] = quote  # a name in a link: staging/images is one segment
-    templates.env.filters["qpath"] = functools.partial(urllib.parse.quote, safe="/")  # a file path in a link
+    templates.env.filters["q"] = NAME.to_string  # a name in a link: staging/images is one segment
+    templates.env.filters["qpath"] = FILE.to_string  # a file path in a link
     app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -95,8 +94,9 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
 
     @app.get("/jobs/{job}", include_in_schema=False)
     def job(request: Request, job: str) -> HTMLResponse:
-        return page(request, "job.html", job=_lazy(client.inspect_job, job), datums=_lazy(client.list_datums, job),
-                    newest=_lazy(lambda: client.latest_job(client.inspect_job(job).pipeline).id == job))
+        info = _lazy(client.inspect_job, job)
+        return page(request, "job.html", job=info, datums=_lazy(client.list_datums, job),
+                    newest=_lazy(lambda: client.latest_job(info.value.pipeline).id == job))
 
     @app.get("/jobs/{job}/datums/{datum}", include_in_schema=False)
     def datum(request: Request, job: str, datum: str) -> HTMLResponse:
@@ -148,14 +148,14 @@ def _graph_svg(pipelines: list[dict], repos: list) -> str | None:
     lines = []
     for r in repos:  # names are letters, digits, _ - . and one / (pipectl.pfs.names): safe in quotes
         lines.append(f'"repo:{r.info.name}" [label="{r.info.name}", shape=cylinder, '
-                     f'href="/repos/{quote(r.info.name)}", id="repo-{r.info.name}"];')
+                     f'href="/repos/{NAME.to_string(r.info.name)}", id="repo-{r.info.name}"];')
     for p in pipelines:
         info, job = p["info"], p["job"]
         state = "paused" if info.state == "paused" else (job.state if job else "-")
         progress = f"\\n{job.datums_processed + job.datums_skipped}/{job.datums_total} datums" if job else ""
         lines.append(f'"pipeline:{info.name}" [label="{info.name}\\n{state}{progress}", shape=box, '
                      f'color="{STATE_COLOURS.get(state, "#757575")}", penwidth=2, '
-                     f'href="/pipelines/{quote(info.name)}", id="pipeline-{info.name}"];')
+                     f'href="/pipelines/{NAME.to_string(info.name)}", id="pipeline-{info.name}"];')
         for name in p["inputs"]:
             source = f"pipeline:{name}" if any(q["info"].name == name for q in pipelines) else f"repo:{name}"
             lines.append(f'"{source}" -> "pipeline:{info.name}";')
@@ -181,7 +181,7 @@ def _provenance_svg(client: Client, commit: Commit) -> str | None:
     for (repo, cid), branch in nodes.items():
         here = ', penwidth=2, color="#1565c0"' if cid == commit.id and repo == commit.repo else ""
         lines.append(f'"{repo}@{cid}" [label="{repo}@{cid[:8]}\\n{branch}", shape=box{here}, '
-                     f'href="/repos/{quote(repo)}/commits/{cid}/browse", id="commit-{repo}-{cid[:8]}"];')
+                     f'href="/repos/{NAME.to_string(repo)}/commits/{cid}/browse", id="commit-{repo}-{cid[:8]}"];')
     lines += [f'"{a[0]}@{a[1]}" -> "{b[0]}@{b[1]}";' for a, b in sorted(edges)]
     return _dot_svg(lines)
 

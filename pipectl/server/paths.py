@@ -37,8 +37,12 @@ class Escaped(Convertor):
         return urllib.parse.quote(value, safe=self.safe)
 
 
-register_url_convertor("name", Escaped("[^/]+", safe=""))  # one segment, %2F in it meaning / (project/name)
-register_url_convertor("file", Escaped(".*", safe="/"))  # the rest of the path: a file's path in a commit
+NAME = Escaped("[^/]+", safe="")
+"""One segment, ``%2F`` in it meaning ``/`` (``project/name``)."""
+FILE = Escaped(".*", safe="/")
+"""The rest of the path: a file's path in a commit."""
+register_url_convertor("name", NAME)
+register_url_convertor("file", FILE)
 
 
 class EncodedSlashes:
@@ -56,8 +60,3 @@ class EncodedSlashes:
             decoded = "".join(p.upper() if i % 2 else urllib.parse.unquote(p) for i, p in enumerate(parts))
             scope = dict(scope, path=decoded)
         await self.app(scope, receive, send)
-
-
-def quote(name: str) -> str:
-    """A name or id as one path segment (``/`` and ``%`` escaped)."""
-    return urllib.parse.quote(name, safe="")

@@ -23,6 +23,7 @@ loaded on first use and kept among the :data:`PINNED` most recently used.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -33,7 +34,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import InvalidArgument, NotFound, PipectlError
+from ..errors import NotFound, PipectlError
 from ..pfs import PFS, Commit, names
 from ..pfs.model import now
 from .errors import BadRequest, ModelNotFound, ModelUnavailable
@@ -161,13 +162,12 @@ class ModelSlot:
             if version in self._pinned:
                 self._pinned.move_to_end(version)
                 return self._pinned[version]
-            try:
-                if not names.is_commit_id(version):  # a branch or ^ would name a moving target
-                    raise NotFound(version)
-                commit = self.pfs.inspect_commit(self.repo, version)
-            except (NotFound, InvalidArgument):
-                raise ModelNotFound(f"model {self.name} has no version {version}: "
-                                    f"not a commit of repo {self.repo}") from None
+            commit = None
+            if names.is_commit_id(version):  # a branch or ^ would name a moving target
+                with contextlib.suppress(NotFound):
+                    commit = self.pfs.inspect_commit(self.repo, version)
+            if commit is None:
+                raise ModelNotFound(f"model {self.name} has no version {version}: not a commit of repo {self.repo}")
             if commit.is_open:
                 raise ModelNotFound(f"model {self.name} version {version} is an open commit")
             loaded = self._fetch(commit)

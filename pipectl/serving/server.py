@@ -35,9 +35,9 @@ def serve(store: ObjectStore, repo: str, branch: str, model: str, handler: str, 
     InvalidArgument for a bad name, handler or interval, or when Starlette
     or uvicorn is not installed.
     """
-    for kind, name in (("repo", repo), ("branch", branch), ("model", model)) + ((("repo", log_repo),) if log_repo
-                                                                               else ()):
-        check_name(kind, name)
+    for kind, name in (("repo", repo), ("branch", branch), ("model", model), ("repo", log_repo)):
+        if name is not None:
+            check_name(kind, name)
     for option, value in (("--poll-interval", poll_interval), ("--log-interval", log_interval)):
         if not value > 0:
             raise InvalidArgument(f"{option} must be > 0 seconds, got {value}")

@@ -89,8 +89,13 @@ def parse_request(payload: Any, features: Sequence[str] | None,
     else:
         rows = _rows_from_columns({normalize_name(name): (name, shape, data) for name, shape, data in tensors},
                                   features)
-    parameters = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
-    return rows, _requested_outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
+    return rows, _requested_outputs(payload.get("outputs"), _parameters(payload).get("binary_data_output") is True)
+
+
+def _parameters(item: dict) -> dict:
+    """The ``parameters`` object of a request, input or output (empty when absent or not an object)."""
+    parameters = item.get("parameters")
+    return parameters if isinstance(parameters, dict) else {}
 
 
 class _Binary:
@@ -123,8 +128,7 @@ def _tensor(tensor: Any, index: int, binary: _Binary) -> tuple[str, list[int], l
     if datatype not in NUMERIC:
         raise BadRequest(f"input {name}: datatype {datatype!r} is not numeric "
                          f"(use one of {', '.join(sorted(NUMERIC))})")
-    size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor.get("parameters"), dict) \
-        else None
+    size = _parameters(tensor).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise BadRequest(f"input {name}: binary_data_size must be a number of bytes")
@@ -198,7 +202,7 @@ def _requested_outputs(outputs: Any, binary: bool) -> list[tuple[str, bool]] | N
     unknown = [o["name"] for o in outputs if o["name"] not in OUTPUTS]
     if unknown:
         raise BadRequest(f"unknown output(s) {', '.join(unknown)}: the outputs are {', '.join(OUTPUTS)}")
-    return [(o["name"], (o.get("parameters") or {}).get("binary_data", binary) is True) for o in outputs]
+    return [(o["name"], _parameters(o).get("binary_data", binary) is True) for o in outputs]
 
 
 def render(body: dict, binary: set[str]) -> tuple[bytes, int | None]:
