@@ -4,7 +4,7 @@ STAGE_VENV ?= .venv-stages
 STAGE_PYTHON := $(STAGE_VENV)/bin/python
 export PIPECTL_STAGE_PYTHON := $(abspath $(STAGE_PYTHON))
 
-.PHONY: help install stage-env serve audio-tools demo demo-audio test test-fast bench bench-full lint images \
+.PHONY: proto help install stage-env serve audio-tools demo demo-audio test test-fast bench bench-full lint images \
 	k8s-build k8s-up k8s-down k8s-images clean
 
 help:  ## List targets
@@ -68,6 +68,10 @@ k8s-down:  ## Stop the cluster and remove its state (keeps the built binaries)
 lint: install  ## Static checks: ruff (pinned in pyproject.toml) and mypy over pfs/, store/ and pps/
 	$(PYTHON) -m ruff check pipectl tests benchmarks scripts stages examples
 	$(PYTHON) -m mypy
+
+proto:  ## Regenerate the KServe v2 gRPC messages (pipectl/serving/protocol) with grpcio-tools
+	$(PYTHON) -m venv build/proto-venv && build/proto-venv/bin/pip install -q grpcio-tools==1.67.1
+	cd pipectl/serving/protocol && ../../../build/proto-venv/bin/python -m grpc_tools.protoc -I. --python_out=. grpc_predict_v2.proto
 
 clean:  ## Remove build outputs and the demo store
 	rm -rf build .pytest_cache

@@ -96,8 +96,12 @@ def trained(stage_python, tmp_path_factory) -> Trained:
 
 @pytest.fixture(scope="module")
 def server(stage_python, trained, tmp_path_factory):
-    """A server on the trained store's train@master, with a model loaded."""
-    s = ModelServer(stage_python, trained.url, tmp_path_factory.mktemp("serve") / "serve.log")
+    """A server on the trained store's train@master, with a model loaded,
+    answering KServe v2 gRPC on ``server.grpc_port`` too."""
+    grpc_port = free_port()
+    s = ModelServer(stage_python, trained.url, tmp_path_factory.mktemp("serve") / "serve.log",
+                    "--grpc-port", str(grpc_port))
+    s.grpc_port = grpc_port
     try:
         yield s.wait_healthy()
     finally:
@@ -125,6 +129,21 @@ def test_core_and_cli_import_no_numpy_or_mxnet(stage_python):
             "bad = {'numpy', 'mxnet'} & set(sys.modules); assert not bad, bad")
     result = subprocess.run([str(stage_python), "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([], "no model to serve: give --repo, or --model NAME=REPO[@BRANCH]"),
+    (["--model", "iris"], "--model iris: give --repo for a plain model name, or NAME=REPO[@BRANCH]"),
+    (["--model", "=train"], "--model '=train': expected NAME=REPO[@BRANCH]"),
+    (["--repo", "train", "--model", "a=train", "--model", "a=train@x"], "model a is given twice"),
+    (["--model", "a=tra!n"], "invalid repo name 'tra!n'"),
+])
+def test_bad_model_options_are_one_line_errors(stage_python, tmp_path, args, needle):
+    result = subprocess.run([str(stage_python), "-m", "pipectl", "--store", f"file://{tmp_path}/store", "serve",
+                             "--handler", str(HANDLER), "--port", str(free_port()), *args],
+                            check=False, capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and needle in lines[0], result.stderr
 
 
 @pytest.mark.parametrize("handler, needle", [
@@ -352,6 +371,132 @@ def test_tritonclient_at_its_defaults(trained, server):
     bad._parameters["binary_data_size"] = 12  # noqa: SLF001
     with pytest.raises(Exception, match="needs 16 bytes, binary_data_size is 12"):
         client.infer("iris", [bad])
+
+
+def test_tritonclient_grpc_at_its_defaults(trained, server):
+    """The KServe v2 gRPC service with ``tritonclient.grpc`` at its
+    defaults (tensors in raw_input_contents, answers read from
+    raw_output_contents): health, metadata, inference (the HTTP answers),
+    a version by id, and errors with their gRPC status codes."""
+    try:
+        import numpy as np
+        import tritonclient.grpc as triton
+        from tritonclient.utils import InferenceServerException
+    except ImportError:
+        skip("stages", "tritonclient[grpc] missing: pip install -e '.[test]'")
+    head = trained.pfs.inspect_commit("train", "master").id
+    rows = [SETOSA, [6.7, 3.0, 5.2, 2.3], [6.1, 2.8, 4.7, 1.2]]
+    labels = server.post("/predictions/iris", rows).json()["predictions"]
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris")
+    assert not client.is_model_ready("nope") and client.get_server_metadata().name == "pipectl"
+    meta = client.get_model_metadata("iris", as_json=True)
+    assert meta["versions"] == [head] and [o["name"] for o in meta["outputs"]] == ["predictions", "probabilities"]
+    matrix = triton.InferInput("input-0", [3, 4], "FP32")
+    matrix.set_data_from_numpy(np.array(rows, dtype=np.float32))
+    result = client.infer("iris", [matrix], request_id="r1")
+    assert [b.decode() for b in result.as_numpy("predictions")] == labels
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (3, 3) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    response = result.get_response()
+    assert response.model_version == head and response.id == "r1"
+    only = client.infer("iris", [matrix], model_version=head, outputs=[triton.InferRequestedOutput("predictions")])
+    assert [b.decode() for b in only.as_numpy("predictions")] == labels and only.as_numpy("probabilities") is None
+    short = triton.InferInput("input-0", [1, 3], "FP64")
+    short.set_data_from_numpy(np.array([SETOSA[:3]], dtype=np.float64))
+    for model, inputs, code, needle in [("iris", [short], "INVALID_ARGUMENT", "the model expects 4 features"),
+                                        ("nope", [matrix], "NOT_FOUND", "model nope not found"),
+                                        ("iris", [matrix], "NOT_FOUND", "has no version")]:
+        with pytest.raises(InferenceServerException) as raised:
+            client.infer(model, inputs, model_version="0" * 32 if code == "NOT_FOUND" and model == "iris" else "")
+        assert code in str(raised.value.status()) and needle in raised.value.message(), raised.value
+    text = server.get("/metrics").text
+    counted = _samples(text, "pipectl_serving_requests_total")
+    assert counted[frozenset({("model", "iris"), ("version", head), ("status", "400")})] >= 1
+
+
+def test_several_models_from_one_server(trained, new_server):
+    """``--model NAME=REPO@BRANCH`` repeated: each model has its own
+    version, URLs and readiness; an unknown name is a 404 naming them."""
+    trained.cli("create-branch", "train", "candidate", "--head", "master")
+    trained.cli("put-file", "train", "candidate", "/NOTE", "-f", "-", input=b"the candidate\n")
+    candidate = trained.pfs.inspect_commit("train", "candidate").id
+    head = trained.pfs.inspect_commit("train", "master").id
+    server = new_server(trained.url, "--model", "candidate=train@candidate").wait_healthy()
+    listed = {m["modelName"]: m for m in server.get("/models").json()["models"]}
+    assert {n: (m["modelVersion"], m["modelUrl"]) for n, m in listed.items()} == {
+        "iris": (head, "pfs://train@master"), "candidate": (candidate, "pfs://train@candidate")}
+    for name, version in (("iris", head), ("candidate", candidate)):
+        answer = server.post(f"/predictions/{name}", [SETOSA]).json()
+        assert answer["model_version"] == version and answer["predictions"] == ["setosa"]
+        assert server.get(f"/v2/models/{name}").json()["name"] == name
+    r = server.post("/predictions/other", [SETOSA])
+    assert r.status_code == 404 and "this server serves candidate, iris" in r.json()["message"]
+
+
+def _passes(server: ModelServer) -> tuple[float, float]:
+    """(forward passes, rows) of model iris so far, from ``/metrics``."""
+    text = server.get("/metrics").text
+    iris = frozenset({("model", "iris")})
+    return (_samples(text, "pipectl_serving_batch_rows_count").get(iris, 0),
+            _samples(text, "pipectl_serving_batch_rows_sum").get(iris, 0))
+
+
+def _together(server: ModelServer, rows: list) -> list[dict]:
+    """Each row as its own request, all sent at once (one thread each): the answers."""
+    answers: list = [None] * len(rows)
+    start = threading.Barrier(len(rows))
+
+    def ask(i: int) -> None:
+        start.wait()
+        answers[i] = requests.post(f"{server.url}/predictions/iris", json=[rows[i]], timeout=30).json()
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(rows))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+def test_concurrent_requests_share_a_forward_pass(trained, new_server):
+    """Dynamic batching: 8 single-row requests sent together with
+    ``--max-batch-delay 500`` run as fewer forward passes than requests
+    (the rows-per-pass histogram says so), each answered its own
+    prediction; with ``--max-batch-size 1`` every request has its own pass."""
+    rows = [SETOSA, [6.7, 3.0, 5.2, 2.3], [6.1, 2.8, 4.7, 1.2], [5.0, 3.4, 1.5, 0.2]] * 2
+    batched = new_server(trained.url, "--max-batch-delay", "500").wait_healthy()
+    alone = new_server(trained.url, "--max-batch-size", "1").wait_healthy()
+    expected = batched.post("/predictions/iris", rows).json()["predictions"]
+    for server in (batched, alone):
+        before = _passes(server)
+        assert [a["predictions"][0] for a in _together(server, rows)] == expected
+        count, total = (after - was for after, was in zip(_passes(server), before))
+        assert total == len(rows), total
+        assert count == len(rows) if server is alone else count <= 3, count
+
+
+def test_readiness_fails_while_a_new_version_loads(trained, new_server, tmp_path):
+    """``--unready-while-loading``: while a new model commit loads, /ping
+    and /v2/health/ready answer 503 naming it, and the previous version
+    keeps answering predictions; then the new one serves."""
+    slow = tmp_path / "slow_model.py"
+    slow.write_text(f"import os, sys, time\nsys.path.insert(0, {str(Path(HANDLER).parent)!r})\nimport iris_model\n\n\n"
+                    "def load(model_dir):\n    if os.path.exists(os.path.join(model_dir, 'SLOW')):\n"
+                    "        time.sleep(4)\n    return iris_model.load(model_dir)\n")
+    trained.cli("create-branch", "train", "slow", "--head", "master")
+    old = trained.pfs.inspect_commit("train", "slow").id
+    server = new_server(trained.url, "--handler", str(slow), "--unready-while-loading",
+                        "--model", "slow=train@slow").wait_healthy()
+    trained.cli("put-file", "train", "slow", "/SLOW", "-f", "-", input=b"load me slowly\n")
+    new = trained.pfs.inspect_commit("train", "slow").id
+    wait_for(lambda: server.get("/ping").status_code == 503, 30, 0.05, "/ping to fail while the new version loads")
+    ping, ready = server.get("/ping").json(), server.get("/v2/health/ready")
+    assert ping["message"] == f"model slow: loading version {new}" and ready.status_code == 503, ping
+    answer = server.post("/predictions/slow", [SETOSA]).json()
+    assert answer["model_version"] == old and server.get("/models/slow").json()[0]["loadingVersion"] == new
+    wait_for(lambda: server.get("/ping").status_code == 200, 30, 0.05, "the new version to load")
+    assert server.post("/predictions/slow", [SETOSA]).json()["model_version"] == new
 
 
 def test_any_model_commit_is_served_by_version_id(trained, server):

@@ -24,45 +24,41 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
 from . import instances, v2
-from .errors import ModelNotFound, ServingError, TooLarge, UnsupportedMediaType
-from .metrics import Metrics
+from .errors import ServingError, UnsupportedMediaType
 from .model import ModelSlot, ModelVersion, Prediction
 from .predlog import PredictionLog
+from .runtime import Runtime
 
 log = logging.getLogger("pipectl.serving")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
-MAX_ROWS = 10_000
-"""Rows one request may hold (``pipectl serve --max-rows``): more get a 413
-naming the limit, before the body is parsed where that can be told."""
 INLINE_BODY_BYTES = 64 * 1024
 """Bodies up to this size are parsed on the event loop; larger ones in a
 thread, so that health checks answer while they are read."""
 INLINE_ROWS = 64
-"""Requests of at most this many rows run the model on the event loop (a
-tiny forward pass costs less than a hop to a worker thread); larger ones run
-in a thread so that they do not hold up other requests."""
+"""Answers of at most this many rows are built on the event loop; larger
+ones in a thread."""
 
 CSV_TYPES = {"text/csv", "application/csv"}
 BINARY = "application/octet-stream"
 JSON_TYPES = {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
 
 
-def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int = MAX_BODY_BYTES,
-               max_rows: int = MAX_ROWS, prediction_log: PredictionLog | None = None) -> Starlette:
-    """The application serving ``slot``. While it runs, a task calls
-    ``slot.refresh()`` (in a worker thread) every ``poll_interval`` seconds,
-    starting at once; requests over ``max_body_bytes`` or ``max_rows`` get
-    413. With ``prediction_log``, every answered prediction is logged to it,
-    and committed by another task (the last lines when the server stops)."""
+def create_app(runtime: Runtime, poll_interval: float = 1.0, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+    """The application serving ``runtime``'s models. While it runs, a task
+    per model calls ``slot.refresh()`` (in a worker thread) every
+    ``poll_interval`` seconds, starting at once; requests over
+    ``max_body_bytes`` or the runtime's row limit get 413. With the
+    runtime's prediction log, another task commits the logged predictions
+    (the last lines when the server stops)."""
+    plog = runtime.prediction_log
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        tasks = [asyncio.create_task(_poll(slot, poll_interval))]
-        if prediction_log is not None:
-            tasks.append(asyncio.create_task(_commit_log(prediction_log)))
+        tasks = [asyncio.create_task(_poll(slot, poll_interval)) for slot in runtime.slots.values()]
+        if plog is not None:
+            tasks.append(asyncio.create_task(_commit_log(plog)))
         try:
             yield
         finally:
@@ -70,14 +66,15 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if prediction_log is not None:
-                await anyio.to_thread.run_sync(prediction_log.flush)
-            await anyio.to_thread.run_sync(slot.close)
+            await runtime.close()
+            if plog is not None:
+                await anyio.to_thread.run_sync(plog.flush)
+            for slot in runtime.slots.values():
+                await anyio.to_thread.run_sync(slot.close)
 
-    metrics = Metrics(slot)
-    endpoints = Endpoints(slot, max_rows, metrics, prediction_log)
+    endpoints = Endpoints(runtime)
     routes = [
-        Route("/metrics", metrics.endpoint),
+        Route("/metrics", runtime.metrics.endpoint),
         Route("/ping", endpoints.ping),
         Route("/models", endpoints.list_models),
         Route("/models/{name}", endpoints.describe_model),
@@ -96,7 +93,7 @@ def create_app(slot: ModelSlot, poll_interval: float = 1.0, max_body_bytes: int 
     handlers = {ServingError: _serving_error, HTTPException: _http_error, ClientDisconnect: _disconnected,
                 Exception: _internal_error}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, max_body_size=max_body_bytes)
-    app.add_middleware(metrics.middleware)  # outermost: it sees every answer, errors included
+    app.add_middleware(runtime.metrics.middleware)  # outermost: it sees every answer, errors included
     return app
 
 
@@ -123,30 +120,10 @@ async def _poll(slot: ModelSlot, interval: float) -> None:
 
 
 class Endpoints:
-    """The route handlers, over one :class:`ModelSlot`."""
+    """The route handlers, over a :class:`Runtime`."""
 
-    def __init__(self, slot: ModelSlot, max_rows: int, metrics: Metrics, prediction_log: PredictionLog | None):
-        self.slot = slot
-        self.max_rows = max_rows
-        self.metrics = metrics
-        self.prediction_log = prediction_log
-
-    async def _predict(self, version: ModelVersion, rows: list[list[float]],
-                       answer: Callable[[Prediction], Response]) -> Response:
-        """``answer`` for ``rows`` run by ``version``, counted and logged."""
-        self.metrics.rows.labels(self.slot.name).observe(len(rows))
-        if self.prediction_log is None:
-            return await _predict(version, rows, answer)
-        plog = self.prediction_log
-
-        def logged(result: Prediction) -> Response:
-            plog.record(self.slot.name, version.id, rows, result.labels, result.probabilities)
-            return answer(result)
-        return await _predict(version, rows, logged)
-
-    def _check_rows(self, count: int) -> None:
-        if count > self.max_rows:
-            raise TooLarge(f"too many rows: at most {self.max_rows} per request (pipectl serve --max-rows)")
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
 
     async def _off_loop(self, body: bytes, fn, *args):
         """``fn(*args)``: on the event loop for a small ``body``, else in a thread."""
@@ -167,9 +144,9 @@ class Endpoints:
             chunks.append(chunk)
             seen += chunk.count(separator)
             if separator == b"\n":
-                self._check_rows(seen - 1)
+                self.runtime.check_rows(seen - 1)
             elif per_row:
-                self._check_rows((seen + 1) // per_row)
+                self.runtime.check_rows((seen + 1) // per_row)
         return b"".join(chunks)
 
     def _rows(self, body: bytes, media: str, version: ModelVersion) -> list[list[float]]:
@@ -181,73 +158,74 @@ class Endpoints:
         else:
             raise UnsupportedMediaType(f"content type {media} is not supported: "
                                        "send application/json or text/csv")
-        self._check_rows(len(rows))
+        self.runtime.check_rows(len(rows))
         return rows
 
-    def _check_name(self, request: Request) -> None:
-        """404 unless the URL names the served model."""
-        name = request.path_params["name"]
-        if name != self.slot.name:
-            raise ModelNotFound(f"model {name} not found: this server serves model {self.slot.name}")
-
     async def _version(self, request: Request) -> ModelVersion:
-        """The version to answer with: the one the URL names (a model
-        commit id, loaded on first use), else the branch head's; 404 for
-        another model name or an unknown version, 503 for none."""
-        self._check_name(request)
-        pinned = request.path_params.get("version")
-        return self.slot.require() if pinned is None else await run_in_threadpool(self.slot.pinned, pinned)
+        """The version the URL asks for (see :meth:`Runtime.version`)."""
+        return await self.runtime.version(request.path_params["name"], request.path_params.get("version"))
+
+    async def _answer(self, name: str, version: ModelVersion, rows: list[list[float]],
+                      answer: Callable[[Prediction], Response]) -> Response:
+        """``answer`` for ``rows`` run by ``version``: built on the event loop
+        for a few rows, else in a thread, so that building and rendering a
+        large answer does not hold up other requests (health checks)."""
+        result = await self.runtime.predict(name, version, rows)
+        return answer(result) if len(rows) <= INLINE_ROWS else await run_in_threadpool(answer, result)
 
     # TorchServe / MMS ----------------------------------------------------
     async def ping(self, request: Request) -> JSONResponse:
-        if self.slot.current is None:
-            return JSONResponse({"status": "Unhealthy", "message": self.slot.reason}, 503)
+        reason = self.runtime.unready()
+        if reason is not None:
+            return JSONResponse({"status": "Unhealthy", "message": reason}, 503)
         return JSONResponse({"status": "Healthy"})
 
     async def list_models(self, request: Request) -> JSONResponse:
-        version = self.slot.current
-        return JSONResponse({"models": [{"modelName": self.slot.name, "modelUrl": self.slot.url,
-                                         "modelVersion": version.id if version else None}]})
+        models = []
+        for slot in self.runtime.slots.values():
+            version = slot.current
+            models.append({"modelName": slot.name, "modelUrl": slot.url,
+                           "modelVersion": version.id if version else None})
+        return JSONResponse({"models": models})
 
     async def describe_model(self, request: Request) -> JSONResponse:
-        self._check_name(request)
-        return JSONResponse([describe(self.slot)])
+        return JSONResponse([describe(self.runtime.slot(request.path_params["name"]))])
 
     async def predictions(self, request: Request) -> JSONResponse:
-        version = await self._version(request)
+        name, version = request.path_params["name"], await self._version(request)
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = await self._body(request, media, version)
         rows = await self._off_loop(body, self._rows, body, media, version)
 
         def answer(result: Prediction) -> JSONResponse:
-            out = {"model": self.slot.name, "model_version": version.id, "predictions": result.labels}
+            out = {"model": name, "model_version": version.id, "predictions": result.labels}
             if result.probabilities is not None:
                 out["probabilities"] = [dict(zip(version.classes or (), p)) for p in result.probabilities]
             return _versioned(out, version)
-        return await self._predict(version, rows, answer)
+        return await self._answer(name, version, rows, answer)
 
     # KServe v2 -----------------------------------------------------------
     async def v2_server(self, request: Request) -> JSONResponse:
-        return JSONResponse({"name": "pipectl", "version": __version__, "extensions": []})
+        return JSONResponse(v2.server_metadata())
 
     async def v2_live(self, request: Request) -> JSONResponse:
         return JSONResponse({"live": True})
 
     async def v2_ready(self, request: Request) -> JSONResponse:
-        ready = self.slot.current is not None
-        return JSONResponse({"ready": ready} if ready else {"ready": False, "error": self.slot.reason},
-                            200 if ready else 503)
+        reason = self.runtime.unready()
+        return JSONResponse({"ready": True} if reason is None else {"ready": False, "error": reason},
+                            200 if reason is None else 503)
 
     async def v2_model(self, request: Request) -> JSONResponse:
         version = await self._version(request)
-        return _versioned(v2.metadata(self.slot.name, version), version)
+        return _versioned(v2.metadata(request.path_params["name"], version), version)
 
     async def v2_model_ready(self, request: Request) -> JSONResponse:
         version = await self._version(request)
-        return _versioned({"name": self.slot.name, "ready": True}, version)
+        return _versioned({"name": request.path_params["name"], "ready": True}, version)
 
     async def v2_infer(self, request: Request) -> Response:
-        version = await self._version(request)
+        name, version = request.path_params["name"], await self._version(request)
         header_length = request.headers.get(v2.HEADER_LENGTH)
         body = await self._body(request, BINARY if header_length else "application/json", version)
 
@@ -255,23 +233,23 @@ class Endpoints:
             head, binary = v2.split_body(body, header_length)
             payload = instances.parse_json(head)
             rows, outputs = v2.parse_request(payload, version.features, binary)
-            self._check_rows(len(rows))
+            self.runtime.check_rows(len(rows))
             return payload, rows, outputs
         payload, rows, outputs = await self._off_loop(body, parse)
 
         def answer(result: Prediction) -> Response:
-            names = None if outputs is None else [name for name, _ in outputs]
-            out = v2.response(self.slot.name, version, result, payload.get("id"), names)
-            data, length = v2.render(out, {name for name, binary in outputs or () if binary})
+            names = None if outputs is None else [output for output, _ in outputs]
+            out = v2.response(name, version, result, payload.get("id"), names)
+            data, length = v2.render(out, {output for output, binary in outputs or () if binary})
             headers = {"X-Model-Version": version.id} | ({v2.HEADER_LENGTH: str(length)} if length is not None
                                                           else {})
             return Response(data, media_type=BINARY if length is not None
                             else "application/json", headers=headers)
-        return await self._predict(version, rows, answer)
+        return await self._answer(name, version, rows, answer)
 
 
 def describe(slot: ModelSlot) -> dict[str, Any]:
-    """The TorchServe-style description of the served model: name, version
+    """The TorchServe-style description of a served model: name, version
     (the model commit id, None before one is loaded), source URL, status,
     and for a loaded version its features, classes, load time and
     provenance (see :meth:`ModelVersion.provenance`)."""
@@ -284,20 +262,12 @@ def describe(slot: ModelSlot) -> dict[str, Any]:
     else:
         out.update(loadedAt=version.loaded_at, loadSeconds=round(version.load_seconds, 3),
                    features=version.features, classes=version.classes, provenance=version.provenance())
+    if slot.loading is not None:
+        out["loadingVersion"] = slot.loading
     out["pinnedVersions"] = slot.pinned_versions()
     if slot.last_error is not None:
         out["lastError"] = slot.last_error
     return out
-
-
-async def _predict(version: ModelVersion, rows: list[list[float]],
-                   answer: Callable[[Prediction], Response]) -> Response:
-    """``answer(version.predict(rows))``: on the event loop for a few rows,
-    else in a thread, so that neither the forward pass nor building and
-    rendering a large answer holds up other requests (health checks)."""
-    if len(rows) <= INLINE_ROWS:
-        return answer(version.predict(rows))
-    return await run_in_threadpool(lambda: answer(version.predict(rows)))
 
 
 def _versioned(body: Any, version: ModelVersion) -> JSONResponse:

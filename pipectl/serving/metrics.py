@@ -7,16 +7,18 @@ Python client)::
     pipectl_serving_batch_rows{model}                          rows per forward pass (histogram)
     pipectl_serving_model_load_seconds{model, version}         download + load time of each version held
 
-Prediction requests are ``POST /predictions/<model>[/<version>]`` and
-``POST /v2/models/<model>[/versions/<version>]/infer``; ``version`` is the
-model commit that answered (``X-Model-Version``; ``none`` when none did,
-e.g. a 503 before any model loaded).
+Prediction requests are ``POST /predictions/<model>[/<version>]``,
+``POST /v2/models/<model>[/versions/<version>]/infer`` and the gRPC
+``ModelInfer`` (its ``status`` is the HTTP status of the same outcome);
+``version`` is the model commit that answered (``X-Model-Version``;
+``none`` when none did, e.g. a 503 before any model loaded).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
@@ -34,8 +36,8 @@ class Metrics:
     """The server's metrics (a registry of its own) and the middleware that
     counts and times prediction requests."""
 
-    def __init__(self, slot: ModelSlot):
-        self.slot = slot
+    def __init__(self, slots: Sequence[ModelSlot]):
+        self.slots = slots
         self.registry = CollectorRegistry()
         labels = ["model", "version", "status"]
         self.requests = Counter("pipectl_serving_requests", "Prediction requests answered, by model, model "
@@ -65,14 +67,19 @@ class Metrics:
             try:
                 await app(scope, receive, watch)
             finally:
-                labels = (match.group(1) or match.group(2), seen["version"], seen["status"])
-                self.requests.labels(*labels).inc()
-                self.latency.labels(*labels).observe(time.perf_counter() - started)
+                self.count(match.group(1) or match.group(2), seen["version"], seen["status"],
+                           time.perf_counter() - started)
         return counted
+
+    def count(self, model: str, version: str, status: str, seconds: float) -> None:
+        """Count one prediction request and its latency (``seconds``)."""
+        self.requests.labels(model, version, status).inc()
+        self.latency.labels(model, version, status).observe(seconds)
 
     async def endpoint(self, request: Request) -> Response:
         """``GET /metrics``."""
         self.load.clear()  # the versions held now, not every one ever held
-        for version in self.slot.held():
-            self.load.labels(self.slot.name, version.id).set(version.load_seconds)
+        for slot in self.slots:
+            for version in slot.held():
+                self.load.labels(slot.name, version.id).set(version.load_seconds)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -130,6 +130,7 @@ class ModelSlot:
         self.current: ModelVersion | None = None
         self.reason = f"no model loaded yet from branch {branch} of repo {repo}"
         self.last_error: dict | None = None
+        self.loading: str | None = None  # the id of the head commit being loaded, while it loads
         self._workdir = tempfile.mkdtemp(prefix="pipectl-serve-")
         self._lock = threading.Lock()  # held by refresh and close
         self._pinned: collections.OrderedDict[str, ModelVersion] = collections.OrderedDict()  # by commit id, LRU
@@ -195,7 +196,13 @@ class ModelSlot:
 
     def _refresh(self) -> bool:
         head = self._new_head()
-        version = self._load_commit(head) if head is not None else None
+        if head is None:
+            return False
+        self.loading = head.id
+        try:
+            version = self._load_commit(head)
+        finally:
+            self.loading = None
         if version is None:
             return False
         previous, self.current = self.current, version  # the swap: one reference assignment

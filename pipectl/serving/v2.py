@@ -42,6 +42,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from .. import __version__
 from .errors import BadRequest
 from .instances import Rows, expected, normalize_name, number
 from .model import ModelVersion, Prediction
@@ -212,15 +213,21 @@ def render(body: dict, binary: set[str]) -> tuple[bytes, int | None]:
     chunks = []
     for tensor in body["outputs"]:
         if tensor["name"] in binary:
-            values = tensor.pop("data")
-            if tensor["datatype"] == "BYTES":
-                raw = b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in values))
-            else:
-                raw = struct.pack(f"<{len(values)}{FORMATS[tensor['datatype']]}", *values)
+            raw = raw_data(tensor["datatype"], tensor.pop("data"))
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
     head = json.dumps(body).encode()
     return (head + b"".join(chunks), len(head)) if chunks else (head, None)
+
+
+def raw_data(datatype: str, values: list) -> bytes:
+    """The binary form of a tensor's flat ``values``: little-endian
+    numbers, or for ``BYTES`` each element's UTF-8 bytes after its 4-byte
+    little-endian length (the binary extension's and gRPC's
+    ``raw_output_contents`` layout)."""
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in values))
+    return struct.pack(f"<{len(values)}{FORMATS[datatype]}", *values)
 
 
 def response(name: str, version: ModelVersion, prediction: Prediction, request_id: Any,
@@ -243,6 +250,11 @@ def response(name: str, version: ModelVersion, prediction: Prediction, request_i
     if request_id is not None:
         body["id"] = request_id
     return body
+
+
+def server_metadata() -> dict:
+    """The server metadata body of ``GET /v2`` (and gRPC ``ServerMetadata``)."""
+    return {"name": "pipectl", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 def metadata(name: str, version: ModelVersion) -> dict:
