@@ -532,7 +532,7 @@ def bench_serving(ctx: Context) -> list[Row]:
     from .serving import bench_serving as serve
     return [Row(ctx.store, r["workload"], r["pipectl"], r["unit"], baseline=r["baseline"],
                 baseline_name=r["baseline_name"], ratio=r["ratio"], notes=r["notes"],
-                compare=r["baseline"] is not None)
+                target=r["target"], target_met=r["target_met"], compare=r["baseline"] is not None)
             for r in serve(ctx.mode == "quick", ctx.env.new_store("serving"))]
 
 

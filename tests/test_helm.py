@@ -285,8 +285,10 @@ def test_serving(default_objs):
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert "command" not in c  # the image's ENTRYPOINT, pipectl serve
     assert c["args"] == ["--repo", "train", "--branch", "master", "--model", "iris",
-                         "--handler", "/app/iris_model.py", "--host", "0.0.0.0", "--port", "8080"]
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+                         "--handler", "/app/iris_model.py", "--host", "0.0.0.0", "--port", "8080",
+                         "--grpc-port", "8001", "--max-batch-size", "32", "--max-batch-delay", "0"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                          {"name": "grpc", "containerPort": 8001, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
     assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
     data, secrets = config_of(default_objs, c)
@@ -295,7 +297,8 @@ def test_serving(default_objs):
 
     svc = one(default_objs, "Service", f"{FULLNAME}-serving")
     assert svc["spec"]["type"] == "ClusterIP"
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+                                    {"name": "grpc", "port": 8001, "targetPort": "grpc", "protocol": "TCP"}]
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -360,6 +363,21 @@ def test_serving_autoscaling(render):
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 6)
     assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
     assert "replicas" not in one(objs, "Deployment", f"{FULLNAME}-serving")["spec"]
+
+
+def test_serving_models_batching_and_readiness(render):
+    """``serving.models`` adds models, ``grpcPort: 0`` drops the gRPC port,
+    the batching settings and ``unreadyWhileLoading`` become flags."""
+    objs = render(*REQUIRED, "--set", "serving.models={candidate=train@candidate}", "--set", "serving.grpcPort=0",
+                  "--set", "serving.maxBatchSize=8", "--set", "serving.maxBatchDelayMs=2",
+                  "--set", "serving.unreadyWhileLoading=true")
+    c = container(one(objs, "Deployment", f"{FULLNAME}-serving"))
+    args = c["args"]
+    assert args[args.index("--model", args.index("--port")) + 1] == "candidate=train@candidate"
+    assert "--grpc-port" not in args and [p["name"] for p in c["ports"]] == ["http"]
+    assert args[args.index("--max-batch-size") + 1] == "8" and args[args.index("--max-batch-delay") + 1] == "2"
+    assert "--unready-while-loading" in args
+    assert [p["name"] for p in one(objs, "Service", f"{FULLNAME}-serving")["spec"]["ports"]] == ["http"]
 
 
 def test_serving_disabled(render):

@@ -2,7 +2,7 @@
 controller, the model server and the pipectl server against an S3 server
 (moto, reached by the pods at the node's address); the Iris pipeline runs as
 Kubernetes Jobs of the stage images; the model server answers through its
-Service, and so does the API (with a token; the CLI through it prints what
+Service (HTTP, its metrics, and KServe v2 gRPC), and so does the API (with a token; the CLI through it prints what
 it prints on the store). Then a worker pod and the controller pod are
 deleted mid-job, and the job still lands every datum's output exactly
 once."""
@@ -13,7 +13,9 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import requests
+import tritonclient.grpc as triton
 from helpers import REPO_ROOT, make_iris_data, put_iris, run_ok, wait_for
 
 
@@ -81,6 +83,14 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     metrics = requests.get(f"{base}/metrics", timeout=10).text  # what Prometheus scrapes, through the Service
     assert f'pipectl_serving_requests_total{{model="iris",status="200",version="{model["id"]}"}}' in metrics, \
         metrics[:2000]
+    # The KServe v2 gRPC port of the same Service, with tritonclient at its defaults.
+    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    rows = np.array([[float(v) for v in line.split(",")] for line in (new / "test1.csv").read_text().split()
+                     if line[0].isdigit()], dtype=np.float32)
+    tensor = triton.InferInput("input-0", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    result = triton.InferenceServerClient(f"{service['spec']['clusterIP']}:{grpc_port}").infer("iris", [tensor])
+    assert [b.decode() for b in result.as_numpy("predictions")] == expected
 
     # The API, through its Service, with the read token: the jobs it ran; the CLI through it.
     service = json.loads(cluster.kubectl("-n", ns, "get", "service", "pipectl-server", "-o", "json"))

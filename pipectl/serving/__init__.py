@@ -15,9 +15,14 @@ Modules (each small, the lower ones free of any web framework):
   :class:`ModelSlot` (the current version, refreshed from the branch head).
 - :mod:`.instances`: JSON and CSV request bodies to rows of numbers.
 - :mod:`.v2`: the KServe Open Inference Protocol (v2) request and response.
+- :mod:`.batching`: dynamic batching, concurrent requests' rows as one forward pass.
 - :mod:`.metrics`: Prometheus metrics (prometheus_client).
-- :mod:`.app`: the Starlette application (routes below); :mod:`.server`
-  runs it under uvicorn.
+- :mod:`.predlog`: predictions logged as versioned data (``--log-repo``).
+- :mod:`.runtime`: the served models (one or several), shared by both protocols.
+- :mod:`.app`: the Starlette application (routes below); :mod:`.grpc_v2`
+  the KServe v2 gRPC service (grpcio, messages generated into
+  :mod:`.protocol` from KServe's published proto); :mod:`.server` runs
+  both on one event loop under uvicorn.
 
 HTTP API (MXNet Model Server / TorchServe inference and management, plus
 KServe v2)::
@@ -33,10 +38,12 @@ KServe v2)::
     POST /v2/models/{name}/infer    {"inputs": [tensor...]} -> {"outputs": [tensor...], "model_version"}
     .../v2/models/{name}/versions/{v}[/ready|/infer]   the same, of model version v
 
+gRPC (``--grpc-port``): ``inference.GRPCInferenceService``, KServe v2.
+
 Every prediction response carries the model version (the model commit id),
 in its body and in the ``X-Model-Version`` header.
 
 The platform core never imports numpy or MXNet: only the handler does, and
-it is imported when the server starts. Starlette and uvicorn are imported
-only by :mod:`.app` and :mod:`.server` (``serving/requirements.txt``).
+it is imported when the server starts. Starlette, uvicorn and grpcio are
+imported only when the server runs (``serving/requirements.txt``).
 """

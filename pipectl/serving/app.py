@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import instances, v2
+from .batching import INLINE_ROWS
 from .errors import ServingError, UnsupportedMediaType
 from .model import ModelSlot, ModelVersion, Prediction
 from .predlog import PredictionLog
@@ -36,9 +37,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 INLINE_BODY_BYTES = 64 * 1024
 """Bodies up to this size are parsed on the event loop; larger ones in a
 thread, so that health checks answer while they are read."""
-INLINE_ROWS = 64
-"""Answers of at most this many rows are built on the event loop; larger
-ones in a thread."""
 
 CSV_TYPES = {"text/csv", "application/csv"}
 BINARY = "application/octet-stream"

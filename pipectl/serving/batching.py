@@ -4,8 +4,9 @@ Triton's dynamic batcher and TorchServe's batch aggregation, for one model:
 requests queue their rows; one task per model takes the first waiting
 request, adds every request already waiting (and, with a
 ``max_batch_delay``, those arriving within that many seconds) up to
-``max_batch_size`` rows, runs the model once on all of their rows in a
-worker thread, and hands each request its own slice of the answer.
+``max_batch_size`` rows, runs the model once on all of their rows (in a
+worker thread when they are many, see :data:`INLINE_ROWS`), and hands each
+request its own slice of the answer.
 
 With the default delay of 0 no request ever waits for company: at low load
 each runs alone at once, and under load the requests that arrive while a
@@ -30,6 +31,11 @@ MAX_BATCH_SIZE = 32
 """Rows per forward pass, at most (``pipectl serve --max-batch-size``)."""
 MAX_BATCH_DELAY = 0.0
 """Seconds the first request of a batch waits for others (``--max-batch-delay``, given in ms)."""
+INLINE_ROWS = 64
+"""Passes of at most this many rows run on the event loop (a small forward
+pass costs less than the hop to a worker thread, and requests arriving
+meanwhile wait in their sockets to form the next batch); larger ones in a
+thread, so that health checks answer while they run."""
 
 
 @dataclasses.dataclass
@@ -113,7 +119,8 @@ class Batcher:
         rows = [r for w in batch for r in w.rows]
         self._observe(len(rows))
         try:
-            result = await asyncio.to_thread(version.predict, rows)
+            result = (version.predict(rows) if len(rows) <= INLINE_ROWS
+                      else await asyncio.to_thread(version.predict, rows))
         except Exception as e:  # noqa: BLE001  (given to the request(s) it belongs to)
             if len(batch) == 1:
                 _settle(batch[0].answer, error=e)
