@@ -37,6 +37,7 @@ from . import cron, keys
 from . import datums as datum_mod
 from . import spec as specs
 from .api import PPS
+from .egress import egress, egress_url
 from .executors import Executor, ExecutorError, WorkerGroup
 from .jobdata import result_counts
 from .jobs import job_id, output_commit_id
@@ -392,6 +393,15 @@ class Controller:
         if isinstance(commit, JobFailed):
             self._update(run, **counts)  # a failed job shows its counts too
             raise commit
+        url = egress_url(run.spec)
+        if url:
+            self._update(run, state="egressing", **counts)
+            try:
+                copied = egress(self.pfs, job.pipeline, commit.id, url)
+            except Exception as e:  # noqa: BLE001  (a target outside pipectl: any failure fails the job, named)
+                raise JobFailed(f"egress of {job.pipeline}@{commit.id} to {url} failed: {e}") from None
+            counts["egress"] = {"url": url, "files": copied.files, "bytes": copied.bytes}
+            log.info("job %s: egressed %d files (%d bytes) to %s", job.id, copied.files, copied.bytes, url)
         log.info("job %s of %s succeeded: %d processed, %d skipped; output %s@%s", job.id, job.pipeline,
                  counts["datums_processed"], counts["datums_skipped"], job.pipeline, commit.id)
         self._update(run, state="success", finished=now(), **counts)

@@ -9,7 +9,7 @@ import dataclasses
 
 from ..pfs.model import Record
 
-JOB_STATES = ("created", "running", "success", "failure", "killed")
+JOB_STATES = ("created", "running", "egressing", "success", "failure", "killed")
 DONE = ("success", "failure", "killed")
 
 
@@ -81,6 +81,9 @@ class JobInfo(Record):
     claim: int = 0
     """The fencing token (see ``lease.py``) of the controller running the
     job; a controller lands the output only while the job carries its own."""
+    egress: dict | None = None
+    """With the spec's ``egress``: ``{"url", "files", "bytes"}`` copied there
+    (see :mod:`.egress`)."""
 
     @property
     def done(self) -> bool:

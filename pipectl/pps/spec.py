@@ -35,13 +35,13 @@ from typing import Any
 from .. import glob as globs
 from ..errors import InvalidArgument
 from ..pfs import names, triggers
-from . import cron, podspec, proto3, secrets
+from . import cron, egress, podspec, proto3, secrets
 
 DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"constant": 1}}
 DEFAULT_IMAGE = "ubuntu:20.04"
 """``transform.image`` when a spec gives none, as in Pachyderm."""
 UNSUPPORTED = {
-    "spout": "spout pipelines", "service": "service pipelines", "egress": "pipelines with egress",
+    "spout": "spout pipelines", "service": "service pipelines",
     "s3_out": "pipelines with s3_out", "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
 }
 """Fields of Pachyderm's spec for features pipectl does not have yet: a
@@ -169,6 +169,7 @@ def validate(spec: Any, source: str = "spec") -> dict:
             problems.append(f"{field}: must be longer than 0s")
     check(None, _check_input_names, spec["input"], "input")
     check(None, podspec.check, spec)  # its messages name the field
+    check(None, egress.egress_url, spec)  # likewise
     for n, secret in enumerate(spec["transform"].get("secrets") or []):
         check(f"transform.secrets.{n}", secrets.check, secret)
     for c in cron.cron_inputs(spec["input"]):

@@ -48,6 +48,7 @@ from .paths import FILE, NAME
 PREVIEW_BYTES = 256 << 10
 """The most of a file a preview shows."""
 STATE_COLOURS = {"success": "#2e7d32", "failure": "#c62828", "running": "#1565c0", "created": "#1565c0",
+                 "egressing": "#1565c0",
                  "killed": "#6d4c41", "paused": "#757575", "-": "#757575"}
 
 

@@ -101,7 +101,8 @@ def serve(store: ObjectStore, models: Sequence[ModelSource], handler: str, host:
     sys.setswitchinterval(SWITCH_INTERVAL)
     config = uvicorn.Config(app, access_log=access_log, log_level="info", lifespan="on",
                             timeout_graceful_shutdown=10)
-    asyncio.run(_run(uvicorn.Server(config), sock, runtime, host, grpc_port))
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop when installed, as uvicorn
+        runner.run(_run(uvicorn.Server(config), sock, runtime, host, grpc_port))
 
 
 async def _run(http, sock: socket.socket, runtime, host: str, grpc_port: int | None) -> None:
