@@ -43,6 +43,7 @@ from .jobdata import result_counts
 from .jobs import job_id, output_commit_id
 from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 from .spec import parse_duration
+from .spouts import Spouts, is_spout
 
 log = logging.getLogger("pipectl.controller")
 
@@ -53,6 +54,7 @@ TRIGGER_SECONDS = 2.0
 MAX_WORKER_RESTARTS = 5
 PROGRESS_SECONDS = 1.0  # how often a running job's counts are refreshed
 STOP_CHECK_SECONDS = 0.25  # how often a running job's record is read for stop-job
+SPOUT_SECONDS = 1.0  # how often spout workers are checked while a job runs
 
 
 @dataclasses.dataclass
@@ -101,6 +103,8 @@ class Controller:
         self.poll_interval = poll_interval
         self._finished: dict[str, JobInfo] = {}  # by store key: a finished job's record never changes
         self._triggers_swept = 0.0
+        self.spouts = Spouts(executor)
+        self._spouts_tended = 0.0
 
     def run(self, exit_when_idle: bool = False) -> None:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
@@ -120,6 +124,7 @@ class Controller:
                         return
                     time.sleep(self.poll_interval)
         finally:
+            self.spouts.close()
             self.executor.close()
 
     def _check_leadership(self) -> None:
@@ -132,12 +137,24 @@ class Controller:
         """One round: commit due cron ticks, create due jobs, run the next
         one. True if a job was created or ran."""
         pipelines = [p for p in self.pps.list_pipelines() if p.state == "running"]
+        self._tend_spouts(pipelines)
         self.tick_crons(pipelines)
         created = self.create_jobs(pipelines)
         job = self.next_job()
         if job is not None:
             self.run_job(job)
         return bool(created or job)
+
+    def _tend_spouts(self, pipelines: list[PipelineInfo] | None = None) -> None:
+        """Keep the running spouts' workers alive (see :mod:`.spouts`): at
+        each step, and every SPOUT_SECONDS while a job runs (reading the
+        pipelines then only when spouts run)."""
+        if pipelines is None:
+            if not self.spouts.running or time.monotonic() - self._spouts_tended < SPOUT_SECONDS:
+                return
+            pipelines = [p for p in self.pps.list_pipelines() if p.state == "running"]
+        self._spouts_tended = time.monotonic()
+        self.spouts.tend(pipelines)
 
     def tick_crons(self, pipelines: list[PipelineInfo]) -> None:
         """Commit the due ticks of the (running) ``pipelines``' cron inputs
@@ -193,7 +210,7 @@ class Controller:
         of every one); return how many were created."""
         created = 0
         for pipeline in self.pps.list_pipelines() if pipelines is None else pipelines:
-            if pipeline.state != "running":
+            if pipeline.state != "running" or is_spout(pipeline):
                 continue
             inputs = self.current_inputs(pipeline)
             if inputs is None:
@@ -359,6 +376,7 @@ class Controller:
                 checked = time.monotonic()
                 if self._stopped(run.job):
                     raise JobFailed("killed")
+            self._tend_spouts()
             self._check_leadership()
 
     def _stopped(self, job: JobInfo) -> bool:

@@ -41,7 +41,7 @@ DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"c
 DEFAULT_IMAGE = "ubuntu:20.04"
 """``transform.image`` when a spec gives none, as in Pachyderm."""
 UNSUPPORTED = {
-    "spout": "spout pipelines", "service": "service pipelines",
+    "service": "service pipelines",
     "s3_out": "pipelines with s3_out", "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
 }
 """Fields of Pachyderm's spec for features pipectl does not have yet: a
@@ -145,11 +145,16 @@ def validate(spec: Any, source: str = "spec") -> dict:
             spec["transform"]["image"] = DEFAULT_IMAGE
     validator = jsonschema.Draft202012Validator(schema())
     problems = _schema_problems(validator.iter_errors(spec))
+    if isinstance(spec, dict) and "input" not in spec and "spout" not in spec:
+        problems.insert(0, "input: required field is missing")
+    if isinstance(spec, dict) and "input" in spec and "spout" in spec:
+        problems.insert(0, "input: a spout takes no input (its code commits to its output repo)")
     if problems:
         raise InvalidArgument(_report(source, problems))
     spec = copy.deepcopy(spec)
     for key, value in DEFAULTS.items():
         spec.setdefault(key, copy.deepcopy(value))
+    spec.setdefault("input", {})  # a spout's: no input, no datums
 
     def check(where: str | None, fn, *args) -> None:
         try:
@@ -167,7 +172,8 @@ def validate(spec: Any, source: str = "spec") -> dict:
     for field in ("datum_timeout", "job_timeout"):
         if field in spec and not parse_duration(spec[field]):
             problems.append(f"{field}: must be longer than 0s")
-    check(None, _check_input_names, spec["input"], "input")
+    if spec["input"]:
+        check(None, _check_input_names, spec["input"], "input")
     check(None, podspec.check, spec)  # its messages name the field
     check(None, egress.egress_url, spec)  # likewise
     for n, secret in enumerate(spec["transform"].get("secrets") or []):

@@ -20,7 +20,7 @@ import logging
 
 from ... import __version__
 from ...errors import PipectlError
-from ..model import JobInfo
+from ..model import JobInfo, PipelineInfo
 from ..runner import SOCKET
 
 log = logging.getLogger("pipectl.executor")
@@ -98,6 +98,12 @@ class Executor(abc.ABC):
         """Start workers ``0..count-1`` for ``job`` (run with ``spec``); a
         group that saw more than ``max_failures`` failures stops replacing
         workers. Raises ExecutorError if they cannot be started."""
+
+    def start_spout(self, pipeline: PipelineInfo) -> WorkerHandle:
+        """Start the long-lived worker of spout ``pipeline`` (see
+        :mod:`pipectl.pps.spouts`). Raises ExecutorError when it cannot
+        start, or this executor runs no spouts."""
+        raise ExecutorError(f"the {self.name} executor does not run spouts yet (use the process executor)")
 
     def job_done(self, job: JobInfo) -> dict[str, str]:
         """Every datum of ``job`` has a result: release whatever is still

@@ -33,18 +33,21 @@ is refused with this executor).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import signal
+import subprocess
 import sys
 import traceback
 
 import setproctitle
 
 from ...errors import InvalidArgument
+from ...pfs import names
 from .. import sandbox, secrets, usercode, worker
-from ..model import JobInfo
+from ..model import JobInfo, PipelineInfo
 from . import ExecutorError, HandleExecutor, WorkerHandle
 
 
@@ -144,6 +147,51 @@ class ProcessExecutor(HandleExecutor):
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
         return ProcessHandle(pid)
+
+
+    def start_spout(self, pipeline: PipelineInfo) -> SpoutProcess:
+        """The spout's ``cmd`` as a child process in a session of its own
+        (dying with the controller), in its local image's working directory
+        with its ``PATH`` first, the spec's ``env``, Pachyderm's
+        ``PPS_PIPELINE_NAME``/``PPS_PROJECT_NAME`` and the controller's store
+        (``PIPECTL_STORE`` and the AWS variables), so that the pipectl CLI and
+        client inside commit to the output repo; ``stdin`` lines are fed to it.
+        Its output goes to the controller's. Raises ExecutorError."""
+        transform = pipeline.spec["transform"]
+        image = self.images.get(transform["image"]) or {}
+        env = dict(os.environ, PIPECTL_STORE=self.store_url, **transform.get("env", {}),
+                   PPS_PIPELINE_NAME=names.bare(pipeline.name), PPS_PROJECT_NAME=names.project_of(pipeline.name))
+        env.pop("PIPECTL_LOCAL_IMAGES", None)
+        if image.get("path"):
+            env["PATH"] = os.pathsep.join([*image["path"], env.get("PATH", "")])
+        argv, options = usercode.spawn_options(list(transform["cmd"]))
+        stdin = transform.get("stdin") or []
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=image.get("workdir") or None,
+                                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, **options)
+        except OSError as e:
+            raise ExecutorError(f"spout {pipeline.name}: cannot start {transform['cmd'][0]}: {e.strerror}") from None
+        if stdin and proc.stdin is not None:
+            with contextlib.suppress(OSError):  # a spout that exits at once
+                proc.stdin.write("".join(line + "\n" for line in stdin).encode())
+                proc.stdin.close()
+        return SpoutProcess(proc)
+
+
+class SpoutProcess(WorkerHandle):
+    """A spout's process (leader of its own process group)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 def _run_forked_worker(parent: int, env: dict[str, str], argv: list[str]) -> None:
