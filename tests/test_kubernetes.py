@@ -261,3 +261,40 @@ def test_a_second_controller_waits_for_the_lease(k8s_env, background):
     wait_for(lambda: "leading" in second.err_path.read_text(), 30, 0.2, "the second to take over")
     second.send_signal(signal.SIGTERM)
     second.wait(60)
+
+
+def test_a_spout_runs_as_a_deployment_and_survives_its_pod(k8s_env, background):
+    """A spout on Kubernetes: one Deployment (and, with ``spout.service``, a
+    Service) commits once a second with the pipectl CLI in the base image;
+    its pod deleted, Kubernetes starts another and the commits go on; it
+    outlives a stopping controller, and stop-pipeline removes it."""
+    script = ("i=0; while true; do i=$((i+1)); "
+              "echo $i | python3 -m pipectl put-file ticker master /tick-$i -f - >/dev/null || exit 3; sleep 1; done")
+    spec = {"pipeline": {"name": "ticker"}, "spout": {"service": {"internal_port": 8080}},
+            "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", script]}}
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    controller = background(*CONTROLLER)
+    cluster, ns = k8s_env["cluster"], k8s_env["namespace"]
+
+    def commits() -> int:
+        return len(json.loads(run_ok("list-commit", "ticker", "--raw").out))
+    wait_for(lambda: commits() >= 3, 240, 1, "3 commits from the spout's pod")
+    [deployment] = json.loads(cluster.kubectl("-n", ns, "get", "deployments", "-o", "json"))["items"]
+    assert deployment["metadata"]["annotations"]["pipectl.io/pipeline-name"] == "ticker"
+    [service] = json.loads(cluster.kubectl("-n", ns, "get", "services", "-l", "pipectl.io/pipeline=ticker",
+                                           "-o", "json"))["items"]
+    assert service["spec"]["ports"][0]["port"] == 8080
+    [pod] = worker_pods(k8s_env, "Running")
+    cluster.kubectl("-n", ns, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+    before = commits()
+    wait_for(lambda: [p for p in worker_pods(k8s_env, "Running") if p["metadata"]["name"] != pod["metadata"]["name"]],
+             240, 1, "a new spout pod")
+    wait_for(lambda: commits() >= before + 2, 240, 1, "commits from the new pod")
+    controller.send_signal(signal.SIGTERM)
+    controller.wait(60)
+    assert json.loads(cluster.kubectl("-n", ns, "get", "deployments", "-o", "json"))["items"], \
+        "the spout stopped with its controller"
+    run_ok("stop-pipeline", "ticker")
+    background(*CONTROLLER)
+    wait_for(lambda: not json.loads(cluster.kubectl("-n", ns, "get", "deployments", "-o", "json"))["items"], 120, 1,
+             "the stopped spout's Deployment to go")

@@ -11,6 +11,11 @@ address of a pipectl server) in its environment, so that the pipectl CLI
 dies) is started again after a back-off that doubles from 1 s up to 60 s
 and is reset once a worker has run for a minute; a new pipeline version
 replaces it; stopping or deleting the pipeline stops it.
+
+On Kubernetes the worker is a Deployment of one replica (and, with
+``spout.service``, a Service exposing its ``internal_port``): Kubernetes
+restarts its pod when it dies, and it outlives a controller that stops (a
+starting controller removes those of pipelines deleted meanwhile).
 """
 
 from __future__ import annotations
@@ -52,12 +57,19 @@ class Spouts:
     def __init__(self, executor: Executor):
         self.executor = executor
         self.running: dict[str, _Running] = {}
+        self._swept = False  # whether workers left by an earlier controller were checked
 
     def tend(self, pipelines: list[PipelineInfo]) -> None:
         """Make the running spouts of ``pipelines`` (every pipeline there
         is) have one live worker each, at their current version; stop the
         workers of the others."""
         wanted = {p.name: p for p in pipelines if is_spout(p) and p.state == "running"}
+        if not self._swept and self.executor.keeps_spouts:
+            try:
+                self.executor.stop_other_spouts(set(wanted))
+                self._swept = True
+            except Exception as e:  # noqa: BLE001  (the API server: tried again next time)
+                log.warning("cannot check for spouts of deleted pipelines: %s", e)
         for name in list(self.running):
             if name not in wanted:
                 self._stop(name, "the pipeline is stopped or deleted")
@@ -104,6 +116,10 @@ class Spouts:
             log.info("spout %s stopped: %s", name, why)
 
     def close(self) -> None:
-        """Stop every worker (the controller is stopping)."""
+        """The controller is stopping: stop every worker, unless the executor
+        keeps them (a Kubernetes Deployment goes on, for the next controller)."""
+        if self.executor.keeps_spouts:
+            self.running.clear()
+            return
         for name in list(self.running):
             self._stop(name, "the controller is stopping")

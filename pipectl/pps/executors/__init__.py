@@ -99,6 +99,14 @@ class Executor(abc.ABC):
         group that saw more than ``max_failures`` failures stops replacing
         workers. Raises ExecutorError if they cannot be started."""
 
+    keeps_spouts = False
+    """Whether spout workers outlive the controller (Kubernetes Deployments):
+    then a stopping controller leaves them running, and a starting one
+    removes those of pipelines gone meanwhile (:meth:`stop_other_spouts`)."""
+
+    def stop_other_spouts(self, keep: set[str]) -> None:  # noqa: B027 (only executors that keep spouts act)
+        """Stop the spout workers left running of pipelines not in ``keep``."""
+
     def start_spout(self, pipeline: PipelineInfo) -> WorkerHandle:
         """Start the long-lived worker of spout ``pipeline`` (see
         :mod:`pipectl.pps.spouts`). Raises ExecutorError when it cannot

@@ -38,6 +38,7 @@ Kubernetes API access comes from the in-cluster ServiceAccount, else from
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -46,11 +47,21 @@ import time
 from typing import Any
 
 from ...errors import InvalidArgument
+from ...pfs import names
 from .. import podspec, secrets
-from ..model import JobInfo
+from ..model import JobInfo, PipelineInfo
 from ..runner import SOCKET
 from ..spec import parse_duration
-from . import RUNNER_COMMAND, WORKER_IMAGE, Executor, ExecutorError, GroupStatus, WorkerGroup, worker_command
+from . import (
+    RUNNER_COMMAND,
+    WORKER_IMAGE,
+    Executor,
+    ExecutorError,
+    GroupStatus,
+    WorkerGroup,
+    WorkerHandle,
+    worker_command,
+)
 
 log = logging.getLogger("pipectl.kubernetes")
 
@@ -58,6 +69,7 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 SELECTOR = f"{MANAGED_BY}=pipectl"
 PIPELINE_LABEL = "pipectl.io/pipeline"
 JOB_LABEL = "pipectl.io/job"
+SPOUT_LABEL = "pipectl.io/spout"
 # Settings (not secrets) the workers need to reach the store as the controller does.
 PASS_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "PIPECTL_S3_MAX_ATTEMPTS",
             "PIPECTL_S3_CONNECT_TIMEOUT", "PIPECTL_LOG_LEVEL")
@@ -431,9 +443,133 @@ class KubernetesExecutor(Executor):
                 log.warning("cannot read the log of pod %s: %s", pod.metadata.name, e)
         return logs
 
+    # spouts ------------------------------------------------------------------
+    keeps_spouts = True
+
+    def spout_manifest(self, pipeline: PipelineInfo) -> dict:
+        """The apps/v1 Deployment of one replica running spout ``pipeline``'s
+        ``cmd`` in its image, with the store in its environment (the store
+        Secret's keys, or the controller's credentials in clear text, as the
+        workers' storage container has them) and Pachyderm's
+        ``PPS_PIPELINE_NAME``/``PPS_PROJECT_NAME``. Kubernetes restarts its
+        pod when it dies. ``spout.service`` adds a Service (see
+        :meth:`spout_service`)."""
+        spec, transform = pipeline.spec, pipeline.spec["transform"]
+        labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(pipeline.name), SPOUT_LABEL: "true"}
+        passed = PASS_ENV if self.store_secret else PASS_ENV + CREDENTIAL_ENV
+        env = [{"name": "PIPECTL_STORE", "value": self.store_url}, {"name": "HOME", "value": HOME},
+               {"name": "PPS_PIPELINE_NAME", "value": names.bare(pipeline.name)},
+               {"name": "PPS_PROJECT_NAME", "value": names.project_of(pipeline.name)}]
+        env += [{"name": k, "value": os.environ[k]} for k in passed if k in os.environ]
+        env += [{"name": k, "value": str(v)} for k, v in (transform.get("env") or {}).items()]
+        secret_env, secret_volumes, secret_mounts = secrets.kubernetes(spec)
+        container = {"name": "user", "image": transform["image"], "imagePullPolicy": self.image_pull_policy,
+                     "command": list(transform["cmd"]), "env": env + secret_env, "resources": resources(spec),
+                     "securityContext": CONTAINER_SECURITY,
+                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": HOME},
+                                      *secret_mounts]}
+        if self.store_secret:
+            container["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
+        service = spec["spout"].get("service")
+        if service:
+            container["ports"] = [{"name": "spout", "containerPort": service["internal_port"]}]
+        pod = {"automountServiceAccountToken": False, "enableServiceLinks": False,
+               "securityContext": pod_security(spec), "containers": [container],
+               "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}, *secret_volumes]}
+        pod.update(scheduling(spec))
+        try:
+            pod = podspec.apply(pod, spec)
+        except InvalidArgument as e:
+            raise ExecutorError(str(e)) from None
+        return {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": spout_name(pipeline.name), "namespace": self.namespace, "labels": labels,
+                             "annotations": {"pipectl.io/pipeline-name": pipeline.name,
+                                             "pipectl.io/pipeline-version": str(pipeline.version)}},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {PIPELINE_LABEL: labels[PIPELINE_LABEL],
+                                                                     SPOUT_LABEL: "true"}},
+                         "template": {"metadata": pod_metadata(spec, labels), "spec": pod}}}
+
+    def spout_service(self, pipeline: PipelineInfo) -> dict | None:
+        """The v1 Service of ``spout.service`` (``internal_port`` on the pod,
+        ``external_port`` as the node port of a NodePort or LoadBalancer
+        Service, ``type``), or None."""
+        service = pipeline.spec["spout"].get("service")
+        if not service:
+            return None
+        kind = service.get("type") or ("NodePort" if service.get("external_port") else "ClusterIP")
+        port = {"name": "spout", "port": service["internal_port"], "targetPort": "spout"}
+        if kind != "ClusterIP" and service.get("external_port"):
+            port["nodePort"] = service["external_port"]
+        return {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": spout_name(pipeline.name), "namespace": self.namespace,
+                             "labels": {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(pipeline.name)},
+                             "annotations": service.get("annotations") or {}},
+                "spec": {"type": kind, "ports": [port],
+                         "selector": {PIPELINE_LABEL: label_value(pipeline.name), SPOUT_LABEL: "true"}}}
+
+    def start_spout(self, pipeline: PipelineInfo) -> WorkerHandle:
+        """Create (or replace, for a new version) the spout's Deployment and
+        Service. Raises ExecutorError."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        apps, name = client.AppsV1Api(), spout_name(pipeline.name)
+        manifests: list[tuple[dict, Any, Any]] = [
+            (self.spout_manifest(pipeline), apps.create_namespaced_deployment, apps.replace_namespaced_deployment)]
+        service = self.spout_service(pipeline)
+        if service is not None:
+            manifests.append((service, self.core.create_namespaced_service, None))
+        for manifest, create, replace in manifests:
+            try:
+                create(self.namespace, manifest)
+            except ApiException as e:
+                if e.status != 409:
+                    raise ExecutorError(f"cannot create {manifest['kind']} {name}: {api_error(e)}") from None
+                if replace is not None:
+                    try:
+                        replace(name, self.namespace, manifest)
+                    except ApiException as e2:
+                        raise ExecutorError(f"cannot replace {manifest['kind']} {name}: {api_error(e2)}") from None
+        return SpoutDeployment(self, name)
+
+    def stop_other_spouts(self, keep: set[str]) -> None:
+        """Delete the spout Deployments and Services of pipelines not in
+        ``keep`` (deleted or stopped while no controller ran)."""
+        from kubernetes import client
+        apps = client.AppsV1Api()
+        for deployment in apps.list_namespaced_deployment(self.namespace, label_selector=f"{SPOUT_LABEL}=true").items:
+            meta: Any = deployment.metadata
+            if (meta.annotations or {}).get("pipectl.io/pipeline-name") not in keep:
+                SpoutDeployment(self, meta.name).kill()
+
     def close(self) -> None:
         self.jobs.stop()
         self.pods.stop()
+
+
+def spout_name(pipeline: str) -> str:
+    """The Deployment (and Service) name of spout ``pipeline``: a DNS-1123 label."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", pipeline.lower()).strip("-")[:40].rstrip("-")
+    return f"pipectl-spout-{slug}-{hashlib.sha256(pipeline.encode()).hexdigest()[:6]}"
+
+
+class SpoutDeployment(WorkerHandle):
+    """A spout's Deployment: alive while it exists (Kubernetes restarts its pod)."""
+
+    def __init__(self, executor: KubernetesExecutor, name: str):
+        self.executor, self.name = executor, name
+
+    def poll(self) -> int | None:
+        return None
+
+    def kill(self) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        for delete in (client.AppsV1Api().delete_namespaced_deployment, self.executor.core.delete_namespaced_service):
+            try:
+                delete(self.name, self.executor.namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    log.warning("cannot delete spout %s: %s", self.name, api_error(e))
 
 
 def _finished(k8s_job) -> bool:
