@@ -8,9 +8,10 @@ request, adds every request already waiting (and, with a
 worker thread when they are many, see :data:`INLINE_ROWS`), and hands each
 request its own slice of the answer.
 
-With the default delay of 0 no request ever waits for company: at low load
-each runs alone at once, and under load the requests that arrive while a
-forward pass runs form the next batch (Triton's default,
+With the default delay of 0 no request waits for company beyond one turn
+of the event loop (:data:`YIELDS`): at low load each runs alone at once,
+and under load the requests that arrive while a forward pass runs form the
+next batch (Triton's default,
 ``max_queue_delay_microseconds: 0``). Requests for different model versions
 never share a pass. A request with more rows than ``max_batch_size`` runs
 alone (the server's ``--max-rows`` bounds it). When a batch of several
@@ -31,6 +32,9 @@ MAX_BATCH_SIZE = 32
 """Rows per forward pass, at most (``pipectl serve --max-batch-size``)."""
 MAX_BATCH_DELAY = 0.0
 """Seconds the first request of a batch waits for others (``--max-batch-delay``, given in ms)."""
+YIELDS = 1
+"""Turns of the event loop a batch waits for requests already read to
+queue up (a request takes a few turns from its bytes to the queue)."""
 INLINE_ROWS = 64
 """Passes of at most this many rows run on the event loop (a small forward
 pass costs less than the hop to a worker thread, and requests arriving
@@ -94,10 +98,15 @@ class Batcher:
         batch, rows = [first], len(first.rows)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_batch_delay
+        yields = 0
         while rows < self.max_batch_size:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
+                if yields < YIELDS:  # requests read in the same turn of the loop queue up first
+                    yields += 1
+                    await asyncio.sleep(0)
+                    continue
                 left = deadline - loop.time()
                 if left <= 0:
                     break
