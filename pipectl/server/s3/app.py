@@ -13,32 +13,42 @@ from starlette.routing import Route
 
 from ...client import Client
 from ..auth import role_of
-from . import buckets, xml
+from . import buckets, sigv2, sigv4, xml
 from .errors import S3Error, access_denied, not_implemented
 from .routes import SUBRESOURCES, Gateway
-from .sigv4 import Signed, verify
+from .sigv4 import Signed
 
 log = logging.getLogger(__name__)
 READS = ("GET", "HEAD")
 
 
 def authenticate(request: Request, tokens: dict[str, str] | None) -> Signed | None:
-    """Check the request's AWS Signature V4 against the tokens (access
+    """Check the request's AWS signature (V4, or V2 as older clients and
+    botocore's default presigned S3 URLs sign) against the tokens (access
     key id = secret key = a token, Pachyderm's rule) and its token's role
     (a ``read`` token may only GET and HEAD). Without tokens every request
     passes (any credentials or none; a signature is not checked, as no
     secret is known). Raises S3Error AccessDenied, InvalidAccessKeyId,
-    SignatureDoesNotMatch, RequestTimeTooSkewed."""
+    SignatureDoesNotMatch, RequestTimeTooSkewed. Returns the V4 signature
+    (what chunk signatures chain from), None otherwise."""
     if not tokens:
         return None
     headers = {k.lower(): v for k, v in request.headers.items()}
-    signed = verify(request.method, request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
-                    request.scope.get("query_string", b"").decode("latin-1"), headers,
-                    lambda key: key if role_of(tokens, f"Bearer {key}") else None)
-    if signed is None:
+    raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+
+    def secret_of(key: str) -> str | None:
+        return key if role_of(tokens, f"Bearer {key}") else None
+    signed: Signed | None = None
+    if headers.get("authorization", "").startswith("AWS ") or "AWSAccessKeyId=" in query:
+        access_key = sigv2.verify(request.method, raw_path, query, headers, secret_of)
+    else:
+        signed = sigv4.verify(request.method, raw_path, query, headers, secret_of)
+        access_key = signed.access_key if signed else None
+    if access_key is None:
         raise access_denied("Access Denied: sign requests with a pipectl token as both the access key id "
                             "and the secret key")
-    if role_of(tokens, f"Bearer {signed.access_key}") != "write" and request.method not in READS:
+    if role_of(tokens, f"Bearer {access_key}") != "write" and request.method not in READS:
         raise access_denied("Access Denied: this token may only read")
     return signed
 
@@ -107,11 +117,14 @@ def create_s3_app(client: Client, tokens: dict[str, str] | None = None) -> Starl
             signed = authenticate(request, tokens)
             return await dispatch(gateway, request, signed)
         except S3Error as e:
-            return xml.error_response(e, request.url.path, head=request.method == "HEAD")
+            error = e
         except Exception as e:  # noqa: BLE001 (an S3 client needs S3's error document; the cause is logged)
             log.exception("S3 gateway: %s %s failed", request.method, request.url.path)
-            return xml.error_response(S3Error("InternalError", 500, f"internal error: {type(e).__name__}"),
-                                      request.url.path, head=request.method == "HEAD")
+            error = S3Error("InternalError", 500, f"internal error: {type(e).__name__}")
+        response = xml.error_response(error, request.url.path, head=request.method == "HEAD")
+        if request.method in ("PUT", "POST"):  # a body left unread would be taken for the next request
+            response.headers["Connection"] = "close"
+        return response
 
     methods = ["GET", "HEAD", "PUT", "POST", "DELETE"]
     return Starlette(routes=[Route("/", handle, methods=methods), Route("/{path:path}", handle, methods=methods)])

@@ -120,8 +120,6 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
     if authorization:
         match = _AUTH.fullmatch(authorization.strip())
         if not match:
-            if authorization.startswith("AWS "):
-                raise S3Error("InvalidRequest", 400, "Signature Version 2 is not supported; use Signature Version 4")
             raise access_denied("malformed Authorization header")
         credential, signed, signature = match.group(1), match.group(2).split(";"), match.group(3)
         amz_date = headers.get("x-amz-date", "")
