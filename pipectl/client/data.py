@@ -13,6 +13,7 @@ from ..pfs import PFS, Branch, Commit, FileEntry, Node, RepoInfo
 from ..pfs.files import Source
 from ..pfs.model import now
 from ..pfs.objects import ObjectWriter, TransferStats
+from ..pfs.reader import iter_objects_range
 from ..pps import PPS
 
 
@@ -144,11 +145,17 @@ class DataOps:
         with ObjectWriter(self.pfs.store) as writer:
             return writer.put_stream(stream)
 
-    def get_file(self, repo: str, ref: str, path: str, out: BinaryIO, offset: int = 0,
-                 length: int | None = None) -> int:
-        """Stream a file (``length`` bytes from byte ``offset``, or all of
-        it) into ``out``; return the byte count. Raises NotFound, InvalidArgument."""
-        return self.pfs.get_file(repo, ref, path, out, offset, length)
+    def get_file(self, repo: str, ref: str, path: str, out: BinaryIO) -> int:
+        """Stream a file into ``out``; return its size. Raises NotFound, InvalidArgument."""
+        return self.pfs.get_file(repo, ref, path, out)
+
+    def iter_file(self, entry: FileEntry, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The bytes of a file (its entry, from :meth:`file_entry`:
+        ``length`` bytes from byte ``offset``, or all), in pieces of a few
+        MiB read as they are asked for: a server streams them with no
+        thread or pipe between. Raises NotFound (a missing object)."""
+        size = entry.size - offset if length is None else length
+        return iter_objects_range(self.pfs.store, entry.objects, offset, size)
 
     def file_entry(self, repo: str, ref: str, path: str) -> FileEntry:
         """The size and content objects of a file, with get_file's errors

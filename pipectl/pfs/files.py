@@ -16,7 +16,7 @@ from . import keys, names
 from .hashing import HASH_HEX, write_addressed
 from .model import Branch, Commit, now
 from .objects import ObjectWriter, TransferStats
-from .reader import read_objects, read_objects_range
+from .reader import read_objects
 from .tree import FileEntry, Node, Tree, diff, file_above
 
 Source = str | BinaryIO
@@ -205,16 +205,10 @@ class Files:
         return self.modify(repo, ref, change)
 
     # reading files -------------------------------------------------------
-    def get_file(self, repo: str, ref: str, path: str, out: BinaryIO, offset: int = 0,
-                 length: int | None = None) -> int:
-        """Stream a file's bytes into ``out`` (``length`` bytes from byte
-        ``offset``, or all of them); return the byte count. Raises NotFound,
-        InvalidArgument (a directory)."""
-        entry = self.file_entry(repo, ref, path)
-        if offset == 0 and (length is None or length >= entry.size):
-            return read_objects(self.store, entry.objects, out)
-        return read_objects_range(self.store, entry.objects, offset, entry.size - offset if length is None else length,
-                                  out)
+    def get_file(self, repo: str, ref: str, path: str, out: BinaryIO) -> int:
+        """Stream a file's bytes into ``out``; return the byte count.
+        Raises NotFound, InvalidArgument (a directory)."""
+        return read_objects(self.store, self.file_entry(repo, ref, path).objects, out)
 
     def file_entry(self, repo: str, ref: str, path: str) -> FileEntry:
         """The entry (size, objects) of the file at ``path``. Raises

@@ -234,7 +234,7 @@ def _routes(api: APIRouter, client: Client) -> None:
         if inspect:
             return client.inspect_file(repo, ref, "/" + path).to_dict()
         entry = client.file_entry(repo, ref, "/" + path)  # get-file's errors, before the body starts
-        return StreamingResponse(stream_file(client, repo, ref, "/" + path), media_type="application/octet-stream",
+        return StreamingResponse(_stream(client, repo, ref, "/" + path), media_type="application/octet-stream",
                                  headers={"Content-Length": str(entry.size), "ETag": f'"{entry.hash}"'})
 
     @api.put("/repos/{repo:name}/commits/{ref}/files/{path:file}", tags=["files"],
@@ -374,13 +374,10 @@ def _routes(api: APIRouter, client: Client) -> None:
         return _events(snapshot, "job", key=lambda j: (j["id"], j["state"]), skip_existing=True)
 
 
-def stream_file(client: Client, repo: str, ref: str, path: str, offset: int = 0,
-                length: int | None = None) -> Iterator[bytes]:
-    """A file's bytes (``length`` of them from byte ``offset``, or all) in
-    chunks of at most CHUNK bytes, as ``get_file`` writes them (see
-    :func:`pipectl.streams.reader`); a client gone early stops the read.
-    Also the S3 gateway's GetObject body."""
-    with streams.reader(lambda out: client.get_file(repo, ref, path, out, offset, length)) as f:
+def _stream(client: Client, repo: str, ref: str, path: str) -> Iterator[bytes]:
+    """A file's bytes in chunks, as ``get_file`` writes them (see
+    :func:`pipectl.streams.reader`); a client gone early stops the read."""
+    with streams.reader(lambda out: client.get_file(repo, ref, path, out)) as f:
         try:
             while chunk := f.read(CHUNK):
                 yield chunk

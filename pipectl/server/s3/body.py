@@ -7,12 +7,16 @@ when the request ends."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import BinaryIO
+
+from starlette.concurrency import run_in_threadpool
 
 from .chunked import ChunkedDecoder
 from .errors import S3Error
@@ -20,6 +24,9 @@ from .sigv4 import Signed
 
 SPOOL_BYTES = 8 << 20
 """A body is held in memory up to this size, then spooled to a temporary file."""
+BLOCK = 1 << 20
+"""Bytes received are written and hashed in blocks of this size, on a worker
+thread, while the event loop receives the next block."""
 UNSIGNED = ("UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
 SIGNED_STREAMING = ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")
 
@@ -81,19 +88,34 @@ async def spool(chunks: AsyncIterator[bytes], headers: Mapping[str, str], signed
     active = [s for s in sums.values() if s is not None]
     out = tempfile.SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115 (returned open, closed by the caller)
     size = 0
+
+    def consume(block: bytearray) -> None:  # on a worker thread: file writes and hashes release the GIL
+        out.write(block)
+        for s in active:
+            s.update(block)
+    buffer, pending = bytearray(), None
     try:
         async for raw in chunks:
             for piece in decoder.feed(raw) if decoder else (raw,):
-                out.write(piece)
+                buffer += piece
                 size += len(piece)
-                for s in active:
-                    s.update(piece)
+            if len(buffer) >= BLOCK:  # the previous block is written while this one was received
+                if pending is not None:
+                    await pending
+                pending, buffer = asyncio.ensure_future(run_in_threadpool(consume, buffer)), bytearray()
+        if pending is not None:
+            await pending
+            pending = None
+        consume(buffer)
         if decoder:
             decoder.finish()
             declared.update({name[len("x-amz-checksum-"):]: value for name, value in decoder.trailers.items()
                              if name.startswith("x-amz-checksum-")})
         _check(headers, payload, declared, sums, size)
     except BaseException:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
         out.close()
         raise
     out.seek(0)

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import datetime
 import email.utils
+import logging
 import mimetypes
 from collections.abc import Iterator
 from typing import Any
@@ -30,12 +31,12 @@ from ...client import Client
 from ...errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PipectlError, StoreUnavailable
 from ...pfs.model import Commit, parse_time
 from ...pfs.tree import FileEntry
-from .. import api
 from . import buckets, uploads, xml
 from .body import spool
 from .buckets import Bucket
 from .errors import S3Error, no_such_bucket, no_such_key, not_implemented, read_only
 
+log = logging.getLogger(__name__)
 OWNER = {"ID": "00000000000000000000000000000000", "DisplayName": "pipectl"}
 """The one owner every bucket and object is reported to have (Pachyderm's gateway does the same)."""
 LOCATION = "us-east-1"
@@ -273,8 +274,8 @@ class Gateway:
         headers["Content-Length"] = str(length)
         if head:
             return Response(status_code=status, headers=headers)
-        body: Iterator[bytes] = api.stream_file(self.client, bucket.repo, commit.id, _path(key), offset, length)
-        return StreamingResponse(body, status_code=status, headers=headers)
+        return StreamingResponse(_guarded(self.client.iter_file(entry, offset, length)), status_code=status,
+                                 headers=headers)
 
     async def put_object(self, request: Request, bucket: Bucket, key: str, signed) -> Response:
         """PutObject: the body (spooled, see :mod:`.body`) becomes the file
@@ -415,6 +416,15 @@ def _is_file(client: Client, repo: str, ref: str, path: str) -> bool:
         return True
     except (NotFound, InvalidArgument):
         return False
+
+
+def _guarded(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """``pieces``, ending early (the client sees a body shorter than its
+    Content-Length) if the store fails once the body has started."""
+    try:
+        yield from pieces
+    except (PipectlError, OSError):
+        log.exception("S3 gateway: a GetObject body ended early")
 
 
 def _headers(request: Request) -> dict[str, str]:
