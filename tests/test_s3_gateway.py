@@ -184,6 +184,7 @@ def test_buckets_are_branches_and_commits(s3):
     assert s3.get_object(Bucket="master.images", Key="copy/cat.txt")["Body"].read() == b"v1"
     assert error_of(s3.put_object, Bucket="master.images", Key="cat.txt/under", Body=b"1")[0] == 409
     assert error_of(s3.put_object, Bucket="master.images", Key="../x", Body=b"1") == (400, "InvalidFilePath")
+    assert error_of(s3.put_object, Bucket="master.images", Key="folder/", Body=b"") == (400, "InvalidFilePath")
 
 
 @LOCAL

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import datetime
 import email.utils
+import hashlib
 import logging
 import mimetypes
 from collections.abc import Iterator
@@ -167,8 +168,7 @@ class Gateway:
 
         def delete() -> None:
             commit = self._snapshot(bucket)
-            if commit is not None and commit.size_bytes or commit is not None and any(
-                    True for _ in self.client.iter_files(bucket.repo, commit.id)):
+            if commit is not None and next(iter(self.client.iter_files(bucket.repo, commit.id)), None):
                 raise S3Error("BucketNotEmpty", 409, f"The bucket {bucket.name} you tried to delete is not empty")
             self.client.delete_branch(bucket.repo, bucket.branch)
             if not self.client.list_branches(bucket.repo):
@@ -432,14 +432,21 @@ def _headers(request: Request) -> dict[str, str]:
 
 
 async def _small_body(request: Request) -> bytes:
-    """A request's XML body, at most :data:`xml.MAX_BODY` bytes. Raises S3Error MaxMessageLengthExceeded."""
+    """A request's XML body, at most :data:`xml.MAX_BODY` bytes, checked
+    against the ``x-amz-content-sha256`` it was signed with. Raises S3Error
+    MaxMessageLengthExceeded, XAmzContentSHA256Mismatch."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > xml.MAX_BODY:
             raise S3Error("MaxMessageLengthExceeded", 400, "Your request was too big.")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    declared = request.headers.get("x-amz-content-sha256", "")
+    if len(declared) == 64 and hashlib.sha256(body).hexdigest() != declared:
+        raise S3Error("XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' header does not "
+                      "match what was computed.")
+    return body
 
 
 def _max_keys(value: str | None) -> int:
