@@ -14,7 +14,6 @@ import hashlib
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import BinaryIO
 
 from starlette.concurrency import run_in_threadpool
 
@@ -67,7 +66,8 @@ def checksum(algorithm: str):
     return None
 
 
-async def spool(chunks: AsyncIterator[bytes], headers: Mapping[str, str], signed: Signed | None) -> BinaryIO:
+async def spool(chunks: AsyncIterator[bytes], headers: Mapping[str, str],
+                signed: Signed | None) -> tempfile.SpooledTemporaryFile[bytes]:
     """The decoded body of a request whose raw body is ``chunks``, in a
     temporary file object positioned at 0 (the caller closes it).
     ``headers``: lowercase names. Raises S3Error: IncompleteBody,

@@ -14,8 +14,6 @@ ListParts, CompleteMultipartUpload, AbortMultipartUpload.
 from __future__ import annotations
 
 import base64
-import contextlib
-import datetime
 import email.utils
 import hashlib
 import logging
@@ -531,11 +529,9 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def _iso(stamp: str) -> str:
     """A pipectl time (ISO 8601 with microseconds) as S3 lists it (milliseconds)."""
-    return parse_time(stamp).strftime("%Y-%m-%dT%H:%M:%S.") + f"{parse_time(stamp).microsecond // 1000:03d}Z"
+    return parse_time(stamp).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _http_date(stamp: str) -> str:
     """A pipectl time as an HTTP date (``Last-Modified``)."""
-    with contextlib.suppress(ValueError):
-        return email.utils.format_datetime(parse_time(stamp).astimezone(datetime.UTC), usegmt=True)
-    return email.utils.format_datetime(datetime.datetime.now(datetime.UTC), usegmt=True)
+    return email.utils.format_datetime(parse_time(stamp), usegmt=True)
