@@ -1,19 +1,28 @@
 """Request bodies of PutObject and UploadPart: decoded (``aws-chunked``),
 checked (``x-amz-content-sha256``, ``Content-MD5``, ``x-amz-checksum-*``
-in a header or a trailer) and spooled, so memory stays bounded whatever
-the object's size: up to :data:`SPOOL_BYTES` in memory, the rest in a
-temporary file (the server's temporary directory, ``$TMPDIR``), removed
-when the request ends."""
+in a header or a trailer) and stored as they arrive, so memory stays
+bounded whatever the object's size and no local disk is used.
+
+The event loop receives the body and hands it on in blocks of
+:data:`BLOCK` bytes through a queue of :data:`QUEUED` blocks to a worker
+thread, which hashes each block for the checks and feeds it to the store
+(:meth:`~pipectl.client.Client.store_content`: content-addressed chunks of
+16 MiB, up to 4 written at once). The store is the spool: a body is at
+most about 90 MiB in memory (the queue, the chunk being cut, the chunks
+being written), and nothing becomes visible until the caller commits the
+entry returned, after every check passed; the chunks of a body that
+failed a check stay in the store unreferenced.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
-import tempfile
+import io
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import BinaryIO, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -21,13 +30,13 @@ from .chunked import ChunkedDecoder
 from .errors import S3Error
 from .sigv4 import Signed
 
-SPOOL_BYTES = 8 << 20
-"""A body is held in memory up to this size, then spooled to a temporary file."""
 BLOCK = 1 << 20
-"""Bytes received are written and hashed in blocks of this size, on a worker
-thread, while the event loop receives the next block."""
-UNSIGNED = ("UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+"""Bytes received are handed to the storing thread in blocks of this size."""
+QUEUED = 8
+"""Blocks waiting for the storing thread at most (then receiving waits)."""
 SIGNED_STREAMING = ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")
+T = TypeVar("T")
+_ABORT = object()
 
 
 class _Crc:
@@ -66,13 +75,47 @@ def checksum(algorithm: str):
     return None
 
 
-async def spool(chunks: AsyncIterator[bytes], headers: Mapping[str, str],
-                signed: Signed | None) -> tempfile.SpooledTemporaryFile[bytes]:
-    """The decoded body of a request whose raw body is ``chunks``, in a
-    temporary file object positioned at 0 (the caller closes it).
-    ``headers``: lowercase names. Raises S3Error: IncompleteBody,
-    XAmzContentSHA256Mismatch, BadDigest, SignatureDoesNotMatch,
-    InvalidRequest (a checksum that does not match)."""
+class _QueueReader(io.RawIOBase):
+    """A binary file object, read on a worker thread, over the blocks an
+    event loop puts into ``queue`` (None ends them; ``_ABORT`` makes the
+    read raise). Every block is fed to ``sums`` as it is read."""
+
+    def __init__(self, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, sums: list):
+        self.queue, self.loop, self.sums = queue, loop, sums
+        self.current = memoryview(b"")
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.current:
+            if self.ended:
+                return 0
+            block = asyncio.run_coroutine_threadsafe(self.queue.get(), self.loop).result()
+            if block is _ABORT:
+                raise S3Error("IncompleteBody", 400, "the request body ended early")
+            if block is None:
+                self.ended = True
+                return 0
+            for s in self.sums:
+                s.update(block)
+            self.current = memoryview(block)
+        n = min(len(buffer), len(self.current))
+        buffer[:n] = self.current[:n]
+        self.current = self.current[n:]
+        return n
+
+
+async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], signed: Signed | None,
+                  store: Callable[[BinaryIO], T]) -> T:
+    """Run ``store(stream)`` on a worker thread over the decoded body of a
+    request whose raw body is ``chunks``, as it arrives; return what it
+    returns once the body passed every check. ``headers``: lowercase
+    names; ``signed``: the request's V4 signature (its chunk signatures
+    are checked when the body is signed chunk by chunk). Raises S3Error:
+    IncompleteBody, XAmzContentSHA256Mismatch, BadDigest,
+    SignatureDoesNotMatch; and what ``store`` raises."""
     payload = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
     streaming = payload.startswith("STREAMING-") or "aws-chunked" in headers.get("content-encoding", "")
     decoder = ChunkedDecoder(signed if payload in SIGNED_STREAMING and signed else None) if streaming else None
@@ -85,41 +128,43 @@ async def spool(chunks: AsyncIterator[bytes], headers: Mapping[str, str],
     sums = {a: c for a in algorithms if (c := checksum(a)) is not None}
     sums["content-sha256"] = hashlib.sha256() if len(payload) == 64 and not streaming else None
     sums["md5"] = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
-    active = [s for s in sums.values() if s is not None]
-    out = tempfile.SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115 (returned open, closed by the caller)
-    size = 0
+    queue: asyncio.Queue = asyncio.Queue(QUEUED)
+    reader = _QueueReader(queue, asyncio.get_running_loop(), [s for s in sums.values() if s is not None])
+    task = asyncio.ensure_future(run_in_threadpool(store, reader))
 
-    def consume(block: bytearray) -> None:  # on a worker thread: file writes and hashes release the GIL
-        out.write(block)
-        for s in active:
-            s.update(block)
-    buffer, pending = bytearray(), None
+    async def hand(block: object) -> None:
+        """Queue ``block``, unless the storing thread failed first (its error is raised)."""
+        put = asyncio.ensure_future(queue.put(block))
+        await asyncio.wait({put, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            task.result()
+    size, buffer = 0, bytearray()
     try:
         async for raw in chunks:
             for piece in decoder.feed(raw) if decoder else (raw,):
                 buffer += piece
                 size += len(piece)
-            if len(buffer) >= BLOCK:  # the previous block is written while this one was received
-                if pending is not None:
-                    await pending
-                pending, buffer = asyncio.ensure_future(run_in_threadpool(consume, buffer)), bytearray()
-        if pending is not None:
-            await pending
-            pending = None
-        consume(buffer)
+            if len(buffer) >= BLOCK:
+                await hand(buffer)
+                buffer = bytearray()
+        if buffer:
+            await hand(buffer)
         if decoder:
             decoder.finish()
-            declared.update({name[len("x-amz-checksum-"):]: value for name, value in decoder.trailers.items()
-                             if name.startswith("x-amz-checksum-")})
-        _check(headers, payload, declared, sums, size)
+        await hand(None)
+        result = await task
     except BaseException:
-        if pending is not None:
-            with contextlib.suppress(BaseException):
-                await pending
-        out.close()
+        while not queue.empty():  # unblock the storing thread, then let it end
+            queue.get_nowait()
+        queue.put_nowait(_ABORT)
+        await asyncio.wait({task})
         raise
-    out.seek(0)
-    return out
+    if decoder:
+        declared.update({name[len("x-amz-checksum-"):]: value for name, value in decoder.trailers.items()
+                         if name.startswith("x-amz-checksum-")})
+    _check(headers, payload, declared, sums, size)
+    return result
 
 
 def _check(headers: Mapping[str, str], payload: str, declared: dict[str, str], sums: dict, size: int) -> None:

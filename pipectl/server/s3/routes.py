@@ -31,7 +31,7 @@ from ...errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Pipect
 from ...pfs.model import Commit, parse_time
 from ...pfs.tree import FileEntry
 from . import buckets, uploads, xml
-from .body import spool
+from .body import receive
 from .buckets import Bucket
 from .errors import S3Error, no_such_bucket, no_such_key, not_implemented, read_only
 
@@ -276,15 +276,21 @@ class Gateway:
                                  headers=headers)
 
     async def put_object(self, request: Request, bucket: Bucket, key: str, signed) -> Response:
-        """PutObject: the body (spooled, see :mod:`.body`) becomes the file
+        """PutObject: the body (stored as it arrives, see :mod:`.body`) becomes the file
         ``key`` in one new commit on the branch (put-file with overwrite),
         so pipelines reading the branch start. ETag: the content hash."""
         await self.call(self._writable, bucket)
         path = _object_path(key)
-        with await spool(request.stream(), _headers(request), signed) as body:
-            commit, _ = await self.call(self.client.put_files, bucket.repo, bucket.branch, [(path, body)], True)
-        entry = await self.call(self.client.file_entry, bucket.repo, commit.id, path)
+        entry = await self._receive(request, signed)
+        commit = await self.call(self.client.put_entries, bucket.repo, bucket.branch, [(path, entry)], True)
         return Response(status_code=200, headers={"ETag": f'"{entry.hash}"', "x-amz-version-id": commit.id})
+
+    async def _receive(self, request: Request, signed) -> FileEntry:
+        """The request's body, checked and stored (see :mod:`.body`), as an entry to commit."""
+        try:
+            return await receive(request.stream(), _headers(request), signed, self.client.store_content)
+        except PipectlError as e:
+            raise translate(e) from None
 
     async def copy_object(self, request: Request, bucket: Bucket, key: str) -> Response:
         """CopyObject (``x-amz-copy-source: bucket/key[?versionId=commit]``):
@@ -323,8 +329,7 @@ class Gateway:
             raise not_implemented("UploadPartCopy")
         upload = await self.call(uploads.get, self.client, request.query_params["uploadId"], bucket.repo,
                                  bucket.branch, _object_path(key))
-        with await spool(request.stream(), _headers(request), signed) as body:
-            entry = await self.call(self.client.store_content, body)
+        entry = await self._receive(request, signed)
         part = await self.call(uploads.put_part, self.client, upload, number, entry)
         return Response(status_code=200, headers={"ETag": f'"{part.etag}"'})
 
