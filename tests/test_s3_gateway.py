@@ -162,6 +162,8 @@ def test_buckets_are_branches_and_commits(s3):
     old = f"{first}.master.images"
     assert s3.get_object(Bucket=old, Key="cat.txt")["Body"].read() == b"v1"
     assert s3.get_object(Bucket="master.images", Key="cat.txt", VersionId=first)["Body"].read() == b"v1"
+    assert error_of(s3.get_object, Bucket="master.images", Key="cat.txt", VersionId="0" * 32) == (404, "NoSuchVersion")
+    assert error_of(s3.head_object, Bucket="master.images", Key="cat.txt", VersionId="v1")[0] == 400
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=old)["Contents"]] == ["cat.txt"]
     assert error_of(s3.put_object, Bucket=old, Key="x", Body=b"1") == (501, "NotImplemented")
     assert error_of(s3.delete_object, Bucket=old, Key="cat.txt") == (501, "NotImplemented")

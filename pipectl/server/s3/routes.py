@@ -29,6 +29,7 @@ from starlette.responses import Response, StreamingResponse
 from ...client import Client
 from ...errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PipectlError, StoreUnavailable
 from ...pfs.model import Commit, parse_time
+from ...pfs.names import is_commit_id
 from ...pfs.tree import FileEntry
 from . import buckets, uploads, xml
 from .body import receive
@@ -93,8 +94,15 @@ class Gateway:
         when given: Pachyderm's versions are commit ids). Raises S3Error
         NoSuchBucket, NoSuchKey."""
         if version:
-            bucket = Bucket(bucket.name, bucket.repo, bucket.branch, version)
-        commit = self._snapshot(bucket)
+            if not is_commit_id(version):
+                raise S3Error("InvalidArgument", 400, "Invalid version id specified: a version is a commit id")
+            self._snapshot(bucket)  # NoSuchBucket first
+            try:
+                commit: Commit | None = self.client.inspect_commit(bucket.repo, version)
+            except NotFound:
+                raise S3Error("NoSuchVersion", 404, f"The specified version does not exist: {version}") from None
+        else:
+            commit = self._snapshot(bucket)
         path = _path(key)
         if commit is None or path == "/":
             raise no_such_key(key)
