@@ -403,7 +403,7 @@ def test_server_s3_gateway(render):
                   "--set", "server.s3Gateway.enabled=true", "--set", "server.service.type=NodePort",
                   "--set", "server.s3Gateway.nodePort=30600")
     c = container(one(objs, "Deployment", f"{FULLNAME}-server"))
-    assert c["args"][6:8] == ["--s3-gateway-port", "1600"]
+    assert c["args"][7:9] == ["--s3-gateway-port", "1600"]
     assert {"name": "s3", "containerPort": 1600, "protocol": "TCP"} in c["ports"]
     ports = one(objs, "Service", f"{FULLNAME}-server")["spec"]["ports"]
     assert ports[1] == {"name": "s3", "port": 1600, "targetPort": "s3", "protocol": "TCP", "nodePort": 30600}
