@@ -492,3 +492,19 @@ def test_signed_chunks_follow_the_published_example():
         sigv4.verify("PUT", "/examplebucket/chunkObject.txt", "", headers, lambda key: secret,
                      when + datetime.timedelta(hours=1))
     assert caught.value.code == "RequestTimeTooSkewed"
+
+
+@LOCAL
+def test_an_open_server_takes_any_credentials_or_none(store_url, background):
+    """Without tokens (loopback only) the gateway accepts any credentials
+    and unsigned requests, as Pachyderm's does with auth off."""
+    api, port = free_port(), free_port()
+    proc = background("server", "--port", str(api), "--s3-gateway-port", str(port))
+    wait_for(lambda: proc.poll() is None and _listening(port), 60, 0.1, "the open S3 gateway")
+    gateway = Gateway(f"http://127.0.0.1:{port}", "")
+    gateway.client("anything", secret="goes").create_bucket(Bucket="master.open")
+    anonymous = boto3.client("s3", endpoint_url=gateway.endpoint, region_name="us-east-1",
+                             config=Config(signature_version=botocore.UNSIGNED, s3={"addressing_style": "path"}))
+    anonymous.put_object(Bucket="master.open", Key="k", Body=b"open")
+    assert requests.get(gateway.endpoint + "/master.open/k", timeout=10).content == b"open"
+    assert [b["Name"] for b in gateway.client("someone").list_buckets()["Buckets"]] == ["master.open"]
