@@ -8,7 +8,7 @@ The event loop receives the body and hands it on in blocks of
 thread, which hashes each block for the checks and feeds it to the store
 (:meth:`~pipectl.client.Client.store_content`: content-addressed chunks of
 16 MiB, up to 4 written at once). The store is the spool: a body is at
-most about 90 MiB in memory (the queue, the chunk being cut, the chunks
+most about 100 MiB in memory (the queue, the chunk being cut, the chunks
 being written), and nothing becomes visible until the caller commits the
 entry returned, after every check passed; the chunks of a body that
 failed a check stay in the store unreferenced.
