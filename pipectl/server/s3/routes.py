@@ -13,7 +13,6 @@ ListParts, CompleteMultipartUpload, AbortMultipartUpload.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import hashlib
 import logging
@@ -31,18 +30,17 @@ from ...errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Pipect
 from ...pfs.model import Commit, parse_time
 from ...pfs.names import is_commit_id
 from ...pfs.tree import FileEntry
-from . import buckets, uploads, xml
+from . import buckets, listing, uploads, xml
 from .body import receive
 from .buckets import Bucket
 from .errors import S3Error, no_such_bucket, no_such_key, not_implemented, read_only
+from .ranges import parse_range
 
 log = logging.getLogger(__name__)
 OWNER = {"ID": "00000000000000000000000000000000", "DisplayName": "pipectl"}
 """The one owner every bucket and object is reported to have (Pachyderm's gateway does the same)."""
 LOCATION = "us-east-1"
 """The region GetBucketLocation reports (S3's own default)."""
-MAX_KEYS = 1000
-"""The most keys one ListObjects page holds (S3's limit)."""
 SUBRESOURCES = {"acl", "cors", "encryption", "lifecycle", "logging", "notification", "object-lock", "policy",
                  "replication", "retention", "legal-hold", "tagging", "website", "accelerate", "analytics",
                  "intelligent-tiering", "inventory", "metrics", "ownershipControls", "publicAccessBlock",
@@ -189,16 +187,16 @@ class Gateway:
         ``encoding-type=url``."""
         q = request.query_params
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-        max_keys = _max_keys(q.get("max-keys"))
+        max_keys = listing.max_keys(q.get("max-keys"))
         encode = q.get("encoding-type") == "url"
         if v2:
             token = q.get("continuation-token")
-            marker = _decode_token(token) if token is not None else q.get("start-after", "")
+            marker = listing.decode_token(token) if token is not None else q.get("start-after", "")
         else:
             marker = q.get("marker", "")
         commit = await self.call(self._snapshot, bucket)
         files = await self.call(self._files_under, bucket, commit, prefix)
-        contents, common, truncated, last = _page(files, prefix, delimiter, marker, max_keys)
+        contents, common, truncated, last = listing.page(files, prefix, delimiter, marker, max_keys)
         when = _iso(commit.finished or commit.started) if commit else None
         enc = (lambda s: quote(s, safe="/")) if encode else (lambda s: s)
         fields: dict[str, Any] = {"Name": bucket.name, "Prefix": enc(prefix)}
@@ -210,7 +208,7 @@ class Gateway:
         fields.update({"Delimiter": enc(delimiter) if delimiter else None, "MaxKeys": max_keys,
                        "EncodingType": "url" if encode else None, "IsTruncated": truncated})
         if truncated:
-            fields["NextContinuationToken" if v2 else "NextMarker"] = (_encode_token(last) if v2 else enc(last))
+            fields["NextContinuationToken" if v2 else "NextMarker"] = (listing.encode_token(last) if v2 else enc(last))
         fields["Contents"] = [dict({"Key": enc(key), "LastModified": when, "ETag": f'"{entry.hash}"',
                                     "Size": entry.size, "StorageClass": "STANDARD"},
                                    **({} if v2 else {"Owner": OWNER})) for key, entry in contents]
@@ -271,7 +269,7 @@ class Gateway:
             raise S3Error("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold")
         if if_none and if_none.strip() in (etag, "*", entry.hash):
             return Response(status_code=304, headers={"ETag": etag})
-        span = _range(request.headers.get("range"), entry.size)
+        span = parse_range(request.headers.get("range"), entry.size)
         status, offset, length = 200, 0, entry.size
         if span is not None:
             offset, length = span
@@ -345,7 +343,7 @@ class Gateway:
         q = request.query_params
         upload = await self.call(uploads.get, self.client, q["uploadId"], bucket.repo, bucket.branch, _object_path(key))
         marker = int(q.get("part-number-marker", "0") or 0) if (q.get("part-number-marker") or "0").isdigit() else 0
-        max_parts = _max_keys(q.get("max-parts"))
+        max_parts = listing.max_keys(q.get("max-parts"))
         found = [p for p in await self.call(uploads.parts, self.client, upload) if p.number > marker]
         page, truncated = found[:max_parts], len(found) > max_parts
         return xml.response("ListPartsResult", {
@@ -458,86 +456,6 @@ async def _small_body(request: Request) -> bytes:
         raise S3Error("XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' header does not "
                       "match what was computed.")
     return body
-
-
-def _max_keys(value: str | None) -> int:
-    if value is None:
-        return MAX_KEYS
-    if not value.isdigit():
-        raise S3Error("InvalidArgument", 400, "max-keys must be a non-negative integer")
-    return min(int(value), MAX_KEYS)
-
-
-def _page(files: list[tuple[str, FileEntry]], prefix: str, delimiter: str, marker: str,
-          max_keys: int) -> tuple[list[tuple[str, FileEntry]], list[str], bool, str]:
-    """One page of a listing of ``files`` (sorted, all starting with
-    ``prefix``): ``(contents, common prefixes, truncated, last key or
-    prefix returned)``. A key whose rest after ``prefix`` holds
-    ``delimiter`` rolls up into the common prefix ending there; a common
-    prefix at or before ``marker`` was returned on an earlier page."""
-    contents: list[tuple[str, FileEntry]] = []
-    common: list[str] = []
-    last = ""
-    for key, entry in files:
-        if key <= marker:
-            continue
-        rolled = None
-        if delimiter:
-            at = key.find(delimiter, len(prefix))
-            if at >= 0:
-                rolled = key[:at + len(delimiter)]
-                if rolled <= marker or (common and common[-1] == rolled):
-                    continue
-        if len(contents) + len(common) >= max_keys:
-            return contents, common, max_keys > 0, last
-        if rolled is not None:
-            common.append(rolled)
-            last = rolled
-        else:
-            contents.append((key, entry))
-            last = key
-    return contents, common, False, last
-
-
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise S3Error("InvalidArgument", 400, "The continuation token provided is incorrect") from None
-
-
-def _range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(offset, length)`` of a ``Range: bytes=...`` header of one range
-    (RFC 9110 §14.1.2), or None to send the whole object (no header, a
-    header of another unit or of several ranges, a malformed one). Raises
-    S3Error InvalidRange (416) when no byte of the range exists."""
-    if not header or not header.strip().startswith("bytes=") or "," in header:
-        return None
-    first, _, last = header.strip()[6:].partition("-")
-    try:
-        if not first:
-            n = int(last)
-            if n <= 0:
-                raise ValueError
-            start, end = max(size - n, 0), size - 1
-        else:
-            start = int(first)
-            end = min(int(last), size - 1) if last else size - 1
-            if int(last or start) < start:
-                return None
-    except ValueError:
-        if not first and last.strip().isdigit():  # bytes=-0
-            raise S3Error("InvalidRange", 416, "The requested range is not satisfiable",
-                          {"Content-Range": f"bytes */{size}"}) from None
-        return None
-    if start >= size:
-        raise S3Error("InvalidRange", 416, "The requested range is not satisfiable",
-                      {"Content-Range": f"bytes */{size}"})
-    return start, end - start + 1
 
 
 def _iso(stamp: str) -> str:
