@@ -22,6 +22,8 @@ Workloads (sizes in :data:`SIZES`):
 8. serving: requests/s and p50/p99 of the model server, vs the in-process forward pass (local store).
 9. the pipectl server: API latency vs the in-process call, watch delivery, the console's first paint
    with 100 pipelines and 10,000 jobs vs the same page with no job (local store).
+10. the S3 gateway: GET and PUT MB/s of one big object with boto3, vs the operations layer's
+   get-file and put-file in-process on the same store (local store).
 """
 
 from __future__ import annotations
@@ -549,6 +551,19 @@ def bench_api(ctx: Context) -> list[Row]:
     return run(ctx.mode == "quick", url, ctx.env.env(url)) + [bench_console(console, ctx.env.env(console))]
 
 
+def bench_s3_gateway(ctx: Context) -> list[Row]:
+    """10. The S3 gateway: boto3 PUT and GET of one big object (64 MiB
+    quick, 256 MiB full) through ``pipectl server --s3-gateway-port``,
+    MB/s (best of 3), beside the operations layer's put-file and get-file
+    in-process on the same store (see benchmarks/s3gateway.py). Local
+    store only."""
+    if ctx.store != "local":
+        return []
+    from .s3gateway import bench_s3_gateway as run
+    url = ctx.env.new_store("s3gateway")
+    return run(ctx.mode == "quick", url, ctx.env.env(url), ctx.scratch("s3gateway"))
+
+
 WORKLOADS = [
     ({"0"}, bench_startup),
     ({"1"}, bench_put_small),
@@ -557,6 +572,7 @@ WORKLOADS = [
     ({"6", "7"}, bench_latency_and_listing),
     ({"8"}, bench_serving),
     ({"9"}, bench_api),
+    ({"10"}, bench_s3_gateway),
 ]
 """(workload numbers, function) in run order; a function runs if any of its
 numbers is selected."""

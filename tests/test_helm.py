@@ -416,6 +416,22 @@ def test_server(render, helm):
     assert "--model-server" not in container(one(alone, "Deployment", f"{FULLNAME}-server"))["args"]
 
 
+def test_server_s3_gateway(render):
+    """``server.s3Gateway.enabled``: the server also runs the S3 gateway on
+    its port, exposed as the ``s3`` port of the server's Service."""
+    objs = render(*REQUIRED, "--set", "server.enabled=true", "--set", "server.tokens.existingSecret=api-tokens",
+                  "--set", "server.s3Gateway.enabled=true", "--set", "server.service.type=NodePort",
+                  "--set", "server.s3Gateway.nodePort=30600")
+    c = container(one(objs, "Deployment", f"{FULLNAME}-server"))
+    assert c["args"][7:9] == ["--s3-gateway-port", "1600"]
+    assert {"name": "s3", "containerPort": 1600, "protocol": "TCP"} in c["ports"]
+    ports = one(objs, "Service", f"{FULLNAME}-server")["spec"]["ports"]
+    assert ports[1] == {"name": "s3", "port": 1600, "targetPort": "s3", "protocol": "TCP", "nodePort": 30600}
+    off = render(*REQUIRED, "--set", "server.enabled=true", "--set", "server.tokens.existingSecret=api-tokens")
+    assert "--s3-gateway-port" not in container(one(off, "Deployment", f"{FULLNAME}-server"))["args"]
+    assert [p["name"] for p in one(off, "Service", f"{FULLNAME}-server")["spec"]["ports"]] == ["http"]
+
+
 # --- values validation ------------------------------------------------------------
 
 @pytest.mark.parametrize("extra", [[], ["--skip-schema-validation"]], ids=["schema", "required"])

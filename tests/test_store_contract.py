@@ -84,6 +84,14 @@ def test_open_streams_and_read_range_slices(store):
     assert store.read_range("r", 3, 0) == b""
 
 
+def test_size_is_the_object_length(store):
+    store.write("sized", b"x" * 1234)
+    store.write("empty", b"")
+    assert store.size("sized") == 1234 and store.size("empty") == 0
+    with pytest.raises(NotFound):
+        store.size("no/such/key")
+
+
 def test_list_by_prefix(store):
     for key in ("p/a", "p/b/c", "p/bc", "q/a", "pa"):
         store.write(key, b".")

@@ -12,7 +12,8 @@ from ..errors import Conflict
 from ..pfs import PFS, Branch, Commit, FileEntry, Node, RepoInfo
 from ..pfs.files import Source
 from ..pfs.model import now
-from ..pfs.objects import TransferStats
+from ..pfs.objects import ObjectWriter, TransferStats
+from ..pfs.reader import iter_objects_range
 from ..pps import PPS
 
 
@@ -129,9 +130,32 @@ class DataOps:
         pfs = PFS(self.pfs.store, parallelism) if parallelism else self.pfs
         return pfs.put_files(repo, ref, sources, overwrite=overwrite, progress=progress)
 
+    def put_entries(self, repo: str, ref: str, entries: list[tuple[str, FileEntry]],
+                    overwrite: bool = False) -> Commit:
+        """Put files whose bytes :meth:`store_content` stored already into a
+        branch or open commit, as put-file does (one commit on a branch).
+        Raises NotFound, Conflict, InvalidArgument."""
+        return self.pfs.put_entries(repo, ref, entries, overwrite)
+
+    def store_content(self, stream: BinaryIO) -> FileEntry:
+        """Store the bytes of ``stream`` (content addressed, in the store,
+        so any server replica can use them) without putting them in any
+        commit; return the entry :meth:`put_entries` takes. Bytes that no
+        commit ever uses stay in the store as unreferenced objects."""
+        with ObjectWriter(self.pfs.store) as writer:
+            return writer.put_stream(stream)
+
     def get_file(self, repo: str, ref: str, path: str, out: BinaryIO) -> int:
         """Stream a file into ``out``; return its size. Raises NotFound, InvalidArgument."""
         return self.pfs.get_file(repo, ref, path, out)
+
+    def iter_file(self, entry: FileEntry, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The bytes of a file (its entry, from :meth:`file_entry`:
+        ``length`` bytes from byte ``offset``, or all), in pieces of a few
+        MiB read as they are asked for: a server streams them with no
+        thread or pipe between. Raises NotFound (a missing object)."""
+        size = entry.size - offset if length is None else length
+        return iter_objects_range(self.pfs.store, entry.objects, offset, size)
 
     def file_entry(self, repo: str, ref: str, path: str) -> FileEntry:
         """The size and content objects of a file, with get_file's errors
@@ -162,3 +186,8 @@ class DataOps:
     def delete_file(self, repo: str, ref: str, path: str) -> Commit:
         """Raises NotFound."""
         return self.pfs.delete_file(repo, ref, path)
+
+    def delete_files(self, repo: str, ref: str, paths: list[str], files_only: bool = False) -> Commit:
+        """Delete several paths in one commit; ``files_only``: skip paths
+        that are missing or directories (S3's semantics). Raises NotFound."""
+        return self.pfs.delete_files(repo, ref, paths, files_only)

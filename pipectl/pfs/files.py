@@ -136,17 +136,39 @@ class Files:
         """Put files into ``ref`` (see :meth:`modify`). Existing files are
         appended to unless ``overwrite`` (pachctl 1.x semantics). Raises
         NotFound (repo, open commit, local file), Conflict, InvalidArgument."""
+        self._check_target(repo, ref)
+        sources = [(self._new_path(p), s) for p, s in sources]
+        entries, stats = self.upload(repo, ref, sources, progress)
+        return self._put_entries(repo, ref, entries, overwrite), stats
+
+    def put_entries(self, repo: str, ref: str, entries: list[tuple[str, FileEntry]],
+                    overwrite: bool = False) -> Commit:
+        """Put files whose bytes are stored already (entries made by
+        :meth:`upload` or :meth:`~.objects.ObjectWriter.put_stream`, such as
+        the S3 gateway's multipart parts) into ``ref``, as :meth:`put_files`
+        does. Raises NotFound, Conflict, InvalidArgument."""
+        self._check_target(repo, ref)
+        return self._put_entries(repo, ref, [(self._new_path(p), e) for p, e in entries], overwrite)
+
+    def _check_target(self, repo: str, ref: str) -> None:
+        """Refuse a put into a missing repo (NotFound), a finished commit
+        (Conflict) or under a bad branch name (InvalidArgument)."""
         self.inspect_repo(repo)
         if names.is_commit_id(ref):
             if not self._read_commit(repo, ref)[0].is_open:
                 raise Conflict(f"commit {ref} of {repo} is finished; start a new commit to change files")
         else:
             names.check_name("branch", ref)
-        sources = [(names.check_new_path(names.clean_path(p)), s) for p, s in sources]
-        for p, _ in sources:
-            if p == "/":
-                raise InvalidArgument("put-file needs a file path, not the root directory")
-        entries, stats = self.upload(repo, ref, sources, progress)
+
+    @staticmethod
+    def _new_path(path: str) -> str:
+        """A checked, clean path to put a file at (not the root)."""
+        path = names.check_new_path(names.clean_path(path))
+        if path == "/":
+            raise InvalidArgument("put-file needs a file path, not the root directory")
+        return path
+
+    def _put_entries(self, repo: str, ref: str, entries: list[tuple[str, FileEntry]], overwrite: bool) -> Commit:
         targets = [p for p, _ in entries]
 
         def change(tree: Tree) -> Tree:
@@ -159,16 +181,26 @@ class Files:
                     raise Conflict(f"cannot put file {p}: {above} is a file, not a directory")
             return tree.with_changes(entries, deletes=targets if overwrite else (), append=not overwrite)
 
-        return self.modify(repo, ref, change), stats
+        return self.modify(repo, ref, change)
 
     def delete_file(self, repo: str, ref: str, path: str) -> Commit:
         """Delete a file or directory. Raises NotFound if it does not exist."""
-        path = names.clean_path(path)
+        return self.delete_files(repo, ref, [path])
+
+    def delete_files(self, repo: str, ref: str, paths: list[str], files_only: bool = False) -> Commit:
+        """Delete files or directories, in one commit (see :meth:`modify`).
+        Raises NotFound if one does not exist; with ``files_only`` (S3's
+        DeleteObject and DeleteObjects), only files are deleted, and a path
+        that is missing or a directory is skipped."""
+        paths = [names.clean_path(p) for p in paths]
 
         def change(tree: Tree) -> Tree:
-            if path != "/" and path not in tree.files and not tree.is_dir(path):
-                raise NotFound(f"file {path} not found in {repo}@{ref}")
-            return tree.with_changes(deletes=[path])
+            if files_only:
+                return tree.with_changes(deletes=[p for p in paths if p in tree.files])
+            for path in paths:
+                if path != "/" and path not in tree.files and not tree.is_dir(path):
+                    raise NotFound(f"file {path} not found in {repo}@{ref}")
+            return tree.with_changes(deletes=paths)
 
         return self.modify(repo, ref, change)
 

@@ -4,7 +4,7 @@ and :class:`~.tree.FileEntry` for the refs that name them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import BinaryIO
 
 from ..errors import InvalidArgument, NotFound
@@ -100,6 +100,34 @@ def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
                 out.write(piece)
                 total += len(piece)
     return total
+
+
+def iter_objects_range(store: ObjectStore, refs: tuple[str, ...], offset: int, length: int,
+                       block: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    """Yield ``length`` bytes from byte ``offset`` of the file the chunks
+    ``refs`` name (fewer if the file ends first), in ranged reads of at
+    most ``block`` bytes; chunks wholly before ``offset`` are skipped by
+    their size (a packed ref holds its length, a whole object's is asked
+    of the store), never read. Raises NotFound if an object is missing or
+    a pack ends early."""
+    end, pos = offset + length, 0
+    for ref in refs:
+        if pos >= end:
+            break
+        where = packed_location(ref)
+        size = where[2] if where else store.size(object_key(ref))
+        lo, hi = max(offset - pos, 0), min(end - pos, size)
+        pos += size
+        if lo >= hi:
+            continue
+        if where:
+            yield _read_exact(store, where[0], where[1] + lo, hi - lo)
+            continue
+        for start in range(lo, hi, block):
+            piece = store.read_range(object_key(ref), start, min(block, hi - start))
+            if not piece:
+                raise NotFound(f"object {ref} ends before byte {start}")
+            yield piece
 
 
 def download(store: ObjectStore, refs: tuple[str, ...], path: str,

@@ -73,6 +73,15 @@ class ObjectStore(abc.ABC):
         """``length`` bytes of the object from byte ``offset`` (fewer only if
         the object ends first). Raises NotFound."""
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes. Raises NotFound. (This fallback
+        reads the object; the stores answer from its metadata.)"""
+        with self.open(key) as f:
+            size = 0
+            while piece := f.read(1024 * 1024):
+                size += len(piece)
+            return size
+
     @abc.abstractmethod
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""

@@ -154,6 +154,12 @@ class LocalStore(ObjectStore):
             raise
         return os.path.getsize(path)
 
+    def size(self, key: str) -> int:
+        try:
+            return os.stat(self._path(key)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"object {key} not found") from None
+
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
 

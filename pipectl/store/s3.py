@@ -139,6 +139,10 @@ class S3Store(ObjectStore):
                                       Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
 
     @_s3
+    def size(self, key: str) -> int:
+        return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"]
+
+    @_s3
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))

@@ -1,0 +1,176 @@
+"""Workload 10: the S3 gateway's throughput against the store underneath.
+
+On one local store: a ``pipectl server --s3-gateway-port`` process (open,
+on loopback) receives one big object of random bytes by boto3
+``put_object`` (one PUT request, the body streamed from the file; over
+plain HTTP botocore also hashes it with SHA-256 to sign it), and sends it
+back by ``get_object`` (the body read in 1 MiB pieces and dropped). The
+baselines, measured in the same run and taking turns with the gateway:
+the operations layer's put-file of the same kind of file in this process
+(``Client.put_files`` of the local path: content hashing and chunk writes
+into the store, no HTTP) and its get-file into ``/dev/null``
+(``Client.get_file``: reading the store's chunk files). Every put is of
+bytes never stored before (a fresh random file each time), so neither
+side is helped by deduplication. Target: the gateway at 0.7x the
+baseline or better.
+
+The notes give a third figure, the HTTP ceiling: the same boto3 calls
+against a bare uvicorn app in its own process that discards what it is
+sent and sends bytes from memory (``python -m benchmarks.s3gateway
+PORT``), measured in the same run: what any gateway written this way
+could reach here, whatever it did with the bytes. PUT is also measured
+through boto3's managed transfer (``upload_file``: 8 MiB parts on 10
+threads, so the client's SHA-256 and CRC32 of the parts run on both
+cores), as ``aws s3 cp`` uploads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from . import harness as h
+from .report import Row
+
+MiB = 1024 * 1024
+MB = 1e6
+RATIO = 0.7
+"""Target: the gateway's MB/s at least this fraction of the operations layer's."""
+
+
+def _listening(url: str) -> bool:
+    import requests
+    try:
+        requests.get(url, timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
+
+
+def _start(args: list[str], env: dict, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    h.wait_for(lambda: _listening(f"http://127.0.0.1:{port}"), 60, 0.1, "the server", alive=proc)
+    return proc
+
+
+def _s3(port: int):
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="bench",
+                        aws_secret_access_key="bench", region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"}))
+
+
+def _put(s3, path: str, key: str, multipart: bool) -> float:
+    import boto3
+    began = time.perf_counter()
+    if multipart:
+        config = boto3.s3.transfer.TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+        s3.upload_file(path, "master.bench", key, Config=config)
+    else:
+        with open(path, "rb") as body:
+            s3.put_object(Bucket="master.bench", Key=key, Body=body)
+    return time.perf_counter() - began
+
+
+def _get(s3, key: str, size: int) -> float:
+    began = time.perf_counter()
+    body = s3.get_object(Bucket="master.bench", Key=key)["Body"]
+    got = sum(len(piece) for piece in body.iter_chunks(MiB))
+    if got != size:
+        raise h.BenchError(f"GET {key}: {got} bytes, expected {size}")
+    return time.perf_counter() - began
+
+
+def bench_s3_gateway(quick: bool, url: str, env: dict, workdir: str) -> list[Row]:
+    """Rows for workload 10 on the (local) store ``url``; scratch files in ``workdir``."""
+    import sys
+
+    from pipectl.client import Client
+    size = (64 if quick else 256) * MiB
+    repeats = 3
+    client = Client.open(url)
+    client.create_repo("bench")
+    path = os.path.join(workdir, "object.bin")
+    times: dict[str, list[float]] = {k: [] for k in ("ops put", "put", "multipart", "ops get", "get",
+                                                     "ceiling put", "ceiling multipart", "ceiling get")}
+    port, ceiling_port = h.free_port(), h.free_port()
+    server = _start(h.PIPECTL + ["server", "--port", str(h.free_port()), "--s3-gateway-port", str(port)], env, port)
+    ceiling = _start([sys.executable, "-m", "benchmarks.s3gateway", str(ceiling_port), str(size)], env, ceiling_port)
+    try:
+        gateway, bare = _s3(port), _s3(ceiling_port)
+        for k in range(repeats):
+            h.make_big_file(path, size)  # new bytes each time: nothing deduplicated
+            h.settle()
+            began = time.perf_counter()
+            client.put_files("bench", "master", [(f"/ops{k}.bin", path)], overwrite=True)
+            times["ops put"].append(time.perf_counter() - began)
+            for name, multipart in (("put", False), ("multipart", True)):
+                h.make_big_file(path, size)
+                h.settle()
+                times[name].append(_put(gateway, path, f"{name}{k}.bin", multipart))
+                times[f"ceiling {name}"].append(_put(bare, path, "x", multipart))
+        for k in range(repeats):
+            with open(os.devnull, "wb") as sink:
+                began = time.perf_counter()
+                if client.get_file("bench", "master", f"/ops{k}.bin", sink) != size:
+                    raise h.BenchError("get-file returned a short file")
+                times["ops get"].append(time.perf_counter() - began)
+            times["get"].append(_get(gateway, f"put{k}.bin", size))
+            times["ceiling get"].append(_get(bare, "x", size))
+        os.unlink(path)
+    finally:
+        for proc in (server, ceiling):
+            proc.terminate()
+            proc.wait(15)
+
+    def rate(name: str) -> float:
+        return size / MB / h.best(times[name])
+    rows = []
+    for label, name, ops, what in [
+            ("PUT (boto3 put_object)", "put", "ops put", "put-file in-process (Client.put_files)"),
+            ("PUT (boto3 upload_file, 8 MiB parts)", "multipart", "ops put", "put-file in-process (Client.put_files)"),
+            ("GET (boto3 get_object)", "get", "ops get", "get-file in-process to /dev/null (Client.get_file)")]:
+        value, base, top = rate(name), rate(ops), rate(f"ceiling {name}")
+        rows.append(Row("local", f"10 S3 gateway {label} {size // MiB} MiB", round(value, 1), "MB/s",
+                        f"best of {repeats}", round(base, 1), what, target=f">= {RATIO}x the baseline",
+                        target_met=value >= RATIO * base, samples=times[name], baseline_samples=times[ops],
+                        extra={"http_ceiling_mb_s": round(top, 1)},
+                        notes=f"HTTP ceiling (the same calls to a bare app): {top:,.0f} MB/s; "
+                              f"the gateway reaches {value / top:.2f}x of it"))
+    return rows
+
+
+def _ceiling_app(size: int):
+    """A bare ASGI app: PUT (and the multipart calls) read the body and
+    drop it; GET sends ``size`` bytes from memory in 4 MiB pieces."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+    piece = os.urandom(4 * MiB)
+
+    async def handle(request):
+        async for _ in request.stream():
+            pass
+        if request.method == "GET":
+            def body():
+                for _ in range(size // len(piece)):
+                    yield piece
+                yield piece[:size % len(piece)]
+            return StreamingResponse(body(), headers={"Content-Length": str(size), "ETag": '"x"'})
+        if "uploads" in request.query_params:
+            return Response(b'<?xml version="1.0"?><InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>'
+                            b"<UploadId>u</UploadId></InitiateMultipartUploadResult>", media_type="application/xml")
+        if request.method == "POST":
+            return Response(b'<?xml version="1.0"?><CompleteMultipartUploadResult><ETag>"x"</ETag>'
+                            b"</CompleteMultipartUploadResult>", media_type="application/xml")
+        return Response(headers={"ETag": '"x"'})
+    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "PUT", "POST"])])
+
+
+if __name__ == "__main__":  # the ceiling's server: python -m benchmarks.s3gateway PORT SIZE
+    import sys
+
+    import uvicorn
+    uvicorn.run(_ceiling_app(int(sys.argv[2])), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

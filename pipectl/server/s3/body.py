@@ -1,0 +1,184 @@
+"""Request bodies of PutObject and UploadPart: decoded (``aws-chunked``),
+checked (``x-amz-content-sha256``, ``Content-MD5``, ``x-amz-checksum-*``
+in a header or a trailer) and stored as they arrive, so memory stays
+bounded whatever the object's size and no local disk is used.
+
+The event loop receives the body and hands it on in blocks of
+:data:`BLOCK` bytes through a queue of :data:`QUEUED` blocks to a worker
+thread, which hashes each block for the checks and feeds it to the store
+(:meth:`~pipectl.client.Client.store_content`: content-addressed chunks of
+16 MiB, up to 4 written at once). The store is the spool: a body is at
+most about 100 MiB in memory (the queue, the chunk being cut, the chunks
+being written), and nothing becomes visible until the caller commits the
+entry returned, after every check passed; the chunks of a body that
+failed a check stay in the store unreferenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import BinaryIO, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from .chunked import ChunkedDecoder
+from .errors import S3Error
+from .sigv4 import Signed
+
+BLOCK = 1 << 20
+"""Bytes received are handed to the storing thread in blocks of this size."""
+QUEUED = 8
+"""Blocks waiting for the storing thread at most (then receiving waits)."""
+SIGNED_STREAMING = ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")
+T = TypeVar("T")
+_ABORT = object()
+
+
+class _Crc:
+    """A CRC as hashlib's interface: ``update``, ``digest`` (big endian)."""
+
+    def __init__(self, function: Callable[[bytes, int], int], bits: int = 32):
+        self.function, self.value, self.bits = function, 0, bits
+
+    def update(self, data: bytes) -> None:
+        self.value = self.function(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(self.bits // 8, "big")
+
+
+def _crc32c() -> Callable[[bytes, int], int] | None:
+    try:
+        from awscrt import checksums  # botocore's optional CRT extra
+    except ImportError:
+        return None
+    return checksums.crc32c
+
+
+def checksum(algorithm: str):
+    """An incremental checksum of S3's ``x-amz-checksum-<algorithm>``
+    (crc32, crc32c, sha1, sha256), or None for one that cannot be
+    computed here (crc32c without ``awscrt``, crc64nvme): it is then
+    accepted unchecked."""
+    if algorithm == "crc32":
+        return _Crc(zlib.crc32)
+    if algorithm == "crc32c":
+        function = _crc32c()
+        return _Crc(function) if function else None
+    if algorithm in ("sha1", "sha256"):
+        return hashlib.new(algorithm)
+    return None
+
+
+class _QueueReader(io.RawIOBase):
+    """A binary file object, read on a worker thread, over the blocks an
+    event loop puts into ``queue`` (None ends them; ``_ABORT`` makes the
+    read raise). Every block is fed to ``sums`` as it is read."""
+
+    def __init__(self, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, sums: list):
+        self.queue, self.loop, self.sums = queue, loop, sums
+        self.current = memoryview(b"")
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.current:
+            if self.ended:
+                return 0
+            block = asyncio.run_coroutine_threadsafe(self.queue.get(), self.loop).result()
+            if block is _ABORT:
+                raise S3Error("IncompleteBody", 400, "the request body ended early")
+            if block is None:
+                self.ended = True
+                return 0
+            for s in self.sums:
+                s.update(block)
+            self.current = memoryview(block)
+        n = min(len(buffer), len(self.current))
+        buffer[:n] = self.current[:n]
+        self.current = self.current[n:]
+        return n
+
+
+async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], signed: Signed | None,
+                  store: Callable[[BinaryIO], T]) -> T:
+    """Run ``store(stream)`` on a worker thread over the decoded body of a
+    request whose raw body is ``chunks``, as it arrives; return what it
+    returns once the body passed every check. ``headers``: lowercase
+    names; ``signed``: the request's V4 signature (its chunk signatures
+    are checked when the body is signed chunk by chunk). Raises S3Error:
+    IncompleteBody, XAmzContentSHA256Mismatch, BadDigest,
+    SignatureDoesNotMatch; and what ``store`` raises."""
+    payload = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+    streaming = payload.startswith("STREAMING-") or "aws-chunked" in headers.get("content-encoding", "")
+    decoder = ChunkedDecoder(signed if payload in SIGNED_STREAMING and signed else None) if streaming else None
+    declared = {name[len("x-amz-checksum-"):]: value for name, value in headers.items()
+                if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type"}
+    trailer = headers.get("x-amz-trailer", "").strip().lower()
+    algorithms = set(declared)
+    if trailer.startswith("x-amz-checksum-"):
+        algorithms.add(trailer[len("x-amz-checksum-"):])
+    sums = {a: c for a in algorithms if (c := checksum(a)) is not None}
+    sums["content-sha256"] = hashlib.sha256() if len(payload) == 64 and not streaming else None
+    sums["md5"] = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
+    queue: asyncio.Queue = asyncio.Queue(QUEUED)
+    reader = _QueueReader(queue, asyncio.get_running_loop(), [s for s in sums.values() if s is not None])
+    task = asyncio.ensure_future(run_in_threadpool(store, reader))
+
+    async def hand(block: object) -> None:
+        """Queue ``block``, unless the storing thread failed first (its error is raised)."""
+        put = asyncio.ensure_future(queue.put(block))
+        await asyncio.wait({put, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            task.result()
+    size, buffer = 0, bytearray()
+    try:
+        async for raw in chunks:
+            for piece in decoder.feed(raw) if decoder else (raw,):
+                buffer += piece
+                size += len(piece)
+            if len(buffer) >= BLOCK:
+                await hand(buffer)
+                buffer = bytearray()
+        if buffer:
+            await hand(buffer)
+        if decoder:
+            decoder.finish()
+        await hand(None)
+        result = await task
+    except BaseException:
+        while not queue.empty():  # unblock the storing thread, then let it end
+            queue.get_nowait()
+        queue.put_nowait(_ABORT)
+        await asyncio.wait({task})
+        raise
+    if decoder:
+        declared.update({name[len("x-amz-checksum-"):]: value for name, value in decoder.trailers.items()
+                         if name.startswith("x-amz-checksum-")})
+    _check(headers, payload, declared, sums, size)
+    return result
+
+
+def _check(headers: Mapping[str, str], payload: str, declared: dict[str, str], sums: dict, size: int) -> None:
+    decoded = headers.get("x-amz-decoded-content-length")
+    if decoded is not None and decoded.isdigit() and int(decoded) != size:
+        raise S3Error("IncompleteBody", 400, f"the body held {size} bytes, not x-amz-decoded-content-length "
+                      f"{decoded}")
+    if sums["content-sha256"] is not None and sums["content-sha256"].hexdigest() != payload:
+        raise S3Error("XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' header does not "
+                      "match what was computed.")
+    if sums["md5"] is not None and base64.b64encode(sums["md5"].digest()).decode() != headers["content-md5"]:
+        raise S3Error("BadDigest", 400, "The Content-MD5 you specified did not match what we received.")
+    for algorithm, value in declared.items():
+        computed = sums.get(algorithm)
+        if computed is not None and base64.b64encode(computed.digest()).decode() != value.strip():
+            raise S3Error("BadDigest", 400, f"The {algorithm.upper()} you specified did not match the calculated "
+                          "checksum.")

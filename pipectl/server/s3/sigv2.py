@@ -1,0 +1,68 @@
+"""AWS Signature Version 2, the older scheme some S3 clients still use,
+and the one botocore's ``generate_presigned_url`` uses for S3 unless told
+``signature_version="s3v4"``: ``Authorization: AWS <key>:<signature>``,
+or the query form ``?AWSAccessKeyId=&Expires=&Signature=``.
+
+The algorithm is the Amazon S3 Developer Guide's "Signing and
+authenticating REST requests": HMAC-SHA1 (base64) over the method,
+Content-MD5, Content-Type, Date (or Expires), the ``x-amz-*`` headers and
+the resource (path and the sub-resources that name an operation).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import unquote
+
+from .errors import S3Error, access_denied
+
+SIGNED_SUBRESOURCES = {"acl", "delete", "lifecycle", "location", "logging", "notification", "partNumber", "policy",
+                       "requestPayment", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning",
+                       "versions", "website", "response-content-type", "response-content-language",
+                       "response-expires", "response-cache-control", "response-content-disposition",
+                       "response-content-encoding"}
+"""The query parameters that are part of the signed resource."""
+
+
+def string_to_sign(method: str, raw_path: str, query: Mapping[str, str], headers: Mapping[str, str],
+                   date: str) -> str:
+    """The string a V2 signature covers (``headers``: lowercase names;
+    ``date``: the Date header, or Expires for the query form)."""
+    amz = sorted((k, " ".join(v.split())) for k, v in headers.items() if k.startswith("x-amz-"))
+    resource = raw_path or "/"
+    sub = sorted((k, v) for k, v in query.items() if k in SIGNED_SUBRESOURCES)
+    if sub:
+        resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in sub)
+    lines = [method, headers.get("content-md5", ""), headers.get("content-type", ""), date]
+    return "\n".join(lines + [f"{k}:{v}" for k, v in amz] + [resource])
+
+
+def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
+           secret_of: Callable[[str], str | None]) -> str | None:
+    """Check a V2 signature (header or query form); return the access
+    key id, or None when the request has no V2 signature. Raises S3Error
+    InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied (expired)."""
+    query = {unquote(k): unquote(v) for k, _, v in (p.partition("=") for p in raw_query.split("&") if p)}
+    authorization = headers.get("authorization", "")
+    if authorization.startswith("AWS "):
+        access_key, _, signature = authorization[4:].strip().rpartition(":")
+        date = "" if "x-amz-date" in headers else headers.get("date", "")
+    elif "AWSAccessKeyId" in query and "Signature" in query:
+        access_key, signature, date = query["AWSAccessKeyId"], query["Signature"], query.get("Expires", "")
+        if not date.isdigit() or int(date) < time.time():
+            raise access_denied("Request has expired")
+    else:
+        return None
+    secret = secret_of(access_key)
+    if secret is None:
+        raise S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")
+    to_sign = string_to_sign(method, raw_path, query, headers, date)
+    expected = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
+    if not hmac.compare_digest(expected, signature):
+        raise S3Error("SignatureDoesNotMatch", 403, "The request signature we calculated does not match the "
+                      "signature you provided. Check your key and signing method.")
+    return access_key

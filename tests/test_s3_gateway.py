@@ -1,0 +1,510 @@
+"""The S3 gateway (``pipectl server --s3-gateway-port``), a real server
+process on loopback ports, spoken to by clients no one here wrote: boto3,
+the AWS CLI, pandas through s3fs; and, for aws-chunked bodies (which
+botocore sends only over HTTPS), boto3 against the gateway app under a
+real uvicorn with TLS. Buckets are Pachyderm's: ``branch.repo``,
+``commit.branch.repo``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import blake3
+import boto3
+import botocore
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from helpers import READ, WRITE, api_server, free_port, run_ok, wait_for
+
+LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
+MiB = 1 << 20
+
+
+class Gateway:
+    """A running gateway: ``endpoint`` and ``client(key, secret)`` (boto3, path style)."""
+
+    def __init__(self, endpoint: str, api: str):
+        self.endpoint, self.api = endpoint, api
+
+    def client(self, key: str = WRITE, secret: str | None = None, verify: bool = True, **config):
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=key,
+                            aws_secret_access_key=secret or key, region_name="us-east-1", verify=verify,
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    return False
+
+
+@pytest.fixture
+def gateway(store_url, tmp_path):
+    """``pipectl server`` with tokens (helpers.READ, WRITE) and its S3 gateway on another port."""
+    port = free_port()
+    with api_server(tmp_path, "--s3-gateway-port", str(port)) as server:
+        wait_for(lambda: _listening(port), 30, 0.05, "the S3 gateway")
+        yield Gateway(f"http://127.0.0.1:{port}", server.url)
+
+
+@pytest.fixture
+def s3(gateway):
+    """A boto3 client of the gateway with the write token."""
+    return gateway.client()
+
+
+def error_of(call, *args, **kwargs) -> tuple[int, str]:
+    """``(HTTP status, S3 error code)`` of a call that must fail."""
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        call(*args, **kwargs)
+    response = caught.value.response
+    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+
+def commits(repo: str) -> list[dict]:
+    return json.loads(run_ok("list-commit", repo, "--raw").out)
+
+
+@LOCAL
+def test_put_get_ranges_head_and_etag_is_the_content_hash(s3):
+    s3.create_bucket(Bucket="master.data")
+    body = os.urandom(3 * MiB + 17)
+    put = s3.put_object(Bucket="master.data", Key="blobs/one.bin", Body=body)
+    expected = f'"{blake3.blake3(body).hexdigest()}"'  # a one-chunk file's hash: BLAKE3 of its bytes
+    assert put["ETag"] == expected
+    inspected = json.loads(run_ok("inspect-file", "data", "master", "/blobs/one.bin", "--raw").out)
+    assert f'"{inspected["hash"]}"' == expected and put["VersionId"] == commits("data")[0]["id"]
+
+    got = s3.get_object(Bucket="master.data", Key="blobs/one.bin")
+    assert got["Body"].read() == body and got["ETag"] == expected and got["ContentLength"] == len(body)
+    for header, start, end in [("bytes=0-9", 0, 9), ("bytes=100-", 100, len(body) - 1),
+                               ("bytes=-5", len(body) - 5, len(body) - 1),
+                               ("bytes=2097150-2097159", 2097150, 2097159),
+                               (f"bytes=10-{10 * len(body)}", 10, len(body) - 1)]:
+        part = s3.get_object(Bucket="master.data", Key="blobs/one.bin", Range=header)
+        assert part["ResponseMetadata"]["HTTPStatusCode"] == 206, header
+        assert part["ContentRange"] == f"bytes {start}-{end}/{len(body)}", header
+        assert part["Body"].read() == body[start:end + 1], header
+    assert error_of(s3.get_object, Bucket="master.data", Key="blobs/one.bin",
+                    Range=f"bytes={len(body)}-") == (416, "InvalidRange")
+    head = s3.head_object(Bucket="master.data", Key="blobs/one.bin")
+    assert head["ContentLength"] == len(body) and head["ETag"] == expected and head["AcceptRanges"] == "bytes"
+    assert error_of(s3.head_object, Bucket="master.data", Key="blobs/none")[0] == 404
+    assert error_of(s3.get_object, Bucket="master.data", Key="blobs") == (404, "NoSuchKey")  # a directory
+    s3.put_object(Bucket="master.data", Key="empty", Body=b"")
+    assert s3.get_object(Bucket="master.data", Key="empty")["Body"].read() == b""
+
+
+@LOCAL
+def test_list_objects_v1_and_v2_prefix_delimiter_and_pagination(s3):
+    s3.create_bucket(Bucket="master.tree")
+    keys = ["a.txt", "b/1.txt", "b/2.txt", "b/c/3.txt", "b/c/4.txt", "d/5.txt", "e.txt", "f/g/h/6.txt"]
+    for key in keys:
+        s3.put_object(Bucket="master.tree", Key=key, Body=key.encode())
+    for v2 in (False, True):
+        paginator = s3.get_paginator("list_objects_v2" if v2 else "list_objects")
+        pages = list(paginator.paginate(Bucket="master.tree", PaginationConfig={"PageSize": 3}))
+        assert [len(p.get("Contents", [])) for p in pages] == [3, 3, 2]
+        assert [o["Key"] for p in pages for o in p["Contents"]] == keys
+        assert [p["IsTruncated"] for p in pages] == [True, True, False]
+        top = list(paginator.paginate(Bucket="master.tree", Delimiter="/", PaginationConfig={"PageSize": 2}))
+        assert [o["Key"] for p in top for o in p.get("Contents", [])] == ["a.txt", "e.txt"]
+        assert [c["Prefix"] for p in top for c in p.get("CommonPrefixes", [])] == ["b/", "d/", "f/"]
+        assert len(top) == 3
+        under = list(paginator.paginate(Bucket="master.tree", Prefix="b/", Delimiter="/"))
+        assert [o["Key"] for p in under for o in p.get("Contents", [])] == ["b/1.txt", "b/2.txt"]
+        assert [c["Prefix"] for p in under for c in p.get("CommonPrefixes", [])] == ["b/c/"]
+        partial = s3.list_objects_v2(Bucket="master.tree", Prefix="b/c/") if v2 else \
+            s3.list_objects(Bucket="master.tree", Prefix="b/c/")
+        assert [(o["Key"], o["Size"]) for o in partial["Contents"]] == [("b/c/3.txt", 9), ("b/c/4.txt", 9)]
+        assert partial["Contents"][0]["ETag"] == f'"{blake3.blake3(b"b/c/3.txt").hexdigest()}"'
+    after = s3.list_objects_v2(Bucket="master.tree", StartAfter="b/c/4.txt", MaxKeys=2)
+    assert [o["Key"] for o in after["Contents"]] == ["d/5.txt", "e.txt"] and after["IsTruncated"]
+    assert "Contents" not in s3.list_objects_v2(Bucket="master.tree", Prefix="zzz")
+    assert s3.list_objects(Bucket="master.tree", Marker="e.txt")["Contents"][0]["Key"] == "f/g/h/6.txt"
+    unicode_key = "naïve/ü b+c%.txt"
+    s3.put_object(Bucket="master.tree", Key=unicode_key, Body=b"x")
+    assert unicode_key in [o["Key"] for o in s3.list_objects_v2(Bucket="master.tree", Prefix="na")["Contents"]]
+    assert s3.get_object(Bucket="master.tree", Key=unicode_key)["Body"].read() == b"x"
+
+
+@LOCAL
+def test_buckets_are_branches_and_commits(s3):
+    """ListBuckets shows every branch (another project's with its name
+    appended); a commit bucket reads that commit and refuses writes;
+    versionId reads an older commit; CreateBucket/DeleteBucket as Pachyderm's."""
+    s3.create_bucket(Bucket="master.images")
+    s3.create_bucket(Bucket="dev.images")
+    assert error_of(s3.create_bucket, Bucket="dev.images") == (409, "BucketAlreadyOwnedByYou")
+    run_ok("create-repo", "staging/raw")
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert names == ["dev.images", "master.images", "master.raw.staging"]
+    first = s3.put_object(Bucket="master.images", Key="cat.txt", Body=b"v1")["VersionId"]
+    s3.put_object(Bucket="master.images", Key="cat.txt", Body=b"v2")
+    s3.put_object(Bucket="master.raw.staging", Key="r.txt", Body=b"staged")
+    assert run_ok("get-file", "staging/raw", "master", "/r.txt").out == "staged"
+    assert s3.get_object(Bucket="images", Key="cat.txt")["Body"].read() == b"v2"  # one part: master.images
+    assert s3.get_object(Bucket="master.images.default", Key="cat.txt")["Body"].read() == b"v2"
+    old = f"{first}.master.images"
+    assert s3.get_object(Bucket=old, Key="cat.txt")["Body"].read() == b"v1"
+    assert s3.get_object(Bucket="master.images", Key="cat.txt", VersionId=first)["Body"].read() == b"v1"
+    assert error_of(s3.get_object, Bucket="master.images", Key="cat.txt", VersionId="0" * 32) == (404, "NoSuchVersion")
+    assert error_of(s3.head_object, Bucket="master.images", Key="cat.txt", VersionId="v1")[0] == 400
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=old)["Contents"]] == ["cat.txt"]
+    assert error_of(s3.put_object, Bucket=old, Key="x", Body=b"1") == (501, "NotImplemented")
+    assert error_of(s3.delete_object, Bucket=old, Key="cat.txt") == (501, "NotImplemented")
+    assert error_of(s3.create_multipart_upload, Bucket=old, Key="x") == (501, "NotImplemented")
+    assert error_of(s3.get_object, Bucket="0123456789abcdef0123456789abcdef.master.images", Key="cat.txt") == \
+        (404, "NoSuchBucket")
+    assert error_of(s3.list_objects_v2, Bucket="master.nope") == (404, "NoSuchBucket")
+    assert error_of(s3.put_object, Bucket="nobranch.images", Key="x", Body=b"1") == (404, "NoSuchBucket")
+    assert error_of(s3.list_objects_v2, Bucket="a.b.c.d") == (400, "InvalidBucketName")
+    assert error_of(s3.delete_bucket, Bucket="master.images") == (409, "BucketNotEmpty")
+    s3.delete_bucket(Bucket="dev.images")
+    assert "dev.images" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert s3.get_bucket_versioning(Bucket="master.images")["Status"] == "Enabled"
+    s3.head_bucket(Bucket="master.images")
+    assert error_of(s3.get_bucket_policy, Bucket="master.images") == (501, "NotImplemented")
+    assert error_of(s3.put_bucket_tagging, Bucket="master.images",
+                    Tagging={"TagSet": [{"Key": "k", "Value": "v"}]}) == (501, "NotImplemented")
+    copied = s3.copy_object(Bucket="master.images", Key="copy/cat.txt", CopySource={"Bucket": old, "Key": "cat.txt"})
+    assert copied["CopyObjectResult"]["ETag"] == f'"{blake3.blake3(b"v1").hexdigest()}"'
+    assert s3.get_object(Bucket="master.images", Key="copy/cat.txt")["Body"].read() == b"v1"
+    assert error_of(s3.put_object, Bucket="master.images", Key="cat.txt/under", Body=b"1")[0] == 409
+    assert error_of(s3.put_object, Bucket="master.images", Key="../x", Body=b"1") == (400, "InvalidFilePath")
+    assert error_of(s3.put_object, Bucket="master.images", Key="folder/", Body=b"") == (400, "InvalidFilePath")
+
+
+@LOCAL
+def test_deletes_make_one_commit_each(s3):
+    s3.create_bucket(Bucket="master.docs")
+    for key in ("a", "b", "c", "d/e"):
+        s3.put_object(Bucket="master.docs", Key=key, Body=key.encode())
+    before = len(commits("docs"))
+    s3.delete_object(Bucket="master.docs", Key="a")
+    assert len(commits("docs")) == before + 1
+    s3.delete_object(Bucket="master.docs", Key="a")  # missing: 204, as S3, and no commit
+    s3.delete_object(Bucket="master.docs", Key="d")  # a directory is no object: left alone
+    assert len(commits("docs")) == before + 1
+    result = s3.delete_objects(Bucket="master.docs", Delete={"Objects": [{"Key": "b"}, {"Key": "c"}, {"Key": "zz"}]})
+    assert sorted(d["Key"] for d in result["Deleted"]) == ["b", "c", "zz"] and not result.get("Errors")
+    assert len(commits("docs")) == before + 2
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="master.docs")["Contents"]] == ["d/e"]
+
+
+@LOCAL
+def test_multipart_upload_of_20_mib_in_5_mib_parts(s3):
+    s3.create_bucket(Bucket="master.big")
+    data = os.urandom(20 * MiB + 123)
+    transfer = boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    s3.upload_fileobj(io.BytesIO(data), "master.big", "models/weights.bin", Config=transfer)
+    assert len(commits("big")) == 1  # the parts make no commit; completing makes one
+    got = s3.get_object(Bucket="master.big", Key="models/weights.bin")
+    assert hashlib.sha256(got["Body"].read()).hexdigest() == hashlib.sha256(data).hexdigest()
+    inspected = json.loads(run_ok("inspect-file", "big", "master", "/models/weights.bin", "--raw").out)
+    assert got["ETag"] == f'"{inspected["hash"]}"' and inspected["size_bytes"] == len(data)
+    part = s3.get_object(Bucket="master.big", Key="models/weights.bin", Range=f"bytes={5 * MiB - 3}-{15 * MiB + 2}")
+    assert part["Body"].read() == data[5 * MiB - 3:15 * MiB + 3]  # across three parts
+
+    upload = s3.create_multipart_upload(Bucket="master.big", Key="small.bin")["UploadId"]
+    etags = [s3.upload_part(Bucket="master.big", Key="small.bin", UploadId=upload, PartNumber=n,
+                            Body=bytes([n]) * 1000)["ETag"] for n in (1, 2)]
+    assert etags[0] == f'"{blake3.blake3(bytes([1]) * 1000).hexdigest()}"'
+    listed = s3.list_parts(Bucket="master.big", Key="small.bin", UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["Size"], p["ETag"]) for p in listed] == [(1, 1000, etags[0]), (2, 1000, etags[1])]
+    parts = {"Parts": [{"PartNumber": n, "ETag": e} for n, e in zip((1, 2), etags)]}
+    assert error_of(s3.complete_multipart_upload, Bucket="master.big", Key="small.bin", UploadId=upload,
+                    MultipartUpload=parts) == (400, "EntityTooSmall")
+    assert error_of(s3.complete_multipart_upload, Bucket="master.big", Key="small.bin", UploadId=upload,
+                    MultipartUpload={"Parts": [{"PartNumber": 3, "ETag": etags[0]}]}) == (400, "InvalidPart")
+    assert error_of(s3.complete_multipart_upload, Bucket="master.big", Key="other.bin", UploadId=upload,
+                    MultipartUpload=parts) == (404, "NoSuchUpload")
+    done = s3.complete_multipart_upload(Bucket="master.big", Key="small.bin", UploadId=upload,
+                                        MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": etags[1]}]})
+    assert done["ETag"] == etags[1]
+    assert s3.get_object(Bucket="master.big", Key="small.bin")["Body"].read() == bytes([2]) * 1000
+    aborted = s3.create_multipart_upload(Bucket="master.big", Key="gone.bin")["UploadId"]
+    s3.abort_multipart_upload(Bucket="master.big", Key="gone.bin", UploadId=aborted)
+    assert error_of(s3.upload_part, Bucket="master.big", Key="gone.bin", UploadId=aborted, PartNumber=1,
+                    Body=b"x") == (404, "NoSuchUpload")
+    assert len(commits("big")) == 2
+
+
+@LOCAL
+def test_tokens_are_access_keys(gateway):
+    """Access key id = secret key = a token (Pachyderm's rule); a read
+    token may only read; a wrong secret, an unknown key or no signature
+    are refused with S3's codes; presigned URLs work and cannot be altered."""
+    writer, reader = gateway.client(WRITE), gateway.client(READ)
+    writer.create_bucket(Bucket="master.sec")
+    writer.put_object(Bucket="master.sec", Key="k", Body=b"secret data")
+    assert reader.get_object(Bucket="master.sec", Key="k")["Body"].read() == b"secret data"
+    assert [b["Name"] for b in reader.list_buckets()["Buckets"]] == ["master.sec"]
+    assert error_of(reader.put_object, Bucket="master.sec", Key="k2", Body=b"x") == (403, "AccessDenied")
+    assert error_of(reader.delete_object, Bucket="master.sec", Key="k") == (403, "AccessDenied")
+    assert error_of(gateway.client(WRITE, secret="w" * 24).get_object, Bucket="master.sec", Key="k") == \
+        (403, "SignatureDoesNotMatch")
+    assert error_of(gateway.client("x" * 24).list_buckets) == (403, "InvalidAccessKeyId")
+    anonymous = boto3.client("s3", endpoint_url=gateway.endpoint, region_name="us-east-1",
+                             config=Config(signature_version=botocore.UNSIGNED, s3={"addressing_style": "path"}))
+    assert error_of(anonymous.get_object, Bucket="master.sec", Key="k") == (403, "AccessDenied")
+    assert requests.get(gateway.endpoint + "/master.sec/k", timeout=10).status_code == 403
+    v4 = gateway.client(READ, signature_version="s3v4")
+    for signer in (reader, v4):  # botocore presigns S3 URLs with V2 unless told s3v4
+        url = signer.generate_presigned_url("get_object", Params={"Bucket": "master.sec", "Key": "k"}, ExpiresIn=60)
+        assert ("X-Amz-Signature=" in url) == (signer is v4)
+        assert requests.get(url, timeout=10).content == b"secret data"
+        tampered = requests.get(url.replace("/k?", "/k2?"), timeout=10)
+        assert tampered.status_code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in tampered.content
+    put_v2 = gateway.client(READ, signature_version="s3").generate_presigned_url(
+        "put_object", Params={"Bucket": "master.sec", "Key": "nope"})
+    assert requests.put(put_v2, data=b"x", timeout=10).status_code == 403  # a read token, signed V2
+    put_url = writer.generate_presigned_url("put_object", Params={"Bucket": "master.sec", "Key": "up"})
+    assert requests.put(put_url, data=b"by url", timeout=10).status_code == 200
+    assert reader.get_object(Bucket="master.sec", Key="up")["Body"].read() == b"by url"
+    # a body that does not match the x-amz-content-sha256 it was signed with
+    request = AWSRequest("PUT", gateway.endpoint + "/master.sec/forged", data=b"original",
+                         headers={"x-amz-content-sha256": hashlib.sha256(b"original").hexdigest()})
+    SigV4Auth(Credentials(WRITE, WRITE), "s3", "us-east-1").add_auth(request)
+    forged = requests.put(request.url, data=b"0riginal", headers=dict(request.headers), timeout=10)
+    assert forged.status_code == 400 and b"XAmzContentSHA256Mismatch" in forged.content
+
+
+@LOCAL
+def test_aws_cli_cp_and_ls(gateway, tmp_path):
+    """The AWS CLI (v1, from PyPI): ``s3 mb``, ``cp`` up (16 MiB: multipart)
+    and down, ``ls``, ``rm``."""
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=WRITE, AWS_SECRET_ACCESS_KEY=WRITE, AWS_DEFAULT_REGION="us-east-1",
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    env.pop("AWS_ENDPOINT_URL", None)
+
+    def aws(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "awscli", "--endpoint-url", gateway.endpoint, "s3", *args],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+    local = tmp_path / "data.bin"
+    data = os.urandom(16 * MiB + 5)
+    local.write_bytes(data)
+    aws("mb", "s3://master.cli")
+    aws("cp", str(local), "s3://master.cli/in/data.bin")
+    (tmp_path / "small.txt").write_text("hello\n")
+    aws("cp", str(tmp_path / "small.txt"), "s3://master.cli/small.txt")
+    listing = aws("ls", "s3://master.cli/")
+    assert "PRE in/" in listing and "small.txt" in listing
+    assert str(len(data)) in aws("ls", "--recursive", "s3://master.cli/")
+    assert "master.cli" in aws("ls")
+    aws("cp", "s3://master.cli/in/data.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == data
+    aws("rm", "s3://master.cli/small.txt")
+    assert "small.txt" not in aws("ls", "s3://master.cli/")
+    assert run_ok("get-file", "cli", "master", "/in/data.bin").stdout_bytes == data
+
+
+@LOCAL
+def test_pandas_reads_a_csv_through_the_gateway(s3, gateway):
+    pandas = pytest.importorskip("pandas")
+    s3.create_bucket(Bucket="master.myrepo")
+    s3.put_object(Bucket="master.myrepo", Key="x.csv", Body=b"sepal,species\n5.1,setosa\n6.2,virginica\n")
+    options = {"key": READ, "secret": READ, "client_kwargs": {"endpoint_url": gateway.endpoint,
+                                                               "region_name": "us-east-1"}}
+    frame = pandas.read_csv("s3://master.myrepo/x.csv", storage_options=options)
+    assert list(frame.columns) == ["sepal", "species"] and frame["species"].tolist() == ["setosa", "virginica"]
+    assert frame["sepal"].sum() == pytest.approx(11.3)
+
+
+@LOCAL
+def test_a_put_starts_the_pipeline_downstream(s3, spec_file, run_controller):
+    """A CSV put with boto3 is a commit like put-file's: the controller
+    runs the pipeline reading the branch, and its output commit is a bucket."""
+    s3.create_bucket(Bucket="master.raw")
+    spec = {"pipeline": {"name": "upper"},
+            "transform": {"image": "local", "cmd": ["sh", "-c", "tr a-z A-Z < /pfs/raw/x.csv > /pfs/out/x.csv"]},
+            "input": {"pfs": {"repo": "raw", "glob": "/"}}}
+    run_ok("create-pipeline", "-f", spec_file(spec))
+    s3.put_object(Bucket="master.raw", Key="x.csv", Body=b"a,b\nsetosa,1\n")
+    run_controller()
+    jobs = json.loads(run_ok("list-job", "--raw").out)
+    assert [j["state"] for j in jobs] == ["success"]
+    assert s3.get_object(Bucket="master.upper", Key="x.csv")["Body"].read() == b"A,B\nSETOSA,1\n"
+    output = commits("upper")[0]
+    assert output["provenance"][0]["commit"] == commits("raw")[0]["id"]
+    assert s3.get_object(Bucket=f"{output['id']}.master.upper", Key="x.csv")["Body"].read() == b"A,B\nSETOSA,1\n"
+
+
+@pytest.mark.parametrize("store_url", ["s3"], indirect=True)
+def test_round_trip_on_an_s3_store(s3):
+    """The gateway over an S3 store (moto): ranged reads ask the store for
+    chunk sizes and byte ranges; multipart parts live in the store."""
+    s3.create_bucket(Bucket="master.remote")
+    data = os.urandom(11 * MiB)
+    transfer = boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    s3.upload_fileobj(io.BytesIO(data), "master.remote", "d.bin", Config=transfer)
+    assert s3.get_object(Bucket="master.remote", Key="d.bin")["Body"].read() == data
+    part = s3.get_object(Bucket="master.remote", Key="d.bin", Range="bytes=5242000-10485900")
+    assert part["Body"].read() == data[5242000:10485901]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="master.remote")["Contents"]] == ["d.bin"]
+
+
+# aws-chunked bodies: botocore sends them over HTTPS -------------------------------
+def _plain(headers: dict) -> dict[str, str]:
+    """Headers as botocore holds them (values str or bytes), lowercase names and str values."""
+    return {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in headers.items()}
+
+
+@pytest.fixture
+def tls_gateway(store_url, tmp_path):
+    """The gateway app under a real uvicorn with TLS (a self-signed
+    certificate), on a loopback port, with the tokens of ``gateway``."""
+    import uvicorn
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from pipectl.client import Client
+    from pipectl.server.s3 import create_s3_app
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1)).sign(key, hashes.SHA256()))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    port = free_port()
+    app = create_s3_app(Client.open(store_url), {READ: "read", WRITE: "write"})
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ssl_keyfile=str(tmp_path / "key.pem"),
+                                           ssl_certfile=str(tmp_path / "cert.pem")))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, 0.05, "the TLS gateway")
+    yield Gateway(f"https://127.0.0.1:{port}", "")
+    server.should_exit = True
+    thread.join(10)
+
+
+@LOCAL
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # the self-signed certificate
+def test_aws_chunked_bodies_with_checksum_trailers(tls_gateway):
+    """Over HTTPS botocore streams PutObject and UploadPart bodies as
+    aws-chunked with a CRC32 trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER);
+    they arrive intact; a trailer that does not match is refused."""
+    s3 = tls_gateway.client(verify=False)
+    s3.create_bucket(Bucket="master.chunked")
+    seen: list[dict] = []
+    s3.meta.events.register("before-send.s3.PutObject", lambda request, **_: seen.append(dict(request.headers)))
+    s3.meta.events.register("before-send.s3.UploadPart", lambda request, **_: seen.append(dict(request.headers)))
+    body = os.urandom(3 * MiB + 1)
+    s3.put_object(Bucket="master.chunked", Key="one.bin", Body=body)
+    sent = _plain(seen[0])
+    assert sent["x-amz-content-sha256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+    assert sent["content-encoding"] == "aws-chunked" and sent["x-amz-trailer"] == "x-amz-checksum-crc32"
+    assert s3.get_object(Bucket="master.chunked", Key="one.bin")["Body"].read() == body
+    data = os.urandom(11 * MiB)
+    transfer = boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    s3.upload_fileobj(io.BytesIO(data), "master.chunked", "multi.bin", Config=transfer)
+    assert any(_plain(h).get("content-encoding") == "aws-chunked" for h in seen[1:])
+    assert s3.get_object(Bucket="master.chunked", Key="multi.bin")["Body"].read() == data
+
+    # the same framing, sent by hand with a CRC32 that does not match (signed by botocore's signer)
+    framed = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n"
+    request = AWSRequest("PUT", tls_gateway.endpoint + "/master.chunked/bad.txt", data=framed, headers={
+        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "Content-Encoding": "aws-chunked",
+        "x-amz-trailer": "x-amz-checksum-crc32", "x-amz-decoded-content-length": "5"})
+    SigV4Auth(Credentials(WRITE, WRITE), "s3", "us-east-1").add_auth(request)
+    bad = requests.put(request.url, data=framed, headers=dict(request.headers), verify=False, timeout=10)
+    assert bad.status_code == 400 and b"<Code>BadDigest</Code>" in bad.content
+    good = framed.replace(b"AAAAAA==", b"NhCmhg==")  # CRC32 of b"hello", base64
+    request = AWSRequest("PUT", tls_gateway.endpoint + "/master.chunked/good.txt", data=good,
+                         headers=dict(request.headers, **{"x-amz-date": ""}))
+    del request.headers["Authorization"], request.headers["x-amz-date"]
+    SigV4Auth(Credentials(WRITE, WRITE), "s3", "us-east-1").add_auth(request)
+    assert requests.put(request.url, data=good, headers=dict(request.headers), verify=False, timeout=10).ok
+    assert s3.get_object(Bucket="master.chunked", Key="good.txt")["Body"].read() == b"hello"
+
+
+def test_server_flags_fail_in_one_line(cli, tmp_path):
+    from helpers import assert_clean_error
+    assert_clean_error(cli("server", "--port", "18123", "--s3-gateway-port", "18123"), "--s3-gateway-port")
+    usage = cli("server", "--s3-gateway-port", "0")  # a usage error: exit 2, one line
+    assert usage.code == 2 and usage.err.strip().count("\n") == 0 and "--s3-gateway-port" in usage.err, usage
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = busy.getsockname()[1]
+        assert_clean_error(cli("server", "--port", str(free_port()), "--s3-gateway-port", str(port)),
+                           f"port {port}")
+    finally:
+        busy.close()
+
+
+def test_signed_chunks_follow_the_published_example():
+    """The S3 API Reference's worked example of a chunked upload signed with
+    STREAMING-AWS4-HMAC-SHA256-PAYLOAD (66,560 bytes of 'a' in chunks of
+    65,536 and 1,024, with its example keys and signatures): the seed
+    signature verifies, the body decodes, and an altered chunk is refused."""
+    from pipectl.server.s3 import sigv4
+    from pipectl.server.s3.chunked import ChunkedDecoder
+    from pipectl.server.s3.errors import S3Error
+    signed_headers = ("content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;"
+                      "x-amz-decoded-content-length;x-amz-storage-class")
+    headers = {"content-encoding": "aws-chunked", "content-length": "66824", "host": "s3.amazonaws.com",
+               "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "x-amz-date": "20130524T000000Z",
+               "x-amz-decoded-content-length": "66560", "x-amz-storage-class": "REDUCED_REDUNDANCY",
+               "authorization": "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
+                                f"SignedHeaders={signed_headers},Signature="
+                                "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"}
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    when = datetime.datetime(2013, 5, 24, 0, 0, 30, tzinfo=datetime.UTC)
+    signed = sigv4.verify("PUT", "/examplebucket/chunkObject.txt", "", headers, lambda key: secret, when)
+    chunks = [(65536, "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"),
+              (1024, "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497"),
+              (0, "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9")]
+    body = b"".join(b"%x;chunk-signature=%s\r\n%s\r\n" % (n, sig.encode(), b"a" * n) for n, sig in chunks)
+    assert len(body) == 66824
+    decoder = ChunkedDecoder(signed)
+    out = b"".join(piece for i in range(0, len(body), 1000) for piece in decoder.feed(body[i:i + 1000]))
+    decoder.finish()
+    assert out == b"a" * 66560
+    with pytest.raises(S3Error, match="chunk signature"):
+        list(ChunkedDecoder(signed).feed(body.replace(b"a" * 10, b"b" * 10, 1)))
+    with pytest.raises(S3Error) as caught:
+        sigv4.verify("PUT", "/examplebucket/chunkObject.txt", "", dict(headers, **{"x-amz-storage-class": "STANDARD"}),
+                     lambda key: secret, when)
+    assert caught.value.code == "SignatureDoesNotMatch"
+    with pytest.raises(S3Error) as caught:
+        sigv4.verify("PUT", "/examplebucket/chunkObject.txt", "", headers, lambda key: secret,
+                     when + datetime.timedelta(hours=1))
+    assert caught.value.code == "RequestTimeTooSkewed"
+
+
+@LOCAL
+def test_an_open_server_takes_any_credentials_or_none(store_url, background):
+    """Without tokens (loopback only) the gateway accepts any credentials
+    and unsigned requests, as Pachyderm's does with auth off."""
+    api, port = free_port(), free_port()
+    proc = background("server", "--port", str(api), "--s3-gateway-port", str(port))
+    wait_for(lambda: proc.poll() is None and _listening(port), 60, 0.1, "the open S3 gateway")
+    gateway = Gateway(f"http://127.0.0.1:{port}", "")
+    gateway.client("anything", secret="goes").create_bucket(Bucket="master.open")
+    anonymous = boto3.client("s3", endpoint_url=gateway.endpoint, region_name="us-east-1",
+                             config=Config(signature_version=botocore.UNSIGNED, s3={"addressing_style": "path"}))
+    anonymous.put_object(Bucket="master.open", Key="k", Body=b"open")
+    assert requests.get(gateway.endpoint + "/master.open/k", timeout=10).content == b"open"
+    assert [b["Name"] for b in gateway.client("someone").list_buckets()["Buckets"]] == ["master.open"]
