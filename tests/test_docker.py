@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import REPO_ROOT, make_iris_data, needs, put_iris, run_cli, run_ok
+from helpers import REPO_ROOT, make_iris_data, needs, put_iris, run_cli, run_ok, wait_for
 
 import docker
 
@@ -267,3 +267,33 @@ def test_datum_batching_runs_one_process_per_worker_container(shell_pipeline):
     assert (job["state"], job["datums_processed"]) == ("success", 4), job
     loads = {run_ok("get-file", "shell", "master", f"/f{i}").out for i in range(4)}
     assert len(loads) == 2  # parallelism 2: one process in each worker's user container
+
+
+def test_a_spout_runs_in_a_container_restarted_when_it_dies(tmp_path, monkeypatch):
+    """A spout in the base image commits once a second with the pipectl CLI
+    (the local store bound in); its container killed, the controller starts
+    another; stopping the controller removes it."""
+    monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "store"))
+    script = ("i=0; while true; do i=$((i+1)); "
+              "echo $i | python3 -m pipectl put-file ticker master /tick-$i -f - >/dev/null || exit 3; sleep 1; done")
+    spec = {"pipeline": {"name": "ticker"}, "spout": {},
+            "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", script]}}
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "controller", "--executor", "docker",
+                             "--poll-interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def commits() -> int:
+        return len(json.loads(run_ok("list-commit", "ticker", "--raw").out))
+    try:
+        wait_for(lambda: commits() >= 3, 120, 0.2, "3 commits from the spout's container")
+        [first] = workers("user")
+        first.kill()
+        before = commits()
+        wait_for(lambda: [c for c in workers("user") if c.id != first.id and c.status == "running"], 60, 0.2,
+                 "the spout's container to be started again")
+        wait_for(lambda: commits() >= before + 2, 60, 0.2, "commits from the new container")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert "spout ticker exited with status 137" in err.decode(), err.decode()[-2000:]
+    assert leftovers() == []

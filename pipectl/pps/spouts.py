@@ -84,11 +84,11 @@ class Spouts:
                 if code is None:
                     continue
                 ran = now - spout.started
-                spout.backoff = BACKOFF_SECONDS[0] if ran >= HEALTHY_SECONDS else \
-                    min(spout.backoff * 2, BACKOFF_SECONDS[1])
-                spout.handle, spout.next_start = None, now + spout.backoff
+                wait = BACKOFF_SECONDS[0] if ran >= HEALTHY_SECONDS else spout.backoff
+                spout.backoff = min(wait * 2, BACKOFF_SECONDS[1])
+                spout.handle, spout.next_start = None, now + wait
                 log.warning("spout %s exited with status %s after %.0f s; starting it again in %.0f s", name, code,
-                            ran, spout.backoff)
+                            ran, wait)
             if spout is None or now >= spout.next_start:
                 self._start(pipeline, spout)
 
@@ -103,8 +103,9 @@ class Spouts:
         else:
             spout.restarts += 1
         spout.handle, spout.started = handle, time.monotonic()
-        if handle is None:
+        if handle is None:  # tried again after the back-off, which doubles
             spout.next_start = spout.started + spout.backoff
+            spout.backoff = min(spout.backoff * 2, BACKOFF_SECONDS[1])
         else:
             log.info("spout %s (version %d) started%s", pipeline.name, pipeline.version,
                      f", restart {spout.restarts}" if spout.restarts else "")

@@ -111,7 +111,7 @@ class Executor(abc.ABC):
         """Start the long-lived worker of spout ``pipeline`` (see
         :mod:`pipectl.pps.spouts`). Raises ExecutorError when it cannot
         start, or this executor runs no spouts."""
-        raise ExecutorError(f"the {self.name} executor does not run spouts yet (use the process executor)")
+        raise ExecutorError(f"the {self.name} executor does not run spouts")
 
     def job_done(self, job: JobInfo) -> dict[str, str]:
         """Every datum of ``job`` has a result: release whatever is still

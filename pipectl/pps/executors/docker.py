@@ -33,8 +33,9 @@ import re
 import urllib.parse
 
 from ...errors import InvalidArgument
+from ...pfs import names
 from .. import secrets
-from ..model import JobInfo
+from ..model import JobInfo, PipelineInfo
 from ..runner import SOCKET
 from . import RUNNER_COMMAND, WORKER_IMAGE, ExecutorError, HandleExecutor, WorkerHandle, worker_command
 
@@ -117,6 +118,17 @@ class DockerHandle(WorkerHandle):
                 volume.remove(force=True)
 
 
+class DockerSpout(DockerHandle):
+    """A spout's one container (``<name>-user``), removed once it ended."""
+
+    def poll(self) -> int | None:
+        if self.status is None:
+            self.status = self._exit_code("user")
+            if self.status is not None:
+                self.kill()
+        return self.status
+
+
 class DockerExecutor(HandleExecutor):
     """Starts workers as container pairs through the Docker SDK
     (``DOCKER_HOST`` or the local socket); ``worker_image`` is pipectl's own
@@ -184,6 +196,35 @@ class DockerExecutor(HandleExecutor):
         except docker.errors.APIError as e:
             handle.kill()
             raise ExecutorError(f"cannot start a worker from image {image}: {e.explanation or e}") from None
+        return handle
+
+    def start_spout(self, pipeline: PipelineInfo) -> DockerSpout:
+        """The spout's ``cmd`` in one container of its image (host network),
+        with the store in its environment (and a local store's directory
+        bound at its path) so that the pipectl CLI and client inside commit
+        to the output repo; the controller starts it again when it ends
+        (see :mod:`pipectl.pps.spouts`). Raises ExecutorError."""
+        import docker.errors
+        transform = pipeline.spec["transform"]
+        self._image(transform["image"])
+        env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ} | {
+            "PIPECTL_STORE": self.store_url, "PPS_PIPELINE_NAME": names.bare(pipeline.name),
+            "PPS_PROJECT_NAME": names.project_of(pipeline.name)} | (transform.get("env") or {})
+        secret_env, secret_mounts = secrets.local(pipeline.spec, self.secrets_dir)
+        name = f"pipectl-spout-{pipeline.name.replace('/', '.')}-{os.urandom(2).hex()}"
+        labels = {LABEL: "1", WORKER: name, "io.pipectl.controller": self.controller_id,
+                  "io.pipectl.pipeline": pipeline.name, ROLE: "user"}
+        handle = DockerSpout(self.client, name)
+        try:
+            self.client.containers.run(
+                transform["image"], list(transform["cmd"]), detach=True, network_mode="host",
+                environment=env | secret_env, name=f"{name}-user", labels=labels,
+                volumes=self._store_mounts() | {host: {"bind": inside, "mode": "ro"}
+                                                for inside, host in secret_mounts.items()})
+        except docker.errors.APIError as e:
+            handle.kill()
+            raise ExecutorError(f"cannot start spout {pipeline.name} from image {transform['image']}: "
+                                f"{e.explanation or e}") from None
         return handle
 
     def _remove(self, filters: dict) -> None:
