@@ -42,7 +42,7 @@ DEFAULT_IMAGE = "ubuntu:20.04"
 """``transform.image`` when a spec gives none, as in Pachyderm."""
 UNSUPPORTED = {
     "service": "service pipelines",
-    "s3_out": "pipelines with s3_out", "tf_job": "TFJob pipelines", "pfs.s3": "S3 inputs",
+    "tf_job": "TFJob pipelines",
 }
 """Fields of Pachyderm's spec for features pipectl does not have yet: a
 spec using one is refused, naming it."""
@@ -174,6 +174,7 @@ def validate(spec: Any, source: str = "spec") -> dict:
             problems.append(f"{field}: must be longer than 0s")
     if spec["input"]:
         check(None, _check_input_names, spec["input"], "input")
+        check(None, _check_s3_inputs, spec["input"], "input")
     check(None, podspec.check, spec)  # its messages name the field
     check(None, egress.egress_url, spec)  # likewise
     for n, secret in enumerate(spec["transform"].get("secrets") or []):
@@ -203,6 +204,8 @@ def validate(spec: Any, source: str = "spec") -> dict:
         if pfs["name"] == "out":
             problems.append(f"{where}.name: input name 'out' is reserved for the output directory")
         check(f"{where}.glob", globs.compile_glob, pfs["glob"])
+        if pfs.get("s3") and pfs["glob"] != "/":
+            problems.append(f"{where}.glob: an S3 input's glob must be \"/\" (its whole commit is one datum)")
         if pfs["repo"] == spec["pipeline"]["name"]:
             problems.append(f"{where}.repo: pipeline {pfs['repo']} cannot read its own output repo")
     if problems:
@@ -266,6 +269,17 @@ def _refuse_unsupported(spec: dict, source: str) -> None:
                 stack += node[kind]
     if used:
         raise InvalidArgument(f"{source}: {used[0]}: {UNSUPPORTED[used[0]]} are not supported by pipectl yet")
+
+
+def _check_s3_inputs(node: dict, where: str, within: str | None = None) -> None:
+    """Refuse ``pfs.s3`` inputs inside a join, group or union, as Pachyderm
+    does (their datums would split a commit an S3 bucket shows whole).
+    Raises InvalidArgument."""
+    if "pfs" in node and node["pfs"].get("s3") and within:
+        raise InvalidArgument(f"{where}.pfs.s3: S3 inputs in {within} expressions are not supported")
+    for kind in ("cross", "union", "join", "group"):
+        for n, child in enumerate(node.get(kind, [])):
+            _check_s3_inputs(child, f"{where}.{kind}.{n}", within if kind == "cross" else kind)
 
 
 def _check_input_names(node: dict, where: str) -> set[str]:

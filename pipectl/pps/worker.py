@@ -65,7 +65,7 @@ from .datums import Datum, shard
 from .model import DatumResult, JobInfo
 from .runner import SocketRunner
 from .sandbox import Sandbox
-from .spec import parse_duration
+from .spec import parse_duration, pfs_inputs
 from .usercode import LocalRunner, Request, rewrite
 
 log = logging.getLogger("pipectl.worker")
@@ -111,6 +111,20 @@ class Worker:
         self.runner: LocalRunner | SocketRunner = runner or (sandboxed.runner() if sandboxed else LocalRunner())
         if self.spec["transform"].get("user") and self.scratch:
             os.chmod(self.scratch, 0o755)  # mkdtemp's 0700 would keep the user from its inputs
+        self.s3_inputs = {p["name"] for p in pfs_inputs(self.spec["input"]) if p.get("s3")}
+        self.sidecar = self._start_sidecar() if self.s3_inputs or self.spec.get("s3_out") else None
+
+    def _start_sidecar(self):
+        """The S3 sidecar of ``pfs.s3`` inputs and ``s3_out`` (see
+        :mod:`pipectl.server.s3.sidecar`), listening."""
+        from ..client import Client
+        from ..server.s3.sidecar import Sidecar
+        commits = {i["name"]: (i["repo"], i["commit"]) for i in self.job.inputs if i["name"] in self.s3_inputs}
+        sidecar = Sidecar(Client(self.store), commits, out=bool(self.spec.get("s3_out")))
+        sidecar.start()
+        log.info("worker %s: S3 sidecar at %s (buckets %s)", self.name, sidecar.endpoint,
+                 ", ".join(sorted(sidecar.gateway.buckets)))
+        return sidecar
 
     def _sandbox(self, image: dict) -> Sandbox | None:
         """The sandbox user code runs in (see :mod:`pipectl.pps.sandbox`),
@@ -167,6 +181,8 @@ class Worker:
             self.writer.close()
             if self._own_runner:
                 self.runner.close(0)
+            if self.sidecar is not None:
+                self.sidecar.stop()
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
@@ -220,6 +236,8 @@ class Worker:
         made: set[str] = set()
         size = 0
         for i in datum.inputs:
+            if i.name in self.s3_inputs:  # read through the sidecar's bucket, not copied in
+                continue
             top = os.path.join(self.root, i.name)
             for path, entry in i.files.items():
                 local = os.path.join(top, path.lstrip("/"))
@@ -248,6 +266,8 @@ class Worker:
         env.update(PACH_JOB_ID=self.job.id, PPS_PIPELINE_NAME=names.bare(self.job.pipeline),
                    PPS_PROJECT_NAME=names.project_of(self.job.pipeline),
                    PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.visible)
+        if self.sidecar is not None:
+            env["S3_ENDPOINT"] = self.sidecar.endpoint
         return env
 
     def _environment(self, datum: Datum) -> dict[str, str]:
@@ -274,6 +294,8 @@ class Worker:
         assert self._log is not None  # a datum is running
         out = os.path.join(self.root, "out")
         _empty_dir(out)
+        if self.sidecar is not None:
+            self.sidecar.take_outputs()  # bucket out starts empty too
         if isinstance(self.runner, SocketRunner):
             os.chmod(out, 0o777)  # the runner's user code may run as a user other than the worker's
         transform = self.spec["transform"]
@@ -356,6 +378,8 @@ class Worker:
         self._note(f"--- err_cmd after: {result.error}")
         error = self._run_once(env, transform["err_cmd"], transform.get("err_stdin") or [])
         _empty_dir(os.path.join(self.root, "out"))  # a recovered datum has no outputs
+        if self.sidecar is not None:
+            self.sidecar.take_outputs()
         if error:
             result.error += f"; err_cmd failed too: {error}"
         else:
@@ -387,7 +411,13 @@ class Worker:
         before = self.writer.stats.bytes_uploaded
         entries = self.writer.put_files([local for _, local in large], self.store.io_threads)
         outputs = {path: [e.size, list(e.objects)] for (path, _), e in zip(large, entries)}
-        return outputs, small, self.writer.stats.bytes_uploaded - before + sum(len(d) for _, d in small)
+        uploaded = self.writer.stats.bytes_uploaded - before + sum(len(d) for _, d in small)
+        if self.sidecar is not None:  # objects put in bucket out: stored already, as they arrived
+            s3 = self.sidecar.take_outputs()
+            small = [(path, data) for path, data in small if path not in s3]
+            outputs.update({path: [e.size, list(e.objects)] for path, e in s3.items()})
+            uploaded += sum(e.size for e in s3.values())
+        return outputs, small, uploaded
 
 
 def _empty_dir(path: str, keep: set[str] | frozenset = frozenset()) -> None:

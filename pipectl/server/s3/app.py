@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ...client import Client
 from ..auth import role_of
-from . import buckets, sigv2, sigv4, xml
+from . import sigv2, sigv4, xml
 from .errors import S3Error, access_denied, not_implemented
 from .routes import SUBRESOURCES, Gateway
 from .sigv4 import Signed
@@ -54,14 +54,15 @@ def authenticate(request: Request, tokens: dict[str, str] | None) -> Signed | No
 
 
 async def dispatch(gateway: Gateway, request: Request, signed: Signed | None) -> Response:
-    """Run the operation ``request`` asks for. Raises S3Error."""
+    """Run the operation ``request`` asks for, on the bucket
+    ``gateway.resolve`` finds by name. Raises S3Error."""
     method, q, headers = request.method, request.query_params, request.headers
     bucket_name, _, key = request.url.path.lstrip("/").partition("/")
     if not bucket_name:
         if method == "GET":
             return await gateway.list_buckets(request)
         raise not_implemented(f"{method} on the service")
-    bucket = buckets.parse(bucket_name)
+    bucket = gateway.resolve(bucket_name)
     unknown = sorted(SUBRESOURCES.intersection(q))
     if not key:
         if method == "GET":

@@ -22,7 +22,7 @@ import hashlib
 import io
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 
@@ -130,7 +130,7 @@ async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], sign
     sums["md5"] = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
     queue: asyncio.Queue = asyncio.Queue(QUEUED)
     reader = _QueueReader(queue, asyncio.get_running_loop(), [s for s in sums.values() if s is not None])
-    task = asyncio.ensure_future(run_in_threadpool(store, reader))
+    task = asyncio.ensure_future(run_in_threadpool(store, cast(BinaryIO, reader)))
 
     async def hand(block: object) -> None:
         """Queue ``block``, unless the storing thread failed first (its error is raised)."""

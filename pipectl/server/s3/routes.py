@@ -57,6 +57,10 @@ class Gateway:
     def __init__(self, client: Client):
         self.client = client
 
+    def resolve(self, name: str) -> Bucket:
+        """The bucket named ``name`` (see :mod:`.buckets`). Raises S3Error InvalidBucketName."""
+        return buckets.parse(name)
+
     async def call(self, function, *args) -> Any:
         """``function(*args)`` on a worker thread, its pipectl errors
         turned into S3 errors by :func:`translate`."""
@@ -306,7 +310,7 @@ class Gateway:
         source, _, query = source.partition("?")
         version = query.partition("versionId=")[2] or None
         source_bucket, _, source_key = source.partition("/")
-        _, entry = await self.call(self._object, buckets.parse(source_bucket), source_key, version)
+        _, entry = await self.call(self._object, self.resolve(source_bucket), source_key, version)
         path = _object_path(key)
         commit = await self.call(self.client.put_entries, bucket.repo, bucket.branch, [(path, entry)], True)
         return xml.response("CopyObjectResult", {"LastModified": _iso(commit.finished or commit.started),
