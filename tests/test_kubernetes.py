@@ -298,3 +298,29 @@ def test_a_spout_runs_as_a_deployment_and_survives_its_pod(k8s_env, background):
     background(*CONTROLLER)
     wait_for(lambda: not json.loads(cluster.kubectl("-n", ns, "get", "deployments", "-o", "json"))["items"], 120, 1,
              "the stopped spout's Deployment to go")
+
+
+S3_USER_CODE = """
+import os, botocore.session
+from botocore import UNSIGNED
+from botocore.config import Config
+s3 = botocore.session.get_session().create_client(
+    "s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+for item in s3.list_objects_v2(Bucket="in")["Contents"]:
+    body = s3.get_object(Bucket="in", Key=item["Key"])["Body"].read()
+    s3.put_object(Bucket="out", Key=item["Key"], Body=body.upper())
+"""
+
+
+def test_s3_input_and_s3_out_through_the_workers_sidecar(k8s_env):
+    """``pfs.s3`` and ``s3_out`` on Kubernetes: the user container reads
+    and writes only through the S3 sidecar the storage container serves on
+    the pod's loopback."""
+    shell_pipeline("s3copy", "unused", files=3, parallelism=1, s3_out=True,
+                   input={"pfs": {"repo": "in", "glob": "/", "s3": True}},
+                   transform={"image": "pipectl/base:0.1.0", "cmd": ["python3", "-c", S3_USER_CODE]})
+    run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
+    job = the_job("s3copy")
+    assert job["state"] == "success", job
+    for i in range(3):
+        assert run_ok("get-file", "s3copy", "master", f"/f{i:02d}").out == f"LINE {i}\n"
