@@ -302,10 +302,7 @@ def test_a_spout_runs_as_a_deployment_and_survives_its_pod(k8s_env, background):
 
 S3_USER_CODE = """
 import os, botocore.session
-from botocore import UNSIGNED
-from botocore.config import Config
-s3 = botocore.session.get_session().create_client(
-    "s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+s3 = botocore.session.get_session().create_client("s3", endpoint_url=os.environ["S3_ENDPOINT"])
 for item in s3.list_objects_v2(Bucket="in")["Contents"]:
     body = s3.get_object(Bucket="in", Key=item["Key"])["Body"].read()
     s3.put_object(Bucket="out", Key=item["Key"], Body=body.upper())

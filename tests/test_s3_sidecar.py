@@ -20,8 +20,14 @@ USER_CODE = textwrap.dedent("""
     from boto3.s3.transfer import TransferConfig
     from botocore import UNSIGNED
     from botocore.config import Config
-    s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1",
-                      config=Config(signature_version=UNSIGNED))
+    from botocore.exceptions import ClientError
+    unsigned = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], config=Config(signature_version=UNSIGNED))
+    try:  # the sidecar answers its own worker's user code only, which has its credentials
+        unsigned.list_buckets()
+        raise SystemExit("an unsigned request was answered")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "AccessDenied", e.response
+    s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"])  # credentials from the environment
     assert not os.path.exists("/pfs/images"), "an S3 input is not copied in"
     names = sorted(b["Name"] for b in s3.list_buckets()["Buckets"])
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="images")["Contents"]]

@@ -267,7 +267,7 @@ class Worker:
                    PPS_PROJECT_NAME=names.project_of(self.job.pipeline),
                    PACH_OUTPUT_COMMIT_ID=self.job.output_commit, PFS_ROOT=self.visible)
         if self.sidecar is not None:
-            env["S3_ENDPOINT"] = self.sidecar.endpoint
+            env.update(self.sidecar.environment())
         return env
 
     def _environment(self, datum: Datum) -> dict[str, str]:

@@ -17,13 +17,19 @@ these buckets, as Pachyderm names them:
 
 The operations are the S3 gateway's own (:class:`~.routes.Gateway`, the
 same code as ``pipectl server --s3-gateway-port``), over a client that
-keeps bucket ``out`` in memory (:class:`OutputClient`). No credentials are
-checked: the endpoint listens on loopback for the worker's own user code.
+keeps bucket ``out`` in memory (:class:`OutputClient`). Requests must be
+signed with the worker's own random token as access key id and secret key
+(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` in user code's
+environment, so boto3, the AWS CLI and s3fs find them by themselves): the
+loopback port is reachable by other processes of the host under the
+process and Docker executors, which must neither read the job's inputs nor
+write into its outputs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -40,7 +46,7 @@ from ...pfs import names
 from ...pfs.model import Commit, now
 from ...pfs.tree import FileEntry
 from . import xml
-from .app import dispatch
+from .app import authenticate, dispatch
 from .buckets import Bucket
 from .errors import S3Error, no_such_bucket
 from .routes import OWNER, Gateway
@@ -154,17 +160,18 @@ class Sidecar:
     def __init__(self, client: Client, inputs: dict[str, tuple[str, str]], out: bool):
         self.client = OutputClient(client)
         self.gateway = SidecarGateway(self.client, inputs, out)
+        self.token = secrets.token_hex(16)
         self.endpoint = ""
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def app(self) -> Starlette:
         """The ASGI app: each request is one of the gateway's operations."""
-        gateway = self.gateway
+        gateway, tokens = self.gateway, {self.token: "write"}
 
         async def handle(request: Request) -> Response:
             try:
-                return await dispatch(gateway, request, None)
+                return await dispatch(gateway, request, authenticate(request, tokens))
             except S3Error as e:
                 response = xml.error_response(e, request.url.path, head=request.method == "HEAD")
                 if request.method in ("PUT", "POST"):
@@ -186,6 +193,12 @@ class Sidecar:
             asyncio.run(self._server.serve(sockets=[sock]))
         self._thread = threading.Thread(target=serve, name="s3-sidecar", daemon=True)
         self._thread.start()
+
+    def environment(self) -> dict[str, str]:
+        """What user code's environment gets: ``S3_ENDPOINT`` (Pachyderm's
+        name) and the credentials to sign with."""
+        return {"S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.token, "AWS_SECRET_ACCESS_KEY": self.token,
+                "AWS_DEFAULT_REGION": "us-east-1"}
 
     def take_outputs(self) -> dict[str, FileEntry]:
         """The objects put in ``out`` since the last call (path -> entry)."""
