@@ -121,9 +121,11 @@ def test_speech_pipeline_learns_who_is_speaking(local_store):
         run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
         for name in ("filter", "extract", "learn"):
             run_ok("create-pipeline", "-f", os.path.join(REPO_ROOT, "specs", "audio", f"{name}.json"))
-        controller()
+        ran = controller()
     finally:
         server.shutdown()
+    states = {p: [(j["state"], j["reason"][-300:]) for j in jobs(p)] for p in ("fetch", "filter", "extract", "learn")}
+    assert all(s == [("success", "")] for s in states.values()), (states, ran.err[-3000:])
     metrics = json.loads(read("learn", "/metrics.json"))
     assert metrics["accuracy"] >= 3 * metrics["chance_accuracy"]
     assert metrics["accuracy"] >= 0.8
