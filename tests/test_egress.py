@@ -44,7 +44,7 @@ def test_each_output_commit_is_copied_to_the_egress_url(cli, pfs, spec_file, run
     pfs.create_repo("in")
     ok(cli("create-pipeline", "-f", spec_file(dict(SPEC, egress={"URL": url}))))
     put(pfs, "in", {"/words": "hello egress\n"})
-    run_controller()
+    run_controller("--egress-dir", str(tmp_path))
     record = job(cli)
     assert record["state"] == "success", record
     assert record["egress"] == {"url": url, "files": 2, "bytes": sum(map(len, OUTPUT.values()))}
@@ -76,3 +76,22 @@ def test_a_failed_egress_fails_the_job_naming_it(cli, pfs, spec_file, run_contro
 ])
 def test_an_egress_pipectl_cannot_write_is_refused(cli, store_url, spec_file, egress, needle):
     assert_clean_error(cli("create-pipeline", "-f", spec_file(dict(SPEC, egress=egress))), needle)
+
+
+@pytest.mark.parametrize("store_url", ["local"], indirect=True)
+def test_egress_targets_the_operator_did_not_open_fail_the_job(cli, pfs, spec_file, run_controller, store_url,
+                                                              tmp_path):
+    """A spec names its target and the controller writes it: a directory
+    needs ``--egress-dir`` covering it, and no target may be the store."""
+    pfs.create_repo("in")
+    put(pfs, "in", {"/words": "x\n"})
+    store_dir = store_url.removeprefix("file://")
+    cases = [("open", f"file://{tmp_path / 'elsewhere'}", "needs pipectl controller --egress-dir covering it"),
+             ("store", f"file://{store_dir}/objects", "overlaps the store's directory")]
+    for name, url, _ in cases:
+        ok(cli("create-pipeline", "-f", spec_file(dict(SPEC, pipeline={"name": name}, egress={"URL": url}))))
+    run_controller("--egress-dir", str(tmp_path / "opened"), "--egress-dir", store_dir)
+    for name, _, needle in cases:
+        [record] = json.loads(ok(cli("list-job", "-p", name, "--raw")).out)
+        assert record["state"] == "failure" and needle in record["reason"], record
+    assert not (tmp_path / "elsewhere").exists()

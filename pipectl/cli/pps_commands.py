@@ -299,6 +299,9 @@ def flush_commit(repo, commit, timeout, raw):
 @click.option("--secrets-dir", type=click.Path(file_okay=False, exists=True), envvar="PIPECTL_SECRETS_DIR",
               help="Directory of the Secrets transform.secrets names, laid out as Kubernetes mounts them "
                    "(DIR/<secret>/<key>; process, docker) [env PIPECTL_SECRETS_DIR].")
+@click.option("--egress-dir", "egress_dirs", multiple=True, type=click.Path(file_okay=False),
+              envvar="PIPECTL_EGRESS_DIR", help="A directory file:///... egress targets may lie under (repeatable; "
+              "none by default: a spec names the target, the controller writes it) [env PIPECTL_EGRESS_DIR].")
 @click.option("--worker-image", envvar="PIPECTL_WORKER_IMAGE", default=WORKER_IMAGE, show_default=True,
               help="pipectl's image, which runs each worker next to the user code's container: it alone holds the "
                    "store's credentials (docker, kubernetes) [env PIPECTL_WORKER_IMAGE].")
@@ -326,9 +329,9 @@ def flush_commit(repo, commit, timeout, raw):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True, envvar="PIPECTL_LOG_LEVEL", help="Least severe level logged.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail (--log-level debug).")
-def controller(exit_when_idle, executor, local_images, secrets_dir, worker_image, namespace, worker_service_account,
-               store_secret, job_ttl, image_pull_policy, lease_seconds, leader_elect, lease_name, poll_interval,
-               log_level, verbose):
+def controller(exit_when_idle, executor, local_images, secrets_dir, egress_dirs, worker_image, namespace,
+               worker_service_account, store_secret, job_ttl, image_pull_policy, lease_seconds, leader_elect,
+               lease_name, poll_interval, log_level, verbose):
     """Watch input repos and run pipeline jobs (until stopped)."""
     from ..pps.controller import Controller
     from ..pps.executors import make_executor
@@ -359,7 +362,7 @@ def controller(exit_when_idle, executor, local_images, secrets_dir, worker_image
         if leader_elect:
             leases.append(_elect_leader(namespace, lease_name))
         ex = make_executor(executor, store.url, **options)
-        Controller(store, ex, poll_interval, leases=tuple(leases)).run(exit_when_idle)
+        Controller(store, ex, poll_interval, leases=tuple(leases), egress_dirs=egress_dirs).run(exit_when_idle)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a requested stop, once workers are cleaned up
         logging.getLogger("pipectl.controller").info("stopped")
     finally:

@@ -37,7 +37,7 @@ from . import cron, keys
 from . import datums as datum_mod
 from . import spec as specs
 from .api import PPS
-from .egress import egress, egress_url
+from .egress import check_target, egress, egress_url
 from .executors import Executor, ExecutorError, WorkerGroup
 from .jobdata import result_counts
 from .jobs import job_id, output_commit_id
@@ -86,10 +86,11 @@ class LostLeadership(PipectlError):
 
 
 class Controller:
-    """Watches input branches and runs jobs. ``poll_interval`` in seconds."""
+    """Watches input branches and runs jobs. ``poll_interval`` in seconds;
+    ``egress_dirs``: directories ``file://`` egress targets may lie under."""
 
     def __init__(self, store: ObjectStore, executor: Executor, poll_interval: float = 0.2,
-                 leases: tuple = ()):
+                 leases: tuple = (), egress_dirs: tuple[str, ...] = ()):
         self.store = store
         self.leases = leases
         """What this controller must hold to run jobs: the store's
@@ -103,6 +104,8 @@ class Controller:
         self.poll_interval = poll_interval
         self._finished: dict[str, JobInfo] = {}  # by store key: a finished job's record never changes
         self._triggers_swept = 0.0
+        self.egress_dirs = list(egress_dirs)
+        """Directories ``file://`` egress may write under (see :func:`.egress.check_target`)."""
         self.spouts = Spouts(executor)
         self._spouts_tended = 0.0
 
@@ -415,6 +418,7 @@ class Controller:
         if url:
             self._update(run, state="egressing", **counts)
             try:
+                check_target(url, getattr(self.store, "url", ""), self.egress_dirs)
                 copied = egress(self.pfs, job.pipeline, commit.id, url)
             except Exception as e:  # noqa: BLE001  (a target outside pipectl: any failure fails the job, named)
                 raise JobFailed(f"egress of {job.pipeline}@{commit.id} to {url} failed: {e}") from None

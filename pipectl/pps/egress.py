@@ -18,6 +18,12 @@ Targets:
 As in Pachyderm, the files of the commit are copied over what is there;
 objects the target holds beyond them are left alone. A copy is idempotent:
 a controller that restarts mid-egress copies the commit again.
+
+Anyone who may create a pipeline chooses its egress target, and the
+controller copies with its own rights, so targets are limited
+(:func:`check_target`): no target may overlap the store (its bucket and
+prefix, or its directory), and a directory must lie under one the
+operator opened with ``pipectl controller --egress-dir`` (none by default).
 """
 
 from __future__ import annotations
@@ -66,10 +72,36 @@ class Egressed:
     bytes: int = 0
 
 
+def check_target(url: str, store_url: str, egress_dirs: list[str]) -> None:
+    """Refuse an egress target that overlaps the store at ``store_url``,
+    or a directory outside every one of ``egress_dirs``. Raises
+    InvalidArgument saying why."""
+    target, store = urlparse(url), urlparse(store_url)
+    if target.scheme == "file":
+        path = os.path.realpath(target.path)
+        if store.scheme == "file" and _overlap(path, os.path.realpath(store.path)):
+            raise InvalidArgument(f"egress target {url} overlaps the store's directory")
+        if not any(_within(path, os.path.realpath(d)) for d in egress_dirs):
+            raise InvalidArgument(f"egress to {url} needs pipectl controller --egress-dir covering it "
+                                  "(directories are closed to egress unless the operator opens one)")
+    elif store.scheme == "s3" and target.netloc == store.netloc and \
+            _overlap("/" + target.path.strip("/"), "/" + store.path.strip("/")):
+        raise InvalidArgument(f"egress target {url} overlaps the store (s3://{store.netloc}{store.path})")
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _overlap(a: str, b: str) -> bool:
+    return _within(a, b) or _within(b, a)
+
+
 def egress(pfs: PFS, repo: str, commit: str, url: str) -> Egressed:
-    """Copy every file of ``repo@commit`` to ``url`` (see the module doc).
-    Raises OSError (a local target) or botocore's errors (S3) when a copy
-    fails; the caller names the target."""
+    """Copy every file of ``repo@commit`` to ``url`` (see the module doc;
+    check it with :func:`check_target` first). Raises OSError (a local
+    target) or botocore's errors (S3) when a copy fails; the caller names
+    the target."""
     parsed = urlparse(url)
     local = parsed.scheme == "file"
     write = _to_directory(parsed.path) if local else _to_s3(parsed.netloc, parsed.path.strip("/"))

@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import time
 
-from ..errors import PipectlError
 from .executors import Executor, WorkerHandle
 from .model import PipelineInfo
 
@@ -83,6 +82,7 @@ class Spouts:
                 code = spout.handle.poll()
                 if code is None:
                     continue
+                spout.handle.kill()  # what it left running in the background goes with it
                 ran = now - spout.started
                 wait = BACKOFF_SECONDS[0] if ran >= HEALTHY_SECONDS else spout.backoff
                 spout.backoff = min(wait * 2, BACKOFF_SECONDS[1])
@@ -95,7 +95,7 @@ class Spouts:
     def _start(self, pipeline: PipelineInfo, spout: _Running | None) -> None:
         try:
             handle = self.executor.start_spout(pipeline)
-        except PipectlError as e:
+        except Exception as e:  # noqa: BLE001  (one spout's spec or image must not stop the controller)
             log.error("spout %s cannot start: %s", pipeline.name, e)
             handle = None
         if spout is None:
@@ -113,7 +113,11 @@ class Spouts:
     def _stop(self, name: str, why: str) -> None:
         spout = self.running.pop(name)
         if spout.handle is not None:
-            spout.handle.kill()
+            try:
+                spout.handle.kill()
+            except Exception as e:  # noqa: BLE001  (the engine or API server: logged, the controller goes on)
+                log.error("spout %s: cannot stop it: %s", name, e)
+                return
             log.info("spout %s stopped: %s", name, why)
 
     def close(self) -> None:

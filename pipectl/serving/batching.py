@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 
+from .errors import ModelUnavailable, ServingError
 from .model import ModelVersion, Prediction
 
 MAX_BATCH_SIZE = 32
@@ -35,6 +36,7 @@ MAX_BATCH_DELAY = 0.0
 YIELDS = 1
 """Turns of the event loop a batch waits for requests already read to
 queue up (a request takes a few turns from its bytes to the queue)."""
+STOPPING = "the model server is stopping"
 INLINE_ROWS = 64
 """Passes of at most this many rows run on the event loop (a small forward
 pass costs less than the hop to a worker thread, and requests arriving
@@ -62,12 +64,17 @@ class Batcher:
         self._observe = observe
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._carried: _Waiting | None = None  # taken from the queue but kept for the next batch
+        self._batch: list[_Waiting] = []  # the batch being collected or run
         self._task: asyncio.Task | None = None
+        self._closed = False
 
     async def predict(self, version: ModelVersion, rows: list[list[float]]) -> Prediction:
         """``version.predict(rows)``, run in a batch with other requests'
         rows. Raises what the model's pass raised for these rows alone
-        (BadRequest for a ValueError)."""
+        (BadRequest for a ValueError; ServingError 500 for a model that
+        answered another number of rows), ModelUnavailable once closed."""
+        if self._closed:
+            raise ModelUnavailable(STOPPING)
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         waiting = _Waiting(version, rows, asyncio.get_running_loop().create_future())
@@ -75,27 +82,31 @@ class Batcher:
         return await waiting.answer
 
     async def close(self) -> None:
-        """Stop the batching task (requests still queued get CancelledError)."""
+        """Stop the batching task; every request not answered yet (queued,
+        or in the batch under way) gets ModelUnavailable, and so do later ones."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        left = self._batch + ([self._carried] if self._carried else [])
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        for w in left:
+            _settle(w.answer, error=ModelUnavailable(STOPPING))
 
     async def _run(self) -> None:
         while True:
-            batch = await self._collect()
-            try:
-                await self._pass(batch)
-            except asyncio.CancelledError:
-                for w in batch:
-                    w.answer.cancel()
-                raise
+            await self._collect()
+            await self._pass(self._batch)
+            self._batch = []
 
-    async def _collect(self) -> list[_Waiting]:
-        """The next batch: the first waiting request and those that may join it."""
+    async def _collect(self) -> None:
+        """The next batch (into ``_batch``): the first waiting request and those that may join it."""
         first = self._carried or await self._queue.get()
         self._carried = None
-        batch, rows = [first], len(first.rows)
+        self._batch = batch = [first]
+        rows = len(first.rows)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_batch_delay
         yields = 0
@@ -119,7 +130,6 @@ class Batcher:
                 break
             batch.append(item)
             rows += len(item.rows)
-        return batch
 
     async def _pass(self, batch: list[_Waiting]) -> None:
         """One forward pass over the batch's rows; each request gets its
@@ -130,6 +140,9 @@ class Batcher:
         try:
             result = (version.predict(rows) if len(rows) <= INLINE_ROWS
                       else await asyncio.to_thread(version.predict, rows))
+            answered = len(result.labels), None if result.probabilities is None else len(result.probabilities)
+            if answered[0] != len(rows) or answered[1] not in (None, len(rows)):
+                raise ServingError(f"model error: {answered[0]} predictions for {len(rows)} rows")
         except Exception as e:  # noqa: BLE001  (given to the request(s) it belongs to)
             if len(batch) == 1:
                 _settle(batch[0].answer, error=e)

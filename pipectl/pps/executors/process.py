@@ -40,6 +40,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 
 import setproctitle
@@ -159,8 +160,8 @@ class ProcessExecutor(HandleExecutor):
         Its output goes to the controller's. Raises ExecutorError."""
         transform = pipeline.spec["transform"]
         image = self.images.get(transform["image"]) or {}
-        env = dict(os.environ, PIPECTL_STORE=self.store_url, **transform.get("env", {}),
-                   PPS_PIPELINE_NAME=names.bare(pipeline.name), PPS_PROJECT_NAME=names.project_of(pipeline.name))
+        env = {**os.environ, **(transform.get("env") or {}), "PIPECTL_STORE": self.store_url,
+               "PPS_PIPELINE_NAME": names.bare(pipeline.name), "PPS_PROJECT_NAME": names.project_of(pipeline.name)}
         env.pop("PIPECTL_LOCAL_IMAGES", None)
         if image.get("path"):
             env["PATH"] = os.pathsep.join([*image["path"], env.get("PATH", "")])
@@ -171,10 +172,9 @@ class ProcessExecutor(HandleExecutor):
                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, **options)
         except OSError as e:
             raise ExecutorError(f"spout {pipeline.name}: cannot start {transform['cmd'][0]}: {e.strerror}") from None
-        if stdin and proc.stdin is not None:
-            with contextlib.suppress(OSError):  # a spout that exits at once
-                proc.stdin.write("".join(line + "\n" for line in stdin).encode())
-                proc.stdin.close()
+        if stdin and proc.stdin is not None:  # fed from a thread: a spout that reads slowly holds no controller
+            threading.Thread(target=_feed, args=(proc.stdin, "".join(line + "\n" for line in stdin).encode()),
+                             daemon=True).start()
         return SpoutProcess(proc)
 
 
@@ -188,10 +188,18 @@ class SpoutProcess(WorkerHandle):
         return self.proc.poll()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        """Kill its whole process group, also when the spout itself has
+        exited (children it started in the background go too)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def _feed(pipe, data: bytes) -> None:
+    """Write ``data`` to a spout's stdin and close it (a spout that exits first ends it)."""
+    with contextlib.suppress(OSError):
+        pipe.write(data)
+        pipe.close()
 
 
 def _run_forked_worker(parent: int, env: dict[str, str], argv: list[str]) -> None:

@@ -106,12 +106,16 @@ async def dispatch(gateway: Gateway, request: Request, signed: Signed | None) ->
     raise not_implemented(f"{method} on an object")
 
 
-def create_s3_app(client: Client, tokens: dict[str, str] | None = None) -> Starlette:
+def create_s3_app(client: Client | None, tokens: dict[str, str] | None = None,
+                  gateway: Gateway | None = None) -> Starlette:
     """The S3 gateway over ``client``: an ASGI app answering S3 requests
-    (path style) for the buckets of :mod:`.buckets`. ``tokens``:
+    (path style) for the buckets of :mod:`.buckets`, or for those of
+    ``gateway`` when given (the worker's sidecar). ``tokens``:
     ``{token: role}`` as the API server's (see :func:`authenticate`); None
     or empty leaves it open."""
-    gateway = Gateway(client)
+    if gateway is None:
+        assert client is not None
+        gateway = Gateway(client)
 
     async def handle(request: Request) -> Response:
         try:

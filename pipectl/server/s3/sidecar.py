@@ -29,6 +29,7 @@ write into its outputs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 import threading
@@ -38,7 +39,6 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ...client import Client
 from ...errors import InvalidArgument, NotFound
@@ -46,7 +46,7 @@ from ...pfs import names
 from ...pfs.model import Commit, now
 from ...pfs.tree import FileEntry
 from . import xml
-from .app import authenticate, dispatch
+from .app import create_s3_app
 from .buckets import Bucket
 from .errors import S3Error, no_such_bucket
 from .routes import OWNER, Gateway
@@ -62,6 +62,31 @@ class _Branch:
     head = OUT_COMMIT
 
 
+class _RecordingStore:
+    """The store, as the sidecar's multipart uploads write their records
+    into it: each key written is remembered, so that :meth:`forget`
+    deletes the records of the uploads a datum left unfinished (a later
+    datum or try must not complete them)."""
+
+    def __init__(self, store: Any):
+        self._store = store
+        self._written: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def write(self, key: str, data: bytes, **options: Any) -> Any:
+        self._written.add(key)
+        return self._store.write(key, data, **options)
+
+    def forget(self) -> None:
+        """Delete every record written so far that is still there."""
+        written, self._written = self._written, set()
+        for key in written:
+            with contextlib.suppress(Exception):  # gone already (a completed or aborted upload)
+                self._store.delete(key)
+
+
 class OutputClient:
     """The operations layer as the sidecar's gateway sees it: ``client``,
     except that repo :data:`OUT_REPO` is the datum's output held in memory
@@ -72,14 +97,17 @@ class OutputClient:
         self.outputs: dict[str, FileEntry] = {}
         self._lock = threading.Lock()
         self.pfs = self  # the gateway asks client.pfs.inspect_branch
+        self.store = _RecordingStore(client.store)  # multipart uploads' records: removed with the datum
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     def take(self) -> dict[str, FileEntry]:
-        """The outputs so far, which start again empty."""
+        """The outputs so far, which start again empty; multipart uploads
+        not completed meanwhile are dropped (their records deleted)."""
         with self._lock:
             outputs, self.outputs = self.outputs, {}
+        self.store.forget()
         return outputs
 
     def inspect_branch(self, repo: str, branch: str):
@@ -132,6 +160,13 @@ class SidecarGateway(Gateway):
         if out:
             self.buckets[OUT] = Bucket(OUT, OUT_REPO, "master")
 
+    def _object(self, bucket: Bucket, key: str, version: str | None):
+        """As the gateway's, but an input bucket shows its job's commit
+        only: another ``versionId`` is no version of it."""
+        if version and version != bucket.commit:
+            raise S3Error("NoSuchVersion", 404, f"The specified version does not exist: {version}")
+        return super()._object(bucket, key, None)
+
     def resolve(self, name: str) -> Bucket:
         """The bucket named ``name``. Raises S3Error NoSuchBucket."""
         bucket = self.buckets.get(name)
@@ -166,19 +201,8 @@ class Sidecar:
         self._thread: threading.Thread | None = None
 
     def app(self) -> Starlette:
-        """The ASGI app: each request is one of the gateway's operations."""
-        gateway, tokens = self.gateway, {self.token: "write"}
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await dispatch(gateway, request, authenticate(request, tokens))
-            except S3Error as e:
-                response = xml.error_response(e, request.url.path, head=request.method == "HEAD")
-                if request.method in ("PUT", "POST"):
-                    response.headers["Connection"] = "close"
-                return response
-        methods = ["GET", "HEAD", "PUT", "POST", "DELETE"]
-        return Starlette(routes=[Route("/", handle, methods=methods), Route("/{path:path}", handle, methods=methods)])
+        """The ASGI app: the S3 gateway's, over this sidecar's buckets and token."""
+        return create_s3_app(None, {self.token: "write"}, gateway=self.gateway)
 
     def start(self) -> None:
         """Listen on a free loopback port and serve until :meth:`stop`."""

@@ -12,6 +12,8 @@ the resource (path and the sub-resources that name an operation).
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import hashlib
 import hmac
 import time
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import unquote
 
 from .errors import S3Error, access_denied
+from .sigv4 import MAX_SKEW
 
 SIGNED_SUBRESOURCES = {"acl", "delete", "lifecycle", "location", "logging", "notification", "partNumber", "policy",
                        "requestPayment", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning",
@@ -41,6 +44,21 @@ def string_to_sign(method: str, raw_path: str, query: Mapping[str, str], headers
     return "\n".join(lines + [f"{k}:{v}" for k, v in amz] + [resource])
 
 
+def _check_time(stamp: str) -> None:
+    """Refuse a header-signed request whose date (RFC 7231, as the V2 form
+    sends it) is missing or further than V4's 15 minutes from now, so that
+    a captured request cannot be replayed later. Raises S3Error."""
+    try:
+        when = email.utils.parsedate_to_datetime(stamp)
+    except (TypeError, ValueError):
+        raise access_denied(f"invalid Date {stamp!r}: a signed request needs its date") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    if abs(datetime.datetime.now(datetime.UTC) - when) > MAX_SKEW:
+        raise S3Error("RequestTimeTooSkewed", 403, "The difference between the request time and the server's "
+                      "time is too large.")
+
+
 def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
            secret_of: Callable[[str], str | None]) -> str | None:
     """Check a V2 signature (header or query form); return the access
@@ -51,6 +69,7 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
     if authorization.startswith("AWS "):
         access_key, _, signature = authorization[4:].strip().rpartition(":")
         date = "" if "x-amz-date" in headers else headers.get("date", "")
+        _check_time(headers.get("x-amz-date") or headers.get("date", ""))
     elif "AWSAccessKeyId" in query and "Signature" in query:
         access_key, signature, date = query["AWSAccessKeyId"], query["Signature"], query.get("Expires", "")
         if not date.isdigit() or int(date) < time.time():
@@ -62,7 +81,7 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
         raise S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")
     to_sign = string_to_sign(method, raw_path, query, headers, date)
     expected = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), signature.encode()):  # bytes: a non-ASCII str would raise
         raise S3Error("SignatureDoesNotMatch", 403, "The request signature we calculated does not match the "
                       "signature you provided. Check your key and signing method.")
     return access_key

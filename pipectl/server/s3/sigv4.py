@@ -156,7 +156,7 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
     to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(request.encode()).hexdigest()])
     key = signing_key(secret, *scope_parts[:3])
     expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), signature.encode()):  # bytes: a non-ASCII str would raise
         raise S3Error("SignatureDoesNotMatch", 403, "The request signature we calculated does not match the "
                       "signature you provided. Check your key and signing method.")
     return Signed(unquote(access_key), signature, key, amz_date, scope)
