@@ -20,6 +20,7 @@ import logging
 
 from ... import __version__
 from ...errors import PipectlError
+from ...pfs import names
 from ..model import JobInfo, PipelineInfo
 from ..runner import SOCKET
 
@@ -32,6 +33,16 @@ RUNNER_COMMAND = ["python3", "-m", "pipectl.pps.runner", SOCKET, "--empty-tmp"]
 """The ``user`` container's command: the user-code runner, emptying the
 container's ``/tmp`` (a volume of the worker's own) before each datum, as the
 process executor's sandbox does."""
+
+
+def spout_environment(pipeline: PipelineInfo, store_url: str) -> dict[str, str]:
+    """What a spout's environment adds, the same under every executor: the
+    spec's ``transform.env``, then (not to be overridden by it) the store
+    the pipectl CLI and client inside commit to and Pachyderm's
+    ``PPS_PIPELINE_NAME``/``PPS_PROJECT_NAME``."""
+    return {**{k: str(v) for k, v in (pipeline.spec["transform"].get("env") or {}).items()},
+            "PIPECTL_STORE": store_url, "PPS_PIPELINE_NAME": names.bare(pipeline.name),
+            "PPS_PROJECT_NAME": names.project_of(pipeline.name)}
 
 
 def worker_command(job: JobInfo, count: int, index: int | None = None) -> list[str]:

@@ -33,11 +33,18 @@ import re
 import urllib.parse
 
 from ...errors import InvalidArgument
-from ...pfs import names
 from .. import secrets
 from ..model import JobInfo, PipelineInfo
 from ..runner import SOCKET
-from . import RUNNER_COMMAND, WORKER_IMAGE, ExecutorError, HandleExecutor, WorkerHandle, worker_command
+from . import (
+    RUNNER_COMMAND,
+    WORKER_IMAGE,
+    ExecutorError,
+    HandleExecutor,
+    WorkerHandle,
+    spout_environment,
+    worker_command,
+)
 
 log = logging.getLogger("pipectl.docker")
 
@@ -207,9 +214,7 @@ class DockerExecutor(HandleExecutor):
         import docker.errors
         transform = pipeline.spec["transform"]
         self._image(transform["image"])
-        env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ} | {
-            "PIPECTL_STORE": self.store_url, "PPS_PIPELINE_NAME": names.bare(pipeline.name),
-            "PPS_PROJECT_NAME": names.project_of(pipeline.name)} | (transform.get("env") or {})
+        env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ} | spout_environment(pipeline, self.store_url)
         secret_env, secret_mounts = secrets.local(pipeline.spec, self.secrets_dir)
         name = f"pipectl-spout-{pipeline.name.replace('/', '.')}-{os.urandom(2).hex()}"
         labels = {LABEL: "1", WORKER: name, "io.pipectl.controller": self.controller_id,

@@ -47,7 +47,6 @@ import time
 from typing import Any
 
 from ...errors import InvalidArgument
-from ...pfs import names
 from .. import podspec, secrets
 from ..model import JobInfo, PipelineInfo
 from ..runner import SOCKET
@@ -60,6 +59,7 @@ from . import (
     GroupStatus,
     WorkerGroup,
     WorkerHandle,
+    spout_environment,
     worker_command,
 )
 
@@ -324,13 +324,22 @@ class KubernetesExecutor(Executor):
             if not informer.synced.wait(30):
                 raise ExecutorError(f"cannot watch {informer.kind} in namespace {self.namespace}")
 
+    def _store_env(self, values: dict[str, str]) -> list[dict]:
+        """``values`` as a container's ``env``, then the controller's store
+        variables (its credentials too when no store Secret is given)."""
+        passed = PASS_ENV if self.store_secret else PASS_ENV + CREDENTIAL_ENV
+        return [{"name": k, "value": v} for k, v in values.items()] + \
+            [{"name": k, "value": os.environ[k]} for k in passed if k in os.environ]
+
+    def _store_secret(self) -> list[dict]:
+        """The ``envFrom`` of a container holding the store Secret's keys."""
+        return [{"secretRef": {"name": self.store_secret}}]
+
     def manifest(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> dict:
         """The batch/v1 Job for ``count`` workers of ``job`` (a dict in the
         API's JSON form)."""
         labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(job.pipeline), JOB_LABEL: job.id}
-        env = [{"name": "PIPECTL_STORE", "value": self.store_url}]
-        passed = PASS_ENV if self.store_secret else PASS_ENV + CREDENTIAL_ENV
-        env += [{"name": k, "value": os.environ[k]} for k in passed if k in os.environ]
+        env = self._store_env({"PIPECTL_STORE": self.store_url})
         mounts = [{"name": "pfs", "mountPath": "/pfs"}, {"name": "pipectl", "mountPath": os.path.dirname(SOCKET)}]
         storage = {
             "name": "storage",
@@ -343,7 +352,7 @@ class KubernetesExecutor(Executor):
             "resources": resources(spec, "sidecar_"),
         }
         if self.store_secret:
-            storage["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
+            storage["envFrom"] = self._store_secret()
         secret_env, secret_volumes, secret_mounts = secrets.kubernetes(spec)
         user = {
             "name": "user",
@@ -456,12 +465,7 @@ class KubernetesExecutor(Executor):
         :meth:`spout_service`)."""
         spec, transform = pipeline.spec, pipeline.spec["transform"]
         labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(pipeline.name), SPOUT_LABEL: "true"}
-        passed = PASS_ENV if self.store_secret else PASS_ENV + CREDENTIAL_ENV
-        env = [{"name": "PIPECTL_STORE", "value": self.store_url}, {"name": "HOME", "value": HOME},
-               {"name": "PPS_PIPELINE_NAME", "value": names.bare(pipeline.name)},
-               {"name": "PPS_PROJECT_NAME", "value": names.project_of(pipeline.name)}]
-        env += [{"name": k, "value": os.environ[k]} for k in passed if k in os.environ]
-        env += [{"name": k, "value": str(v)} for k, v in (transform.get("env") or {}).items()]
+        env = self._store_env({"HOME": HOME, **spout_environment(pipeline, self.store_url)})
         secret_env, secret_volumes, secret_mounts = secrets.kubernetes(spec)
         container = {"name": "user", "image": transform["image"], "imagePullPolicy": self.image_pull_policy,
                      "command": list(transform["cmd"]), "env": env + secret_env, "resources": resources(spec),
@@ -469,7 +473,7 @@ class KubernetesExecutor(Executor):
                      "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": HOME},
                                       *secret_mounts]}
         if self.store_secret:
-            container["envFrom"] = [{"secretRef": {"name": self.store_secret}}]
+            container["envFrom"] = self._store_secret()
         service = spec["spout"].get("service")
         if service:
             container["ports"] = [{"name": "spout", "containerPort": service["internal_port"]}]

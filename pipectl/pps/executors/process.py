@@ -46,10 +46,9 @@ import traceback
 import setproctitle
 
 from ...errors import InvalidArgument
-from ...pfs import names
 from .. import sandbox, secrets, usercode, worker
 from ..model import JobInfo, PipelineInfo
-from . import ExecutorError, HandleExecutor, WorkerHandle
+from . import ExecutorError, HandleExecutor, WorkerHandle, spout_environment
 
 
 def load_local_images(path: str | None) -> dict[str, dict]:
@@ -160,8 +159,7 @@ class ProcessExecutor(HandleExecutor):
         Its output goes to the controller's. Raises ExecutorError."""
         transform = pipeline.spec["transform"]
         image = self.images.get(transform["image"]) or {}
-        env = {**os.environ, **(transform.get("env") or {}), "PIPECTL_STORE": self.store_url,
-               "PPS_PIPELINE_NAME": names.bare(pipeline.name), "PPS_PROJECT_NAME": names.project_of(pipeline.name)}
+        env = {**os.environ, **spout_environment(pipeline, self.store_url)}
         env.pop("PIPECTL_LOCAL_IMAGES", None)
         if image.get("path"):
             env["PATH"] = os.pathsep.join([*image["path"], env.get("PATH", "")])
