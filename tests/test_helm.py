@@ -198,8 +198,8 @@ EXPECTED_RULES = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "pods/log"): {"get"},
-    ("apps", "deployments"): {"list", "create", "update", "delete"},  # spouts
-    ("", "services"): {"create", "delete"},  # spout.service
+    ("apps", "deployments"): {"list", "create", "update", "delete"},  # spouts and services
+    ("", "services"): {"get", "create", "update", "delete"},  # service, spout.service
     ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update"},
     ("", "events"): {"create", "patch"},
 }

@@ -18,6 +18,7 @@ each datum's output lands once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -41,9 +42,9 @@ from .egress import check_target, egress, egress_url
 from .executors import Executor, ExecutorError, WorkerGroup
 from .jobdata import result_counts
 from .jobs import job_id, output_commit_id
+from .longlived import LongLived, Wanted, is_service, is_spout
 from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
 from .spec import parse_duration
-from .spouts import Spouts, is_spout
 
 log = logging.getLogger("pipectl.controller")
 
@@ -54,7 +55,7 @@ TRIGGER_SECONDS = 2.0
 MAX_WORKER_RESTARTS = 5
 PROGRESS_SECONDS = 1.0  # how often a running job's counts are refreshed
 STOP_CHECK_SECONDS = 0.25  # how often a running job's record is read for stop-job
-SPOUT_SECONDS = 1.0  # how often spout workers are checked while a job runs
+LONG_LIVED_SECONDS = 1.0  # how often spout and service workers are checked while a job runs
 
 
 @dataclasses.dataclass
@@ -106,8 +107,9 @@ class Controller:
         self._triggers_swept = 0.0
         self.egress_dirs = list(egress_dirs)
         """Directories ``file://`` egress may write under (see :func:`.egress.check_target`)."""
-        self.spouts = Spouts(executor)
-        self._spouts_tended = 0.0
+        self.long_lived = LongLived(executor)
+        self._long_lived_tended = 0.0
+        self._services_checked: dict[str, float] = {}  # when each service's job record was last read
 
     def run(self, exit_when_idle: bool = False) -> None:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
@@ -127,7 +129,7 @@ class Controller:
                         return
                     time.sleep(self.poll_interval)
         finally:
-            self.spouts.close()
+            self.long_lived.close()
             self.executor.close()
 
     def _check_leadership(self) -> None:
@@ -140,7 +142,7 @@ class Controller:
         """One round: commit due cron ticks, create due jobs, run the next
         one. True if a job was created or ran."""
         pipelines = [p for p in self.pps.list_pipelines() if p.state == "running"]
-        self._tend_spouts(pipelines)
+        self._tend_long_lived(pipelines)
         self.tick_crons(pipelines)
         created = self.create_jobs(pipelines)
         job = self.next_job()
@@ -148,16 +150,86 @@ class Controller:
             self.run_job(job)
         return bool(created or job)
 
-    def _tend_spouts(self, pipelines: list[PipelineInfo] | None = None) -> None:
-        """Keep the running spouts' workers alive (see :mod:`.spouts`): at
-        each step, and every SPOUT_SECONDS while a job runs (reading the
-        pipelines then only when spouts run)."""
+    def _tend_long_lived(self, pipelines: list[PipelineInfo] | None = None) -> None:
+        """Keep the workers of the running spouts and services alive, each
+        of its current version and (services) newest job (see
+        :mod:`.longlived`): at each step, and every LONG_LIVED_SECONDS while
+        a job runs (reading the pipelines then only when such workers run)."""
         if pipelines is None:
-            if not self.spouts.running or time.monotonic() - self._spouts_tended < SPOUT_SECONDS:
+            if not self.long_lived.running or time.monotonic() - self._long_lived_tended < LONG_LIVED_SECONDS:
                 return
             pipelines = [p for p in self.pps.list_pipelines() if p.state == "running"]
-        self._spouts_tended = time.monotonic()
-        self.spouts.tend(pipelines)
+        self._long_lived_tended = time.monotonic()
+        wanted: dict[str, Wanted] = {}
+        for pipeline in pipelines:
+            if is_spout(pipeline):
+                wanted[pipeline.name] = Wanted("spout", f"version {pipeline.version}",
+                                               functools.partial(self.executor.start_spout, pipeline))
+            elif is_service(pipeline):
+                service = self._service_wanted(pipeline)
+                if service is not None:
+                    wanted[pipeline.name] = service
+        self.long_lived.tend(wanted)
+
+    # services ------------------------------------------------------------
+    def _service_wanted(self, pipeline: PipelineInfo) -> Wanted | None:
+        """The worker service ``pipeline`` should run now: the one serving
+        the job of its current input commits (the one already running while
+        an input's head commit is open; None before it has any)."""
+        running = self.long_lived.running.get(pipeline.name)
+        inputs = self.current_inputs(pipeline)
+        if inputs is None:
+            return running.wanted if running else None
+        jid = job_id(pipeline, inputs)
+        if running is not None and running.wanted.generation == f"job {jid}":
+            last = self._services_checked.get(pipeline.name, 0.0)
+            if running.handle is not None and time.monotonic() - last > LONG_LIVED_SECONDS:
+                self._services_checked[pipeline.name] = time.monotonic()
+                if self.pps.inspect_job(jid, pipeline.name).done:  # stop-job: not started again for this job
+                    self.long_lived.stop(pipeline.name, f"job {jid} was stopped")
+            return running.wanted
+        return Wanted("service", f"job {jid}", functools.partial(self._start_service, pipeline, inputs, jid),
+                      functools.partial(self._end_service, pipeline.name, jid))
+
+    def _start_service(self, pipeline: PipelineInfo, inputs: list[dict], jid: str):
+        """Create (or take up) service job ``jid`` of ``pipeline`` over
+        ``inputs``, plan its one datum and start its worker; end the
+        pipeline's earlier job if it is still running (a controller that
+        stopped did not see it replaced). Returns the worker's handle, or
+        None when the job fails (not exactly one datum, the worker cannot
+        start) or was finished (stopped by the user)."""
+        job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash, inputs,
+                      output_commit=output_commit_id(jid), created=now(), executor=self.executor.name, service=True)
+        previous = self.pps.newest_job(pipeline.name)
+        if not self.pps.create_job(job):
+            job = self.pps.inspect_job(jid, pipeline.name)
+        if previous is not None and previous.id != jid and not previous.done:
+            self._end_service(pipeline.name, previous.id, f"replaced by job {jid}", replaced=True)
+        if job.done:
+            return None
+        run = RunningJob(job, pipeline.spec)
+        try:
+            self._plan(run)
+            if len(run.plan) != 1:
+                raise JobFailed(f"services must have a single datum; job {jid} has {len(run.plan)} "
+                                "(a service's inputs take glob \"/\")")
+            if run.job.state == "created":
+                self._update(run, state="running", started=now())
+            handle = self.executor.start_service(run.job, pipeline.spec)
+        except (JobFailed, ExecutorError) as e:
+            log.warning("service job %s of %s failed: %s", jid, pipeline.name, e)
+            self._update(run, state="failure", reason=str(e))
+            return None
+        log.info("job %s of %s serves %s", jid, pipeline.name,
+                 ", ".join(f"{i['repo']}@{i['commit'][:8]}" for i in inputs))
+        return handle
+
+    def _end_service(self, pipeline: str, jid: str, why: str, replaced: bool) -> None:
+        """Service job ``jid``'s worker stopped for good: the job ends
+        ``success`` when a newer job replaced it (as Pachyderm finishes a
+        service's job then), else ``killed``."""
+        with contextlib.suppress(NotFound):  # deleted with its pipeline
+            self.pps.update_job(pipeline, jid, state="success" if replaced else "killed", reason=why)
 
     def tick_crons(self, pipelines: list[PipelineInfo]) -> None:
         """Commit the due ticks of the (running) ``pipelines``' cron inputs
@@ -213,7 +285,7 @@ class Controller:
         of every one); return how many were created."""
         created = 0
         for pipeline in self.pps.list_pipelines() if pipelines is None else pipelines:
-            if pipeline.state != "running" or is_spout(pipeline):
+            if pipeline.state != "running" or is_spout(pipeline) or is_service(pipeline):
                 continue
             inputs = self.current_inputs(pipeline)
             if inputs is None:
@@ -234,7 +306,7 @@ class Controller:
         """The oldest unfinished job (jobs of one pipeline run in order).
         Finished jobs are read once; those whose records are gone (deleted
         with their pipeline) are forgotten."""
-        pending = [j for j in self.pps.current_jobs(self._finished) if not j.done]
+        pending = [j for j in self.pps.current_jobs(self._finished) if not j.done and not j.service]
         return min(pending, key=lambda j: j.created) if pending else None
 
     # running a job -------------------------------------------------------
@@ -379,7 +451,7 @@ class Controller:
                 checked = time.monotonic()
                 if self._stopped(run.job):
                     raise JobFailed("killed")
-            self._tend_spouts()
+            self._tend_long_lived()
             self._check_leadership()
 
     def _stopped(self, job: JobInfo) -> bool:

@@ -201,8 +201,11 @@ class Jobs:
         that every datum runs again, in this job and later ones. Returns the
         new job (state ``created``; the controller runs it). Raises NotFound
         (the pipeline, a commit, or no job yet), InvalidArgument (a repo
-        that is not an input), Conflict (the newest job is not finished)."""
+        that is not an input; a spout or service pipeline), Conflict (the newest job is not finished)."""
         pipeline = self.inspect_pipeline(name)
+        if "service" in pipeline.spec or "spout" in pipeline.spec:
+            raise InvalidArgument(f"pipeline {name} is a {'service' if 'service' in pipeline.spec else 'spout'}: "
+                                  "its worker runs until stopped; use stop-pipeline and start-pipeline")
         newest = self.newest_job(name)
         if newest is None:
             raise NotFound(f"pipeline {name} has no jobs yet; it runs once its inputs have commits")

@@ -84,6 +84,9 @@ class JobInfo(Record):
     egress: dict | None = None
     """With the spec's ``egress``: ``{"url", "files", "bytes"}`` copied there
     (see :mod:`.egress`)."""
+    service: bool = False
+    """A service pipeline's job: ``running`` while its worker serves its one
+    datum (see :mod:`.longlived`), never run to an end by the controller."""
 
     @property
     def done(self) -> bool:

@@ -41,7 +41,6 @@ DEFAULTS = {"datum_tries": 3, "output_branch": "master", "parallelism_spec": {"c
 DEFAULT_IMAGE = "ubuntu:20.04"
 """``transform.image`` when a spec gives none, as in Pachyderm."""
 UNSUPPORTED = {
-    "service": "service pipelines",
     "tf_job": "TFJob pipelines",
 }
 """Fields of Pachyderm's spec for features pipectl does not have yet: a
@@ -149,6 +148,8 @@ def validate(spec: Any, source: str = "spec") -> dict:
         problems.insert(0, "input: required field is missing")
     if isinstance(spec, dict) and "input" in spec and "spout" in spec:
         problems.insert(0, "input: a spout takes no input (its code commits to its output repo)")
+    if isinstance(spec, dict) and "service" in spec and "spout" in spec:
+        problems.insert(0, "service: a spout serves with spout.service, not service")
     if problems:
         raise InvalidArgument(_report(source, problems))
     spec = copy.deepcopy(spec)

@@ -104,6 +104,7 @@ class Worker:
         self.path_prefix = image.get("path", [])
         self.secret_env = image.get("secret_env", {})
         self._log: BinaryIO | None = None  # the running datum's log, open while it runs (see run_datum)
+        self.serving = False  # see serve()
         sandboxed = self._sandbox(image) if self.scratch and not runner else None
         # /pfs as user code sees it: the root itself, unless the paths must be rewritten
         self.visible = "/pfs" if sandboxed or not self.scratch else self.root
@@ -187,6 +188,36 @@ class Worker:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
         return failed
+
+    def serve(self) -> int:
+        """Serve the job's one datum (a service pipeline's job, see
+        :mod:`pipectl.pps.longlived`): lay it out and run the transform's
+        ``cmd`` on it, with no ``datum_timeout``, until it exits or the
+        worker is stopped. Its output goes to this worker's stderr and
+        ``/pfs/out`` is not stored. Returns its exit status as 0 or 1.
+        Raises PipectlError when the job has not exactly one datum (as
+        Pachyderm: "services must have a single datum")."""
+        if len(self._todo) != 1:
+            raise PipectlError(f"services must have a single datum; job {self.job.id} has {len(self._todo)}")
+        datum = Datum.from_dict(self._todo[0])
+        log.info("worker %s serves datum %s of job %s", self.name, datum.id[:12], self.job.id)
+        self.serving = True
+        self._log = os.fdopen(os.dup(sys.stderr.fileno()), "wb")
+        try:
+            self._layout(datum, {})
+            transform = self.spec["transform"]
+            error = self._run_once(self._environment(datum), transform["cmd"], transform.get("stdin") or [])
+        finally:
+            self._log.close()
+            if self._own_runner:
+                self.runner.close(0)
+            if self.sidecar is not None:
+                self.sidecar.stop()
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+        if error:
+            log.warning("worker %s: the service ended: %s", self.name, error)
+        return 1 if error else 0
 
     def _prefetch(self, todo: list[Datum], start: int) -> tuple[dict[str, bytes], int]:
         """Read the packed input files of ``todo[start:end]`` with a few
@@ -302,7 +333,8 @@ class Worker:
         request = Request(cmd=[rewrite(a, self.visible) for a in cmd], env=env,
                           cwd=self.workdir or transform.get("working_dir") or None,
                           stdin=rewrite("\n".join(stdin_lines) + "\n", self.visible) if stdin_lines else None,
-                          timeout=parse_duration(self.spec.get("datum_timeout")), out=os.path.join(self.visible, "out"),
+                          timeout=None if self.serving else parse_duration(self.spec.get("datum_timeout")),
+                          out=os.path.join(self.visible, "out"),
                           user=transform.get("user"), accept_return_code=transform.get("accept_return_code") or [],
                           batching=batching)
         if self.visible == "/pfs":
@@ -440,8 +472,9 @@ def _empty_dir(path: str, keep: set[str] | frozenset = frozenset()) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipectl.pps.worker --store URL --pipeline P --job J
-    --index I --count N [--root DIR] [--usercode SOCKET]``. Exit 0 when its
-    datums are recorded (even failed ones), 2 on a platform error."""
+    --index I --count N [--root DIR] [--usercode SOCKET] [--service]``. Exit
+    0 when its datums are recorded (even failed ones), 2 on a platform error;
+    with ``--service``, 1 when the served command failed."""
     parser = argparse.ArgumentParser(prog="pipectl-worker", description=main.__doc__)
     parser.add_argument("--store", default=os.environ.get("PIPECTL_STORE"))
     parser.add_argument("--pipeline", required=True)
@@ -452,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--usercode", metavar="SOCKET",
                         help="Run user code through the runner listening on this Unix socket "
                              "(pipectl.pps.runner, in another container) instead of as a child.")
+    parser.add_argument("--service", action="store_true",
+                        help="Serve the job's one datum until stopped (a service pipeline's job).")
     args = parser.parse_args(argv)
     atexit.register(gc.freeze)  # no final collection at exit (see pipectl.cli.main)
     logging.basicConfig(level=os.environ.get("PIPECTL_LOG_LEVEL", "info").upper(), stream=sys.stderr,
@@ -463,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         runner = SocketRunner(args.usercode) if args.usercode else None
         store = open_store(args.store)
         gc.freeze()  # modules and the store's client outlive every datum (see Controller.run)
-        Worker(store, args.pipeline, args.job, args.index, args.count, args.root, runner).run()
+        worker = Worker(store, args.pipeline, args.job, args.index, args.count, args.root, runner)
+        if args.service:
+            code = worker.serve()
+        else:
+            worker.run()  # failed datums are recorded: the worker itself succeeded
     except PipectlError as e:
         print(f"worker error: {e}", file=sys.stderr)
         code = 2

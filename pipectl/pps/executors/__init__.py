@@ -45,13 +45,14 @@ def spout_environment(pipeline: PipelineInfo, store_url: str) -> dict[str, str]:
             "PPS_PROJECT_NAME": names.project_of(pipeline.name)}
 
 
-def worker_command(job: JobInfo, count: int, index: int | None = None) -> list[str]:
+def worker_command(job: JobInfo, count: int, index: int | None = None, service: bool = False) -> list[str]:
     """The ``storage`` container's command: worker ``index`` of ``count``
     (None: from ``JOB_COMPLETION_INDEX``) of ``job``, laying ``/pfs`` out for
-    the runner of :data:`RUNNER_COMMAND`."""
+    the runner of :data:`RUNNER_COMMAND`; with ``service``, the worker of a
+    service job (see :mod:`pipectl.pps.longlived`)."""
     where = ["--index", str(index)] if index is not None else []
     return ["python3", "-m", "pipectl.pps.worker", "--pipeline", job.pipeline, "--job", job.id, *where,
-            "--count", str(count), "--root", "/pfs", "--usercode", SOCKET]
+            "--count", str(count), "--root", "/pfs", "--usercode", SOCKET, *(["--service"] if service else [])]
 
 
 class ExecutorError(PipectlError):
@@ -110,19 +111,27 @@ class Executor(abc.ABC):
         group that saw more than ``max_failures`` failures stops replacing
         workers. Raises ExecutorError if they cannot be started."""
 
-    keeps_spouts = False
-    """Whether spout workers outlive the controller (Kubernetes Deployments):
-    then a stopping controller leaves them running, and a starting one
-    removes those of pipelines gone meanwhile (:meth:`stop_other_spouts`)."""
+    keeps_long_lived = False
+    """Whether the workers of spouts and services outlive the controller
+    (Kubernetes Deployments): then a stopping controller leaves them
+    running, and a starting one removes those of pipelines gone meanwhile
+    (:meth:`stop_other_long_lived`)."""
 
-    def stop_other_spouts(self, keep: set[str]) -> None:  # noqa: B027 (only executors that keep spouts act)
-        """Stop the spout workers left running of pipelines not in ``keep``."""
+    def stop_other_long_lived(self, keep: set[str]) -> None:  # noqa: B027 (only executors that keep them act)
+        """Stop the spout and service workers left running of pipelines not in ``keep``."""
 
     def start_spout(self, pipeline: PipelineInfo) -> WorkerHandle:
         """Start the long-lived worker of spout ``pipeline`` (see
-        :mod:`pipectl.pps.spouts`). Raises ExecutorError when it cannot
+        :mod:`pipectl.pps.longlived`). Raises ExecutorError when it cannot
         start, or this executor runs no spouts."""
         raise ExecutorError(f"the {self.name} executor does not run spouts")
+
+    def start_service(self, job: JobInfo, spec: dict) -> WorkerHandle:
+        """Start the long-lived worker serving ``job``, a job of service
+        pipeline ``spec`` (see :mod:`pipectl.pps.longlived`), replacing the
+        pipeline's earlier one where the executor keeps it. Raises
+        ExecutorError when it cannot start, or this executor runs no services."""
+        raise ExecutorError(f"the {self.name} executor does not run services")
 
     def job_done(self, job: JobInfo) -> dict[str, str]:
         """Every datum of ``job`` has a result: release whatever is still
@@ -150,11 +159,15 @@ class HandleExecutor(Executor):
     """An executor that starts workers one by one (process, Docker)."""
 
     @abc.abstractmethod
-    def start(self, job: JobInfo, spec: dict, index: int, count: int) -> WorkerHandle:
-        """Start worker ``index`` of ``count`` for ``job``."""
+    def start(self, job: JobInfo, spec: dict, index: int, count: int, service: bool = False) -> WorkerHandle:
+        """Start worker ``index`` of ``count`` for ``job`` (with
+        ``service``: the worker serving service job ``job``)."""
 
     def start_workers(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> WorkerGroup:
         return HandleGroup(self, job, spec, count, max_failures)
+
+    def start_service(self, job: JobInfo, spec: dict) -> WorkerHandle:
+        return self.start(job, spec, 0, 1, service=True)
 
 
 class HandleGroup(WorkerGroup):

@@ -170,7 +170,7 @@ class DockerExecutor(HandleExecutor):
         except docker.errors.ImageNotFound:
             raise ExecutorError(f"image {image} not found in the Docker engine (build it with `make images`)") from None
 
-    def start(self, job: JobInfo, spec: dict, index: int, count: int) -> DockerHandle:
+    def start(self, job: JobInfo, spec: dict, index: int, count: int, service: bool = False) -> DockerHandle:
         import docker.errors
         image = spec["transform"]["image"]
         limits = spec.get("resource_limits") or {}
@@ -198,8 +198,9 @@ class DockerExecutor(HandleExecutor):
                 {host: {"bind": inside, "mode": "ro"} for inside, host in secret_mounts.items()}, name=f"{name}-user",
                 labels=labels | {ROLE: "user"}, **options)
             self.client.containers.run(
-                self.worker_image, worker_command(job, count, index), detach=True, environment=env, network_mode="host",
-                volumes=shared | self._store_mounts(), name=f"{name}-storage", labels=labels | {ROLE: "storage"})
+                self.worker_image, worker_command(job, count, index, service), detach=True, environment=env,
+                network_mode="host", volumes=shared | self._store_mounts(), name=f"{name}-storage",
+                labels=labels | {ROLE: "storage"})
         except docker.errors.APIError as e:
             handle.kill()
             raise ExecutorError(f"cannot start a worker from image {image}: {e.explanation or e}") from None
@@ -210,7 +211,7 @@ class DockerExecutor(HandleExecutor):
         with the store in its environment (and a local store's directory
         bound at its path) so that the pipectl CLI and client inside commit
         to the output repo; the controller starts it again when it ends
-        (see :mod:`pipectl.pps.spouts`). Raises ExecutorError."""
+        (see :mod:`pipectl.pps.longlived`). Raises ExecutorError."""
         import docker.errors
         transform = pipeline.spec["transform"]
         self._image(transform["image"])

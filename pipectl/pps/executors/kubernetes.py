@@ -69,7 +69,7 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 SELECTOR = f"{MANAGED_BY}=pipectl"
 PIPELINE_LABEL = "pipectl.io/pipeline"
 JOB_LABEL = "pipectl.io/job"
-SPOUT_LABEL = "pipectl.io/spout"
+LONG_LIVED_LABEL = "pipectl.io/long-lived"  # spout or service
 # Settings (not secrets) the workers need to reach the store as the controller does.
 PASS_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "PIPECTL_S3_MAX_ATTEMPTS",
             "PIPECTL_S3_CONNECT_TIMEOUT", "PIPECTL_LOG_LEVEL")
@@ -335,17 +335,19 @@ class KubernetesExecutor(Executor):
         """The ``envFrom`` of a container holding the store Secret's keys."""
         return [{"secretRef": {"name": self.store_secret}}]
 
-    def manifest(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> dict:
-        """The batch/v1 Job for ``count`` workers of ``job`` (a dict in the
-        API's JSON form)."""
-        labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(job.pipeline), JOB_LABEL: job.id}
+    def worker_pod(self, job: JobInfo, spec: dict, count: int, labels: dict, service: bool = False) -> dict:
+        """The pod template (``metadata`` and ``spec``) of the workers of
+        ``job``: a ``storage`` container running the worker
+        (:func:`worker_command`, ``count`` of them; with ``service`` the one
+        serving a service job) and a ``user`` container running the user-code
+        runner in ``transform.image``; ``labels`` are pipectl's own."""
         env = self._store_env({"PIPECTL_STORE": self.store_url})
         mounts = [{"name": "pfs", "mountPath": "/pfs"}, {"name": "pipectl", "mountPath": os.path.dirname(SOCKET)}]
         storage = {
             "name": "storage",
             "image": self.worker_image,
             "imagePullPolicy": self.image_pull_policy,
-            "command": worker_command(job, count),
+            "command": worker_command(job, count, service=service),
             "env": env,
             "volumeMounts": mounts,
             "securityContext": CONTAINER_SECURITY,
@@ -365,7 +367,10 @@ class KubernetesExecutor(Executor):
                                       *secret_mounts],
             "securityContext": CONTAINER_SECURITY,
         }
-        pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+        if service:
+            user["ports"] = [{"name": "service", "containerPort": spec["service"]["internal_port"]}]
+        pod = {"restartPolicy": "Always" if service else "Never", "automountServiceAccountToken": False,
+               "enableServiceLinks": False,
                "securityContext": pod_security(spec), "containers": [user, storage],
                "volumes": [{"name": "pfs", "emptyDir": {}}, {"name": "pipectl", "emptyDir": {"medium": "Memory"}},
                            {"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}, *secret_volumes]}
@@ -376,10 +381,16 @@ class KubernetesExecutor(Executor):
             pod = podspec.apply(pod, spec)
         except InvalidArgument as e:
             raise ExecutorError(str(e)) from None
+        return {"metadata": pod_metadata(spec, labels), "spec": pod}
+
+    def manifest(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> dict:
+        """The batch/v1 Job for ``count`` workers of ``job`` (a dict in the
+        API's JSON form)."""
+        labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(job.pipeline), JOB_LABEL: job.id}
         body = {
             "completionMode": "Indexed", "completions": count, "parallelism": count,
             "backoffLimit": max_failures, "ttlSecondsAfterFinished": self.job_ttl,
-            "template": {"metadata": pod_metadata(spec, labels), "spec": pod},
+            "template": self.worker_pod(job, spec, count, labels),
         }
         timeout = parse_duration(spec.get("job_timeout"))
         if timeout:
@@ -452,19 +463,16 @@ class KubernetesExecutor(Executor):
                 log.warning("cannot read the log of pod %s: %s", pod.metadata.name, e)
         return logs
 
-    # spouts ------------------------------------------------------------------
-    keeps_spouts = True
+    # spouts and services ------------------------------------------------------
+    keeps_long_lived = True
 
-    def spout_manifest(self, pipeline: PipelineInfo) -> dict:
-        """The apps/v1 Deployment of one replica running spout ``pipeline``'s
-        ``cmd`` in its image, with the store in its environment (the store
-        Secret's keys, or the controller's credentials in clear text, as the
-        workers' storage container has them) and Pachyderm's
-        ``PPS_PIPELINE_NAME``/``PPS_PROJECT_NAME``. Kubernetes restarts its
-        pod when it dies. ``spout.service`` adds a Service (see
-        :meth:`spout_service`)."""
+    def spout_pod(self, pipeline: PipelineInfo) -> dict:
+        """The pod template running spout ``pipeline``'s ``cmd`` in its
+        image, with the store in its environment (the store Secret's keys, or
+        the controller's credentials in clear text, as the workers' storage
+        container has them) and Pachyderm's
+        ``PPS_PIPELINE_NAME``/``PPS_PROJECT_NAME``."""
         spec, transform = pipeline.spec, pipeline.spec["transform"]
-        labels = {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(pipeline.name), SPOUT_LABEL: "true"}
         env = self._store_env({"HOME": HOME, **spout_environment(pipeline, self.store_url)})
         secret_env, secret_volumes, secret_mounts = secrets.kubernetes(spec)
         container = {"name": "user", "image": transform["image"], "imagePullPolicy": self.image_pull_policy,
@@ -476,7 +484,7 @@ class KubernetesExecutor(Executor):
             container["envFrom"] = self._store_secret()
         service = spec["spout"].get("service")
         if service:
-            container["ports"] = [{"name": "spout", "containerPort": service["internal_port"]}]
+            container["ports"] = [{"name": "service", "containerPort": service["internal_port"]}]
         pod = {"automountServiceAccountToken": False, "enableServiceLinks": False,
                "securityContext": pod_security(spec), "containers": [container],
                "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}, *secret_volumes]}
@@ -485,79 +493,114 @@ class KubernetesExecutor(Executor):
             pod = podspec.apply(pod, spec)
         except InvalidArgument as e:
             raise ExecutorError(str(e)) from None
-        return {"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": spout_name(pipeline.name), "namespace": self.namespace, "labels": labels,
-                             "annotations": {"pipectl.io/pipeline-name": pipeline.name,
-                                             "pipectl.io/pipeline-version": str(pipeline.version)}},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {PIPELINE_LABEL: labels[PIPELINE_LABEL],
-                                                                     SPOUT_LABEL: "true"}},
-                         "template": {"metadata": pod_metadata(spec, labels), "spec": pod}}}
+        return {"metadata": pod_metadata(spec, self._long_lived_labels("spout", pipeline.name)), "spec": pod}
 
-    def spout_service(self, pipeline: PipelineInfo) -> dict | None:
-        """The v1 Service of ``spout.service`` (``internal_port`` on the pod,
-        ``external_port`` as the node port of a NodePort or LoadBalancer
-        Service, ``type``), or None."""
-        service = pipeline.spec["spout"].get("service")
-        if not service:
-            return None
-        kind = service.get("type") or ("NodePort" if service.get("external_port") else "ClusterIP")
-        port = {"name": "spout", "port": service["internal_port"], "targetPort": "spout"}
-        if kind != "ClusterIP" and service.get("external_port"):
-            port["nodePort"] = service["external_port"]
-        return {"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": spout_name(pipeline.name), "namespace": self.namespace,
-                             "labels": {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(pipeline.name)},
-                             "annotations": service.get("annotations") or {}},
-                "spec": {"type": kind, "ports": [port],
-                         "selector": {PIPELINE_LABEL: label_value(pipeline.name), SPOUT_LABEL: "true"}}}
+    @staticmethod
+    def _long_lived_labels(kind: str, pipeline: str) -> dict:
+        return {MANAGED_BY: "pipectl", PIPELINE_LABEL: label_value(pipeline), LONG_LIVED_LABEL: kind}
+
+    def long_lived_manifests(self, kind: str, pipeline: str, version: int, template: dict,
+                             service: dict | None) -> list[dict]:
+        """The apps/v1 Deployment of one replica of ``template`` (a pod
+        template) for the ``kind`` (``spout`` or ``service``) of pipeline
+        ``pipeline``, and the v1 Service of ``service`` (Pachyderm's
+        ``service``/``spout.service`` object) if given. A new pod replaces
+        the old one only once it is gone (``Recreate``): one worker per
+        pipeline, as in Pachyderm. The Service (Pachyderm's ``<rc>-user``)
+        has ``type`` (default NodePort, as Pachyderm's), port
+        ``external_port`` (else ``internal_port``) to the pod's
+        ``internal_port``, ``external_port`` as the node port of a NodePort
+        Service, and ``annotations``."""
+        name, labels = long_lived_name(kind, pipeline), self._long_lived_labels(kind, pipeline)
+        selector = {PIPELINE_LABEL: labels[PIPELINE_LABEL], LONG_LIVED_LABEL: kind}
+        annotations = {"pipectl.io/pipeline-name": pipeline, "pipectl.io/pipeline-version": str(version)}
+        meta: dict[str, Any] = {"name": name, "namespace": self.namespace, "labels": labels, "annotations": annotations}
+        manifests: list[dict[str, Any]] = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+                      "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                               "strategy": {"type": "Recreate"}, "template": template}}]
+        if service:
+            kind_ = service.get("type") or "NodePort"
+            port = {"name": "service", "port": service.get("external_port") or service["internal_port"],
+                    "targetPort": "service"}
+            if kind_ == "NodePort" and service.get("external_port"):
+                port["nodePort"] = service["external_port"]
+            manifests.append({"apiVersion": "v1", "kind": "Service",
+                              "metadata": dict(meta, annotations={**annotations,
+                                                                  **(service.get("annotations") or {})}),
+                              "spec": {"type": kind_, "ports": [port], "selector": selector}})
+        return manifests
+
+    def _apply(self, manifests: list[dict]) -> LongLivedDeployment:
+        """Create each of ``manifests`` (a Deployment, maybe a Service), or
+        replace the one there (a new version or job); return the Deployment's
+        handle. Raises ExecutorError."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        apps = client.AppsV1Api()
+        calls: dict[str, tuple[Any, Any]] = {
+            "Deployment": (apps.create_namespaced_deployment, apps.replace_namespaced_deployment),
+            "Service": (self.core.create_namespaced_service, self.core.replace_namespaced_service)}
+        for manifest in manifests:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            create, replace = calls[kind]
+            try:
+                create(self.namespace, manifest)
+                continue
+            except ApiException as e:
+                if e.status != 409:
+                    raise ExecutorError(f"cannot create {kind} {name}: {api_error(e)}") from None
+            try:
+                body = manifest
+                if kind == "Service":  # its cluster IP cannot change, and a replace must repeat it
+                    current: Any = self.core.read_namespaced_service(name, self.namespace)
+                    body = dict(manifest, spec=dict(manifest["spec"], clusterIP=current.spec.cluster_ip))
+                replace(name, self.namespace, body)
+            except ApiException as e:
+                raise ExecutorError(f"cannot replace {kind} {name}: {api_error(e)}") from None
+        return LongLivedDeployment(self, manifests[0]["metadata"]["name"])
 
     def start_spout(self, pipeline: PipelineInfo) -> WorkerHandle:
         """Create (or replace, for a new version) the spout's Deployment and
-        Service. Raises ExecutorError."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-        apps, name = client.AppsV1Api(), spout_name(pipeline.name)
-        manifests: list[tuple[dict, Any, Any]] = [
-            (self.spout_manifest(pipeline), apps.create_namespaced_deployment, apps.replace_namespaced_deployment)]
-        service = self.spout_service(pipeline)
-        if service is not None:
-            manifests.append((service, self.core.create_namespaced_service, None))
-        for manifest, create, replace in manifests:
-            try:
-                create(self.namespace, manifest)
-            except ApiException as e:
-                if e.status != 409:
-                    raise ExecutorError(f"cannot create {manifest['kind']} {name}: {api_error(e)}") from None
-                if replace is not None:
-                    try:
-                        replace(name, self.namespace, manifest)
-                    except ApiException as e2:
-                        raise ExecutorError(f"cannot replace {manifest['kind']} {name}: {api_error(e2)}") from None
-        return SpoutDeployment(self, name)
+        its Service for ``spout.service``. Raises ExecutorError."""
+        return self._apply(self.long_lived_manifests("spout", pipeline.name, pipeline.version,
+                                                     self.spout_pod(pipeline), pipeline.spec["spout"].get("service")))
 
-    def stop_other_spouts(self, keep: set[str]) -> None:
-        """Delete the spout Deployments and Services of pipelines not in
-        ``keep`` (deleted or stopped while no controller ran)."""
+    def start_service(self, job: JobInfo, spec: dict) -> WorkerHandle:
+        """Create (or replace, for a new job) the Deployment whose pod
+        serves service job ``job`` (a worker pod, see :meth:`worker_pod`,
+        restarted when it ends) and the pipeline's Service. Raises
+        ExecutorError."""
+        labels = {**self._long_lived_labels("service", job.pipeline), JOB_LABEL: job.id}
+        return self._apply(self.long_lived_manifests(
+            "service", job.pipeline, job.pipeline_version,
+            self.worker_pod(job, spec, 1, labels, service=True), spec["service"]))
+
+    def stop_other_long_lived(self, keep: set[str]) -> None:
+        """Delete the spout and service Deployments and Services of
+        pipelines not in ``keep`` (deleted or stopped while no controller
+        ran)."""
         from kubernetes import client
-        apps = client.AppsV1Api()
-        for deployment in apps.list_namespaced_deployment(self.namespace, label_selector=f"{SPOUT_LABEL}=true").items:
+        listed = client.AppsV1Api().list_namespaced_deployment(self.namespace, label_selector=LONG_LIVED_LABEL)
+        for deployment in listed.items:
             meta: Any = deployment.metadata
             if (meta.annotations or {}).get("pipectl.io/pipeline-name") not in keep:
-                SpoutDeployment(self, meta.name).kill()
+                LongLivedDeployment(self, meta.name).kill()
 
     def close(self) -> None:
         self.jobs.stop()
         self.pods.stop()
 
 
-def spout_name(pipeline: str) -> str:
-    """The Deployment (and Service) name of spout ``pipeline``: a DNS-1123 label."""
+def long_lived_name(kind: str, pipeline: str) -> str:
+    """The Deployment (and Service) name of the ``kind`` (``spout`` or
+    ``service``) of ``pipeline``: a DNS-1035 label."""
     slug = re.sub(r"[^a-z0-9-]+", "-", pipeline.lower()).strip("-")[:40].rstrip("-")
-    return f"pipectl-spout-{slug}-{hashlib.sha256(pipeline.encode()).hexdigest()[:6]}"
+    return f"pipectl-{kind}-{slug}-{hashlib.sha256(pipeline.encode()).hexdigest()[:6]}"
 
 
-class SpoutDeployment(WorkerHandle):
-    """A spout's Deployment: alive while it exists (Kubernetes restarts its pod)."""
+class LongLivedDeployment(WorkerHandle):
+    """The Deployment of a spout or service: alive while it exists
+    (Kubernetes restarts its pod); killing it deletes its Service too."""
 
     def __init__(self, executor: KubernetesExecutor, name: str):
         self.executor, self.name = executor, name
@@ -573,7 +616,7 @@ class SpoutDeployment(WorkerHandle):
                 delete(self.name, self.executor.namespace)
             except ApiException as e:
                 if e.status != 404:
-                    log.warning("cannot delete spout %s: %s", self.name, api_error(e))
+                    log.warning("cannot delete %s: %s", self.name, api_error(e))
 
 
 def _finished(k8s_job) -> bool:

@@ -123,7 +123,7 @@ class ProcessExecutor(HandleExecutor):
         self.secrets_dir = secrets_dir
         sandbox.unavailable()  # probed once here, so that every forked worker knows
 
-    def start(self, job: JobInfo, spec: dict, index: int, count: int) -> ProcessHandle:
+    def start(self, job: JobInfo, spec: dict, index: int, count: int, service: bool = False) -> ProcessHandle:
         env = dict(os.environ, PIPECTL_STORE=self.store_url)
         env.pop("PIPECTL_IMAGE_ENV", None)
         image = dict(self.images.get(spec["transform"]["image"]) or {})
@@ -133,7 +133,7 @@ class ProcessExecutor(HandleExecutor):
                                 f"{sandbox.unavailable()}")
         env["PIPECTL_IMAGE_ENV"] = json.dumps(image)  # the worker's own: user code never sees PIPECTL_*
         argv = ["--store", self.store_url, "--pipeline", job.pipeline, "--job", job.id,
-                "--index", str(index), "--count", str(count)]
+                "--index", str(index), "--count", str(count), *(["--service"] if service else [])]
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
