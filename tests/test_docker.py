@@ -297,3 +297,44 @@ def test_a_spout_runs_in_a_container_restarted_when_it_dies(tmp_path, monkeypatc
         _, err = proc.communicate(timeout=60)
     assert "spout ticker exited with status 137" in err.decode(), err.decode()[-2000:]
     assert leftovers() == []
+
+
+def test_a_service_runs_as_a_worker_pair_and_serves_its_newest_datum(tmp_path, monkeypatch):
+    """A service in the base image: the worker pair of its job serves the
+    datum over HTTP (host network); new input replaces the pair; stopping
+    the pipeline removes it."""
+    import urllib.request
+
+    from helpers import free_port
+    monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "store"))
+    port = free_port()
+    run_ok("create-repo", "site")
+    run_ok("put-file", "site", "master", "/index.html", "-f", "-", input=b"one\n")
+    spec = {"pipeline": {"name": "web"}, "input": {"pfs": {"repo": "site", "glob": "/"}},
+            "service": {"internal_port": port},
+            "transform": {"image": "pipectl/base:0.1.0",
+                          "cmd": ["python3", "-m", "http.server", str(port), "--directory", "/pfs/site"]}}
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "controller", "--executor", "docker",
+                             "--poll-interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def page() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+    try:
+        wait_for(lambda: page() == "one\n", 120, 0.2, "the service's container to serve")
+        [first] = workers("user")
+        run_ok("put-file", "site", "master", "/index.html", "-o", "-f", "-", input=b"two\n")
+        wait_for(lambda: page() == "two\n", 120, 0.2, "the service to serve the new input")
+        assert [c.id for c in workers("user")] != [first.id]
+        states = [j["state"] for j in json.loads(run_ok("list-job", "--raw").out)]
+        assert states == ["running", "success"], states
+        run_ok("stop-pipeline", "web")
+        wait_for(lambda: not workers(None), 60, 0.2, "the stopped service's containers to go")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert leftovers() == []

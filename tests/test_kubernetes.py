@@ -300,6 +300,50 @@ def test_a_spout_runs_as_a_deployment_and_survives_its_pod(k8s_env, background):
              "the stopped spout's Deployment to go")
 
 
+def test_a_service_serves_its_newest_datum_through_a_node_port(k8s_env, background):
+    """A service on Kubernetes: a Deployment whose worker pod serves the job's
+    datum and a NodePort Service (``external_port``) reached from the host;
+    new input replaces the pod, a deleted pod comes back, and stop-pipeline
+    removes both."""
+    import random
+    import urllib.request
+    cluster, ns = k8s_env["cluster"], k8s_env["namespace"]
+    node_port = random.randrange(30000, 32768)
+    run_ok("create-repo", "site")
+    run_ok("put-file", "site", "master", "/index.html", "-f", "-", input=b"one\n")
+    spec = {"pipeline": {"name": "web"}, "input": {"pfs": {"repo": "site", "glob": "/"}},
+            "service": {"internal_port": 8080, "external_port": node_port, "type": "NodePort"},
+            "transform": {"image": "pipectl/base:0.1.0",
+                          "cmd": ["python3", "-m", "http.server", "8080", "--directory", "/pfs/site"]}}
+    run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+    background(*CONTROLLER)
+
+    def page() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://{cluster.node_ip}:{node_port}/index.html", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+    wait_for(lambda: page() == "one\n", 240, 1, "the service to answer through its node port")
+    [service] = json.loads(cluster.kubectl("-n", ns, "get", "services", "-l", "pipectl.io/pipeline=web",
+                                           "-o", "json"))["items"]
+    assert service["spec"]["type"] == "NodePort" and service["spec"]["ports"][0]["nodePort"] == node_port
+    run_ok("put-file", "site", "master", "/index.html", "-o", "-f", "-", input=b"two\n")
+    wait_for(lambda: page() == "two\n", 240, 1, "the service to serve the new input")
+    states = [j["state"] for j in json.loads(run_ok("list-job", "--raw").out)]
+    assert states == ["running", "success"], states
+    def serving() -> list[dict]:
+        return [p for p in worker_pods(k8s_env, "Running") if not p["metadata"].get("deletionTimestamp")]
+    [pod] = wait_for(lambda: len(serving()) == 1 and serving(), 120, 1, "one service pod")
+    cluster.kubectl("-n", ns, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+    wait_for(lambda: [p for p in serving() if p["metadata"]["name"] != pod["metadata"]["name"]],
+             240, 1, "a new service pod")
+    wait_for(lambda: page() == "two\n", 240, 1, "the new pod to serve")
+    run_ok("stop-pipeline", "web")
+    wait_for(lambda: not json.loads(cluster.kubectl("-n", ns, "get", "deployments,services", "-o", "json"))["items"],
+             120, 1, "the stopped service's Deployment and Service to go")
+
+
 S3_USER_CODE = """
 import os, botocore.session
 s3 = botocore.session.get_session().create_client("s3", endpoint_url=os.environ["S3_ENDPOINT"])
