@@ -5,7 +5,8 @@ Kubernetes Jobs of the stage images; the model server answers through its
 Service (HTTP, its metrics, and KServe v2 gRPC), and so does the API (with a token; the CLI through it prints what
 it prints on the store). Then a worker pod and the controller pod are
 deleted mid-job, and the job still lands every datum's output exactly
-once."""
+once. A second deployment runs Pachyderm's long-lived and S3 pipelines: a
+spout, a service and an ``s3_out`` pipeline."""
 
 from __future__ import annotations
 
@@ -139,3 +140,64 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     wait_for(lambda: not json.loads(cluster.kubectl("-n", ns, "get", "jobs", "-l", workers, "-o", "json"))["items"],
              60, 0.5, "the finished Job to be deleted")
     assert run_ok("get-logs", "--job", job["id"], "--workers").out  # its pods' logs were kept first
+
+
+SHOUT = """
+import os, botocore.session
+s3 = botocore.session.get_session().create_client("s3", endpoint_url=os.environ["S3_ENDPOINT"])
+for item in s3.list_objects_v2(Bucket="site")["Contents"]:
+    body = s3.get_object(Bucket="site", Key=item["Key"])["Body"].read()
+    s3.put_object(Bucket="out", Key=item["Key"], Body=body.upper())
+"""
+
+
+def test_helm_deployment_runs_a_spout_a_service_and_an_s3_out_pipeline(k8s_env):
+    """Pachyderm's long-lived and S3 pipelines under the chart's controller
+    (its Role must allow their Deployments and Services): a spout commits
+    once a second and survives its pod's deletion; a service serves its
+    input through a NodePort Service; an ``s3_out`` pipeline reads its
+    input and writes its output through the worker's S3 sidecar."""
+    import random
+    ns, cluster = k8s_env["namespace"], k8s_env["cluster"]
+    helm_install(k8s_env)
+    cluster.kubectl("-n", ns, "rollout", "status", "deployment/pipectl-controller", "--timeout=180s", timeout=200)
+    run_ok("create-repo", "site")
+    run_ok("put-file", "site", "master", "/index.html", "-f", "-", input=b"hello\n")
+    node_port = random.randrange(30000, 32768)
+    tick = ("i=0; while true; do i=$((i+1)); "
+            "echo $i | python3 -m pipectl put-file ticker master /tick-$i -f - >/dev/null || exit 3; sleep 1; done")
+    for spec in (
+            {"pipeline": {"name": "ticker"}, "spout": {},
+             "transform": {"image": "pipectl/base:0.1.0", "cmd": ["sh", "-c", tick]}},
+            {"pipeline": {"name": "web"}, "input": {"pfs": {"repo": "site", "glob": "/"}},
+             "service": {"internal_port": 8080, "external_port": node_port},
+             "transform": {"image": "pipectl/base:0.1.0",
+                           "cmd": ["python3", "-m", "http.server", "8080", "--directory", "/pfs/site"]}},
+            {"pipeline": {"name": "shout"}, "input": {"pfs": {"repo": "site", "glob": "/", "s3": True}},
+             "s3_out": True, "transform": {"image": "pipectl/base:0.1.0", "cmd": ["python3", "-c", SHOUT]}}):
+        run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
+
+    def commits() -> int:
+        return len(json.loads(run_ok("list-commit", "ticker", "--raw").out))
+    wait_for(lambda: commits() >= 3, 240, 1, "3 commits from the spout")
+    wait_for(lambda: (latest_job("shout") or {}).get("state") in ("success", "failure"), 300, 1, "the s3_out job")
+    assert latest_job("shout")["state"] == "success", latest_job("shout")
+    assert run_ok("get-file", "shout", "master", "/index.html").out == "HELLO\n"
+
+    def page() -> str | None:
+        try:
+            return requests.get(f"http://{cluster.node_ip}:{node_port}/index.html", timeout=2).text
+        except requests.RequestException:
+            return None
+    wait_for(lambda: page() == "hello\n", 240, 1, "the service to answer through its node port")
+    assert latest_job("web")["state"] == "running"
+
+    [spout] = pods(k8s_env, "pipectl.io/pipeline=ticker", "Running")
+    cluster.kubectl("-n", ns, "delete", "pod", spout["metadata"]["name"], "--wait=false")
+    before = commits()
+    wait_for(lambda: commits() >= before + 2, 240, 1, "commits from the spout's new pod")
+    run_ok("stop-pipeline", "ticker")
+    run_ok("stop-pipeline", "web")
+    wait_for(lambda: not json.loads(cluster.kubectl("-n", ns, "get", "deployments,services", "-l",
+                                                    "pipectl.io/long-lived", "-o", "json"))["items"],
+             120, 1, "the stopped spout's and service's Deployments and Services to go")
