@@ -491,7 +491,9 @@ class Controller:
             self._update(run, state="egressing", **counts)
             try:
                 check_target(url, getattr(self.store, "url", ""), self.egress_dirs)
-                copied = egress(self.pfs, job.pipeline, commit.id, url)
+                copied = egress(self.pfs, job.pipeline, commit.id, url, each=self._check_leadership)
+            except LostLeadership:
+                raise
             except Exception as e:  # noqa: BLE001  (a target outside pipectl: any failure fails the job, named)
                 raise JobFailed(f"egress of {job.pipeline}@{commit.id} to {url} failed: {e}") from None
             counts["egress"] = {"url": url, "files": copied.files, "bytes": copied.bytes}

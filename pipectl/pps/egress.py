@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -97,11 +98,13 @@ def _overlap(a: str, b: str) -> bool:
     return _within(a, b) or _within(b, a)
 
 
-def egress(pfs: PFS, repo: str, commit: str, url: str) -> Egressed:
+def egress(pfs: PFS, repo: str, commit: str, url: str, each: Callable[[], None] = lambda: None) -> Egressed:
     """Copy every file of ``repo@commit`` to ``url`` (see the module doc;
-    check it with :func:`check_target` first). Raises OSError (a local
-    target) or botocore's errors (S3) when a copy fails; the caller names
-    the target."""
+    check it with :func:`check_target` first), calling ``each()`` after
+    each file (the controller renews its leases there, so a long copy does
+    not lose them). Raises OSError (a local target) or botocore's errors
+    (S3) when a copy fails, and what ``each`` raises; the caller names the
+    target."""
     parsed = urlparse(url)
     local = parsed.scheme == "file"
     write = _to_directory(parsed.path) if local else _to_s3(parsed.netloc, parsed.path.strip("/"))
@@ -110,6 +113,7 @@ def egress(pfs: PFS, repo: str, commit: str, url: str) -> Egressed:
         write(path.lstrip("/"), lambda out, p=path: pfs.get_file(repo, commit, p, out))
         done.files += 1
         done.bytes += entry.size
+        each()
     return done
 
 
