@@ -11,6 +11,7 @@ part of the suite that silently stopped running fails the build.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -136,6 +137,68 @@ def file_bytes(pfs, repo: str, ref: str = "master") -> dict[str, bytes]:
 def files_of(pfs, repo: str, ref: str = "master") -> dict[str, str]:
     """Every file of ``repo@ref`` with its text."""
     return {path: data.decode() for path, data in file_bytes(pfs, repo, ref).items()}
+
+
+class Counted:
+    """An object store whose calls are counted (by method name, in
+    ``calls``, a Counter) and passed on: counting at the store interface,
+    nothing replaced."""
+
+    def __init__(self, store):
+        self._store, self.calls = store, collections.Counter()
+
+    def __getattr__(self, name):
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kw):
+            self.calls[name] += 1
+            return attr(*args, **kw)
+        return call
+
+    @property
+    def requests(self) -> int:
+        """Every call counted so far (each is one store request)."""
+        return sum(self.calls.values())
+
+
+def job_history(client, pipelines: int, jobs: int, unfinished: int = 0) -> dict:
+    """Pipelines ``p0``... over repo ``in`` (one commit) and ``jobs`` job
+    records among them, written directly as versions before job pointers
+    wrote them (each record, and each pipeline's ``newest-job.json``), at
+    once: one a second from 2026-01-01, the last ``unfinished`` running,
+    the finished ones with a datum index (a made-up hash). Each pipeline's
+    newest job is over ``in``'s head, the job a controller would make now.
+    Returns each pipeline's newest job (a JobInfo)."""
+    import datetime as dt
+
+    from pipectl.parallel import parallel
+    from pipectl.pps import keys
+    from pipectl.pps.jobs import job_id, output_commit_id
+    from pipectl.pps.model import JobInfo
+
+    client.create_repo("in")
+    head = put(client.pfs, "in", {"/a": "1"})
+    for i in range(pipelines):
+        client.create_pipeline({"pipeline": {"name": f"p{i}"}, "input": {"pfs": {"repo": "in", "glob": "/*"}},
+                                "transform": {"image": "local", "cmd": ["true"]}})
+    infos = client.pps.list_pipelines()
+    start, records, newest = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), [], {}
+    for n in range(jobs):
+        p = infos[n % pipelines]
+        commit = head.id if n >= jobs - pipelines else f"{n:032x}"
+        inputs = [{"name": "in", "repo": "in", "branch": "master", "commit": commit}]
+        jid, stamp = job_id(p, inputs), (start + dt.timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        done = n < jobs - unfinished
+        newest[p.name] = JobInfo(jid, p.name, 1, p.salt, p.transform_hash, inputs, output_commit_id(jid),
+                                 state="success" if done else "running", created=stamp,
+                                 datum_index=f"{n:064x}" if done else None)
+        records.append((keys.job(p.name, jid), newest[p.name].to_json()))
+    records += [(keys.legacy_newest_job(name), json.dumps({"id": j.id, "created": j.created}).encode())
+                for name, j in newest.items()]
+    parallel(lambda r: client.pps.store.write(*r), records)
+    return newest
 
 
 def snapshot(store) -> dict:

@@ -25,10 +25,11 @@ import functools
 import gc
 import logging
 import time
+from collections.abc import Sequence
 
 from ..errors import Conflict, NotFound, PipectlError, PreconditionFailed
 from ..gcpause import gc_paused
-from ..parallel import concurrently
+from ..parallel import concurrently, parallel
 from ..pfs import PFS, triggers
 from ..pfs import keys as pfs_keys
 from ..pfs.model import Commit, now
@@ -44,6 +45,7 @@ from .jobdata import result_counts
 from .jobs import job_id, output_commit_id
 from .longlived import LongLived, Wanted, is_service, is_spout
 from .model import DatumResult, JobInfo, PipelineInfo, SkippedDatums
+from .pointers import JobPointers
 from .spec import parse_duration
 
 log = logging.getLogger("pipectl.controller")
@@ -103,7 +105,7 @@ class Controller:
         self.pps = PPS(store, self.pfs)
         self.executor = executor
         self.poll_interval = poll_interval
-        self._finished: dict[str, JobInfo] = {}  # by store key: a finished job's record never changes
+        self._existing: set[str] = set()  # keys of job records known to exist (not created again)
         self._triggers_swept = 0.0
         self.egress_dirs = list(egress_dirs)
         """Directories ``file://`` egress may write under (see :func:`.egress.check_target`)."""
@@ -140,12 +142,16 @@ class Controller:
 
     def step(self) -> bool:
         """One round: commit due cron ticks, create due jobs, run the next
-        one. True if a job was created or ran."""
-        pipelines = [p for p in self.pps.list_pipelines() if p.state == "running"]
+        one. True if a job was created or ran. Its reads grow with the
+        pipelines (their records and job pointers, their inputs' heads) and
+        the unfinished jobs, not with the job history (see :mod:`.pointers`)."""
+        everything = self.pps.list_pipelines()
+        pointers = self.job_pointers(everything)
+        pipelines = [p for p in everything if p.state == "running"]
         self._tend_long_lived(pipelines)
         self.tick_crons(pipelines)
-        created = self.create_jobs(pipelines)
-        job = self.next_job()
+        created = self.create_jobs(pipelines, pointers)
+        job = self.next_job(pointers, created)
         if job is not None:
             self.run_job(job)
         return bool(created or job)
@@ -280,18 +286,25 @@ class Controller:
                     return None
         return inputs
 
-    def create_jobs(self, pipelines: list[PipelineInfo] | None = None) -> int:
+    def create_jobs(self, pipelines: list[PipelineInfo] | None = None,
+                    pointers: dict[str, JobPointers] | None = None) -> list[JobInfo]:
         """Create the due job of each running pipeline (of ``pipelines``, or
-        of every one); return how many were created."""
-        created = 0
-        for pipeline in self.pps.list_pipelines() if pipelines is None else pipelines:
+        of every one); return those created. A due job that ``pointers``
+        (pipeline name -> its job pointers, read if not given) name exists
+        already: no request is made for it."""
+        created = []
+        pipelines = self.pps.list_pipelines() if pipelines is None else pipelines
+        if pointers is None:
+            pointers = self.job_pointers(pipelines)
+        for pipeline in pipelines:
             if pipeline.state != "running" or is_spout(pipeline) or is_service(pipeline):
                 continue
             inputs = self.current_inputs(pipeline)
             if inputs is None:
                 continue
             jid = job_id(pipeline, inputs)
-            if keys.job(pipeline.name, jid) in self._finished:
+            known = pointers.get(pipeline.name)
+            if (known is not None and known.names(jid)) or keys.job(pipeline.name, jid) in self._existing:
                 continue
             job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash,
                           inputs, output_commit=output_commit_id(jid),
@@ -299,15 +312,29 @@ class Controller:
             if self.pps.create_job(job):
                 log.info("job %s created for pipeline %s on %s", jid, pipeline.name,
                          ", ".join(f"{i['repo']}@{i['commit'][:8]}" for i in inputs))
-                created += 1
+                created.append(job)
+            else:
+                self._existing.add(keys.job(pipeline.name, jid))
         return created
 
-    def next_job(self) -> JobInfo | None:
-        """The oldest unfinished job (jobs of one pipeline run in order).
-        Finished jobs are read once; those whose records are gone (deleted
-        with their pipeline) are forgotten."""
-        pending = [j for j in self.pps.current_jobs(self._finished) if not j.done and not j.service]
-        return min(pending, key=lambda j: j.created) if pending else None
+    def job_pointers(self, pipelines: list[PipelineInfo]) -> dict[str, JobPointers]:
+        """Pipeline name -> its job pointers, for each of ``pipelines``
+        (read at once)."""
+        return dict(zip([p.name for p in pipelines], parallel(lambda p: self.pps.job_pointers(p.name), pipelines)))
+
+    def next_job(self, pointers: dict[str, JobPointers] | None = None,
+                 created: Sequence[JobInfo] = ()) -> JobInfo | None:
+        """The oldest unfinished job (jobs of one pipeline run in order)
+        among those pending in ``pointers`` (pipeline name -> its job
+        pointers, of every pipeline, paused ones too; read if not given)
+        and the jobs just ``created``: a read a pending job, none for the
+        history."""
+        if pointers is None:
+            pointers = self.job_pointers(self.pps.list_pipelines())
+        # a service job runs as long as its worker serves (see _tend_long_lived)
+        pending = {j.id: j for j in self.pps.unfinished_jobs(pointers) if not j.service}
+        pending.update({j.id: j for j in created if j.id not in pending})
+        return min(pending.values(), key=lambda j: j.created) if pending else None
 
     # running a job -------------------------------------------------------
     def run_job(self, job: JobInfo) -> JobInfo:
@@ -319,8 +346,6 @@ class Controller:
             lambda: self.pps.pipeline_version(job.pipeline, job.pipeline_version),
             lambda: self.pps.update_job(job.pipeline, job.id, **start, **claim) if start or claim else job)
         run = RunningJob(job, spec)
-        if start:
-            self.pps.point_newest_job(job)
         try:
             self._plan(run)
             self._finish(run, self._execute(run))
@@ -330,8 +355,6 @@ class Controller:
         except (JobFailed, ExecutorError) as e:
             log.warning("job %s of %s failed: %s", job.id, job.pipeline, e)
             self._update(run, state="failure", reason=str(e))
-        if run.job.done:  # so that the next step need not read the record again
-            self._finished[keys.job(job.pipeline, job.id)] = run.job
         return run.job
 
     def _update(self, run: RunningJob, **changes) -> None:
@@ -339,16 +362,16 @@ class Controller:
         run.job = self.pps.update_job(run.job.pipeline, run.job.id, **changes)
 
     def _previous_index(self, job: JobInfo) -> tuple[str | None, dict]:
-        """The datum index of the latest earlier job of this pipeline (its
-        hash, and cache key -> outputs of the datums it completed; None and
-        empty if there is none). The earlier jobs are finished, so their
-        records were read by :meth:`next_job` already (once per controller,
-        not once per job)."""
-        earlier = [j for j in self._finished.values() if j.pipeline == job.pipeline
-                   and j.id != job.id and j.datum_index and j.created <= job.created]
-        if not earlier:
+        """The datum index of the latest earlier finished job of this
+        pipeline (its hash, and cache key -> outputs of the datums it
+        completed; None and empty if there is none), as the pipeline's job
+        pointers name it (``indexed``: no job record is read). A named job
+        created after this one (run out of order) is not used: then every
+        datum runs."""
+        indexed = self.pps.job_pointers(job.pipeline).indexed
+        if indexed is None or indexed[0] == job.id or indexed[1] > job.created:
             return None, {}
-        index = max(earlier, key=lambda j: j.created).datum_index or ""
+        index = indexed[2]
         try:
             return index, self.pps.datum_index(index)
         except NotFound:

@@ -4,9 +4,12 @@ Part of :class:`~.api.PPS`."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import Conflict, InvalidArgument, NotFound, PreconditionFailed
@@ -16,6 +19,9 @@ from ..pfs.model import now
 from ..store import ObjectStore
 from . import keys
 from .model import JobInfo, PipelineInfo
+from .pointers import RECENT, JobPointers
+
+log = logging.getLogger("pipectl.jobs")
 
 JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(JobInfo))
 
@@ -54,14 +60,23 @@ class Jobs:
         def change_pipeline(self, name: str, **changes) -> PipelineInfo: ...
 
     def create_job(self, job: JobInfo) -> bool:
-        """Write a new job record (create-only) and point its pipeline's
-        newest-job pointer at it; False if that job already exists."""
+        """Write a new job record (create-only); False if that job already
+        exists. In three steps, each safe to be killed after: name the job
+        among its pipeline's pending jobs (see :mod:`.pointers`), write the
+        record, then name it again (in case a reader dropped the entry,
+        finding no record, while this creator was stalled) and among the
+        recent jobs. So an unfinished job is always pending, and a fresh
+        controller finds it without listing every job."""
         key, data = keys.job(job.pipeline, job.id), job.to_json()
+        if self.store.exists(key):
+            return False
+        self.change_pointers(job.pipeline, lambda p: p.add_pending(job.id, job.created))
         try:
             self._written_jobs[key] = (self.store.write(key, data, if_absent=True), data)
-        except PreconditionFailed:
+        except PreconditionFailed:  # another creator won; it finishes naming the job
             return False
-        self.point_newest_job(job)
+        self.change_pointers(job.pipeline,
+                             lambda p: p.add_pending(job.id, job.created) | p.add_recent(job.id, job.created))
         return True
 
     def _find_job(self, job: str, pipeline: str | None = None) -> str:
@@ -85,12 +100,29 @@ class Jobs:
         """Store keys of the job records (of one pipeline, or of all)."""
         return [k for k in self.store.list(keys.jobs(pipeline)) if keys.is_job_record(k)]
 
-    def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]:
-        """Jobs newest first (of one pipeline, or of all). Raises NotFound
-        for an unknown pipeline."""
+    def list_jobs(self, pipeline: str | None = None, limit: int | None = None) -> list[JobInfo]:
+        """Jobs newest first (of one pipeline, or of all); with ``limit``
+        (and a pipeline), the newest ``limit`` only, read through the
+        pipeline's job pointers when they name that many (``limit`` up to
+        :data:`.pointers.RECENT`: no listing). Raises NotFound for an
+        unknown pipeline."""
         if pipeline:
             self.inspect_pipeline(pipeline)
-        return sorted(self.read_jobs(self.job_keys(pipeline)), key=lambda j: j.created, reverse=True)
+            if limit is not None:
+                pointers = self.job_pointers(pipeline)
+                found = [j for j in parallel(lambda e: self._read_job(pipeline, e[0]), pointers.candidates())
+                         if j is not None]
+                if len(found) >= limit or len(pointers.recent) < RECENT:  # else older jobs may be missing
+                    return sorted(found, key=lambda j: j.created, reverse=True)[:limit]
+        jobs = sorted(self.read_jobs(self.job_keys(pipeline)), key=lambda j: j.created, reverse=True)
+        return jobs if limit is None else jobs[:limit]
+
+    def _read_job(self, pipeline: str, job: str) -> JobInfo | None:
+        """A job record, None if it is missing."""
+        try:
+            return JobInfo.from_json(self.store.read(keys.job(pipeline, job)))
+        except NotFound:
+            return None
 
     def read_jobs(self, found: list[str]) -> list[JobInfo]:
         """The job records at store keys ``found`` (see :meth:`job_keys`), in order."""
@@ -114,45 +146,78 @@ class Jobs:
 
     def newest_job(self, pipeline: str) -> JobInfo | None:
         """The newest job of ``pipeline`` (by creation), None if it has
-        none: read through the pipeline's pointer to it (two requests,
-        however many jobs there are). A store from before the pointer gets
-        it here, once, from the job records."""
-        try:
-            pointer = json.loads(self.store.read(keys.newest_job(pipeline)))
-        except NotFound:
-            jobs = self.read_jobs(self.job_keys(pipeline))
-            if not jobs:
-                return None
-            newest = max(jobs, key=lambda j: j.created)
-            self.point_newest_job(newest)
-            return newest
-        try:
-            return self.inspect_job(pointer["id"], pipeline)
-        except NotFound:  # deleted with its pipeline since
-            return None
+        none: read through its job pointers (two requests, however many
+        jobs there are; a named job whose record is gone is passed over)."""
+        for job, _ in self.job_pointers(pipeline).candidates():
+            info = self._read_job(pipeline, job)
+            if info is not None:
+                return info
+        return None
 
-    def point_newest_job(self, job: JobInfo) -> None:
-        """Move ``job``'s pipeline's newest-job pointer to ``job`` unless it
-        names a job created later (compare-and-swap). Done when a job is
-        created, and again when it starts running, which repairs a pointer
-        left behind by a creator killed between the two writes."""
-        key, data = keys.newest_job(job.pipeline), json.dumps({"id": job.id, "created": job.created}).encode()
+    def job_pointers(self, pipeline: str) -> JobPointers:
+        """Pipeline ``pipeline``'s job pointers (see :mod:`.pointers`); one
+        request. Empty for a pipeline that does not exist."""
+        return self._pointers(pipeline)[0]
+
+    def _pointers(self, pipeline: str) -> tuple[JobPointers, str | None]:
+        """The job pointers and their version (None: the pipeline does not
+        exist, and nothing is written for it). Missing pointers are built
+        from the job records, once (create-only: the upgrade of a store
+        from before them, or a rebuild after they were deleted); the
+        pointer they replace is removed after."""
+        key = keys.job_pointers(pipeline)
         while True:
             try:
-                current, version = self.store.read_versioned(key)
+                data, version = self.store.read_versioned(key)
+                return JobPointers.from_json(data), version
             except NotFound:
-                try:
-                    self.store.write(key, data, if_absent=True)
-                    return
-                except PreconditionFailed:
-                    continue
-            if json.loads(current)["created"] >= job.created:
-                return
+                pass
+            if not self.store.exists(keys.pipeline(pipeline)):
+                return JobPointers(), None
+            jobs = self.read_jobs(self.job_keys(pipeline))
+            built = JobPointers.from_jobs(jobs)
             try:
-                self.store.write(key, data, if_match=version)
-                return
+                version = self.store.write(key, built.to_json(), if_absent=True)
+            except PreconditionFailed:  # built by another reader meanwhile: use theirs
+                continue
+            self.store.delete(keys.legacy_newest_job(pipeline))
+            log.info("pipeline %s: job pointers built from its %d job record(s)", pipeline, len(jobs))
+            return built, version
+
+    def change_pointers(self, pipeline: str, change: Callable[[JobPointers], bool]) -> JobPointers:
+        """Compare-and-swap ``change`` (which edits the pointers in place and
+        returns whether it changed them) into ``pipeline``'s job pointers;
+        returns them as written. Nothing is written for a pipeline that
+        does not exist (deleted meanwhile)."""
+        while True:
+            pointers, version = self._pointers(pipeline)
+            if version is None or not change(pointers):
+                return pointers
+            try:
+                self.store.write(keys.job_pointers(pipeline), pointers.to_json(), if_match=version)
+                return pointers
             except (PreconditionFailed, NotFound):
                 continue
+
+    def unfinished_jobs(self, pointers: dict[str, JobPointers]) -> list[JobInfo]:
+        """The unfinished jobs the pending entries of ``pointers`` (pipeline
+        name -> its pointers) name, oldest first: one read a pending job.
+        Repairs what it finds stale: a job finished (its finisher was killed
+        before settling it) is settled, one whose record is missing for
+        longer than :data:`.pointers.MISSING_GRACE` is dropped."""
+        entries = [(p, job, created) for p, ptr in pointers.items() for job, created in ptr.pending]
+        records = parallel(lambda e: self._read_job(e[0], e[1]), entries)
+        clock = dt.datetime.now(dt.UTC)
+        found = []
+        for (pipeline, job, created), info in zip(entries, records):
+            if info is None:
+                if JobPointers.lost(created, clock):
+                    self.change_pointers(pipeline, functools.partial(JobPointers.drop, job=job))
+            elif info.done:
+                self.change_pointers(pipeline, functools.partial(JobPointers.settle, job=info))
+            else:
+                found.append(info)
+        return sorted(found, key=lambda j: j.created)
 
     def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
         """Compare-and-swap ``changes`` (JobInfo fields) into a job record. A
@@ -186,7 +251,9 @@ class Jobs:
             except (PreconditionFailed, NotFound):  # changed (or deleted) since: read it afresh
                 written = None
                 continue
-            if not info.done:  # a finished record is never written again
+            if info.done:  # then it leaves the pending jobs
+                self.change_pointers(pipeline, functools.partial(JobPointers.settle, job=info))
+            else:  # a finished record is never written again
                 self._written_jobs[key] = (version, data)
             return info
 

@@ -5,9 +5,14 @@ Layout (beside the versioned file system's, see ``pipectl/pfs/keys.py``)::
     pipelines/<name>/info.json                   PipelineInfo: current spec, version, state
                                                  (compare-and-swap)
     pipelines/<name>/versions/<n>.json           each spec version, created once
-    pipelines/<name>/newest-job.json             {id, created} of its newest job (compare-and-swap,
-                                                 moved only forward), so that the newest job costs
-                                                 two reads however long the history
+    pipelines/<name>/job-pointers.json           its newest jobs, its unfinished jobs and the newest
+                                                 finished job with a datum index (compare-and-swap; a
+                                                 cache of the job records, rebuilt from them when
+                                                 missing: see pointers.py), so that a controller step
+                                                 and the newest jobs cost reads a pipeline, however
+                                                 long the history
+    pipelines/<name>/newest-job.json             written by versions before job-pointers.json; removed
+                                                 when that is built
     jobs/<pipeline>/<job>.json                   JobInfo (compare-and-swap; never changed once finished)
     job-data/<pipeline>/<job>/plan.json          the job's datums (inputs, cache key; file lists only for
                                                  those it runs); complete once the job record counts them
@@ -75,8 +80,14 @@ def pipeline_version(name: str, version: int) -> str:
     return f"{pipeline_prefix(name)}versions/{version}.json"
 
 
-def newest_job(name: str) -> str:
-    """The pointer to pipeline ``name``'s newest job: ``{id, created}``."""
+def job_pointers(name: str) -> str:
+    """Pipeline ``name``'s job pointers (see :mod:`.pointers`)."""
+    return pipeline_prefix(name) + "job-pointers.json"
+
+
+def legacy_newest_job(name: str) -> str:
+    """The newest-job pointer of versions before :func:`job_pointers`
+    (``{id, created}``), removed when those are built."""
     return pipeline_prefix(name) + "newest-job.json"
 
 

@@ -25,7 +25,7 @@ class Pipelines:
     pfs: PFS
 
     if TYPE_CHECKING:  # defined by the other parts of PPS
-        def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]: ...
+        def list_jobs(self, pipeline: str | None = None, limit: int | None = None) -> list[JobInfo]: ...
         def update_job(self, pipeline: str, job: str, **changes) -> JobInfo: ...
         def downstream(self, repo: str) -> list[PipelineInfo]: ...
 
@@ -102,6 +102,9 @@ class Pipelines:
             except NotFound:
                 pass
             info = PipelineInfo(name, 1, spec, "running", stamp, stamp, "", specs.transform_hash(spec))
+            # Job pointers left by a pipeline of this name deleted halfway
+            # would name its jobs (pointers are rebuilt from the records).
+            self.store.delete(keys.job_pointers(name))
             # The create-only record decides which of racing creators made the
             # pipeline; only that one writes version 1's file.
             try:

@@ -32,7 +32,7 @@ class Provenance:
 
     if TYPE_CHECKING:  # defined by the other parts of PPS
         def list_pipelines(self) -> list[PipelineInfo]: ...
-        def list_jobs(self, pipeline: str | None = None) -> list[JobInfo]: ...
+        def list_jobs(self, pipeline: str | None = None, limit: int | None = None) -> list[JobInfo]: ...
 
     def downstream(self, repo: str) -> list[PipelineInfo]:
         """Pipelines fed, directly or transitively, by ``repo``, upstream first."""
@@ -95,7 +95,7 @@ class Provenance:
                     # The newest job on that data decides: failed or killed
                     # ends the wait (a later job, e.g. after update-pipeline,
                     # supersedes an earlier failure).
-                    for job in self.list_jobs(name)[:5]:
+                    for job in self.list_jobs(name, limit=5):
                         if self._job_depends_on(job, covered):
                             if job.state in ("failure", "killed"):
                                 reason = (job.reason or "").strip().splitlines()[:1] or ["no reason recorded"]
