@@ -24,6 +24,8 @@ Workloads (sizes in :data:`SIZES`):
    with 100 pipelines and 10,000 jobs vs the same page with no job (local store).
 10. the S3 gateway: GET and PUT MB/s of one big object with boto3, vs the operations layer's
    get-file and put-file in-process on the same store (local store).
+11. an idle controller step with 10,000 jobs in history, ms, vs the same step with one job a
+   pipeline (local store).
 """
 
 from __future__ import annotations
@@ -71,10 +73,10 @@ class Sizes:
 
 SIZES = {
     ("quick", "local"): Sizes(small_files=2_000, put_repeats=2, big_bytes=256 * MiB, big_repeats=1,
-                              dedupe_repeats=2, datums=1_000, job_baseline_repeats=1, bulk_files=20_000,
+                              dedupe_repeats=2, datums=10_000, job_baseline_repeats=1, bulk_files=20_000,
                               startup_repeats=3),
     ("full", "local"): Sizes(small_files=10_000, put_repeats=3, big_bytes=1 * GiB, big_repeats=3,
-                             dedupe_repeats=3, datums=10_000, job_baseline_repeats=3, bulk_files=100_000),
+                             dedupe_repeats=3, datums=100_000, job_baseline_repeats=3, bulk_files=100_000),
     # moto is a single Python process doing ~100-300 requests/s on this machine:
     # the S3 sizes whose baselines make a request per file (1, 6/7) are cut
     # down so quick mode stays within a few minutes. A job's workers read and
@@ -564,6 +566,16 @@ def bench_s3_gateway(ctx: Context) -> list[Row]:
     return run(ctx.mode == "quick", url, ctx.env.env(url), ctx.scratch("s3gateway"))
 
 
+def bench_controller(ctx: Context) -> list[Row]:
+    """11. An idle controller step on a long job history beside the same
+    step on a short one (see benchmarks/controller.py). Local store only."""
+    if ctx.store != "local":
+        return []
+    from .controller import bench_controller_idle
+    return [bench_controller_idle(ctx.mode == "quick", ctx.env.new_store("history"),
+                                  ctx.env.new_store("no-history"))]
+
+
 WORKLOADS = [
     ({"0"}, bench_startup),
     ({"1"}, bench_put_small),
@@ -573,6 +585,7 @@ WORKLOADS = [
     ({"8"}, bench_serving),
     ({"9"}, bench_api),
     ({"10"}, bench_s3_gateway),
+    ({"11"}, bench_controller),
 ]
 """(workload numbers, function) in run order; a function runs if any of its
 numbers is selected."""
