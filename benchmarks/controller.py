@@ -54,27 +54,32 @@ def _store_with_history(url: str, jobs: int):
     return store
 
 
-def _steps(url: str, jobs: int, repeats: int) -> tuple[list[float], float]:
-    """Milliseconds of ``repeats`` idle steps of one controller on a store
-    with ``jobs`` job records, and of its first step (the upgrade)."""
+def _timed_step(controller) -> float:
+    """Milliseconds of one ``controller.step()``, which must find nothing to do."""
+    t = time.perf_counter()
+    if controller.step():
+        raise h.BenchError("the controller found work on a finished history")
+    return (time.perf_counter() - t) * 1000
+
+
+def _steps(urls: list[str], jobs: list[int], repeats: int) -> tuple[list[list[float]], list[float]]:
+    """For each store ``urls[k]`` given ``jobs[k]`` job records: the
+    milliseconds of ``repeats`` idle steps of one controller, and of its
+    first step (the upgrade). The controllers take turns, step by step, so
+    that the machine's load falls on each alike."""
     from pipectl.pps.controller import Controller
     from pipectl.pps.executors.process import ProcessExecutor
-    store = _store_with_history(url, jobs)
-    controller = Controller(store, ProcessExecutor(url))
+    controllers = [Controller(_store_with_history(url, n), ProcessExecutor(url)) for url, n in zip(urls, jobs)]
     try:
-        t = time.perf_counter()
-        if controller.step():
-            raise h.BenchError("the controller found work on a finished history")
-        first = (time.perf_counter() - t) * 1000
-        samples = []
+        firsts = [_timed_step(c) for c in controllers]
+        samples: list[list[float]] = [[] for _ in controllers]
         for _ in range(repeats):
-            t = time.perf_counter()
-            if controller.step():
-                raise h.BenchError("the controller found work on a finished history")
-            samples.append((time.perf_counter() - t) * 1000)
+            for c, out in zip(controllers, samples):
+                out.append(_timed_step(c))
     finally:
-        controller.executor.close()
-    return samples, first
+        for c in controllers:
+            c.executor.close()
+    return samples, firsts
 
 
 def bench_controller_idle(quick: bool, url: str, baseline_url: str) -> Row:
@@ -84,8 +89,7 @@ def bench_controller_idle(quick: bool, url: str, baseline_url: str) -> Row:
     jobs, repeats = (2_000, 20) if quick else (10_000, 50)
     h.log(f"local: 11 idle controller step, {jobs:,} jobs vs {PIPELINES}")
     h.settle()
-    big, upgrade = _steps(url, jobs, repeats)
-    small, _ = _steps(baseline_url, PIPELINES, repeats)
+    (big, small), (upgrade, _) = _steps([url, baseline_url], [jobs, PIPELINES], repeats)
     value, base = h.median(big), h.median(small)
     return Row("local", f"11 idle controller step, {jobs:,} jobs", round(value, 2), "ms", f"median of {repeats}",
                round(base, 2), f"same step, {PIPELINES} jobs", target=f"< {STEP_MS:g} ms",
