@@ -29,6 +29,10 @@ def test_list_pipeline_reads_two_records_a_pipeline_whatever_the_history(store):
     reads = counted.calls["read"] + counted.calls["read_versioned"]
     assert counted.calls["list"] == 1 and reads <= 3 * 3, counted.calls  # info, pointer, job per pipeline
     assert Client(counted).latest_job("p1").id == newest["p1"].id
+    counted.calls.clear()  # the newest few jobs (flush-commit reads 5): no listing
+    assert [j.id for j in Client(counted).pps.list_jobs("p1", limit=5)] == \
+        [j.id for j in Client(store).pps.list_jobs("p1")[:5]]
+    assert counted.calls["list"] == 0, counted.calls
 
 
 def test_a_store_from_before_the_pointer_gets_it_on_first_use(store):
