@@ -166,3 +166,17 @@ def test_pointers_round_trip_and_stay_bounded():
     assert JobPointers.from_json(pointers.to_json()) == pointers
     assert json.loads(pointers.to_json())["recent"][0] == [jobs[-1].id, jobs[-1].created]
     assert pointers.add_recent(jobs[0].id, jobs[0].created) is False  # older than every recent one
+
+
+def test_racing_creators_are_all_named(store):
+    """Creators on many threads change one pipeline's pointers by
+    compare-and-swap: none is lost, each job is pending once."""
+    from pipectl.parallel import parallel
+    client = Client(store)
+    job_history(client, 1, 1)
+    jobs = [_job(client, "p0", f"{n:032x}", f"2026-02-01T00:00:{n:02d}.000000Z") for n in range(30)]
+    assert all(parallel(client.pps.create_job, jobs, threads=8))
+    pointers = client.pps.job_pointers("p0")
+    assert pointers.pending == [(j.id, j.created) for j in jobs]
+    assert pointers.recent == [(j.id, j.created) for j in jobs[::-1][:RECENT]]
+    assert [j.id for j in client.pps.unfinished_jobs({"p0": pointers})] == [j.id for j in jobs]
