@@ -181,8 +181,13 @@ class Tree:
     def all_paths(self) -> Iterator[str]:
         """Every file and directory path, the root included, each once."""
         yield "/"
+        yield from self._all_below(0, len(self._paths))
+
+    def _all_below(self, lo: int, hi: int) -> Iterator[str]:
+        """The paths of files ``lo`` to ``hi`` (in path order) and of their
+        directories (but the root), each once."""
         seen: set[str] = set()
-        for p in self._paths:
+        for p in self._paths[lo:hi]:
             parts = p.split("/")
             for i in range(2, len(parts)):
                 d = "/".join(parts[:i])
@@ -197,20 +202,24 @@ class Tree:
         if body in ("/", ""):
             return ["/"]
         rx = globs.compile_glob(pattern)
+        # every match is at or below the pattern's literal leading directories
+        prefix = globs.literal_prefix(pattern)
+        lo = bisect.bisect_left(self._paths, prefix)
+        hi = bisect.bisect_left(self._paths, prefix + "0", lo) if prefix != "/" else len(self._paths)
         candidates: Iterator[str]
         if "**" in body or "(" in body:  # any depth (a group may hold a /)
-            candidates = (p for p in self.all_paths() if p != "/")
+            candidates = self._all_below(lo, hi)
         else:  # every match has as many components as the pattern
-            candidates = self._paths_at_depth(("/" + body.strip("/")).count("/"))
+            candidates = self._paths_at_depth(("/" + body.strip("/")).count("/"), lo, hi)
         return sorted(p for p in candidates if rx.match(p))
 
-    def _paths_at_depth(self, depth: int) -> Iterator[str]:
+    def _paths_at_depth(self, depth: int, lo: int, hi: int) -> Iterator[str]:
         """Distinct paths of exactly ``depth`` components (files, or
-        directories implied by deeper files), skipping each directory's
-        contents by binary search, so ``/*`` over 100,000 files in one
-        directory costs a few steps."""
-        paths, i = self._paths, 0
-        while i < len(paths):
+        directories implied by deeper files) among files ``lo`` to ``hi``,
+        skipping each directory's contents by binary search, so ``/*`` over
+        100,000 files in one directory costs a few steps."""
+        paths, i = self._paths, lo
+        while i < hi:
             if paths[i].count("/") == depth:  # a file at this depth
                 yield paths[i]
                 i += 1
