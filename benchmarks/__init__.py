@@ -13,6 +13,8 @@ Modules:
   environments and test data;
 - :mod:`benchmarks.workloads`: the workloads (put-file, dedupe, jobs,
   incremental jobs, trigger latency, listing, serving hook);
+- :mod:`benchmarks.scale`: workloads 12 and 13, put-file and listing at
+  100,000 and 1,000,000 files (local store only);
 - :mod:`benchmarks.report`: result rows, the table and the JSON file;
 - :mod:`benchmarks.run`: the command line;
 - :mod:`benchmarks.profile`: pyinstrument profiles of the slow paths

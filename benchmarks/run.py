@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default="local,s3", help="Comma-separated: local, s3 (default both).")
     parser.add_argument("--json", default="bench-results.json", metavar="PATH",
                         help="Where to write the figures as JSON (default bench-results.json).")
-    parser.add_argument("--workloads", default="0,1,2,3,4,5,6,7,8,9,10,11",
+    parser.add_argument("--workloads", default="0,1,2,3,4,5,6,7,8,9,10,11,12,13",
                         help="Comma-separated workload numbers to run (default all).")
     args = parser.parse_args(argv)
     stores = [x.strip() for x in args.stores.split(",") if x.strip()]

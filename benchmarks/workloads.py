@@ -26,6 +26,10 @@ Workloads (sizes in :data:`SIZES`):
    get-file and put-file in-process on the same store (local store).
 11. an idle controller step with 10,000 jobs in history, ms, vs the same step with one job a
    pipeline (local store).
+12. put-file of 100,000 4 KiB files, files/s and peak RSS, vs ``cp -r`` (local store; see
+   benchmarks/scale.py).
+13. list-file, inspect-commit, glob-file on a 1,000,000-file commit, ms and peak RSS, vs the same
+   on a 1,000-file commit (local store; see benchmarks/scale.py).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pipectl.errors import NotFound
 
 from . import harness as h
 from .report import Row
+from .scale import bench_list_scale, bench_put_scale
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
 MB = 1e6
@@ -69,14 +74,17 @@ class Sizes:
     list_repeats: int = 3          # 7: best of
     startup_repeats: int = 5       # 0: median of
     reduced: bool = False          # sizes cut down for moto (said in notes)
+    scale_put_files: int = 0       # 11: 4 KiB files put at once (local store only)
+    scale_list_files: int = 0      # 12: files in the listed commit (local store only)
 
 
 SIZES = {
     ("quick", "local"): Sizes(small_files=2_000, put_repeats=2, big_bytes=256 * MiB, big_repeats=1,
                               dedupe_repeats=2, datums=10_000, job_baseline_repeats=1, bulk_files=20_000,
-                              startup_repeats=3),
+                              startup_repeats=3, scale_put_files=10_000, scale_list_files=100_000),
     ("full", "local"): Sizes(small_files=10_000, put_repeats=3, big_bytes=1 * GiB, big_repeats=3,
-                             dedupe_repeats=3, datums=100_000, job_baseline_repeats=3, bulk_files=100_000),
+                             dedupe_repeats=3, datums=100_000, job_baseline_repeats=3, bulk_files=100_000,
+                             scale_put_files=100_000, scale_list_files=1_000_000),
     # moto is a single Python process doing ~100-300 requests/s on this machine:
     # the S3 sizes whose baselines make a request per file (1, 6/7) are cut
     # down so quick mode stays within a few minutes. A job's workers read and
@@ -175,22 +183,26 @@ def _boto_put_many(env: h.S3Env, bucket: str, src: str, names: list[str]) -> flo
     return time.perf_counter() - began
 
 
-def bench_put_small(ctx: Context) -> list[Row]:
-    """1. ``pipectl put-file REPO master / -r -f DIR`` of N 4 KiB files into a
-    fresh store each repeat, files/s (best of N), against ``cp -r`` (local)
-    or boto3 ``put_object`` on a ThreadPoolExecutor(16) (S3, in-process: no
-    interpreter start-up)."""
+def put_tree(ctx: Context, n: int, repeats: int, number: str) -> Row:
+    """``pipectl put-file REPO master / -r -f DIR`` of ``n`` 4 KiB files into
+    a fresh store each repeat: files/s (best of ``repeats``) and pipectl's
+    peak RSS (GNU time), against ``cp -r`` of the same tree (local) or
+    boto3 ``put_object`` on a ThreadPoolExecutor(16) (S3, in-process: no
+    interpreter start-up). The row of workload ``number`` (1, and 11 at
+    scale: see :mod:`benchmarks.scale`)."""
     env, s = ctx.env, ctx.sizes
-    n = s.small_files
-    h.log(f"{ctx.store}: 1 put-file {n} x {s.small_size // KiB} KiB")
-    src = h.make_files(os.path.join(ctx.scratch("put-small"), "src"), n, s.small_size)
+    h.log(f"{ctx.store}: {number} put-file {n:,} x {s.small_size // KiB} KiB")
+    work = ctx.scratch(f"put-small-{n}")
+    src = h.make_files(os.path.join(work, "src"), n, s.small_size)
     names = sorted(os.listdir(src))
-    pip, base = [], []
-    for k in range(s.put_repeats):  # pipectl and the baseline take turns (see bench_put_big)
-        url = env.new_store(f"small{k}")
+    pip, base, rss = [], [], []
+    for k in range(repeats):  # pipectl and the baseline take turns (see bench_put_big)
+        url = env.new_store(f"small{n}-{k}")
         env.pipectl(url, "create-repo", "small")
         h.settle()
-        pip.append(env.pipectl(url, "put-file", "small", "master", "/", "-r", "-f", src).seconds)
+        r = env.pipectl(url, "put-file", "small", "master", "/", "-r", "-f", src, peak_rss=True)
+        pip.append(r.seconds)
+        rss.append(r.maxrss_bytes or 0)
         got = file_count(url, "small")
         if got != n:
             raise h.BenchError(f"put-file stored {got} files, expected {n}")
@@ -200,15 +212,22 @@ def bench_put_small(ctx: Context) -> list[Row]:
         if isinstance(env, h.S3Env):
             base.append(_boto_put_many(env, env.new_bucket(f"copy{k}"), src, names))
         else:
-            dest = os.path.join(ctx.scratch("put-small"), f"copy{k}")
+            dest = os.path.join(work, f"copy{k}")
             base.append(h.run(["cp", "-r", src, dest]).seconds)
             shutil.rmtree(dest)
+    shutil.rmtree(work)
     name = "boto3 put_object x16" if isinstance(env, h.S3Env) else "cp -r"
-    stat = f"best of {s.put_repeats}"
-    return [Row(ctx.store, f"1 put-file {n:,} x 4 KiB", n / min(pip), "files/s", stat, n / min(base), name,
-                target=">= 0.5x baseline", target_met=min(base) / min(pip) >= 0.5,
-                samples=[n / t for t in pip], baseline_samples=[n / t for t in base],
-                notes=f"one commit; incl. CLI start-up{ctx.reduced('files', n, ctx.nominal.small_files)}")]
+    return Row(ctx.store, f"{number} put-file {n:,} x 4 KiB", n / min(pip), "files/s", f"best of {repeats}",
+               n / min(base), name, target=">= 0.5x baseline", target_met=min(base) / min(pip) >= 0.5,
+               samples=[n / t for t in pip], baseline_samples=[n / t for t in base],
+               extra={"peak_rss_bytes": rss},
+               notes=f"one commit; incl. CLI start-up; peak RSS {max(rss) / MB:,.0f} MB"
+                     f"{ctx.reduced('files', n, ctx.nominal.small_files) if number == '1' else ''}")
+
+
+def bench_put_small(ctx: Context) -> list[Row]:
+    """1. put-file -r of N 4 KiB files (:func:`put_tree`)."""
+    return [put_tree(ctx, ctx.sizes.small_files, ctx.sizes.put_repeats, "1")]
 
 
 # --- 2./3. one big file, then again ---------------------------------------------
@@ -586,6 +605,8 @@ WORKLOADS = [
     ({"9"}, bench_api),
     ({"10"}, bench_s3_gateway),
     ({"11"}, bench_controller),
+    ({"12"}, bench_put_scale),
+    ({"13"}, bench_list_scale),
 ]
 """(workload numbers, function) in run order; a function runs if any of its
 numbers is selected."""

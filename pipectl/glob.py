@@ -130,3 +130,20 @@ def match(pattern: str, path: str) -> bool:
     if path == "/":
         return pattern.strip() in ("/", "")
     return compile_glob(pattern).match(path) is not None
+
+
+_SYNTAX = frozenset("*?[(|)")
+"""Characters that make a glob component more than literal text (``!``,
+``@`` and ``+`` only do before a ``(``)."""
+
+
+def literal_prefix(pattern: str) -> str:
+    """The path that every match of ``pattern`` is at or below: its leading
+    components free of glob syntax (``/a/b`` for ``/a/b/*.csv``; ``/`` when
+    the first component has some, or for the pattern ``/``)."""
+    parts = []
+    for part in pattern.strip().strip("/").split("/"):
+        if not part or _SYNTAX.intersection(part):
+            break
+        parts.append(part)
+    return "/" + "/".join(parts)

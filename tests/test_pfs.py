@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from helpers import assert_clean_error, file_bytes, run_cli, snapshot
 from pipectl import glob as globs
 from pipectl.errors import Conflict, InvalidArgument, NotFound
 from pipectl.pfs import PFS, keys, objects, reader
-from pipectl.pfs.tree import FileEntry, Tree
+from pipectl.pfs.tree import SHARD_FILES, FileEntry, Tree, parse_shards
 
 
 def make_tree(root, files: dict[str, bytes]) -> None:
@@ -490,3 +491,68 @@ def test_delete_repo_refuses_while_a_pipeline_reads_it(store_url, cli, tmp_path)
     assert cli("delete-repo", "src", "--force").code == 0
     assert_clean_error(cli("inspect-repo", "src"), "repo src not found")
     assert_clean_error(cli("delete-repo", "src"), "repo src not found")
+
+
+def test_big_trees_are_stored_in_shards_and_read_in_part(store):
+    """A commit of more than SHARD_FILES files stores its tree as shards:
+    every query (list-file, inspect-file, get-file, glob-file, diff-file,
+    the whole tree) answers as from the whole tree; a fresh reader asking
+    about one directory reads only the shards that can hold it, and one
+    listing the root skips the shards that lie inside one top directory
+    (the others may be missing without it noticing); a commit changing one
+    file stores a shard or two, not the whole tree again."""
+    n = 4 * SHARD_FILES
+    paths = [f"/d{i // 20_000}/e{(i // 1000) % 20:02d}/f{i % 1000:04d}" for i in range(n)]
+    pfs = PFS(store)
+    pfs.create_repo("big")
+    with objects.ObjectWriter(store) as writer:
+        entries = writer.put_blobs([i.to_bytes(4, "big") * 4 for i in range(n)])
+    commit = pfs.put_entries("big", "master", list(zip(paths, entries)))
+    shards = parse_shards(store.read(keys.tree(commit.tree)))
+    assert shards is not None and len(shards) > 1
+    whole = Tree(dict(zip(paths, entries)))
+    fresh = PFS(store)
+    assert fresh.read_tree(fresh.inspect_commit("big", "master")).files == whole.files
+    fresh = PFS(store)
+    for path in ("/d1/e07", "/d1", "/"):
+        assert fresh.list_files("big", "master", path) == whole.list_dir(path), path
+    assert fresh.inspect_file("big", "master", "/d1/e07") == whole.node("/d1/e07")
+    assert fresh.inspect_file("big", "master", "/d1/e07/f0042") == whole.node("/d1/e07/f0042")
+    for pattern in ("/d1/e07/f00*", "/*/e03/f0001", "/d0/*"):
+        assert fresh.glob_files("big", "master", pattern) == [whole.node(p) for p in whole.glob(pattern)], pattern
+    with pytest.raises(NotFound):
+        fresh.list_files("big", "master", "/d1/e07/nope")
+    got = io.BytesIO()
+    fresh.get_file("big", "master", "/d1/e19/f0999", got)
+    assert got.getvalue() == (n - 1).to_bytes(4, "big") * 4
+
+    def hidden(keep):  # shards not kept, taken out of the store for a while
+        return {s.hash: store.read(keys.tree(s.hash)) for s in shards if not keep(s)}
+
+    def one_top_dir(s):
+        return s.first.split("/")[1] == s.last.split("/")[1]
+    for path, keep in (("/d1/e07", lambda s: s.overlaps("/d1/e07")), ("/", lambda s: not one_top_dir(s))):
+        away = hidden(keep)
+        assert away, "no shard to leave unread"
+        for digest in away:
+            store.delete(keys.tree(digest))
+        try:
+            assert PFS(store).list_files("big", "master", path) == whole.list_dir(path), path
+            with pytest.raises(NotFound):
+                PFS(store).read_tree(commit)
+        finally:
+            for digest, data in away.items():
+                store.write(keys.tree(digest), data)
+
+    trees_before = set(store.list("trees/"))
+    pfs.put_files("big", "master", [("/d1/e15/f0500", io.BytesIO(b"changed"))], overwrite=True)
+    new = set(store.list("trees/")) - trees_before
+    assert 2 <= len(new) <= 3, "one changed file rewrote many shards"
+    added, removed = PFS(store).diff_files("big", "master", "/d1/e15")
+    assert [n.path for n in added] == [n.path for n in removed] == ["/d1/e15/f0500"]
+    got = io.BytesIO()
+    PFS(store).get_file("big", "master", "/d1/e15/f0500", got)
+    assert got.getvalue() == b"changed"
+    after = dict(PFS(store).iter_files("big", "master"))
+    assert after.keys() == whole.files.keys()
+    assert all(after[p] == e for p, e in whole.files.items() if p != "/d1/e15/f0500")

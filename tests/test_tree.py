@@ -6,7 +6,17 @@ from __future__ import annotations
 import pytest
 
 from pipectl.errors import NotFound
-from pipectl.pfs.tree import FileEntry, Node, Tree, diff, file_above
+from pipectl.pfs.tree import (
+    MAX_SHARD_FILES,
+    SHARD_FILES,
+    FileEntry,
+    Node,
+    Tree,
+    diff,
+    file_above,
+    join,
+    split,
+)
 
 
 def entry(n: int) -> FileEntry:
@@ -80,3 +90,25 @@ def test_diff_compares_content_not_location():
     assert sorted(n.path for n in removed) == ["/a-1", "/b/x.csv"]
     packed = Tree({"/a.txt": FileEntry(1, (f"{1:064x}@{2:064x}:0:1",))})
     assert diff(packed, Tree({"/a.txt": entry(1)})) == ([], [])
+
+
+def test_big_trees_split_into_shards_whose_cuts_depend_on_paths_only():
+    """A tree of more than SHARD_FILES files is cut into shards of
+    consecutive paths that join back into it, none across two big top-level
+    directories; changing, adding or removing
+    one file changes the shard holding it (or its neighbour) and leaves the
+    others byte-identical; a small tree stays whole."""
+    big = Tree({f"/d{i % 7}/f{i:06d}": entry(i) for i in range(3 * SHARD_FILES)})
+    parts = split(big)
+    assert len(parts) > 1 and all(len(p.files) <= MAX_SHARD_FILES for p in parts)
+    assert all(len({p.split("/")[1] for p in part.files}) == 1 for part in parts), "a shard spans two top dirs"
+    assert [p for part in parts for p in part.files] == list(big.files)
+    assert join(parts).files == big.files and join(parts).serialize() == big.serialize()
+    before = {p.serialize() for p in parts}
+    some = list(big.files)[len(big.files) // 2]
+    for changed in (big.with_changes([(some, entry(1))]), big.with_changes(deletes=[some]),
+                    big.with_changes([(some + "-new", entry(2))])):
+        after = {p.serialize() for p in split(changed)}
+        assert len(after - before) <= 2 and len(before - after) <= 2, "one change rewrote many shards"
+    small = Tree({f"/f{i}": entry(i) for i in range(SHARD_FILES)})
+    assert split(small) == [small]

@@ -42,6 +42,8 @@ class PFS(Files):
         self.put_threads = put_threads or int(os.environ.get("PIPECTL_PUT_THREADS", "0")) or store.io_threads
         """Files uploaded at once by put-file (default: the store's ``io_threads``)."""
         self._trees: dict[str, Tree] = {}
+        self._stored_trees: set[str] = set()
+        """Hashes of tree objects (whole trees and shards) known to be stored."""
 
     # repos ---------------------------------------------------------------
     def create_repo(self, repo: str, description: str = "", exist_ok: bool = False) -> RepoInfo:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from .. import glob as globs
 from ..errors import Conflict, InvalidArgument, NotFound, PreconditionFailed
 from ..parallel import parallel
 from ..store import ObjectStore
@@ -17,7 +18,7 @@ from .hashing import HASH_HEX, write_addressed
 from .model import Branch, Commit, now
 from .objects import ObjectWriter, TransferStats
 from .reader import read_objects
-from .tree import FileEntry, Node, Tree, diff, file_above
+from .tree import FileEntry, Node, Shard, Tree, diff, file_above, join, parse_shards, serialize_shards, split
 
 Source = str | BinaryIO
 """What put-file reads: a local file path, or an open binary stream."""
@@ -35,6 +36,7 @@ class Files:
     store: ObjectStore
     put_threads: int
     _trees: dict[str, Tree]
+    _stored_trees: set[str]
 
     if TYPE_CHECKING:  # defined by PFS
         def inspect_repo(self, repo: str) -> object: ...
@@ -50,18 +52,72 @@ class Files:
             return Tree()
         tree = self._trees.get(commit.tree)
         if tree is None:
-            tree = Tree.parse(self.store.read(keys.tree(commit.tree)))
-            if len(self._trees) > 64:
-                self._trees.clear()
-            self._trees[commit.tree] = tree
+            tree = self._read_tree_object(commit.tree, "/")
+            self._cache_tree(commit.tree, tree)
         return tree
 
+    def _tree_within(self, commit: Commit, path: str, skip: Callable[[Shard], bool] | None = None) -> Tree:
+        """A tree holding every file of ``commit`` at or below ``path`` (a
+        clean path), and perhaps others: of a sharded tree (see
+        :func:`~.tree.split`), only the shards that can hold such files are
+        read, less those for which ``skip(shard)`` is true. Ask it about
+        ``path`` and below only."""
+        if commit.tree is None:
+            return Tree()
+        return self._trees.get(commit.tree) or self._read_tree_object(commit.tree, path, skip)
+
+    def _read_tree_object(self, digest: str, path: str, skip: Callable[[Shard], bool] | None = None) -> Tree:
+        """The tree stored at ``trees/<digest>``: the whole of it if it is
+        one object (and then cached), else the join of its shards that can
+        hold ``path`` or files below it (each cached), less those ``skip``
+        picks."""
+        data = self.store.read(keys.tree(digest))
+        shards = parse_shards(data)
+        if shards is None:
+            tree = Tree.parse(data)
+            self._cache_tree(digest, tree)
+            return tree
+        self._remember_stored(s.hash for s in shards)
+
+        def one(shard: Shard) -> Tree:
+            part = self._trees.get(shard.hash)
+            if part is None:
+                part = Tree.parse(self.store.read(keys.tree(shard.hash)))
+                if path != "/":  # whole trees are cached whole by read_tree
+                    self._cache_tree(shard.hash, part)
+            return part
+        wanted = [s for s in shards if s.overlaps(path) and not (skip and skip(s))]
+        return join(parallel(one, wanted, self.store.io_threads))
+
+    def _cache_tree(self, digest: str, tree: Tree) -> None:
+        if len(self._trees) > 64:
+            self._trees.clear()
+        self._trees[digest] = tree
+        self._remember_stored([digest])
+
+    def _remember_stored(self, digests: Iterable[str]) -> None:
+        """Note tree objects known to be stored (forgotten by the 100,000)."""
+        if len(self._stored_trees) > 100_000:
+            self._stored_trees.clear()
+        self._stored_trees.update(digests)
+
     def write_tree(self, tree: Tree) -> str | None:
-        """Store ``tree``; return its hash (None for an empty tree)."""
+        """Store ``tree`` (in shards when it is big, see
+        :func:`~.tree.split`); return its hash (None for an empty tree).
+        Shards known to be stored already are not written again."""
         if not tree.files:
             return None
-        sha = write_addressed(self.store, keys.tree, tree.serialize(), known=self._trees)
-        self._trees[sha] = tree
+        parts = split(tree)
+        if len(parts) == 1:
+            sha = write_addressed(self.store, keys.tree, tree.serialize(), known=self._stored_trees)
+        else:
+            def one(part: Tree) -> Shard:
+                digest = write_addressed(self.store, keys.tree, part.serialize(), known=self._stored_trees)
+                return Shard(part._paths[0], part._paths[-1], len(part.files), part.size, digest)
+            shards = parallel(one, parts, self.store.io_threads)
+            self._remember_stored(s.hash for s in shards)
+            sha = write_addressed(self.store, keys.tree, serialize_shards(shards), known=self._stored_trees)
+        self._cache_tree(sha, tree)
         return sha
 
     # writing files -------------------------------------------------------
@@ -213,8 +269,8 @@ class Files:
     def file_entry(self, repo: str, ref: str, path: str) -> FileEntry:
         """The entry (size, objects) of the file at ``path``. Raises
         NotFound, InvalidArgument (a directory)."""
-        tree = self.read_tree(self.inspect_commit(repo, ref))
         path = names.clean_path(path)
+        tree = self._tree_within(self.inspect_commit(repo, ref), path)
         entry = tree.files.get(path)
         if entry is None:
             if tree.is_dir(path):
@@ -224,25 +280,51 @@ class Files:
 
     def iter_files(self, repo: str, ref: str, path: str = "/") -> Iterator[tuple[str, FileEntry]]:
         """Every file at or below ``path``."""
-        tree = self.read_tree(self.inspect_commit(repo, ref))
-        return iter(tree.subtree(names.clean_path(path)).items())
+        path = names.clean_path(path)
+        return iter(self._tree_within(self.inspect_commit(repo, ref), path).subtree(path).items())
 
     def list_files(self, repo: str, ref: str, path: str = "/") -> list[Node]:
-        """Direct children of directory ``path`` (or the file). Raises NotFound."""
-        commit = self.inspect_commit(repo, ref)
-        return self.read_tree(commit).list_dir(names.clean_path(path))
+        """Direct children of directory ``path`` (or the file), in path
+        order. Raises NotFound. Of a sharded tree, a shard whose files all
+        lie in one child directory is not read: its size, from the list of
+        shards, is added to that directory's."""
+        path = names.clean_path(path)
+        below = "/" if path == "/" else path + "/"
+        inside: dict[str, int] = {}  # child directory -> bytes of the shards wholly inside it
+
+        def in_one_child(shard: Shard) -> bool:
+            slash = shard.first.find("/", len(below)) if shard.first.startswith(below) else -1
+            if slash < 0 or not shard.last.startswith(shard.first[:slash + 1]):
+                return False
+            child = shard.first[:slash]
+            inside[child] = inside.get(child, 0) + shard.size
+            return True
+
+        tree = self._tree_within(self.inspect_commit(repo, ref), path, in_one_child)
+        try:
+            listed = tree.list_dir(path)
+        except NotFound:
+            if not inside:  # else path is a directory whose every file is in a skipped shard
+                raise
+            listed = []
+        if not inside:
+            return listed
+        nodes = {n.path: n for n in listed}
+        for child, size in inside.items():
+            nodes[child] = Node(child, "dir", size + (nodes[child].size if child in nodes else 0))
+        return sorted(nodes.values(), key=lambda n: n.path + "/" if n.type == "dir" else n.path)
 
     def inspect_file(self, repo: str, ref: str, path: str) -> Node:
         """Raises NotFound."""
         path = names.clean_path(path)
         try:
-            return self.read_tree(self.inspect_commit(repo, ref)).node(path)
+            return self._tree_within(self.inspect_commit(repo, ref), path).node(path)
         except NotFound:
             raise NotFound(f"file {path} not found in {repo}@{ref}") from None
 
     def glob_files(self, repo: str, ref: str, pattern: str) -> list[Node]:
         """Files and directories matching a Pachyderm glob."""
-        tree = self.read_tree(self.inspect_commit(repo, ref))
+        tree = self._tree_within(self.inspect_commit(repo, ref), globs.literal_prefix(pattern))
         return [tree.node(p) for p in tree.glob(pattern)]
 
     def diff_files(self, repo: str, ref: str, path: str = "/", old_repo: str | None = None,
@@ -254,4 +336,5 @@ class Files:
             old = self.inspect_commit(repo, new.parent) if new.parent else None
         else:
             old = self.inspect_commit(old_repo or repo, old_ref)
-        return diff(self.read_tree(new), self.read_tree(old), names.clean_path(path))
+        path = names.clean_path(path)
+        return diff(self._tree_within(new, path), self._tree_within(old, path) if old else Tree(), path)

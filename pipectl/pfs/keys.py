@@ -4,7 +4,8 @@ Layout (one bucket, with an optional prefix, or one directory)::
 
     objects/<aa>/<hash>                  file content chunks and packs of small files, stored once
                                          (see objects.py); <aa> is the hash's first two hex digits
-    trees/<hash>                         a commit's file tree, canonical JSON, stored once (see tree.py)
+    trees/<hash>                         a commit's file tree (or, for a big one, its list of shards,
+                                         each a tree at trees/<hash>), canonical JSON, stored once (see tree.py)
     repos/<repo>/info.json               RepoInfo
     repos/<repo>/branches/<branch>.json  Branch: the head commit, moved only by compare-and-swap
     repos/<repo>/commits/<id>.json       Commit: created once; an open commit is updated by

@@ -97,14 +97,19 @@ def check_new_path(path: str) -> str:
     """Validate a path being put into a commit (already clean): each
     component at most :data:`MAX_COMPONENT_BYTES` bytes and free of control
     characters, so every worker can lay it out as a file. Returns ``path``;
-    raises InvalidArgument."""
-    for part in path.split("/"):
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
-            raise InvalidArgument(f"invalid path {path[:80]!r}...: a name is longer than "
-                                  f"{MAX_COMPONENT_BYTES} bytes")
-        if any(ord(c) < 32 or ord(c) == 127 for c in part):
-            raise InvalidArgument(f"invalid path {path!r}: control characters are not allowed in file names")
+    raises InvalidArgument. (One regex search and one length for a short
+    path: put-file checks every path it puts, 100,000 at a time.)"""
+    if len(path) * 4 > MAX_COMPONENT_BYTES:  # a UTF-8 character takes at most 4 bytes
+        for part in path.split("/"):
+            if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+                raise InvalidArgument(f"invalid path {path[:80]!r}...: a name is longer than "
+                                      f"{MAX_COMPONENT_BYTES} bytes")
+    if _CONTROL.search(path):
+        raise InvalidArgument(f"invalid path {path!r}: control characters are not allowed in file names")
     return path
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def join(directory: str, name: str) -> str:

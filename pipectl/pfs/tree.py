@@ -10,11 +10,22 @@ writes a 100,000-file tree about 25x and reads it 1.5x as fast as the
 standard library) and stored once under the content hash of those bytes at
 ``trees/<hash>``; a commit names its tree by that hash. Trees never change
 once written.
+
+A tree of more than :data:`SHARD_FILES` files is stored in shards (see
+:func:`split`): each shard a whole tree of consecutive paths, stored as
+above, and the commit's tree object the list of them (``{"shards": [[first
+path, last path, files, bytes, hash], ...], "version": 3}``). Reading one
+directory, file or literal glob prefix then parses only the shards that
+can hold it, and a commit that changes a few files of a big tree stores a
+few new shards, not the whole tree again.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
+import zlib
 from collections.abc import Container, Iterable, Iterator
 from typing import NamedTuple
 
@@ -170,8 +181,13 @@ class Tree:
     def all_paths(self) -> Iterator[str]:
         """Every file and directory path, the root included, each once."""
         yield "/"
+        yield from self._all_below(0, len(self._paths))
+
+    def _all_below(self, lo: int, hi: int) -> Iterator[str]:
+        """The paths of files ``lo`` to ``hi`` (in path order) and of their
+        directories (but the root), each once."""
         seen: set[str] = set()
-        for p in self._paths:
+        for p in self._paths[lo:hi]:
             parts = p.split("/")
             for i in range(2, len(parts)):
                 d = "/".join(parts[:i])
@@ -186,20 +202,24 @@ class Tree:
         if body in ("/", ""):
             return ["/"]
         rx = globs.compile_glob(pattern)
+        # every match is at or below the pattern's literal leading directories
+        prefix = globs.literal_prefix(pattern)
+        lo = bisect.bisect_left(self._paths, prefix)
+        hi = bisect.bisect_left(self._paths, prefix + "0", lo) if prefix != "/" else len(self._paths)
         candidates: Iterator[str]
         if "**" in body or "(" in body:  # any depth (a group may hold a /)
-            candidates = (p for p in self.all_paths() if p != "/")
+            candidates = self._all_below(lo, hi)
         else:  # every match has as many components as the pattern
-            candidates = self._paths_at_depth(("/" + body.strip("/")).count("/"))
+            candidates = self._paths_at_depth(("/" + body.strip("/")).count("/"), lo, hi)
         return sorted(p for p in candidates if rx.match(p))
 
-    def _paths_at_depth(self, depth: int) -> Iterator[str]:
+    def _paths_at_depth(self, depth: int, lo: int, hi: int) -> Iterator[str]:
         """Distinct paths of exactly ``depth`` components (files, or
-        directories implied by deeper files), skipping each directory's
-        contents by binary search, so ``/*`` over 100,000 files in one
-        directory costs a few steps."""
-        paths, i = self._paths, 0
-        while i < len(paths):
+        directories implied by deeper files) among files ``lo`` to ``hi``,
+        skipping each directory's contents by binary search, so ``/*`` over
+        100,000 files in one directory costs a few steps."""
+        paths, i = self._paths, lo
+        while i < hi:
             if paths[i].count("/") == depth:  # a file at this depth
                 yield paths[i]
                 i += 1
@@ -230,6 +250,114 @@ class Tree:
                     entry = files[path].appended(entry)
                 files[path] = entry
             return Tree(files)
+
+
+# --- sharded storage ----------------------------------------------------------
+
+SHARD_FILES = 10_000
+"""A tree of more files than this is stored in shards of about this many
+files each (see :func:`split`): listing a directory, inspecting a file or
+globbing under a literal directory then reads only the shards that can hold
+its paths, not the whole tree."""
+
+MAX_SHARD_FILES = 4 * SHARD_FILES
+"""No shard holds more files than this."""
+
+
+class Shard(NamedTuple):
+    """One shard of a sharded tree: the first and last path it holds (in
+    sorted order), its file count, the total size of its files in bytes,
+    and the content hash of its tree object (a whole tree of those files,
+    stored at ``trees/<hash>``)."""
+
+    first: str
+    last: str
+    files: int
+    size: int
+    hash: str
+
+    def overlaps(self, path: str) -> bool:
+        """Whether this shard can hold ``path`` or a file below it (the
+        paths from ``path`` to ``path + "0"``, '0' following '/')."""
+        return path == "/" or (self.first < path + "0" and self.last >= path)
+
+
+def split(tree: Tree) -> list[Tree]:
+    """``tree`` cut into shards of consecutive paths: one for a tree of at
+    most :data:`SHARD_FILES` files, else a cut after each path whose CRC-32
+    is a multiple of :data:`SHARD_FILES` (about that many files apart),
+    before each top-level directory when the shard or that directory holds
+    a quarter of that (so that listing the root reads no shard of a
+    tree of a few big directories), and after :data:`MAX_SHARD_FILES` files without a cut.
+    The cuts depend on the paths alone, and a change to a few files moves
+    at most the cuts up to the next CRC-32 one: the other shards keep their
+    bytes, hence their hashes and stored objects."""
+    paths = tree._paths
+    n = len(paths)
+    if n <= SHARD_FILES:
+        return [tree]
+    # where the CRC-32 cuts fall, without a Python step per path (1,000,000 paths: 0.3 s, not 3 s)
+    crcs = map(SHARD_FILES.__rmod__, map(zlib.crc32, map(str.encode, paths)))
+    hits = set(itertools.compress(range(1, n + 1), map(operator.not_, crcs)))
+    tops = _top_levels(paths)
+    cuts, start = [], 0
+    for i in sorted(hits.union(tops)):
+        while i - start > MAX_SHARD_FILES:
+            start += MAX_SHARD_FILES
+            cuts.append(start)
+        quarter = SHARD_FILES // 4
+        if i > start and (i in hits or i - start >= quarter or tops.get(i, 0) >= quarter):
+            cuts.append(i)
+            start = i
+    while n - start > MAX_SHARD_FILES:
+        start += MAX_SHARD_FILES
+        cuts.append(start)
+    if start < n:
+        cuts.append(n)
+    entries = list(tree.files.values())  # not items(): a million new pairs take a second
+    return [Tree(dict(zip(paths[a:b], entries[a:b])), presorted=True) for a, b in zip([0] + cuts, cuts)]
+
+
+def _top_levels(paths: list[str]) -> dict[int, int]:
+    """Where each top-level directory of sorted ``paths`` begins: its index
+    and its file count, by binary search over each directory."""
+    tops, i = {}, 0
+    while i < len(paths):
+        slash = paths[i].find("/", 1)
+        if slash < 0:  # a file at the root
+            i += 1
+        else:
+            end = bisect.bisect_left(paths, paths[i][:slash] + "0", i)
+            tops[i] = end - i
+            i = end
+    return tops
+
+
+def serialize_shards(shards: list[Shard]) -> bytes:
+    """The stored form of a sharded tree: canonical JSON
+    ``{"shards": [[first, last, files, size, hash], ...], "version": 3}``."""
+    return orjson.dumps({"shards": [list(s) for s in shards], "version": 3})
+
+
+def parse_shards(data: bytes) -> list[Shard] | None:
+    """The shards listed by a stored tree object, or None when ``data`` is
+    a whole tree (version 1 or 2, see :meth:`Tree.parse`). Raises
+    InvalidArgument for a damaged list."""
+    if not data.startswith(b'{"shards":'):
+        return None
+    try:
+        return [Shard(str(f), str(la), int(n), int(b), str(h)) for f, la, n, b, h in orjson.loads(data)["shards"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise InvalidArgument("damaged tree: not a pipectl list of tree shards") from None
+
+
+def join(parts: list[Tree]) -> Tree:
+    """One tree of the files of ``parts``, shards of consecutive paths in order."""
+    files: dict[str, FileEntry] = {}
+    with gc_paused():
+        for part in parts:
+            files.update(part.files)
+        return Tree(files, presorted=True)
 
 
 def file_above(path: str, files: Container[str]) -> str | None:
