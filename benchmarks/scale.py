@@ -1,4 +1,4 @@
-"""Workloads 11 and 12: pipectl at many files (local store only).
+"""Workloads 12 and 13: pipectl at many files (local store only).
 
 12. ``pipectl put-file REPO master / -r -f DIR`` of many 4 KiB files (100,000
     full, 10,000 quick), files/s and peak RSS, against ``cp -r`` of the same
