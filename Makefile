@@ -5,7 +5,7 @@ STAGE_PYTHON := $(STAGE_VENV)/bin/python
 export PIPECTL_STAGE_PYTHON := $(abspath $(STAGE_PYTHON))
 
 .PHONY: proto help install stage-env serve audio-tools demo demo-audio test test-fast bench bench-full lint images \
-	k8s-build k8s-up k8s-down k8s-images clean
+	versitygw k8s-build k8s-up k8s-down k8s-images clean
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,19 +38,22 @@ audio-tools:  ## Install espeak-ng and sox (Debian packages) if missing
 demo-audio: install stage-env audio-tools  ## Run the speech-audio MFCC pipeline end to end
 	bash scripts/demo_audio.sh
 
-test: install stage-env  ## Run the whole test suite (PIPECTL_REQUIRE=docker,kubernetes,... makes those skips fail)
+versitygw:  ## Build versitygw (the S3 server of tests, benchmarks and the test cluster) into ~/.cache/pipectl/versitygw
+	bash scripts/versitygw/build.sh
+
+test: install stage-env versitygw  ## Run the whole test suite (PIPECTL_REQUIRE=docker,kubernetes,... makes those skips fail)
 	$(PYTHON) -m pytest -q -rs
 
-test-fast: install  ## Run the tests that need no stage environment
+test-fast: install versitygw  ## Run the tests that need no stage environment
 	$(PYTHON) -m pytest -q -rs --ignore=tests/stages
 
-bench: install  ## Benchmarks, quick mode (figures as ratios to baselines)
+bench: install versitygw  ## Benchmarks, quick mode (figures as ratios to baselines)
 	$(PYTHON) -m benchmarks.run --quick
 
-bench-full: install  ## Benchmarks at full size
+bench-full: install versitygw  ## Benchmarks at full size
 	$(PYTHON) -m benchmarks.run
 
-images:  ## Build the base, stage and serving images (Docker engine + debootstrap; no registry needed)
+images: versitygw  ## Build the base, stage, serving and versitygw images (Docker engine + debootstrap; no registry needed)
 	bash scripts/build_images.sh
 
 k8s-build:  ## Build Kubernetes, etcd and helm from source (Go module proxy) into ~/.cache/pipectl/k8s
