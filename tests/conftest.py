@@ -1,24 +1,26 @@
-"""Shared fixtures: both stores (a local directory and a moto S3 server
-started as a separate process, spoken to over HTTP), the CLI, controllers,
+"""Shared fixtures: both stores (a local directory and an S3 server,
+versitygw, started as a separate process and spoken to over HTTP; moto
+for tests that need moto itself), the CLI, controllers,
 a Kubernetes cluster; and the skip policy (see ``helpers.py``). Plain helper
 functions live in ``helpers.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import boto3
 import pytest
-from helpers import REPO_ROOT, CLIResult, api_server, free_port, required_parts, run_cli, skip, wait_for
+from helpers import REPO_ROOT, CLIResult, api_server, required_parts, run_cli, skip, use_s3, wait_for
 
 from pipectl.pfs import PFS
 from pipectl.pps import PPS
 from pipectl.store import open_store
+from pipectl.testing import s3servers
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -39,40 +41,48 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint():
-    """A moto S3 server in its own process on a loopback port."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("moto server did not start")
-    yield endpoint
-    proc.terminate()
-    proc.wait(10)
+def s3_server(tmp_path_factory):
+    """The tests' S3 server: versitygw (a real, strict S3 storing plain files
+    in a session temp dir) on a loopback port; an
+    :class:`~pipectl.testing.s3servers.S3Server` (``endpoint``, ``env()``).
+    Skips when versitygw is not built (`make versitygw`)."""
+    if s3servers.versitygw_binary() is None:
+        skip("s3", "versitygw not built: run `make versitygw`")
+    root = tmp_path_factory.mktemp("versitygw")
+    with _started(s3servers.VersityGW(str(root / "data"), log_path=str(root / "versitygw.log"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A moto S3 server on a loopback port, for tests that need moto itself
+    (its fault injection, say); the same interface as ``s3_server``."""
+    log = str(tmp_path_factory.mktemp("moto") / "moto.log")
+    with _started(s3servers.MotoServer(log_path=log)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _started(server: s3servers.S3Server):
+    try:
+        server.start()
+    except s3servers.ServerError as e:
+        pytest.fail(str(e))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])
 def store_url(request, tmp_path, monkeypatch):
-    """A fresh, empty store URL of each kind; the environment is set so that
-    subprocesses (the CLI, workers) reach the same store."""
+    """A fresh, empty store URL of each kind (``s3``: a bucket on
+    versitygw); the environment is set so that subprocesses (the CLI,
+    workers) reach the same store."""
     if request.param == "local":
         url = "file://" + str(tmp_path / "store")
     else:
-        endpoint = request.getfixturevalue("moto_endpoint")
-        for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(k, v)
-        bucket = "t-" + uuid.uuid4().hex[:12]
-        boto3.client("s3").create_bucket(Bucket=bucket)
-        url = f"s3://{bucket}/pipectl"
+        url = f"s3://{use_s3(request.getfixturevalue('s3_server'), monkeypatch)}/pipectl"
     monkeypatch.setenv("PIPECTL_STORE", url)
     return url
 
@@ -180,7 +190,8 @@ K8S_SCRIPTS = os.path.join(REPO_ROOT, "scripts", "k8s")
 K8S_CACHE = os.environ.get("PIPECTL_K8S_CACHE", os.path.expanduser("~/.cache/pipectl/k8s"))
 K8S_STATE = os.environ.get("PIPECTL_K8S_STATE", "/var/lib/pipectl-k8s")
 K8S_IMAGES = ["pipectl/base:0.1.0", "pipectl/preprocess:0.1.0", "pipectl/train:0.1.0",
-              "pipectl/inference:0.1.0", "pipectl/serving:0.1.0", "pipectl/examples:0.1.0"]
+              "pipectl/inference:0.1.0", "pipectl/serving:0.1.0", "pipectl/examples:0.1.0",
+              "pipectl/versitygw:0.1.0"]
 
 
 class Cluster:
@@ -231,16 +242,26 @@ def k8s_cluster():
 
 @pytest.fixture(scope="session")
 def cluster_s3(k8s_cluster):
-    """A moto S3 server listening on every address, so that pods reach it at
-    the node IP; returns its endpoint URL (``http://<node ip>:<port>``)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://{k8s_cluster.node_ip}:{port}"
-    wait_for(lambda: _connects(k8s_cluster.node_ip, port), 30, 0.05, "moto server")
-    yield endpoint
-    proc.terminate()
-    proc.wait(10)
+    """versitygw deployed in the cluster (scripts/k8s/versitygw.yaml: a
+    Deployment with an emptyDir and a Service, in a namespace of its own);
+    an :class:`~pipectl.testing.s3servers.S3Endpoint` whose ``endpoint`` is
+    the Service's cluster IP, which pods and this host (the node) both reach,
+    so the controller here and its workers there use the same URL."""
+    namespace = "s3-" + uuid.uuid4().hex[:10]
+    creds = {"ROOT_ACCESS_KEY_ID": "testing", "ROOT_SECRET_ACCESS_KEY": s3servers.random_secret()}
+    k8s_cluster.kubectl("create", "namespace", namespace)
+    try:
+        k8s_cluster.kubectl("-n", namespace, "create", "secret", "generic", "versitygw-root",
+                            *[f"--from-literal={k}={v}" for k, v in creds.items()])
+        k8s_cluster.kubectl("-n", namespace, "apply", "-f", os.path.join(K8S_SCRIPTS, "versitygw.yaml"))
+        k8s_cluster.kubectl("-n", namespace, "rollout", "status", "deployment/versitygw", "--timeout=120s",
+                            timeout=150)
+        ip = k8s_cluster.kubectl("-n", namespace, "get", "service", "versitygw", "-o",
+                                 "jsonpath={.spec.clusterIP}").strip()
+        wait_for(lambda: _connects(ip, 7070), 30, 0.1, "versitygw's Service")
+        yield s3servers.S3Endpoint(f"http://{ip}:7070", creds["ROOT_ACCESS_KEY_ID"], creds["ROOT_SECRET_ACCESS_KEY"])
+    finally:
+        k8s_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def _connects(host: str, port: int) -> bool:
@@ -258,9 +279,8 @@ def k8s_env(k8s_cluster, cluster_s3, monkeypatch):
     CLI and controllers at both. Returns a dict with ``namespace``,
     ``store``, ``endpoint``, ``cluster``."""
     namespace = "t-" + uuid.uuid4().hex[:10]
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    for k, v in dict(creds, AWS_ENDPOINT_URL=cluster_s3, AWS_DEFAULT_REGION="us-east-1",
-                     KUBECONFIG=k8s_cluster.kubeconfig, PIPECTL_K8S_NAMESPACE=namespace).items():
+    creds = {"AWS_ACCESS_KEY_ID": cluster_s3.access_key, "AWS_SECRET_ACCESS_KEY": cluster_s3.secret_key}
+    for k, v in dict(cluster_s3.env(), KUBECONFIG=k8s_cluster.kubeconfig, PIPECTL_K8S_NAMESPACE=namespace).items():
         monkeypatch.setenv(k, v)
     bucket = "k-" + uuid.uuid4().hex[:12]
     boto3.client("s3").create_bucket(Bucket=bucket)
@@ -271,5 +291,5 @@ def k8s_env(k8s_cluster, cluster_s3, monkeypatch):
     k8s_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     k8s_cluster.kubectl("-n", namespace, "create", "secret", "generic", "pipectl-s3",
                         *[f"--from-literal={k}={v}" for k, v in creds.items()])
-    yield {"namespace": namespace, "store": store, "endpoint": cluster_s3, "cluster": k8s_cluster}
+    yield {"namespace": namespace, "store": store, "endpoint": cluster_s3.endpoint, "cluster": k8s_cluster}
     k8s_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -28,9 +28,9 @@ import requests
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE_PYTHON = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages", "bin", "python"))
-PARTS = ("docker", "kubernetes", "helm", "stages", "audio", "browser")
-"""The parts of the suite that need something beyond Python: a Docker
-engine with the images, a Kubernetes cluster (root, built binaries), helm,
+PARTS = ("s3", "docker", "kubernetes", "helm", "stages", "audio", "browser")
+"""The parts of the suite that need something beyond Python: the S3
+server (versitygw, ``make versitygw``), a Docker engine with the images, a Kubernetes cluster (root, built binaries), helm,
 the stage environment (MXNet), the speech tools (espeak-ng, sox, librosa),
 a browser for the console (Debian's chromium, graphviz, playwright)."""
 
@@ -336,3 +336,14 @@ class ModelServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(30)
+
+
+def use_s3(server, monkeypatch, prefix: str = "t-") -> str:
+    """Point this process's AWS variables (hence the CLI, workers and boto3)
+    at ``server`` and create a fresh bucket there; returns its name."""
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = prefix + os.urandom(6).hex()
+    import boto3
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return bucket

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import REPO_ROOT, make_iris_data, needs, put_iris, run_cli, run_ok, wait_for
+from helpers import REPO_ROOT, make_iris_data, needs, put_iris, run_cli, run_ok, use_s3, wait_for
 
 import docker
 
@@ -80,23 +80,19 @@ def test_iris_in_containers_matches_process_executor(tmp_path, monkeypatch, requ
     data, new = make_iris_data(tmp_path)
     monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "process-store"))
     local = run_iris("process", data, new)
-    # containers talk to an S3 server (moto, on the host's loopback)
-    endpoint = request.getfixturevalue("moto_endpoint")
-    import boto3
-    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    boto3.client("s3").create_bucket(Bucket="docker-iris")
-    monkeypatch.setenv("PIPECTL_STORE", "s3://docker-iris/p")
+    # containers talk to an S3 server (versitygw, on the host's loopback)
+    server = request.getfixturevalue("s3_server")
+    store = f"s3://{use_s3(server, monkeypatch, 'docker-iris-')}/p"
+    monkeypatch.setenv("PIPECTL_STORE", store)
     contained = run_iris("docker", data, new)
     assert json.loads(contained["metrics"])["accuracy"] >= 0.9
     assert contained == local
     job = json.loads(run_ok("list-job", "-p", "train", "--raw").out)[0]
     assert job["executor"] == "docker"
-    check_serving_image(endpoint, "s3://docker-iris/p", new, contained["test1"])
+    check_serving_image(server, store, new, contained["test1"])
 
 
-def check_serving_image(endpoint: str, store_url: str, new, expected: str) -> None:
+def check_serving_image(server, store_url: str, new, expected: str) -> None:
     """The serving image, as a container, answers /ping and predicts what the
     inference stage predicted for the same rows."""
     import requests
@@ -111,8 +107,7 @@ def check_serving_image(endpoint: str, store_url: str, new, expected: str) -> No
         ["--repo", "train", "--model", "iris", "--handler", "/app/iris_model.py",
          "--host", "127.0.0.1", "--port", str(port)],
         detach=True, network_mode="host",
-        environment={"PIPECTL_STORE": store_url, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+        environment={"PIPECTL_STORE": store_url, **server.env()})
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -214,21 +209,13 @@ def test_stopping_the_controller_removes_its_containers(shell_pipeline):
     assert leftovers() == []
 
 
-def test_user_code_cannot_reach_the_store_credentials(moto_endpoint, monkeypatch):
+def test_user_code_cannot_reach_the_store_credentials(s3_server, monkeypatch):
     """On S3, the worker's credentials are in the storage container only:
     user code finds them neither in its environment nor in any process's
     environment it can see (the user container shares no PID namespace with
     the worker), yet the job stores its outputs."""
-    import uuid
-
-    import boto3
-    secret = "s3cret-" + uuid.uuid4().hex
-    for k, v in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                 "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    bucket = "creds-" + uuid.uuid4().hex[:8]
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    monkeypatch.setenv("PIPECTL_STORE", f"s3://{bucket}/p")
+    secret = s3_server.secret_key  # random per server
+    monkeypatch.setenv("PIPECTL_STORE", f"s3://{use_s3(s3_server, monkeypatch, 'creds-')}/p")
     run_ok("create-repo", "in")
     run_ok("put-file", "in", "master", "/x", "-f", "-", input=b"x")
     script = ("env > /pfs/out/env; cat /proc/[0-9]*/environ | tr '\\0' '\\n' > /pfs/out/environs; "

@@ -1,6 +1,6 @@
 """Egress (Pachyderm's ``egress``): each output commit is copied out after its
 job, to a directory of the controller's machine (local store) or an S3
-bucket (a moto server over HTTP); a copy that fails fails the job, naming
+bucket (versitygw over HTTP); a copy that fails fails the job, naming
 the target. Real CLI, real controller and workers."""
 
 from __future__ import annotations

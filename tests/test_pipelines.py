@@ -8,7 +8,7 @@ workers are real ``pipectl.pps.worker`` processes, and user code is small
 the real PFS API (``pfs`` fixture) where the CLI is not what is tested.
 User code counts its own runs by appending to files outside /pfs.
 
-Store-level behaviour runs on both stores (local directory and moto S3 over
+Store-level behaviour runs on both stores (local directory and versitygw S3 over
 HTTP); CLI formatting and datum semantics run on the local store; the
 many-files scenario runs with 1,000 files locally and 100 on S3.
 """

@@ -348,7 +348,7 @@ def test_a_put_starts_the_pipeline_downstream(s3, spec_file, run_controller):
 
 @pytest.mark.parametrize("store_url", ["s3"], indirect=True)
 def test_round_trip_on_an_s3_store(s3):
-    """The gateway over an S3 store (moto): ranged reads ask the store for
+    """The gateway over an S3 store (versitygw): ranged reads ask the store for
     chunk sizes and byte ranges; multipart parts live in the store."""
     s3.create_bucket(Bucket="master.remote")
     data = os.urandom(11 * MiB)

@@ -266,7 +266,7 @@ def test_a_large_batch_the_whole_data_set(server, trained):
 
 @pytest.mark.parametrize("store_url", ["s3"], indirect=True)
 def test_serves_a_model_from_s3(trained, new_server, store_url):
-    """The model repo on S3 (a moto server over HTTP; the AWS variables are
+    """The model repo on S3 (versitygw over HTTP; the AWS variables are
     in the environment the server inherits)."""
     pfs = PFS(open_store(store_url))
     pfs.create_repo("train")

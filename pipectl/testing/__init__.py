@@ -1,0 +1,1 @@
+"""Helpers for pipectl's own tests and benchmarks (not used by the platform)."""
