@@ -1,16 +1,18 @@
 """pipectl benchmarks: every figure beside a baseline measured in the same run.
 
-Run ``python -m benchmarks.run [--quick] [--stores local,s3] [--json PATH]``
+Run ``python -m benchmarks.run [--quick] [--stores local,s3,s3-moto] [--json PATH]``
 (``make bench`` / ``make bench-full``). Each workload runs on the local
-directory store and on a moto S3 server started by the harness on a loopback
-port (one fresh bucket per store), and prints one aligned table; the same
-figures go to a JSON file (default ``bench-results.json``).
+directory store and on S3: versitygw (``s3``) started by the harness on a
+loopback port (one fresh bucket per store), and, for the small-file puts
+whose S3 figures are the server's, moto's server beside it (``s3-moto``);
+it prints one aligned table; the same figures go to a JSON file (default
+``bench-results.json``).
 
 Modules:
 
 - :mod:`benchmarks.harness`: timed subprocesses (wall seconds; peak RSS
-  through GNU time where asked), background processes, the moto server, store
-  environments and test data;
+  through GNU time where asked), background processes, store environments
+  (their S3 servers come from :mod:`pipectl.testing.s3servers`) and test data;
 - :mod:`benchmarks.workloads`: the workloads (put-file, dedupe, jobs,
   incremental jobs, trigger latency, listing, serving hook);
 - :mod:`benchmarks.scale`: workloads 12 and 13, put-file and listing at

@@ -1,5 +1,5 @@
 """The benchmark harness: timed subprocesses, background processes, stores
-(local directory and a moto S3 server) and test data.
+(local directory; S3 on versitygw, and on moto for comparison) and test data.
 
 Units used throughout: seconds for times (``time.perf_counter`` wall clock),
 bytes for sizes and memory, unless a name says otherwise.
@@ -12,7 +12,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
+
+from pipectl.testing import s3servers
 
 
 class BenchError(Exception):
@@ -139,9 +140,9 @@ def run(args: Sequence[str], *, env: dict | None = None, cwd: str | None = None,
 
 
 class Background:
-    """Processes started without waiting (the long-running controller, the
-    moto server). Every one still running is stopped by :meth:`stop_all`
-    (by its own pid / process group, never by name)."""
+    """Processes started without waiting (the long-running controller).
+    Every one still running is stopped by :meth:`stop_all` (by its own pid /
+    process group, never by name)."""
 
     procs: ClassVar[list[subprocess.Popen]] = []
 
@@ -200,40 +201,7 @@ def median(values: Iterable[float]) -> float:
 
 # --- stores ---------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MotoServer:
-    """``python -m moto.server`` on an ephemeral loopback port (a separate
-    process spoken to over HTTP, as the tests do)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> MotoServer:
-        self.proc = Background.start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                      "-p", str(self.port)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        self.stop()
-        raise BenchError("moto server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            Background.stop(self.proc)
-            self.proc = None
+free_port = s3servers.free_port
 
 
 class StoreEnv:
@@ -304,24 +272,32 @@ _AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "
 
 
 class S3Env(StoreEnv):
-    """S3 stores on a moto server this harness starts (and stops on close):
-    one fresh bucket per store, prefix ``pipectl``. While open, the AWS
-    variables in ``os.environ`` point at the server, so in-process boto3
-    clients and pipectl's Python API reach it too."""
+    """S3 stores on a server this harness starts on a loopback port (and
+    stops on close): versitygw, its data under ``workdir``. One fresh bucket
+    per store, prefix ``pipectl``. While open, the AWS variables in
+    ``os.environ`` point at the server, so in-process boto3 clients and
+    pipectl's Python API reach it too. Raises BenchError when the server
+    does not start (versitygw not built: ``make versitygw``)."""
 
     name = "s3"
+    server_name = "versitygw"
     prefix = "pipectl"
 
     def __init__(self, workdir: str):
         super().__init__(workdir)
-        self.server = MotoServer().start()
+        try:
+            self.server = self.make_server().start()
+        except s3servers.ServerError as e:
+            raise BenchError(str(e)) from None
         self._saved = {k: os.environ.get(k) for k in _AWS_VARS}
-        os.environ.update(AWS_ENDPOINT_URL=self.server.endpoint, AWS_ACCESS_KEY_ID="bench",
-                          AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                          AWS_REGION="us-east-1")
+        os.environ.update(self.server.env())
         import boto3
         import botocore.config
         self.client = boto3.client("s3", config=botocore.config.Config(max_pool_connections=32))
+
+    def make_server(self) -> s3servers.S3Server:
+        return s3servers.VersityGW(os.path.join(self.workdir, "versitygw"),
+                                   log_path=os.path.join(self.workdir, "versitygw.log"))
 
     def close(self) -> None:
         self.server.stop()
@@ -355,6 +331,18 @@ class S3Env(StoreEnv):
 
     def objects_bytes(self, url: str) -> int:
         return sum(item["Size"] for item in self.list_keys(self.bucket(url), f"{self.prefix}/objects/"))
+
+
+class MotoS3Env(S3Env):
+    """The same S3 stores on moto's server (a Python process), beside the
+    versitygw rows: the figures that differ between the two are the
+    server's, not pipectl's."""
+
+    name = "s3-moto"
+    server_name = "moto"
+
+    def make_server(self) -> s3servers.S3Server:
+        return s3servers.MotoServer(log_path=os.path.join(self.workdir, "moto.log"))
 
 
 # --- data -----------------------------------------------------------------

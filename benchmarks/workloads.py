@@ -73,7 +73,7 @@ class Sizes:
     latency_repeats: int = 3       # 6: median of
     list_repeats: int = 3          # 7: best of
     startup_repeats: int = 5       # 0: median of
-    reduced: bool = False          # sizes cut down for moto (said in notes)
+    reduced: bool = False          # sizes cut down for S3 (said in notes)
     scale_put_files: int = 0       # 11: 4 KiB files put at once (local store only)
     scale_list_files: int = 0      # 12: files in the listed commit (local store only)
 
@@ -85,9 +85,9 @@ SIZES = {
     ("full", "local"): Sizes(small_files=10_000, put_repeats=3, big_bytes=1 * GiB, big_repeats=3,
                              dedupe_repeats=3, datums=100_000, job_baseline_repeats=3, bulk_files=100_000,
                              scale_put_files=100_000, scale_list_files=1_000_000),
-    # moto is a single Python process doing ~100-300 requests/s on this machine:
-    # the S3 sizes whose baselines make a request per file (1, 6/7) are cut
-    # down so quick mode stays within a few minutes. A job's workers read and
+    # S3 costs a request per object: the S3 sizes whose baselines make a
+    # request per file (1, 6/7) are cut down so quick mode stays within a few
+    # minutes (they were sized for moto, ~100-300 requests/s here). A job's workers read and
     # write packs, not one object per datum, so 4/5 run at the local sizes.
     ("quick", "s3"): Sizes(small_files=500, put_repeats=1, big_bytes=64 * MiB, big_repeats=1,
                            dedupe_repeats=2, datums=1_000, job_baseline_repeats=1, bulk_files=1_000,
@@ -97,6 +97,8 @@ SIZES = {
                           dedupe_repeats=3, datums=10_000, job_baseline_repeats=3, bulk_files=10_000,
                           reduced=True),
 }
+# moto runs the same S3 sizes, so that its rows compare with versitygw's one to one.
+SIZES.update({(mode, "s3-moto"): SIZES[(mode, "s3")] for mode in ("quick", "full")})
 
 
 @dataclasses.dataclass
@@ -119,9 +121,9 @@ class Context:
         return path
 
     def reduced(self, what: str, value, nominal) -> str:
-        """A note saying a size was cut down for moto (empty if not)."""
+        """A note saying a size was cut down for S3 (empty if not)."""
         if self.sizes.reduced and value != nominal:
-            return f"; moto: {what} reduced to {value:,} (nominal {nominal:,})"
+            return f"; S3: {what} reduced to {value:,} (nominal {nominal:,})"
         return ""
 
 
