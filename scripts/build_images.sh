@@ -5,6 +5,8 @@
 #   3. one image per stage      FROM pipectl/base, its requirements from wheels
 #      and pipectl/examples     (examples/: the example flows' programs)
 #   4. pipectl/serving:$TAG     FROM pipectl/inference, + serving/requirements.txt
+#   5. pipectl/versitygw:$TAG   the rootfs + the versitygw binary (scripts/versitygw/build.sh),
+#                               the test cluster's S3 server
 # Wheels are downloaded on the host with pip (PyPI) into build/wheels/ and
 # copied into each build context, so `docker build` needs no network. Docker's
 # layer cache makes a second run fast.
@@ -66,4 +68,11 @@ done
 log "pipectl/serving:$TAG"   # FROM pipectl/inference, so after the stages
 ctx=$(context serving serving serving/requirements.txt)
 docker build -q -t "pipectl/serving:$TAG" -f serving/Dockerfile "$ctx" >/dev/null
+
+log "pipectl/versitygw:$TAG"
+bash scripts/versitygw/build.sh >/dev/null
+ctx="$BUILD/ctx-versitygw"; rm -rf "$ctx"; mkdir -p "$ctx"
+cp "${PIPECTL_VERSITYGW_CACHE:-$HOME/.cache/pipectl/versitygw}/bin/versitygw" "$ctx/"
+docker build -q -t "pipectl/versitygw:$TAG" -f docker/versitygw.Dockerfile "$ctx" >/dev/null
+
 docker images --filter reference='pipectl/*' --format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}'

@@ -1,6 +1,6 @@
 """End to end on a real single-node cluster: the Helm chart deploys the
 controller, the model server and the pipectl server against an S3 server
-(moto, reached by the pods at the node's address); the Iris pipeline runs as
+(versitygw, deployed in the cluster, at its Service's cluster IP); the Iris pipeline runs as
 Kubernetes Jobs of the stage images; the model server answers through its
 Service (HTTP, its metrics, and KServe v2 gRPC), and so does the API (with a token; the CLI through it prints what
 it prints on the store). Then a worker pod and the controller pod are

@@ -1,6 +1,7 @@
 """The Kubernetes executor and leader election on a real single-node cluster
 (scripts/k8s/up.sh: kube-apiserver, scheduler, controller-manager, kubelet,
-containerd) with a moto S3 server the pods reach at the node's address. The
+containerd) with versitygw deployed in it, which the pods and this host reach
+at its Service's cluster IP. The
 controller runs on this host against the cluster's API server; the Helm
 deployment is tested in test_k8s_e2e.py."""
 
