@@ -53,7 +53,7 @@ bench: install versitygw  ## Benchmarks, quick mode (figures as ratios to baseli
 bench-full: install versitygw  ## Benchmarks at full size
 	$(PYTHON) -m benchmarks.run
 
-images: versitygw  ## Build the base, stage, serving and versitygw images (Docker engine + debootstrap; no registry needed)
+images:  ## Build the base, stage, serving and versitygw images (Docker engine + debootstrap; no registry needed)
 	bash scripts/build_images.sh
 
 k8s-build:  ## Build Kubernetes, etcd and helm from source (Go module proxy) into ~/.cache/pipectl/k8s
