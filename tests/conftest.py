@@ -277,7 +277,8 @@ def k8s_env(k8s_cluster, cluster_s3, monkeypatch):
     """A fresh namespace holding a Secret ``pipectl-s3`` with the store
     credentials, and a fresh S3 store; this process's environment points the
     CLI and controllers at both. Returns a dict with ``namespace``,
-    ``store``, ``endpoint``, ``cluster``."""
+    ``store``, ``endpoint``, ``s3`` (the ``cluster_s3`` endpoint and keys),
+    ``cluster``."""
     namespace = "t-" + uuid.uuid4().hex[:10]
     creds = {"AWS_ACCESS_KEY_ID": cluster_s3.access_key, "AWS_SECRET_ACCESS_KEY": cluster_s3.secret_key}
     for k, v in dict(cluster_s3.env(), KUBECONFIG=k8s_cluster.kubeconfig, PIPECTL_K8S_NAMESPACE=namespace).items():
@@ -291,5 +292,6 @@ def k8s_env(k8s_cluster, cluster_s3, monkeypatch):
     k8s_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     k8s_cluster.kubectl("-n", namespace, "create", "secret", "generic", "pipectl-s3",
                         *[f"--from-literal={k}={v}" for k, v in creds.items()])
-    yield {"namespace": namespace, "store": store, "endpoint": cluster_s3.endpoint, "cluster": k8s_cluster}
+    yield {"namespace": namespace, "store": store, "endpoint": cluster_s3.endpoint, "s3": cluster_s3,
+           "cluster": k8s_cluster}
     k8s_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

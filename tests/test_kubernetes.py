@@ -181,7 +181,7 @@ def test_user_code_gets_its_secrets_but_not_the_store_credentials(k8s_env):
     assert the_job("peek")["state"] == "success", the_job("peek")
     seen = {f: run_ok("get-file", "peek", "master", f"/{f}").out for f in ("env", "environs", "cmdlines", "uid")}
     assert "PACH_JOB_ID=" in seen["env"] and "PATH=" in seen["environs"]  # it read what it could see
-    assert "AWS_" not in seen["env"] + seen["environs"] and "testing" not in seen["env"] + seen["environs"]
+    assert "AWS_" not in seen["env"] + seen["environs"] and k8s_env["s3"].secret_key not in seen["env"] + seen["environs"]
     assert "pipectl.pps.runner" in seen["cmdlines"] and "pipectl.pps.worker" not in seen["cmdlines"]
     assert seen["uid"] == "4242\n"
     assert run_ok("get-file", "peek", "master", "/secrets").out == "pa55 admin\n"
