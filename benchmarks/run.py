@@ -27,6 +27,8 @@ import tempfile
 import time
 import traceback
 
+from pipectl.testing import s3servers
+
 from . import harness as h
 from .report import FOOTER, Row, table, write_json
 from .workloads import SIZES, WORKLOADS, Context, controller_poll_interval
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [x for x in stores if x not in STORES]
     if bad or not stores:
         parser.error(f"unknown store(s) {', '.join(bad) or '(none)'}; choose from {', '.join(STORES)}")
+    if "s3" in stores and s3servers.versitygw_binary() is None:
+        parser.error("store s3 needs versitygw: run `make versitygw` (or leave s3 out of --stores)")
     selected = {x.strip() for x in args.workloads.split(",") if x.strip()}
     on_moto = selected if args.moto_workloads == "all" else \
         selected & {x.strip() for x in args.moto_workloads.split(",") if x.strip()}
