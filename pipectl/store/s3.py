@@ -8,7 +8,9 @@ command about 80 ms of imports and client set-up.
 Configuration comes from the standard AWS variables (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``...) and
 files, read by botocore itself. Conditional writes use ``If-None-Match: *`` and
-``If-Match: <etag>`` (supported by AWS S3 since 2024, MinIO and moto).
+``If-Match: <etag>`` (supported by AWS S3 since 2024, MinIO, moto, and
+versitygw, whose posix backend makes them atomic under concurrent writers
+only since v1.8.0: the store needs the atomic form).
 
 Failures to reach the endpoint are retried a bounded number of times
 (``PIPECTL_S3_MAX_ATTEMPTS``, default 3; connect timeout
