@@ -68,7 +68,7 @@ k8s-images:  ## Copy the images from Docker into the cluster's containerd
 k8s-down:  ## Stop the cluster and remove its state (keeps the built binaries)
 	bash scripts/k8s/down.sh
 
-lint: install  ## Static checks: ruff (pinned in pyproject.toml) and mypy over pfs/, store/ and pps/
+lint: install  ## Static checks: ruff (pinned in pyproject.toml) and mypy over pfs/, store/, pps/ and testing/
 	$(PYTHON) -m ruff check pipectl tests benchmarks scripts stages examples
 	$(PYTHON) -m mypy
 
