@@ -109,7 +109,12 @@ def iter_objects_range(store: ObjectStore, refs: tuple[str, ...], offset: int, l
     most ``block`` bytes; chunks wholly before ``offset`` are skipped by
     their size (a packed ref holds its length, a whole object's is asked
     of the store), never read. Raises NotFound if an object is missing or
-    a pack ends early."""
+    a pack ends early. From byte 0 each whole object is streamed in one
+    request (a store's ``open``), as :func:`read_objects` does, with no
+    request for its size."""
+    if offset == 0:
+        yield from _iter_objects_head(store, refs, length, block)
+        return
     end, pos = offset + length, 0
     for ref in refs:
         if pos >= end:
@@ -128,6 +133,28 @@ def iter_objects_range(store: ObjectStore, refs: tuple[str, ...], offset: int, l
             if not piece:
                 raise NotFound(f"object {ref} ends before byte {start}")
             yield piece
+
+
+def _iter_objects_head(store: ObjectStore, refs: tuple[str, ...], length: int, block: int) -> Iterator[bytes]:
+    """The first ``length`` bytes of the file ``refs`` name, in pieces of
+    at most ``block`` bytes (see :func:`iter_objects_range`)."""
+    left = length
+    for ref in refs:
+        if left <= 0:
+            break
+        where = packed_location(ref)
+        if where:
+            piece = _read_exact(store, where[0], where[1], min(where[2], left))
+            left -= len(piece)
+            yield piece
+            continue
+        with store.open(object_key(ref)) as f:
+            while left > 0:
+                piece = f.read(min(block, left))
+                if not piece:
+                    break
+                left -= len(piece)
+                yield piece
 
 
 def download(store: ObjectStore, refs: tuple[str, ...], path: str,
