@@ -82,6 +82,10 @@ def test_a_service_serves_its_newest_datum_until_stopped(cli, store_url, spec_fi
     wait_for(lambda: not pids(port), 30, 0.1, "the stopped service's process to end")
     assert get(port, "/index.html") is None
     assert jobs(cli)[0]["state"] == "killed"
+    ok(cli("start-pipeline", "web"))  # serves again, in a job of its own
+    wait_for(lambda: get(port, "/index.html") == "version 2\n", 60, 0.2, "the started service to serve")
+    restarted = jobs(cli)[0]
+    assert restarted["state"] == "running" and restarted["id"] != newest["id"], restarted
     controller.send_signal(signal.SIGTERM)
     controller.wait(30)
 
@@ -132,3 +136,24 @@ def test_bad_service_specs_are_refused(cli, store_url, spec_file, change, needle
     spec = {**site_service(8080), **change}
     spec = {k: v for k, v in spec.items() if v is not None}
     assert_clean_error(cli("create-pipeline", "-f", spec_file(spec)), needle)
+
+
+@LOCAL
+def test_a_pipeline_made_a_service_serves_the_datum_it_processed(cli, store_url, spec_file, run_controller,
+                                                                 background, tmp_path):
+    """The same transform, first a pipeline, then (update-pipeline) a
+    service: its one datum was processed, yet the service serves it."""
+    port, flag = free_port(), tmp_path / "serve"
+    script = (f'if [ -e {flag} ]; then exec {sys.executable} -m http.server {port} --bind 127.0.0.1 '
+              '--directory "$site"; fi; cp "$site"/* /pfs/out/')
+    spec = {"pipeline": {"name": "web"}, "input": {"pfs": {"repo": "site", "glob": "/"}},
+            "transform": {"image": "local", "cmd": ["sh", "-c", script]}}
+    ok(cli("create-repo", "site"))
+    ok(cli("put-file", "site", "master", "/index.html", "-f", "-", input=b"page\n"))
+    ok(cli("create-pipeline", "-f", spec_file(spec)))
+    run_controller()
+    assert ok(cli("get-file", "web", "master", "/index.html")).out == "page\n"
+    flag.touch()
+    ok(cli("update-pipeline", "-f", spec_file({**spec, "service": {"internal_port": port}})))
+    background("controller", "--poll-interval", "0.1")
+    wait_for(lambda: get(port, "/index.html") == "page\n", 60, 0.2, "the service to serve the datum")

@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import functools
 import gc
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -58,6 +59,8 @@ MAX_WORKER_RESTARTS = 5
 PROGRESS_SECONDS = 1.0  # how often a running job's counts are refreshed
 STOP_CHECK_SECONDS = 0.25  # how often a running job's record is read for stop-job
 LONG_LIVED_SECONDS = 1.0  # how often spout and service workers are checked while a job runs
+PIPELINE_STOPPED = "the pipeline was stopped"
+"""The reason of a service job whose worker stop-pipeline (or delete-pipeline) stopped."""
 
 
 @dataclasses.dataclass
@@ -112,6 +115,7 @@ class Controller:
         self.long_lived = LongLived(executor)
         self._long_lived_tended = 0.0
         self._services_checked: dict[str, float] = {}  # when each service's job record was last read
+        self._service_jobs: dict[str, str] = {}  # the job each service's worker serves, by pipeline
 
     def run(self, exit_when_idle: bool = False) -> None:
         """Loop until interrupted (or, with ``exit_when_idle``, until no work
@@ -167,6 +171,7 @@ class Controller:
             pipelines = [p for p in self.pps.list_pipelines() if p.state == "running"]
         self._long_lived_tended = time.monotonic()
         wanted: dict[str, Wanted] = {}
+        keep = {p.name for p in pipelines if is_spout(p) or is_service(p)}
         for pipeline in pipelines:
             if is_spout(pipeline):
                 wanted[pipeline.name] = Wanted("spout", f"version {pipeline.version}",
@@ -175,7 +180,7 @@ class Controller:
                 service = self._service_wanted(pipeline)
                 if service is not None:
                     wanted[pipeline.name] = service
-        self.long_lived.tend(wanted)
+        self.long_lived.tend(wanted, keep)
 
     # services ------------------------------------------------------------
     def _service_wanted(self, pipeline: PipelineInfo) -> Wanted | None:
@@ -189,53 +194,76 @@ class Controller:
         jid = job_id(pipeline, inputs)
         if running is not None and running.wanted.generation == f"job {jid}":
             last = self._services_checked.get(pipeline.name, 0.0)
-            if running.handle is not None and time.monotonic() - last > LONG_LIVED_SECONDS:
+            serving = self._service_jobs.get(pipeline.name)
+            if running.handle is not None and serving and time.monotonic() - last > LONG_LIVED_SECONDS:
                 self._services_checked[pipeline.name] = time.monotonic()
-                if self.pps.inspect_job(jid, pipeline.name).done:  # stop-job: not started again for this job
-                    self.long_lived.stop(pipeline.name, f"job {jid} was stopped")
+                if self.pps.inspect_job(serving, pipeline.name).done:  # stop-job: not started again for this job
+                    self.long_lived.stop(pipeline.name, f"job {serving} was stopped")
             return running.wanted
         return Wanted("service", f"job {jid}", functools.partial(self._start_service, pipeline, inputs, jid),
-                      functools.partial(self._end_service, pipeline.name, jid))
+                      functools.partial(self._end_service, pipeline.name))
 
     def _start_service(self, pipeline: PipelineInfo, inputs: list[dict], jid: str):
-        """Create (or take up) service job ``jid`` of ``pipeline`` over
-        ``inputs``, plan its one datum and start its worker; end the
-        pipeline's earlier job if it is still running (a controller that
-        stopped did not see it replaced). Returns the worker's handle, or
-        None when the job fails (not exactly one datum, the worker cannot
-        start) or was finished (stopped by the user)."""
+        """Create (or take up) the service job of ``pipeline`` over
+        ``inputs`` (id ``jid``, derived from them; a new id when that job
+        was killed by stop-pipeline, so start-pipeline serves again), plan
+        its one datum and start its worker; end the pipeline's other
+        unfinished jobs (a controller that stopped, or was killed, did not
+        see them replaced). Returns the worker's handle, or None when the job
+        fails (not exactly one datum, the worker cannot start) or was
+        stopped by stop-job."""
         job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash, inputs,
                       output_commit=output_commit_id(jid), created=now(), executor=self.executor.name, service=True)
-        previous = self.pps.newest_job(pipeline.name)
         if not self.pps.create_job(job):
             job = self.pps.inspect_job(jid, pipeline.name)
-        if previous is not None and previous.id != jid and not previous.done:
-            self._end_service(pipeline.name, previous.id, f"replaced by job {jid}", replaced=True)
+            if job.state == "killed" and job.reason == PIPELINE_STOPPED:  # start-pipeline: serve afresh
+                restart = hashlib.sha256(f"{jid}:restart:{now()}".encode()).hexdigest()[:32]
+                job = dataclasses.replace(job, id=restart, output_commit=output_commit_id(restart), created=now(),
+                                          state="created", reason="", started=None, finished=None,
+                                          datums_total=0, output_parent=None, output_parent_set=False)
+                self.pps.create_job(job)
+        self._service_jobs[pipeline.name] = job.id
+        pointers = self.pps.job_pointers(pipeline.name)
+        for other, _ in pointers.pending:
+            if other != job.id and self._is_service_job(pipeline.name, other):
+                self._end_service(pipeline.name, f"replaced by job {job.id}", True, other)
         if job.done:
             return None
         run = RunningJob(job, pipeline.spec)
         try:
             self._plan(run)
             if len(run.plan) != 1:
-                raise JobFailed(f"services must have a single datum; job {jid} has {len(run.plan)} "
+                raise JobFailed(f"services must have a single datum; job {job.id} has {len(run.plan)} "
                                 "(a service's inputs take glob \"/\")")
             if run.job.state == "created":
                 self._update(run, state="running", started=now())
             handle = self.executor.start_service(run.job, pipeline.spec)
         except (JobFailed, ExecutorError) as e:
-            log.warning("service job %s of %s failed: %s", jid, pipeline.name, e)
+            log.warning("service job %s of %s failed: %s", job.id, pipeline.name, e)
             self._update(run, state="failure", reason=str(e))
             return None
-        log.info("job %s of %s serves %s", jid, pipeline.name,
+        log.info("job %s of %s serves %s", job.id, pipeline.name,
                  ", ".join(f"{i['repo']}@{i['commit'][:8]}" for i in inputs))
         return handle
 
-    def _end_service(self, pipeline: str, jid: str, why: str, replaced: bool) -> None:
-        """Service job ``jid``'s worker stopped for good: the job ends
-        ``success`` when a newer job replaced it (as Pachyderm finishes a
-        service's job then), else ``killed``."""
+    def _is_service_job(self, pipeline: str, jid: str) -> bool:
+        try:
+            return self.pps.inspect_job(jid, pipeline).service
+        except NotFound:
+            return False
+
+    def _end_service(self, pipeline: str, why: str, replaced: bool, jid: str | None = None) -> None:
+        """The worker of service job ``jid`` (default: the one this
+        controller last started for ``pipeline``) stopped for good: the job
+        ends ``success`` when a newer job replaced it (as Pachyderm finishes
+        a service's job then), else ``killed`` (the pipeline stopped or
+        deleted: ``why`` is then the job's reason)."""
+        jid = jid or self._service_jobs.get(pipeline)
+        if jid is None:
+            return
         with contextlib.suppress(NotFound):  # deleted with its pipeline
-            self.pps.update_job(pipeline, jid, state="success" if replaced else "killed", reason=why)
+            self.pps.update_job(pipeline, jid, state="success" if replaced else "killed",
+                                reason=why if replaced else PIPELINE_STOPPED)
 
     def tick_crons(self, pipelines: list[PipelineInfo]) -> None:
         """Commit the due ticks of the (running) ``pipelines``' cron inputs
@@ -401,7 +429,7 @@ class Controller:
                     continue
                 seen.add(d.id)
                 key = datum_mod.cache_key(job.transform_hash, job.salt, d.id)
-                reuse = key in previous
+                reuse = key in previous and not job.service  # a service serves its datum, processed or not
                 entry = d.to_dict(files=not reuse)
                 entry["cache_key"] = key
                 plan.append(entry)

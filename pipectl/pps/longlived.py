@@ -100,13 +100,16 @@ class LongLived:
         self.running: dict[str, _Running] = {}
         self._swept = False  # whether workers left by an earlier controller were checked
 
-    def tend(self, wanted: dict[str, Wanted]) -> None:
+    def tend(self, wanted: dict[str, Wanted], keep: set[str] | None = None) -> None:
         """Make the pipelines of ``wanted`` (every one wanted now, by name)
         have one live worker each, of the wanted generation; stop the
-        workers of the others."""
+        workers of the others. ``keep``: the running spouts and services,
+        whose workers an earlier controller left are not removed (default:
+        those wanted; a service waiting for an open input commit is not
+        wanted yet, but its worker serves on)."""
         if not self._swept and self.executor.keeps_long_lived:
             try:
-                self.executor.stop_other_long_lived(set(wanted))
+                self.executor.stop_other_long_lived(set(wanted) | (keep or set()))
                 self._swept = True
             except Exception as e:  # noqa: BLE001  (the API server: tried again next time)
                 log.warning("cannot check for the workers of deleted pipelines: %s", e)
@@ -117,7 +120,10 @@ class LongLived:
         for name, want in wanted.items():
             worker = self.running.get(name)
             if worker is not None and worker.wanted.generation != want.generation:
-                self.stop(name, f"replaced by {want.generation}", replaced=True)
+                # A Deployment is replaced in place (its Service keeps its address); a process or container
+                # is stopped first (it holds the port).
+                self.stop(name, f"replaced by {want.generation}", replaced=True,
+                          kill=not self.executor.keeps_long_lived)
                 worker = None
             if worker is not None and worker.handle is not None:
                 code = worker.handle.poll()
@@ -140,6 +146,8 @@ class LongLived:
         except Exception as e:  # noqa: BLE001  (one pipeline's spec or image must not stop the controller)
             log.error("%s %s cannot start: %s", want.kind, name, e)
             handle, refused = None, False
+        if handle is None:  # nothing of it may serve on (a Deployment an earlier controller left, or half made)
+            self._remove(want.kind, name)
         if worker is None:
             worker = self.running[name] = _Running(want, None, 0.0)
         else:
@@ -154,14 +162,17 @@ class LongLived:
             log.info("%s %s (%s) started%s", want.kind, name, want.generation,
                      f", restart {worker.restarts}" if worker.restarts else "")
 
-    def stop(self, name: str, why: str, replaced: bool = False) -> None:
+    def stop(self, name: str, why: str, replaced: bool = False, kill: bool = True) -> None:
         """Stop the worker of pipeline ``name`` for good (its generation
         ends: see :attr:`Wanted.ended`); the next :meth:`tend` that wants
-        one starts it afresh."""
+        one starts it afresh. ``kill=False``: the generation ends but its
+        worker is left for the next start to replace."""
         worker = self.running.pop(name, None)
         if worker is None:
             return
-        if worker.handle is not None:
+        if kill and worker.handle is None:
+            self._remove(worker.wanted.kind, name)
+        elif kill and worker.handle is not None:
             try:
                 worker.handle.kill()
             except Exception as e:  # noqa: BLE001  (the engine or API server: logged, the controller goes on)
@@ -172,6 +183,12 @@ class LongLived:
             worker.wanted.ended(why, replaced)
         except Exception as e:  # noqa: BLE001  (the store: the next controller finds the job again)
             log.error("%s %s: %s", worker.wanted.kind, name, e)
+
+    def _remove(self, kind: str, name: str) -> None:
+        try:
+            self.executor.stop_long_lived(kind, name)
+        except Exception as e:  # noqa: BLE001  (the API server: the next start or sweep removes it)
+            log.error("%s %s: cannot remove what is left of it: %s", kind, name, e)
 
     def close(self) -> None:
         """The controller is stopping: stop every worker, unless the executor

@@ -120,6 +120,11 @@ class Executor(abc.ABC):
     def stop_other_long_lived(self, keep: set[str]) -> None:  # noqa: B027 (only executors that keep them act)
         """Stop the spout and service workers left running of pipelines not in ``keep``."""
 
+    def stop_long_lived(self, kind: str, pipeline: str) -> None:  # noqa: B027 (only executors that keep them act)
+        """Stop the ``kind`` (spout or service) worker of ``pipeline`` that
+        this executor keeps without a handle (one an earlier controller
+        started, or one half made)."""
+
     def start_spout(self, pipeline: PipelineInfo) -> WorkerHandle:
         """Start the long-lived worker of spout ``pipeline`` (see
         :mod:`pipectl.pps.longlived`). Raises ExecutorError when it cannot

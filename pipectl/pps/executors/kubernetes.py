@@ -554,7 +554,14 @@ class KubernetesExecutor(Executor):
                 if kind == "Service":  # its cluster IP cannot change, and a replace must repeat it
                     current: Any = self.core.read_namespaced_service(name, self.namespace)
                     body = dict(manifest, spec=dict(manifest["spec"], clusterIP=current.spec.cluster_ip))
-                replace(name, self.namespace, body)
+                try:
+                    replace(name, self.namespace, body)
+                except ApiException as e:
+                    if e.status != 422:
+                        raise
+                    # An immutable field differs (a Deployment's selector, from an older pipectl): made afresh.
+                    LongLivedDeployment(self, name).kill()
+                    create(self.namespace, manifest)
             except ApiException as e:
                 raise ExecutorError(f"cannot replace {kind} {name}: {api_error(e)}") from None
         return LongLivedDeployment(self, manifests[0]["metadata"]["name"])
@@ -574,6 +581,9 @@ class KubernetesExecutor(Executor):
         return self._apply(self.long_lived_manifests(
             "service", job.pipeline, job.pipeline_version,
             self.worker_pod(job, spec, 1, labels, service=True), spec["service"]))
+
+    def stop_long_lived(self, kind: str, pipeline: str) -> None:
+        LongLivedDeployment(self, long_lived_name(kind, pipeline)).kill()
 
     def stop_other_long_lived(self, keep: set[str]) -> None:
         """Delete the spout and service Deployments and Services of
