@@ -388,28 +388,6 @@ def settle() -> None:
     os.sync()
 
 
-def hash_rate(path: str) -> float:
-    """MB/s (10^6 bytes/s) of pipectl's content hash over the file's bytes
-    already in memory, 16 MiB pieces on one thread per core: the hashing
-    floor of any content-addressed put of that file on this machine (no I/O
-    at all). Measured in a child process, which keeps the pieces (up to
-    256 MiB) out of this process's memory."""
-    return float(run([sys.executable, "-c", _HASH_RATE, path]).stdout)
-
-
-_HASH_RATE = """
-import concurrent.futures as cf, os, sys, time
-from pipectl.pfs.hashing import content_hash
-piece = 16 * 1024 * 1024
-with open(sys.argv[1], "rb") as f:
-    pieces = [f.read(piece) for _ in range(min(16, max(1, os.path.getsize(sys.argv[1]) // piece)))]
-began = time.perf_counter()
-with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    list(pool.map(content_hash, pieces))
-print(sum(map(len, pieces)) / 1e6 / (time.perf_counter() - began))
-"""
-
-
 B3SUM = "b3sum"
 """BLAKE3's own command-line tool (Debian package ``b3sum``: the reference
 Rust implementation, which maps the file and hashes it on every core)."""

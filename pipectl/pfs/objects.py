@@ -86,18 +86,19 @@ bytes average about ``CHUNK_MIN + CHUNK_AVG`` (2.6 MiB measured on 1 GiB).
 
 Why these sizes (measured on the 2-core bench machine, 1 GiB of random
 bytes; README, "Content-defined chunking"): 4 KiB inserted in the middle of
-the file, or changed in place, stores the one or two chunks around it
-again: 5.0 MB with these sizes, 11.8 MB with a 4 MiB average (1 MiB min,
-16 MiB max), 2.5 MB with restic's 1 MiB (256 KiB min, 4 MiB max), and a
-change can never store more than two maximal chunks here (16.8 MB, under
-the 20 MB the bench holds it to). Larger chunks mean fewer objects and
-requests (about 390 per GiB here, against 64 fixed 16 MiB slices) but more
-bytes stored again per change; smaller ones cut more slowly (FastCDC skips
-only :data:`CHUNK_MIN` bytes per chunk without hashing them: 1.3 GB/s on one
-core at restic's sizes, 1.4 to 3 GB/s at these) and make more requests.
-Pachyderm's average (about 8 MiB, buzhash) is out of pyfastcdc's range
-(average at most 4 MiB, minimum 1 MiB, maximum 16 MiB), and would store
-about 4x the bytes per small change."""
+the file, or changed in place, stores the chunk around it again: 2 to 6 MB
+with these sizes (one chunk for each of 150 random edits measured; even two
+maximal chunks, 16.8 MB, stay under the 20 MB the bench holds a change to),
+4 to 12 MB with a 4 MiB target (1 MiB min, 16 MiB max: half the objects,
+about 200 per GiB against 390 here, but no faster a put here), 2.5 MB with
+restic's 1 MiB (256 KiB min, 4 MiB max). Smaller chunks cut more slowly
+(FastCDC skips :data:`CHUNK_MIN` bytes per chunk without hashing them: 3.2
+GB/s on one core at these sizes, 1.4 GB/s with a 512 KiB minimum, 1.3 GB/s
+at restic's) and make more requests; the largest minimum pyfastcdc allows, 1
+MiB, is what makes cutting a file cost less than hashing it. Pachyderm's
+average (about 8 MiB, buzhash) is out of pyfastcdc's range (average at most
+4 MiB, minimum 1 MiB, maximum 16 MiB), and would store about 3x the bytes
+per small change."""
 CHUNK_MAX = 8 * MiB
 """No chunk is longer: a cut is forced here if the content gave none."""
 FIXED_CHUNK_SIZE = 16 * MiB
