@@ -20,7 +20,8 @@ Modules:
 - :mod:`benchmarks.report`: result rows, the table and the JSON file;
 - :mod:`benchmarks.run`: the command line;
 - :mod:`benchmarks.profile`: pyinstrument profiles of the slow paths
-  (``python -m benchmarks.profile latency|job|incremental|list|put-big``).
+  (``python -m benchmarks.profile latency|job|incremental|list|put-big``), and
+  the stages of a big put beside ``cp`` and ``b3sum`` (``put-stages``).
 
 Ratios are oriented so that a ratio above 1 means pipectl did better than the
 baseline (baseline time / pipectl time, or pipectl rate / baseline rate).

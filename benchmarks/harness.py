@@ -376,60 +376,66 @@ def settle() -> None:
     os.sync()
 
 
-def hash_rate(path: str) -> float:
-    """MB/s (10^6 bytes/s) of pipectl's content hash over the file's bytes
-    already in memory, 16 MiB pieces on one thread per core: the hashing
-    floor of any content-addressed put of that file on this machine (no I/O
-    at all). Measured in a child process, which keeps the pieces (up to
-    256 MiB) out of this process's memory."""
-    return float(run([sys.executable, "-c", _HASH_RATE, path]).stdout)
+B3SUM = "b3sum"
+"""BLAKE3's own command-line tool (Debian package ``b3sum``: the reference
+Rust implementation, which maps the file and hashes it on every core)."""
 
 
-_HASH_RATE = """
-import concurrent.futures as cf, os, sys, time
-from pipectl.pfs.hashing import content_hash
-piece = 16 * 1024 * 1024
-with open(sys.argv[1], "rb") as f:
-    pieces = [f.read(piece) for _ in range(min(16, max(1, os.path.getsize(sys.argv[1]) // piece)))]
-began = time.perf_counter()
-with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    list(pool.map(content_hash, pieces))
-print(sum(map(len, pieces)) / 1e6 / (time.perf_counter() - began))
-"""
-
-
-def hash_and_copy_seconds(path: str, dest: str) -> float:
-    """Seconds for ``cp path dest`` and pipectl's content hash of the file
-    (16 MiB pieces mapped as pipectl maps them, one thread per core) to
-    run side by side to the end: the floor, on this machine, of any put
-    into a content-addressed store on the same disk, which must both copy
-    and hash every byte. Measured in a child process, from its first action
-    (no interpreter start-up); ``dest`` is removed after."""
+def copy_and_hash_seconds(path: str, dest: str) -> float:
+    """Seconds for ``cp path dest`` and ``b3sum path`` to run side by side
+    to the end (both started at once, timed from the first spawn to the
+    last exit; no interpreter starts): the floor, on this machine, of any
+    put into a content-addressed store on the same disk, which must both
+    copy and hash every byte. ``dest`` is removed before and after."""
+    exe = shutil.which(B3SUM)
+    if exe is None:
+        raise BenchError(f"the put floor needs {B3SUM} (Debian package b3sum)")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dest)
     try:
-        return float(run([sys.executable, "-c", _HASH_AND_COPY, path, dest]).stdout)
+        began = time.perf_counter()
+        cp = subprocess.Popen(["cp", path, dest], stdin=subprocess.DEVNULL)
+        b3 = subprocess.Popen([exe, "--no-names", path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        codes = b3.wait(), cp.wait()
+        seconds = time.perf_counter() - began
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(dest)
+    if any(codes):
+        raise BenchError(f"cp and b3sum side by side exited {codes}")
+    return seconds
 
 
-_HASH_AND_COPY = """
-import concurrent.futures as cf, mmap, os, subprocess, sys, time
-from pipectl.pfs.hashing import content_hash
-from pipectl.pfs.objects import CHUNK_SIZE as piece, MADV_POPULATE_READ
-began = time.perf_counter()
-cp = subprocess.Popen(["cp", sys.argv[1], sys.argv[2]])
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size = os.fstat(fd).st_size
-def one(offset):
-    with mmap.mmap(fd, min(piece, size - offset), offset=offset, access=mmap.ACCESS_READ) as m:
-        m.madvise(MADV_POPULATE_READ)  # as pipectl maps a chunk
-        return content_hash(m)
-with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    list(pool.map(one, range(0, size, piece)))
-if cp.wait():
-    sys.exit("cp failed")
-print(time.perf_counter() - began)
-"""
+def edited_copy(src: str, dest: str, offset: int, data: bytes, insert: bool) -> str:
+    """Write to ``dest`` a copy of ``src`` with ``data`` inserted at byte
+    ``offset`` (``insert``) or written over the bytes there; returns
+    ``dest``. The unchanged bytes are copied in the kernel."""
+    size = os.path.getsize(src)
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        def copy(start: int, end: int) -> None:
+            fin.seek(start)
+            while start < end:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), end - start, start)
+                if n <= 0:
+                    raise BenchError(f"copying {src}: copy_file_range returned {n}")
+                start += n
+        copy(0, offset)
+        fout.seek(offset)
+        fout.write(data)
+        fout.flush()
+        copy(offset + (0 if insert else len(data)), size)
+    return dest
+
+
+def fixed_slice_hashes(path: str, piece: int = 16 * 1024 * 1024) -> list[tuple[str, int]]:
+    """``(content hash, length)`` of each ``piece``-byte slice of the file:
+    how pipectl stored a large file before content-defined chunking."""
+    from pipectl.pfs.hashing import content_hash
+    out = []
+    with open(path, "rb") as f:
+        while data := f.read(piece):
+            out.append((content_hash(data), len(data)))
+    return out
 
 
 def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.05,

@@ -26,6 +26,15 @@
     ``put-file`` of one big file (the real CLI under pyinstrument). Only the
     main thread is sampled; chunk hashing and writes run on pool threads.
 
+``python -m benchmarks.profile put-stages [--mib N]``
+    Where a big put's time goes on local disk, without pyinstrument: each
+    stage of pipectl's put of one file (mapping its pages, cutting it by
+    content, hashing the chunks, writing them into a store) alone on one
+    thread, then the whole put in-process, beside ``cp`` and ``b3sum``
+    alone and side by side (workload 2's floor): wall and CPU seconds
+    (user + system), best of 3, and what the CPU seconds allow on this
+    machine's cores.
+
 Output: the text reports on stdout; nothing is kept on disk.
 """
 
@@ -37,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -249,13 +259,105 @@ def profile_put_big(env: h.StoreEnv, mib: int) -> None:
                  f"put-file of one {mib} MiB file (CLI, main thread only)")
 
 
+def profile_put_stages(env: h.StoreEnv, mib: int, repeats: int = 3) -> None:
+    """See the module docs (``put-stages``)."""
+    import mmap
+    import resource
+
+    from pipectl.pfs import objects
+    from pipectl.pfs.hashing import content_hash
+    from pipectl.store.local import LocalStore
+
+    path = h.make_big_file(os.path.join(env.workdir, "big.bin"), mib * 1024 * 1024)
+    size = os.path.getsize(path)
+    rows: list[tuple[str, float, float]] = []
+
+    def best(name: str, fn, threads: bool = False) -> None:
+        """Run ``fn`` ``repeats`` times; keep the fastest (wall, CPU) pair.
+        CPU: this thread's, or the whole process's when ``threads``."""
+        runs = []
+        for _ in range(repeats):
+            h.settle()
+            cpu0, wall0 = (sum(os.times()[:2]) if threads else time.thread_time()), time.perf_counter()
+            fn()
+            wall = time.perf_counter() - wall0
+            runs.append((wall, (sum(os.times()[:2]) if threads else time.thread_time()) - cpu0))
+        rows.append((name, *min(runs)))
+
+    def child(name: str, *commands: list[str]) -> None:
+        """``commands`` started together; wall until the last ends, CPU of all of them."""
+        def go() -> None:
+            procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL) for c in commands]
+            if any(p.wait() for p in procs):
+                raise h.BenchError(f"{name} failed")
+        runs = []
+        for _ in range(repeats):
+            h.settle()
+            dest = os.path.join(env.workdir, "copy.bin")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+            before, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+            go()
+            wall, after = time.perf_counter() - wall0, resource.getrusage(resource.RUSAGE_CHILDREN)
+            runs.append((wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+        rows.append((name, *min(runs)))
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        def populate() -> None:
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as m:
+                for start in range(0, size, 2 * objects.CHUNK_MAX):
+                    m.madvise(objects.MADV_POPULATE_READ, start, min(2 * objects.CHUNK_MAX, size - start))
+        best("map the pages (MADV_POPULATE_READ)", populate)
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as m:
+            m.madvise(objects.MADV_POPULATE_READ)
+            view = memoryview(m)
+            lengths: list[int] = []
+            best("cut by content (pyfastcdc)", lambda: lengths.__setitem__(slice(None), objects.chunk_lengths(view)))
+            offsets = [sum(lengths[:i]) for i in range(len(lengths))]
+            best("hash the chunks (BLAKE3, one thread)",
+                 lambda: [content_hash(view[o:o + n]) for o, n in zip(offsets, lengths)])
+
+            def write() -> None:
+                root = tempfile.mkdtemp(dir=env.workdir)
+                store = LocalStore(root)
+                for i, (o, n) in enumerate(zip(offsets, lengths)):
+                    store.put_content(f"objects/{i:064x}", view[o:o + n])
+                shutil.rmtree(root)  # inside the timing: as cp's copy is removed before the next
+            best("write the chunks (local store)", write)
+            view.release()
+
+        def put() -> None:
+            root = tempfile.mkdtemp(dir=env.workdir)
+            with objects.ObjectWriter(LocalStore(root)) as writer, open(path, "rb") as f:
+                writer.put_stream(f)
+            shutil.rmtree(root)
+        best("pipectl's put in-process (all threads)", put, threads=True)
+    finally:
+        os.close(fd)
+    dest = os.path.join(env.workdir, "copy.bin")
+    child("cp", ["cp", path, dest])
+    child("b3sum", [h.B3SUM, "--no-names", path])
+    child("cp | b3sum side by side (the floor)", ["cp", path, dest], [h.B3SUM, "--no-names", path])
+    print(f"\n=== put of one {mib} MiB file: stages alone, best of {repeats} "
+          f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}) ===")
+    print(f"{'STAGE':48s} {'WALL':>8s} {'CPU':>8s} {'MB/s per CPU-s':>15s}")
+    for name, wall, cpu in rows:
+        print(f"{name:48s} {wall:7.2f}s {cpu:7.2f}s {size / 1e6 / max(cpu, 1e-9):15,.0f}")
+    stages = sum(cpu for _, _, cpu in rows[:4])
+    floor_cpu = rows[-3][2] + rows[-2][2]
+    cores = os.cpu_count() or 1
+    print(f"pipectl's stages: {stages:.2f} CPU-s, so at best {stages / cores:.2f} s on {cores} cores "
+          f"({size / 1e6 / (stages / cores):,.0f} MB/s, before the CLI starts); cp and b3sum: {floor_cpu:.2f} CPU-s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["latency", "put-big", "job", "incremental", "list"])
+    parser.add_argument("what", choices=["latency", "put-big", "put-stages", "job", "incremental", "list"])
     parser.add_argument("--files", type=int, default=20_000, help="latency, list: files under /bulk (default 20,000)")
     parser.add_argument("--datums", type=int, default=1_000,
                         help="job, incremental: single-file datums (default 1,000)")
-    parser.add_argument("--mib", type=int, default=256, help="put-big: file size in MiB (default 256)")
+    parser.add_argument("--mib", type=int, default=256, help="put-big, put-stages: file size in MiB (default 256)")
     parser.add_argument("--store", choices=["local", "s3"], default="local")
     args = parser.parse_args(argv)
     h.compile_bytecode()
@@ -270,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                 profile_job(env, args.datums)
             elif args.what == "incremental":
                 profile_incremental(env, args.datums)
+            elif args.what == "put-stages":
+                profile_put_stages(env, args.mib)
             else:
                 profile_put_big(env, args.mib)
     finally:

@@ -12,8 +12,11 @@ Workloads (sizes in :data:`SIZES`):
 
 0. CLI start-up: ``pipectl list-repo`` on an empty store, ms, vs ``python -c pass``.
 1. put-file of many 4 KiB files, files/s, vs ``cp -r`` / boto3 ``put_object`` x16 threads.
-2. put-file of one big file, MB/s (10^6 bytes/s) and peak RSS, vs ``cp`` / boto3 ``upload_file``.
-3. the same put-file again (dedupe): s, and new bytes under ``objects/`` (must be 0).
+2. put-file of one big file, MB/s (10^6 bytes/s) and peak RSS, vs ``cp`` and ``b3sum`` side by side
+   (local) / boto3 ``upload_file``.
+3. the same put-file again (dedupe): s, and new bytes under ``objects/`` (must be 0); then 4 KiB
+   inserted in the middle, re-put: MB stored (< 20 MB) vs fixed 16 MiB slices, s vs the first put;
+   4 KiB changed in place: MB stored (< 20 MB).
 4. a job over N single-file datums, datums/s, vs a shell loop of the same command.
 5. the same job after adding one file: s, vs run 4's job (target < 5% of it); jobs timed by
    their records, creation to finish.
@@ -93,7 +96,7 @@ SIZES = {
                            dedupe_repeats=2, datums=1_000, job_baseline_repeats=1, bulk_files=1_000,
                            incremental_repeats=2, latency_repeats=3, list_repeats=2, startup_repeats=3,
                            reduced=True),
-    ("full", "s3"): Sizes(small_files=2_000, put_repeats=2, big_bytes=256 * MiB, big_repeats=2,
+    ("full", "s3"): Sizes(small_files=2_000, put_repeats=2, big_bytes=1 * GiB, big_repeats=2,
                           dedupe_repeats=3, datums=10_000, job_baseline_repeats=3, bulk_files=10_000,
                           reduced=True),
 }
@@ -237,22 +240,33 @@ def bench_put_small(ctx: Context) -> list[Row]:
 def bench_put_big(ctx: Context) -> list[Row]:
     """2. ``pipectl put-file REPO master /big.bin -o -f FILE`` of one big file
     into a fresh store, MB/s (10^6 bytes/s, best of N), with pipectl's peak
-    RSS (measured by GNU time, see :func:`harness.run`; target < 200 MB), against ``cp``
-    (local) or boto3 ``upload_file`` (S3).
+    RSS (measured by GNU time, see :func:`harness.run`; target < 200 MB),
+    against, on local disk, ``cp`` and ``b3sum`` of the same file run side
+    by side (:func:`harness.copy_and_hash_seconds`: the most any
+    content-addressed put could reach here, which must copy and hash every
+    byte; no interpreter starts, while pipectl's figure includes its CLI
+    start), and on S3 boto3's ``upload_file`` to the same server.
 
     3. The same put-file again, unchanged: seconds (best of N) and the new
-    bytes under ``objects/`` (must be 0), against the same baseline again.
-    ``-o`` (overwrite) keeps the re-put unchanged: without it pachctl 1.x
-    semantics would append the file to itself.
+    bytes under ``objects/`` (must be 0), against ``cp`` (local) or
+    ``upload_file`` (S3) again. ``-o`` (overwrite) keeps the re-put
+    unchanged: without it pachctl 1.x semantics would append the file to
+    itself.
+
+    3. Then the file with 4 KiB of new random bytes inserted in its middle
+    (a new copy each repeat, new bytes each time), put again over it: the
+    growth of ``objects/`` (MB, the most of N; target < 20 MB) beside the
+    growth fixed 16 MiB slices (how large files were stored before
+    content-defined chunking) would have had on the same bytes (computed
+    here from the slices' hashes), and the re-put's time (best of N)
+    beside the first put's (row 2). Last, 4 KiB changed in place in the
+    middle of the original file: the growth again (target < 20 MB).
 
     pipectl and the baseline take turns, each after :func:`harness.settle`,
     and ``cp`` writes a new file each time, as pipectl writes new objects.
-    The notes give the CLI's start time (``pipectl
-    --version``: interpreter and imports), part of every pipectl figure, and
-    the rate without it (what a longer put approaches); on local disk also
-    the rate of ``cp`` and the content hash run side by side
-    (:func:`harness.hash_and_copy_seconds`), the most any content-addressed
-    put could reach here."""
+    The notes give the CLI's start time (``pipectl --version``: interpreter
+    and imports), part of every pipectl figure, the rate without it (what
+    a longer put approaches), and on local disk the rate of ``cp`` alone."""
     env, s = ctx.env, ctx.sizes
     size = s.big_bytes
     h.log(f"{ctx.store}: 2/3 put-file one {size // MiB} MiB file")
@@ -272,7 +286,11 @@ def bench_put_big(ctx: Context) -> list[Row]:
             os.unlink(dest)  # cp writes a new file, as pipectl writes new objects
         return h.run(["cp", path, dest]).seconds
 
-    pip, rss, base, urls = [], [], [], []
+    def floor() -> float:
+        h.settle()
+        return h.copy_and_hash_seconds(path, dest)
+
+    pip, rss, base, floors, urls = [], [], [], [], []
     for k in range(s.big_repeats):
         url = env.new_store(f"big{k}")
         env.pipectl(url, "create-repo", "big")
@@ -284,30 +302,30 @@ def bench_put_big(ctx: Context) -> list[Row]:
             env.drop(urls.pop())
         urls.append(url)
         base.append(baseline())
+        if not is_s3:
+            floors.append(floor())
     url = urls[-1]
     pfs, _ = api(url)
     if pfs.inspect_file("big", "master", "/big.bin").size != size:
         raise h.BenchError("big file stored with the wrong size")
+    chunks = len(pfs.read_tree(pfs.inspect_commit("big", "master")).files["/big.bin"].objects)
     start = min(env.pipectl(url, "--version").seconds for _ in range(3))
-    base_name = "boto3 upload_file" if is_s3 else "cp"
     peak = max(rss)
     note = ctx.reduced("MiB", size // MiB, ctx.nominal.big_bytes // MiB)
-    floor = h.hash_rate(path)
-    side_by_side = ""
-    extra = {"peak_rss_bytes": rss, "cli_start_seconds": start}
-    if not is_s3:  # what the machine allows a content-addressed put: copy and hash every byte
-        h.settle()
-        both = min(h.hash_and_copy_seconds(path, dest) for _ in range(max(3, s.big_repeats)))
-        side_by_side = f"; cp and the content hash side by side (no start-up) {size / MB / both:,.0f} MB/s"
-        extra["hash_and_copy_seconds"] = both
+    extra = {"peak_rss_bytes": rss, "cli_start_seconds": start, "chunks": chunks}
+    if is_s3:
+        compared, base_name, also = base, "boto3 upload_file", ""
+    else:
+        compared, base_name = floors, "cp | b3sum side by side"
+        also = f"; cp alone {size / MB / min(base):,.0f} MB/s"
+        extra["cp_seconds"] = base
     rows = [Row(ctx.store, f"2 put-file 1 x {size // MiB:,} MiB", size / MB / min(pip), "MB/s",
-                f"best of {s.big_repeats}", size / MB / min(base), base_name,
+                f"best of {s.big_repeats}", size / MB / min(compared), base_name,
                 target=">= 0.8x baseline, peak RSS < 200 MB",
-                target_met=min(base) / min(pip) >= 0.8 and peak < 200 * MB,
-                notes=f"peak RSS {peak / MB:,.0f} MB; content hash alone on all cores {floor:,.0f} MB/s; "
-                      f"CLI start (pipectl --version) {start:.2f} s, without it "
-                      f"{size / MB / max(min(pip) - start, 1e-3):,.0f} MB/s{side_by_side}{note}",
-                samples=[size / MB / t for t in pip], baseline_samples=[size / MB / t for t in base],
+                target_met=min(compared) / min(pip) >= 0.8 and peak < 200 * MB,
+                notes=f"peak RSS {peak / MB:,.0f} MB; {chunks} chunks; CLI start (pipectl --version) "
+                      f"{start:.2f} s, without it {size / MB / max(min(pip) - start, 1e-3):,.0f} MB/s{also}{note}",
+                samples=[size / MB / t for t in pip], baseline_samples=[size / MB / t for t in compared],
                 extra=extra)]
 
     # 3. dedupe: the same put again
@@ -322,13 +340,65 @@ def bench_put_big(ctx: Context) -> list[Row]:
         raise h.BenchError("re-put changed the big file")
     if not is_s3:
         os.unlink(dest)
-        env.drop(url)
     rows.append(Row(ctx.store, f"3 put-file same {size // MiB:,} MiB again", min(again), "s",
-                    f"best of {s.dedupe_repeats}", min(base3), base_name + " again",
+                    f"best of {s.dedupe_repeats}", min(base3), ("upload_file" if is_s3 else "cp") + " again",
                     target="0 new bytes", target_met=new_bytes == 0,
                     notes=f"new bytes in objects/: {new_bytes:,}; {size / MB / min(again):,.0f} MB/s effective",
                     samples=again, baseline_samples=base3, extra={"new_object_bytes": new_bytes}))
+
+    # 3. a 4 KiB change in the middle: inserted (each repeat new bytes), then in place
+    rows += _put_big_edits(ctx, url, path, min(pip), note)
+    if not is_s3:
+        env.drop(url)
     return rows
+
+
+def _put_big_edits(ctx: Context, url: str, path: str, first: float, note: str) -> list[Row]:
+    """The rows of a 4 KiB change in the middle of the big file already
+    put at ``url`` (see :func:`bench_put_big`); ``first``: the first put's
+    seconds (best of N)."""
+    env, s = ctx.env, ctx.sizes
+    size = os.path.getsize(path)
+    changed = os.path.join(ctx.scratch("put-big"), "changed.bin")
+    sliced = {digest for digest, _ in h.fixed_slice_hashes(path)}
+    pfs, _ = api(url)
+
+    def put(edit: bytes, insert: bool) -> tuple[float, int, int, int]:
+        """Put the edited file over /big.bin: (seconds, growth of objects/,
+        growth fixed slices would have had, new chunks in the file)."""
+        h.edited_copy(path, changed, size // 2, edit, insert)
+        fixed = sum(n for digest, n in h.fixed_slice_hashes(changed) if digest not in sliced)
+        old = set(pfs.read_tree(pfs.inspect_commit("big", "master")).files["/big.bin"].objects)
+        before = env.objects_bytes(url)
+        h.settle()
+        seconds = env.pipectl(url, "put-file", "big", "master", "/big.bin", "-o", "-f", changed).seconds
+        grown = env.objects_bytes(url) - before
+        entry = pfs.read_tree(pfs.inspect_commit("big", "master")).files["/big.bin"]
+        if entry.size != size + (len(edit) if insert else 0):
+            raise h.BenchError("re-put of the edited file stored the wrong size")
+        return seconds, grown, fixed, sum(ref not in old for ref in entry.objects)
+
+    n = s.dedupe_repeats
+    inserts = [put(os.urandom(4 * KiB), insert=True) for _ in range(n)]
+    times = [x[0] for x in inserts]
+    grown, fixed, fresh = max(x[1] for x in inserts), max(x[2] for x in inserts), max(x[3] for x in inserts)
+    seconds, in_place, in_place_fixed, in_place_fresh = put(os.urandom(4 * KiB), insert=False)
+    os.unlink(changed)
+    label = f"{size // MiB:,} MiB"
+    return [
+        Row(ctx.store, f"3 4 KiB inserted mid-file ({label}), re-put: stored", grown / MB, "MB",
+            f"most of {n}", fixed / MB, "16 MiB slices (before CDC)", target="< 20 MB", target_met=grown < 20 * MB,
+            notes=f"{fresh} new chunk(s) per re-put; growth from objects/ before and after{note}",
+            samples=[x[1] / MB for x in inserts], baseline_samples=[x[2] / MB for x in inserts],
+            extra={"new_chunks": [x[3] for x in inserts]}),
+        Row(ctx.store, f"3 4 KiB inserted mid-file ({label}), re-put: time", min(times), "s", f"best of {n}",
+            first, "first put (row 2)", notes=f"the whole file read, cut and hashed again{note}",
+            samples=times, baseline_samples=[first]),
+        Row(ctx.store, f"3 4 KiB changed in place ({label}), re-put: stored", in_place / MB, "MB", "1 run",
+            in_place_fixed / MB, "16 MiB slices (before CDC)", target="< 20 MB", target_met=in_place < 20 * MB,
+            notes=f"{in_place_fresh} new chunk(s); re-put {seconds:.2f} s{note}",
+            extra={"new_chunks": in_place_fresh, "seconds": seconds}),
+    ]
 
 
 # --- 4./5. a job, then the same job incrementally --------------------------------

@@ -42,7 +42,7 @@ def test_round_trip_directory_via_cli(store_url, tmp_path, cli):
     inspect commits, get every file back byte-identical."""
     src = tmp_path / "data"
     files = dict(SAMPLE)
-    files["big.bin"] = os.urandom(objects.CHUNK_SIZE + 12345)  # spans two chunks
+    files["big.bin"] = os.urandom(objects.CHUNK_MAX + 12345)  # spans two chunks at least
     make_tree(src, files)
     assert cli("create-repo", "images").code == 0
     r = cli("put-file", "images", "master", "/", "-r", "-f", str(src))
@@ -240,13 +240,15 @@ def test_a_file_that_shrinks_while_being_stored_fails_the_put_cleanly(pfs, tmp_p
     put with one line naming the file; the branch does not move."""
 
     f = tmp_path / "big"
-    f.write_bytes(os.urandom(8 * objects.CHUNK_SIZE))
+    f.write_bytes(os.urandom(16 * objects.CHUNK_MAX))
     pfs.create_repo("r")
     shrunk = []
 
-    def truncate_once(_n: int) -> None:  # runs before a chunk thread takes its next chunk
+    def truncate_once(_n: int) -> None:  # runs on a chunk thread once its chunk is stored
         if not shrunk:
-            os.truncate(f, 5 * objects.CHUNK_SIZE + 100)
+            # past every page mapped so far: the chunks in flight (CHUNK_UPLOADS of them),
+            # the next one cut and the cutter's window, each at most CHUNK_MAX bytes
+            os.truncate(f, (objects.CHUNK_UPLOADS + 3) * objects.CHUNK_MAX + 100)
             shrunk.append(True)
 
     with pytest.raises(Conflict, match=f"{f} shrank while being stored"):
@@ -285,7 +287,7 @@ def test_put_file_killed_midway_leaves_branch_unchanged(store_url, pfs, tmp_path
     head = pfs.inspect_commit("r", "master").id
     proc = _put_proc(["put-file", "r", "master", "/big", "-f", "-"], stdin=subprocess.PIPE)
     chunk = os.urandom(1024 * 1024)
-    for _ in range(objects.CHUNK_SIZE // len(chunk) + 3):  # past one whole chunk: some objects stored
+    for _ in range(2 * objects.CHUNK_MAX // len(chunk) + 3):  # past two whole windows: some objects stored
         proc.stdin.write(chunk)
     proc.stdin.flush()
     time.sleep(1.0)
@@ -334,18 +336,25 @@ def test_put_file_from_url_and_stdin(store_url, pfs, tmp_path, cli):
 
 
 def test_content_is_addressed_by_blake3(pfs, store, tmp_path):
-    """Objects (small files and each 16 MiB chunk of a large one) and trees
-    are stored under the BLAKE3-256 of their bytes, computed here by the
-    blake3 package itself, and each object holds its own chunk's bytes."""
+    """Objects (small files and each chunk of a large one, cut where FastCDC
+    cuts it: pyfastcdc, asked here directly, with pipectl's parameters) and
+    trees are stored under the BLAKE3-256 of their bytes, computed here by
+    the blake3 package itself, and each object holds its own chunk's bytes."""
+    import pyfastcdc
     small = b"content addressed\n"
-    large = os.urandom((objects.CHUNK_UPLOADS + 1) * objects.CHUNK_SIZE + 12345)  # a thread stores 2 chunks
+    large = os.urandom((objects.CHUNK_UPLOADS + 1) * objects.CHUNK_MAX + 12345)  # more chunks than threads
     (tmp_path / "small").write_bytes(small)
     (tmp_path / "large").write_bytes(large)
     pfs.create_repo("r")
     pfs.put_files("r", "master", [("/small", str(tmp_path / "small")), ("/large", str(tmp_path / "large"))])
-    pieces = [small] + [large[i:i + objects.CHUNK_SIZE] for i in range(0, len(large), objects.CHUNK_SIZE)]
-    for piece in pieces:
+    cdc = pyfastcdc.FastCDC(objects.CHUNK_AVG, min_size=objects.CHUNK_MIN, max_size=objects.CHUNK_MAX)
+    cuts = [bytes(c.data) for c in cdc.cut_buf(large)]
+    assert len(cuts) > objects.CHUNK_UPLOADS + 1 and all(
+        objects.CHUNK_MIN <= len(c) <= objects.CHUNK_MAX for c in cuts[:-1])
+    for piece in [small] + cuts:
         assert store.read(keys.object_key(blake3.blake3(piece).hexdigest())) == piece
+    entry = pfs.read_tree(pfs.inspect_commit("r", "master")).files["/large"]
+    assert list(entry.objects) == [blake3.blake3(c).hexdigest() for c in cuts]
     assert file_bytes(pfs, "r")["/large"] == large
     commit = pfs.inspect_commit("r", "master")
     assert blake3.blake3(store.read(f"trees/{commit.tree}")).hexdigest() == commit.tree

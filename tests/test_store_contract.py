@@ -74,6 +74,22 @@ def test_write_from_a_mapped_file(store, tmp_path):
     assert store.read("m") == b"mapped bytes" * 1000
 
 
+def test_put_content_from_a_view_of_a_mapped_file(store, tmp_path):
+    """A chunk cut by content is a view of a mapped file that starts and
+    ends anywhere in a page: written as it is, read back the same."""
+    data = bytes(range(256)) * 300
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        view = memoryview(m)
+        assert store.put_content("objects/bb/v", view[1001:70001]) is True
+        assert store.put_content("objects/bb/v", view[1001:70001]) is False
+        store.write("w", view[5:9])
+        view.release()
+    assert store.read("objects/bb/v") == data[1001:70001]
+    assert store.read("w") == data[5:9]
+
+
 def test_open_streams_and_read_range_slices(store):
     data = bytes(range(256)) * 40
     store.write("r", data)

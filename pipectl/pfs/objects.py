@@ -1,12 +1,35 @@
 """Content-addressed file storage.
 
-File bytes are cut into chunks of at most :data:`CHUNK_SIZE` bytes; each chunk
-is stored once at ``objects/<first two hex digits>/<hash>``, named by its
-content hash (:mod:`.hashing`). Putting bytes the store already holds uploads
-nothing: hashes already known to be present (e.g. from the target commit's
-tree) are skipped without a request, large chunks are probed with an
-existence check first, and small ones are written with a create-only
+File bytes are cut into chunks by their content (content-defined chunking,
+as Pachyderm 2, restic, borg and casync do): a rolling hash over the bytes
+picks the cut points, so a cut depends only on the bytes just before it and
+on the distance from the previous cut. Bytes inserted into or removed from a
+file then change only the chunk or two around them; every later cut falls on
+the same bytes as before, and the chunks after it are the same objects
+(with fixed slices every later slice would move and be stored anew). Each
+chunk is stored once at ``objects/<first two hex digits>/<hash>``, named by
+its content hash (:mod:`.hashing`). Putting bytes the store already holds
+uploads nothing: hashes already known to be present (e.g. from the target
+commit's tree) are skipped without a request, large chunks are probed with
+an existence check first, and small ones are written with a create-only
 conditional write.
+
+The chunker is FastCDC (Xia et al., "The Design of Fast Content-Defined
+Chunking for Data Deduplication Based Storage Systems", IEEE TPDS 2020), by
+the ``pyfastcdc`` package: a Cython port of the ``fastcdc`` Rust crate's
+2020 variant whose cut points are the crate's own, and whose cutting loop
+runs without the interpreter lock, beside the hashing threads. Parameters
+(:data:`CHUNK_MIN`, :data:`CHUNK_AVG`, :data:`CHUNK_MAX`): see
+:data:`CHUNK_AVG` for why they were chosen. A chunk's cut never depends on
+more than :data:`CHUNK_MAX` bytes from its start, so a file is cut the same
+way whether it is read from a mapped regular file or from a pipe
+(:func:`chunk_lengths` gives the cuts of bytes in memory).
+
+Stores written before content-defined chunking hold large files as fixed
+slices of :data:`FIXED_CHUNK_SIZE` bytes. A file's entry lists its chunks'
+refs whatever their sizes (see :class:`~.tree.FileEntry`), so those files
+read as before; their bytes put again are cut by content and stored once
+more, as new chunks.
 
 Packs: many small files put at once (:meth:`ObjectWriter.put_files`) are not
 stored one object each. Their bytes are concatenated into packs of about
@@ -22,14 +45,18 @@ the same files put again in the same order, into any repo, make the same
 packs, which are then found by name and not stored again; but a small file
 put among different neighbours is stored once more.
 
-Memory: a file streams through at most ``CHUNK_SIZE * (1 + CHUNK_UPLOADS)``
-bytes in flight (80 MiB with the defaults), whatever its size, and packs
-take as much again.
+Memory: a file streams through at most ``CHUNK_MAX * (3 + CHUNK_UPLOADS)``
+bytes in flight (56 MiB with the defaults), whatever its size: a regular
+file's mapped pages from the oldest chunk still being stored to the end of
+the chunker's window, a pipe's read buffer and its chunks' copies (see
+:meth:`ObjectWriter.put_stream`). Packs take about ``PACK_SIZE *
+(1 + CHUNK_UPLOADS)`` more.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import errno
 import mmap
@@ -39,6 +66,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
+import pyfastcdc
+
 from ..errors import Conflict, NotFound
 from ..parallel import parallel
 from ..store import ObjectStore
@@ -46,15 +75,69 @@ from .hashing import content_hash
 from .keys import object_key
 from .tree import EMPTY_FILE, FileEntry
 
-CHUNK_SIZE = 16 * 1024 * 1024
+MiB = 1024 * 1024
+CHUNK_MIN = 1 * MiB
+"""No cut closer than this to the previous one (only a file's last chunk is
+shorter). FastCDC skips these bytes without hashing them."""
+CHUNK_AVG = 2 * MiB
+"""FastCDC's target average (``avg_size``: the cut condition's mask has
+log2 of it bits); with :data:`CHUNK_MIN` skipped first, chunks of random
+bytes average about ``CHUNK_MIN + CHUNK_AVG`` (2.6 MiB measured on 1 GiB).
+
+Why these sizes (measured on the 2-core bench machine, 1 GiB of random
+bytes; README, "Content-defined chunking"): 4 KiB inserted in the middle of
+the file, or changed in place, stores the chunk around it again: 2 to 6 MB
+with these sizes (one chunk for each of 150 random edits measured; even two
+maximal chunks, 16.8 MB, stay under the 20 MB the bench holds a change to),
+4 to 12 MB with a 4 MiB target (1 MiB min, 16 MiB max: half the objects,
+about 200 per GiB against 390 here, but no faster a put here), 2.5 MB with
+restic's 1 MiB (256 KiB min, 4 MiB max). Smaller chunks cut more slowly
+(FastCDC skips :data:`CHUNK_MIN` bytes per chunk without hashing them: 3.2
+GB/s on one core at these sizes, 1.4 GB/s with a 512 KiB minimum, 1.3 GB/s
+at restic's) and make more requests; the largest minimum pyfastcdc allows, 1
+MiB, is what makes cutting a file cost less than hashing it. Pachyderm's
+average (about 8 MiB, buzhash) is out of pyfastcdc's range (average at most
+4 MiB, minimum 1 MiB, maximum 16 MiB), and would store about 3x the bytes
+per small change."""
+CHUNK_MAX = 8 * MiB
+"""No chunk is longer: a cut is forced here if the content gave none."""
+FIXED_CHUNK_SIZE = 16 * MiB
+"""The fixed slices large files were cut into before content-defined
+chunking (stores written then hold them; they read as any other chunks)."""
 CHUNK_UPLOADS = 4
 SMALL = 1024 * 1024
 """Files of at most this many bytes are packed; chunks of at most this many
 are written create-only without an existence probe first."""
-PACK_SIZE = CHUNK_SIZE
+PACK_SIZE = 16 * MiB
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 """madvise(2) advice that maps a range's pages in one call (Linux uapi
 ``asm-generic/mman-common.h``; Python 3.11's mmap module has no name for it)."""
+_PAGE = mmap.PAGESIZE
+
+
+def _chunker() -> pyfastcdc.FastCDC:
+    """A FastCDC cutter with pipectl's parameters (one per file: a cutter
+    is not meant to be shared between threads)."""
+    return pyfastcdc.FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
+
+
+def _cut(cdc: pyfastcdc.FastCDC, view: memoryview, final: bool) -> Iterator[int]:
+    """The lengths of the chunks that ``view`` starts with, in order. Unless
+    ``final`` (``view`` holds the rest of the file), a chunk is given only
+    if at least :data:`CHUNK_MAX` bytes follow its start in ``view``: the
+    most any cut looks at, so each cut given is the one the whole file has.
+    The cutting itself runs without the interpreter lock."""
+    n = len(view)
+    for chunk in cdc.cut_buf(view):
+        if not final and n - chunk.offset < CHUNK_MAX:
+            return
+        yield chunk.length
+
+
+def chunk_lengths(data: bytes | bytearray | memoryview) -> list[int]:
+    """The lengths of the chunks ``data`` (a whole file) is cut into, in
+    order (empty for no bytes)."""
+    return list(_cut(_chunker(), memoryview(data), True))
 
 
 @dataclasses.dataclass
@@ -117,15 +200,15 @@ class ObjectWriter:
             self.known.setdefault(sha, sha)
         return sha
 
-    def _put_object(self, key: str, data: bytes | mmap.mmap) -> bool:
+    def _put_object(self, key: str, data: bytes | memoryview) -> bool:
         """Create-only write of ``data`` at ``key`` (large data probed with an
         existence check first, so it is not sent in vain); True if written."""
         return (len(data) <= SMALL or not self.store.exists(key)) and self.store.put_content(key, data)
 
-    def put_bytes(self, data: bytes | mmap.mmap) -> str:
-        """Store one chunk (bytes, or a file's range mapped read-only); return its ref."""
-        return self._store_chunk(content_hash(data), len(data),  # type: ignore[arg-type]  # an mmap is bytes-like
-                                 lambda key: self._put_object(key, data))
+    def put_bytes(self, data: bytes | memoryview) -> str:
+        """Store one chunk (bytes, or a view of a file's range mapped
+        read-only); return its ref."""
+        return self._store_chunk(content_hash(data), len(data), lambda key: self._put_object(key, data))
 
     def put_files(self, paths: list[str], threads: int = 16) -> list[FileEntry]:
         """Store local files; return their entries, in the order of ``paths``.
@@ -218,66 +301,119 @@ class ObjectWriter:
                 self.known.setdefault(sha, ref)
 
     def put_stream(self, stream: BinaryIO) -> FileEntry:
-        """Store everything ``stream`` yields; return the file's entry.
-        Chunks after the first are uploaded concurrently, at most
-        ``CHUNK_UPLOADS`` at a time; a regular file of more than one chunk
-        takes :meth:`_put_file_chunks` instead."""
+        """Store everything ``stream`` yields, cut by content; return the
+        file's entry. A regular file of more than :data:`CHUNK_MIN` bytes
+        takes :meth:`_put_file_chunks`; anything else (a pipe, a socket, an
+        HTTP body, a small file) is read into a buffer of up to ``2 *
+        CHUNK_MAX`` bytes, cut there, and each chunk copied out and stored
+        on the chunk threads, at most ``CHUNK_UPLOADS`` at a time, while
+        reading goes on. Both cut the same bytes into the same chunks."""
         regular = _regular_size(stream)
-        if regular is not None and regular > CHUNK_SIZE:
+        if regular is not None and regular > CHUNK_MIN:
             return self._put_file_chunks(stream.fileno(), regular, getattr(stream, "name", "the input"))
         futures: list[cf.Future | str] = []
         gate = threading.Semaphore(CHUNK_UPLOADS)
         size = 0
-        for chunk in _chunks(stream, regular):
-            size += len(chunk)
-            self.stats.add(read=len(chunk))
-            if self.progress:
-                self.progress(len(chunk))
-            if len(chunk) < CHUNK_SIZE and not futures:
-                futures.append(self.put_bytes(chunk))  # the common small file
-                continue
-            gate.acquire()
-            future = self._chunk_pool.submit(self.put_bytes, chunk)
-            future.add_done_callback(lambda _: gate.release())
-            futures.append(future)
+        try:
+            for chunk in _stream_chunks(stream, regular):
+                size += len(chunk)
+                self.stats.add(read=len(chunk))
+                if self.progress:
+                    self.progress(len(chunk))
+                if len(chunk) < CHUNK_MIN and not futures:  # shorter than a cut allows: the only chunk
+                    futures.append(self.put_bytes(chunk))  # the common small file
+                    continue
+                gate.acquire()
+                future = self._chunk_pool.submit(self.put_bytes, chunk)
+                future.add_done_callback(lambda _: gate.release())
+                futures.append(future)
+        finally:
+            cf.wait([f for f in futures if not isinstance(f, str)])
         objects = tuple(f if isinstance(f, str) else f.result() for f in futures)
         return FileEntry(size, objects)
 
     def _put_file_chunks(self, fd: int, size: int, name: str) -> FileEntry:
-        """A large regular file (``name`` for errors), ``CHUNK_UPLOADS``
-        chunks at a time, each on its own thread through a read-only mmap of
-        just that chunk: hashed there (the hash releases the GIL), then
-        handed to the store as it is (on local disk one ``write`` from the
+        """A regular file (``name`` for errors) mapped read-only whole and
+        cut on this thread, window by window (``2 * CHUNK_MAX`` bytes,
+        whose pages are mapped in one call each: ``MADV_POPULATE_READ``,
+        Linux 5.14+, a third less system time than faulting them in); each
+        chunk is stored on a chunk thread, at most ``CHUNK_UPLOADS`` at a
+        time, straight from the mapped pages, with no copy: hashed there
+        (the hash releases the interpreter lock, as the cutting does),
+        then handed to the store (on local disk one ``write`` from the
         mapped pages, 20% faster than a kernel-side ``copy_file_range``
-        measured here; botocore streams it as a file, in 16 KiB reads, where
-        a 16 MiB copy was made before, and asks ``Expect: 100-continue`` as
-        it does for boto3's ``upload_file``). The chunk's pages are mapped in one
-        call (``MADV_POPULATE_READ``, Linux 5.14+; a third less system time
-        than faulting them in) and unmapped after it, so resident memory
-        stays near ``CHUNK_UPLOADS * CHUNK_SIZE``. Raises Conflict if the
-        file shrinks while it is stored (one truncated under the mapping
-        between those checks still ends the process with SIGBUS, as any
-        reader of a mapped file would)."""
-        def one(offset: int) -> str:
-            n = min(CHUNK_SIZE, size - offset)
+        measured here; botocore streams it as a file, in 16 KiB reads, and
+        asks ``Expect: 100-continue`` as it does for boto3's
+        ``upload_file``). A stored chunk's pages are unmapped again
+        (``MADV_DONTNEED``; they stay in the page cache), so resident
+        memory stays near ``(CHUNK_UPLOADS + 2) * CHUNK_MAX`` whatever the
+        file's size. Raises Conflict if the file shrinks while it is stored
+        (one truncated under pages already mapped still ends the process
+        with SIGBUS, as any reader of a mapped file would)."""
+        def shrank() -> Conflict:
+            return Conflict(f"{name} shrank while being stored")
+        try:
+            mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        except ValueError:  # "mmap length is greater than file size"
+            raise shrank() from None
+        view = memoryview(mapped)
+        populated = 0  # pages of [0, populated) were mapped in
+
+        def populate(end: int) -> None:
+            nonlocal populated
+            end = min(size, -(-end // _PAGE) * _PAGE)
+            if end <= populated:
+                return
             try:
-                chunk = mmap.mmap(fd, n, offset=offset, access=mmap.ACCESS_READ)
-            except ValueError:  # "mmap length is greater than file size"
-                raise Conflict(f"{name} shrank while being stored") from None
-            with chunk:
-                try:
-                    chunk.madvise(MADV_POPULATE_READ)
-                except OSError as e:
-                    if e.errno == errno.EFAULT:  # pages past the end of the file
-                        raise Conflict(f"{name} shrank while being stored") from None
-                    if e.errno != errno.EINVAL:  # EINVAL before Linux 5.14: pages fault in instead
-                        raise
-                ref = self.put_bytes(chunk)
+                mapped.madvise(MADV_POPULATE_READ, populated, end - populated)
+            except OSError as e:
+                if e.errno == errno.EFAULT:  # pages past the end of the file
+                    raise shrank() from None
+                if e.errno != errno.EINVAL:  # EINVAL before Linux 5.14: pages fault in instead
+                    raise
+            populated = end
+
+        def one(view: memoryview, start: int, n: int) -> str:
+            ref = self.put_bytes(view[start:start + n])
+            # unmap the pages wholly inside this chunk (a page shared with a neighbour stays)
+            lo = -(-start // _PAGE) * _PAGE
+            hi = size if start + n == size else (start + n) // _PAGE * _PAGE
+            if hi > lo:
+                mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
             self.stats.add(read=n)
             if self.progress:
                 self.progress(n)
             return ref
-        return FileEntry(size, tuple(self._chunk_pool.map(one, range(0, size, CHUNK_SIZE))))
+
+        cdc = _chunker()
+        gate = threading.Semaphore(CHUNK_UPLOADS)
+        futures: list[cf.Future] = []
+        failed: list[cf.Future] = []
+
+        def done(future: cf.Future) -> None:
+            if future.exception() is not None:
+                failed.append(future)
+            gate.release()
+        try:
+            pos = 0
+            while pos < size and not failed:
+                end = min(size, pos + 2 * CHUNK_MAX)
+                populate(end)
+                for n in _cut(cdc, view[pos:end], end == size):
+                    gate.acquire()
+                    if failed:
+                        break
+                    future = self._chunk_pool.submit(one, view, pos, n)
+                    future.add_done_callback(done)
+                    futures.append(future)
+                    pos += n
+            refs = tuple(f.result() for f in futures)
+        finally:
+            cf.wait(futures)  # no chunk thread may read the pages once they are unmapped
+            del view
+            with contextlib.suppress(BufferError):  # else unmapped once the last view of it is gone
+                mapped.close()
+        return FileEntry(size, refs)
 
 
 class _Pack:
@@ -335,17 +471,22 @@ def _regular_size(stream: BinaryIO) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-def _chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
-    """Yield ``CHUNK_SIZE`` pieces of ``stream`` (the last may be shorter),
-    reading into one buffer and copying each piece out once. ``size``: the
-    stream's size if it is a regular file (the buffer is sized to it), else
-    None."""
-    buf = bytearray(CHUNK_SIZE if size is None else min(CHUNK_SIZE, size + 1))
+def _stream_chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
+    """Yield the chunks of ``stream``, cut by content (:func:`_cut`), each
+    copied out of one read buffer of at most ``2 * CHUNK_MAX`` bytes: the
+    buffer is filled, every chunk that starts at least ``CHUNK_MAX`` bytes
+    before its end is cut off, the rest moves to its front, and so on.
+    ``size``: the stream's size if it is a regular file (the buffer is
+    sized to it), else None (the buffer starts at 1 MiB and grows as
+    bytes keep coming)."""
+    cdc = _chunker()
+    full = 2 * CHUNK_MAX
+    buf = bytearray(min(full, size + 1) if size is not None else MiB)
     view = memoryview(buf)
     readinto = getattr(stream, "readinto", None)
+    filled, eof = 0, False
     while True:
-        filled = 0
-        while filled < len(buf):
+        while not eof and filled < len(buf):
             if readinto is not None:
                 n = readinto(view[filled:])
             else:
@@ -353,13 +494,19 @@ def _chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
                 n = len(piece)
                 view[filled:filled + n] = piece
             if not n:
-                break
-            filled += n
-        if not filled:
-            return
-        yield bytes(view[:filled])
-        if filled < len(buf):
-            return
-        if len(buf) < CHUNK_SIZE:  # the file grew past its size: read on in full chunks
-            buf = bytearray(CHUNK_SIZE)
+                eof = True
+            else:
+                filled += n
+        if not eof and len(buf) < full:  # more bytes than the buffer holds: grow it
+            view.release()
+            buf.extend(bytes(min(full, 4 * len(buf)) - len(buf)))
             view = memoryview(buf)
+            continue
+        start = 0
+        for n in _cut(cdc, view[:filled], eof):
+            yield bytes(view[start:start + n])
+            start += n
+        if eof:
+            return
+        view[:filled - start] = view[start:filled]  # the uncut rest (< CHUNK_MAX bytes), to the front
+        filled -= start

@@ -21,6 +21,9 @@ import mmap
 from collections.abc import Iterator
 from typing import BinaryIO
 
+Bytes = bytes | bytearray | memoryview | mmap.mmap
+"""What a store writes: bytes, or a read-only view of a mapped file's range."""
+
 
 class ObjectStore(abc.ABC):
     """A flat key/value store of immutable-or-CAS-updated byte objects."""
@@ -41,7 +44,7 @@ class ObjectStore(abc.ABC):
         Raises NotFound."""
 
     @abc.abstractmethod
-    def write(self, key: str, data: bytes | mmap.mmap, *, if_match: str | None = None,
+    def write(self, key: str, data: Bytes, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
         """Store ``data`` under ``key``; return the new version tag.
 
@@ -50,12 +53,12 @@ class ObjectStore(abc.ABC):
         condition does not hold (nothing is written then).
         """
 
-    def put_content(self, key: str, data: bytes | mmap.mmap) -> bool:
+    def put_content(self, key: str, data: Bytes) -> bool:
         """Store immutable, content-addressed ``data`` (the key names its
         hash, so any two writers write the same bytes); ``data`` may be a
-        file's range mapped read-only (an ``mmap``, bytes-like and
-        file-like at once). Returns True if it was written, False if the key
-        already existed."""
+        file's range mapped read-only (an ``mmap``, or a ``memoryview`` of
+        one: a chunk cut by content starts anywhere in a page). Returns
+        True if it was written, False if the key already existed."""
         from ..errors import PreconditionFailed
         try:
             self.write(key, data, if_absent=True)

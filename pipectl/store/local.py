@@ -17,7 +17,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import mmap
 import os
 import shutil
 import uuid
@@ -25,7 +24,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import NotFound, PreconditionFailed, StoreUnavailable
-from .base import ObjectStore
+from .base import Bytes, ObjectStore
 
 _TMP = ".tmp-"
 
@@ -64,7 +63,7 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"object {key} not found") from None
 
-    def _write_tmp(self, path: str, data: bytes | mmap.mmap) -> str:
+    def _write_tmp(self, path: str, data: Bytes) -> str:
         tmp = os.path.join(os.path.dirname(path), f"{_TMP}{uuid.uuid4().hex}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -90,7 +89,7 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
 
-    def write(self, key: str, data: bytes | mmap.mmap, *, if_match: str | None = None,
+    def write(self, key: str, data: Bytes, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
         path = self._path(key)
         tmp = self._write_tmp(path, data)
@@ -120,7 +119,7 @@ class LocalStore(ObjectStore):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-    def put_content(self, key: str, data: bytes | mmap.mmap) -> bool:
+    def put_content(self, key: str, data: Bytes) -> bool:
         # Identical bytes may safely replace each other, so a plain atomic
         # rename does (one metadata operation fewer than link + unlink).
         path = self._path(key)

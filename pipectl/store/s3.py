@@ -21,7 +21,6 @@ Failures to reach the endpoint are retried a bounded number of times
 from __future__ import annotations
 
 import functools
-import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import botocore.exceptions
 import botocore.session
 
 from ..errors import InvalidArgument, NotFound, PreconditionFailed, StoreUnavailable
-from .base import ObjectStore
+from .base import Bytes, ObjectStore
 
 _NETWORK_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
@@ -64,6 +63,40 @@ def _s3(fn):
             raise StoreUnavailable(f"S3 error on {name}: {code or status}") from None
 
     return inner
+
+
+class _ViewBody:
+    """A read-only, seekable file over a memoryview (a chunk of a mapped
+    file, see :meth:`~.base.ObjectStore.put_content`): botocore takes a
+    body as bytes or as a file, which it streams (hashing and sending it
+    in pieces, seeking back between) without copying it whole."""
+
+    def __init__(self, data: memoryview):
+        self._view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, n: int | None = -1) -> bytes:
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
+        piece = self._view[self._pos:end].tobytes() if end > self._pos else b""
+        self._pos = max(self._pos, end)
+        return piece
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
 
 
 _client_lock = threading.Lock()
@@ -119,14 +152,15 @@ class S3Store(ObjectStore):
         return response["Body"].read(), response["ETag"]
 
     @_s3
-    def write(self, key: str, data: bytes | mmap.mmap, *, if_match: str | None = None,
+    def write(self, key: str, data: Bytes, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
+        body = _ViewBody(data) if isinstance(data, memoryview) else data
         extra = {}
         if if_absent:
             extra["IfNoneMatch"] = "*"
         elif if_match is not None:
             extra["IfMatch"] = if_match
-        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **extra)
         return response["ETag"]
 
     @_s3

@@ -6,10 +6,11 @@ bounded whatever the object's size and no local disk is used.
 The event loop receives the body and hands it on in blocks of
 :data:`BLOCK` bytes through a queue of :data:`QUEUED` blocks to a worker
 thread, which hashes each block for the checks and feeds it to the store
-(:meth:`~pipectl.client.Client.store_content`: content-addressed chunks of
-16 MiB, up to 4 written at once). The store is the spool: a body is at
-most about 100 MiB in memory (the queue, the chunk being cut, the chunks
-being written), and nothing becomes visible until the caller commits the
+(:meth:`~pipectl.client.Client.store_content`: content-addressed chunks
+cut by content, 1 to 8 MiB, up to 4 written at once; see
+:mod:`pipectl.pfs.objects`). The store is the spool: a body is at most
+about 70 MiB in memory (the queue, the buffer being cut, the chunks being
+written), and nothing becomes visible until the caller commits the
 entry returned, after every check passed; the chunks of a body that
 failed a check stay in the store unreferenced.
 """
