@@ -53,15 +53,6 @@ def s3_server(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory):
-    """A moto S3 server on a loopback port, for tests that need moto itself
-    (its fault injection, say); the same interface as ``s3_server``."""
-    log = str(tmp_path_factory.mktemp("moto") / "moto.log")
-    with _started(s3servers.MotoServer(log_path=log)) as server:
-        yield server
-
-
 @contextlib.contextmanager
 def _started(server: s3servers.S3Server):
     try:

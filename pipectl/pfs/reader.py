@@ -109,10 +109,10 @@ def iter_objects_range(store: ObjectStore, refs: tuple[str, ...], offset: int, l
     most ``block`` bytes; chunks wholly before ``offset`` are skipped by
     their size (a packed ref holds its length, a whole object's is asked
     of the store), never read. Raises NotFound if an object is missing or
-    a pack ends early. From byte 0 each whole object is streamed in one
-    request (a store's ``open``), as :func:`read_objects` does, with no
-    request for its size."""
-    if offset == 0:
+    a pack ends early. More than ``block`` bytes from byte 0 are read by
+    streaming each whole object in one request (a store's ``open``), as
+    :func:`read_objects` does, with no request for its size."""
+    if offset == 0 and length > block:
         yield from _iter_objects_head(store, refs, length, block)
         return
     end, pos = offset + length, 0

@@ -101,8 +101,9 @@ def _overlap(a: str, b: str) -> bool:
 def egress(pfs: PFS, repo: str, commit: str, url: str, each: Callable[[], None] = lambda: None) -> Egressed:
     """Copy every file of ``repo@commit`` to ``url`` (see the module doc;
     check it with :func:`check_target` first), calling ``each()`` after
-    each file (the controller renews its leases there, so a long copy does
-    not lose them). Raises OSError (a local target) or botocore's errors
+    each file (the controller renews its leases there, so a copy of many
+    files does not lose them; one file that takes longer than a lease
+    still can). Raises OSError (a local target) or botocore's errors
     (S3) when a copy fails, and what ``each`` raises; the caller names the
     target."""
     parsed = urlparse(url)

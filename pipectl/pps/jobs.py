@@ -75,8 +75,10 @@ class Jobs:
             self._written_jobs[key] = (self.store.write(key, data, if_absent=True), data)
         except PreconditionFailed:  # another creator won; it finishes naming the job
             return False
+        # Always written, even when it changes nothing: the new version fails the compare-and-swap of a
+        # reader that found no record (before the write above) and is about to drop the entry.
         self.change_pointers(job.pipeline,
-                             lambda p: p.add_pending(job.id, job.created) | p.add_recent(job.id, job.created))
+                             lambda p: p.add_pending(job.id, job.created) | p.add_recent(job.id, job.created) | True)
         return True
 
     def _find_job(self, job: str, pipeline: str | None = None) -> str:
@@ -212,12 +214,19 @@ class Jobs:
         for (pipeline, job, created), info in zip(entries, records):
             if info is None:
                 if JobPointers.lost(created, clock):
-                    self.change_pointers(pipeline, functools.partial(JobPointers.drop, job=job))
+                    self.change_pointers(pipeline, functools.partial(self._drop_if_missing, pipeline, job))
             elif info.done:
                 self.change_pointers(pipeline, functools.partial(JobPointers.settle, job=info))
             else:
                 found.append(info)
         return sorted(found, key=lambda j: j.created)
+
+    def _drop_if_missing(self, pipeline: str, job: str, pointers: JobPointers) -> bool:
+        """Drop pending ``job`` from ``pointers`` unless its record exists:
+        checked after the pointers were read, so a creator that wrote the
+        record since has written the pointers since too (its second naming
+        always writes), and the compare-and-swap of this drop fails."""
+        return not self.store.exists(keys.job(pipeline, job)) and pointers.drop(job)
 
     def update_job(self, pipeline: str, job: str, **changes) -> JobInfo:
         """Compare-and-swap ``changes`` (JobInfo fields) into a job record. A

@@ -85,9 +85,13 @@ class S3Server(S3Endpoint):
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        """The server's environment."""
+        return dict(os.environ)
+
     def start(self, timeout: float = 30) -> S3Server:
         with open(self.log_path or os.devnull, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, env=self.environment(),
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -138,8 +142,11 @@ class VersityGW(S3Server):
         if binary is None:
             raise ServerError(f"versitygw not built (no {VERSITYGW_CACHE}/bin/versitygw): run `make versitygw`")
         os.makedirs(self.data_dir, exist_ok=True)
-        return [binary, "--quiet", "--access", self.access_key, "--secret", self.secret_key, "--region", REGION,
-                "--port", f"{self.host}:{self.port}", "posix", self.data_dir]
+        return [binary, "--quiet", "--region", REGION, "--port", f"{self.host}:{self.port}", "posix", self.data_dir]
+
+    def environment(self) -> dict[str, str]:
+        # the key pair in the environment, not on a command line any local user can read
+        return {**os.environ, "ROOT_ACCESS_KEY_ID": self.access_key, "ROOT_SECRET_ACCESS_KEY": self.secret_key}
 
 
 class MotoServer(S3Server):
