@@ -347,3 +347,16 @@ def use_s3(server, monkeypatch, prefix: str = "t-") -> str:
     import boto3
     boto3.client("s3").create_bucket(Bucket=bucket)
     return bucket
+
+
+def s3_uppercase_code(bucket: str) -> str:
+    """User code (Python, botocore only) that copies every object of
+    ``bucket`` into bucket ``out``, upper-cased, through the worker's S3
+    sidecar (``$S3_ENDPOINT``): a ``pfs.s3`` input and ``s3_out``."""
+    return f"""
+import os, botocore.session
+s3 = botocore.session.get_session().create_client("s3", endpoint_url=os.environ["S3_ENDPOINT"])
+for item in s3.list_objects_v2(Bucket="{bucket}")["Contents"]:
+    body = s3.get_object(Bucket="{bucket}", Key=item["Key"])["Body"].read()
+    s3.put_object(Bucket="out", Key=item["Key"], Body=body.upper())
+"""

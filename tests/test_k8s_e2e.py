@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import requests
 import tritonclient.grpc as triton
-from helpers import REPO_ROOT, make_iris_data, put_iris, run_ok, wait_for
+from helpers import REPO_ROOT, make_iris_data, put_iris, run_ok, s3_uppercase_code, wait_for
 
 
 def helm_install(env, *values: str) -> None:
@@ -142,14 +142,6 @@ def test_helm_deployment_runs_iris_serves_the_model_and_survives_pod_deletions(k
     assert run_ok("get-logs", "--job", job["id"], "--workers").out  # its pods' logs were kept first
 
 
-SHOUT = """
-import os, botocore.session
-s3 = botocore.session.get_session().create_client("s3", endpoint_url=os.environ["S3_ENDPOINT"])
-for item in s3.list_objects_v2(Bucket="site")["Contents"]:
-    body = s3.get_object(Bucket="site", Key=item["Key"])["Body"].read()
-    s3.put_object(Bucket="out", Key=item["Key"], Body=body.upper())
-"""
-
 
 def test_helm_deployment_runs_a_spout_a_service_and_an_s3_out_pipeline(k8s_env):
     """Pachyderm's long-lived and S3 pipelines under the chart's controller
@@ -174,7 +166,7 @@ def test_helm_deployment_runs_a_spout_a_service_and_an_s3_out_pipeline(k8s_env):
              "transform": {"image": "pipectl/base:0.1.0",
                            "cmd": ["python3", "-m", "http.server", "8080", "--directory", "/pfs/site"]}},
             {"pipeline": {"name": "shout"}, "input": {"pfs": {"repo": "site", "glob": "/", "s3": True}},
-             "s3_out": True, "transform": {"image": "pipectl/base:0.1.0", "cmd": ["python3", "-c", SHOUT]}}):
+             "s3_out": True, "transform": {"image": "pipectl/base:0.1.0", "cmd": ["python3", "-c", s3_uppercase_code("site")]}}):
         run_ok("create-pipeline", "-f", "-", input=json.dumps(spec).encode())
 
     def commits() -> int:

@@ -11,7 +11,7 @@ import json
 import signal
 import time
 
-from helpers import run_ok, wait_for
+from helpers import run_ok, s3_uppercase_code, wait_for
 
 from pipectl.pps.executors.kubernetes import load_client_config
 from pipectl.pps.leader import LeaseElector
@@ -345,14 +345,6 @@ def test_a_service_serves_its_newest_datum_through_a_node_port(k8s_env, backgrou
              120, 1, "the stopped service's Deployment and Service to go")
 
 
-S3_USER_CODE = """
-import os, botocore.session
-s3 = botocore.session.get_session().create_client("s3", endpoint_url=os.environ["S3_ENDPOINT"])
-for item in s3.list_objects_v2(Bucket="in")["Contents"]:
-    body = s3.get_object(Bucket="in", Key=item["Key"])["Body"].read()
-    s3.put_object(Bucket="out", Key=item["Key"], Body=body.upper())
-"""
-
 
 def test_s3_input_and_s3_out_through_the_workers_sidecar(k8s_env):
     """``pfs.s3`` and ``s3_out`` on Kubernetes: the user container reads
@@ -360,7 +352,7 @@ def test_s3_input_and_s3_out_through_the_workers_sidecar(k8s_env):
     the pod's loopback."""
     shell_pipeline("s3copy", "unused", files=3, parallelism=1, s3_out=True,
                    input={"pfs": {"repo": "in", "glob": "/", "s3": True}},
-                   transform={"image": "pipectl/base:0.1.0", "cmd": ["python3", "-c", S3_USER_CODE]})
+                   transform={"image": "pipectl/base:0.1.0", "cmd": ["python3", "-c", s3_uppercase_code("in")]})
     run_ok(*CONTROLLER, "--exit-when-idle", timeout=300)
     job = the_job("s3copy")
     assert job["state"] == "success", job

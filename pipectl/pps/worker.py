@@ -180,12 +180,7 @@ class Worker:
         finally:
             self.flush()
             self.writer.close()
-            if self._own_runner:
-                self.runner.close(0)
-            if self.sidecar is not None:
-                self.sidecar.stop()
-            if self.scratch:
-                shutil.rmtree(self.scratch, ignore_errors=True)
+            self._release()
         log.info("worker %s: %d datums run, %d failed", self.name, processed, failed)
         return failed
 
@@ -209,15 +204,20 @@ class Worker:
             error = self._run_once(self._environment(datum), transform["cmd"], transform.get("stdin") or [])
         finally:
             self._log.close()
-            if self._own_runner:
-                self.runner.close(0)
-            if self.sidecar is not None:
-                self.sidecar.stop()
-            if self.scratch:
-                shutil.rmtree(self.scratch, ignore_errors=True)
+            self._release()
         if error:
             log.warning("worker %s: the service ended: %s", self.name, error)
         return 1 if error else 0
+
+    def _release(self) -> None:
+        """Stop what the worker started (its runner, its S3 sidecar) and
+        remove its scratch directory."""
+        if self._own_runner:
+            self.runner.close(0)
+        if self.sidecar is not None:
+            self.sidecar.stop()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _prefetch(self, todo: list[Datum], start: int) -> tuple[dict[str, bytes], int]:
         """Read the packed input files of ``todo[start:end]`` with a few
