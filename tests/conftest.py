@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -249,18 +248,28 @@ def cluster_s3(k8s_cluster):
                             timeout=150)
         ip = k8s_cluster.kubectl("-n", namespace, "get", "service", "versitygw", "-o",
                                  "jsonpath={.spec.clusterIP}").strip()
-        wait_for(lambda: _connects(ip, 7070), 30, 0.1, "versitygw's Service")
-        yield s3servers.S3Endpoint(f"http://{ip}:7070", creds["ROOT_ACCESS_KEY_ID"], creds["ROOT_SECRET_ACCESS_KEY"])
+        endpoint = s3servers.S3Endpoint(f"http://{ip}:7070", creds["ROOT_ACCESS_KEY_ID"],
+                                        creds["ROOT_SECRET_ACCESS_KEY"])
+        # Signed with this session's keys: a cluster IP freed by an earlier session's Service can reach that
+        # session's server (with its own keys) until the proxy's rules catch up.
+        wait_for(lambda: _answers(endpoint), 60, 0.2, "versitygw's Service")
+        yield endpoint
     finally:
         k8s_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def _connects(host: str, port: int) -> bool:
+def _answers(endpoint: s3servers.S3Endpoint) -> bool:
+    """Whether the S3 server at ``endpoint`` answers a request signed with its keys."""
+    import botocore.exceptions
+    client = boto3.client("s3", endpoint_url=endpoint.endpoint, aws_access_key_id=endpoint.access_key,
+                          aws_secret_access_key=endpoint.secret_key, region_name=s3servers.REGION)
     try:
-        socket.create_connection((host, port), timeout=0.2).close()
+        client.list_buckets()
         return True
-    except OSError:
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
         return False
+
+
 
 
 @pytest.fixture
@@ -275,7 +284,7 @@ def k8s_env(k8s_cluster, cluster_s3, monkeypatch):
     for k, v in dict(cluster_s3.env(), KUBECONFIG=k8s_cluster.kubeconfig, PIPECTL_K8S_NAMESPACE=namespace).items():
         monkeypatch.setenv(k, v)
     bucket = "k-" + uuid.uuid4().hex[:12]
-    boto3.client("s3").create_bucket(Bucket=bucket)
+    boto3.session.Session().client("s3").create_bucket(Bucket=bucket)  # a new session reads the keys set now
     store = f"s3://{bucket}/pipectl"
     monkeypatch.setenv("PIPECTL_STORE", store)
     k8s_cluster.kubectl("create", "namespace", namespace)

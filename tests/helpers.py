@@ -345,7 +345,7 @@ def use_s3(server, monkeypatch, prefix: str = "t-") -> str:
         monkeypatch.setenv(k, v)
     bucket = prefix + os.urandom(6).hex()
     import boto3
-    boto3.client("s3").create_bucket(Bucket=bucket)
+    boto3.session.Session().client("s3").create_bucket(Bucket=bucket)  # a new session reads the keys set now
     return bucket
 
 

@@ -35,7 +35,7 @@ def test_each_output_commit_is_copied_to_the_egress_url(cli, pfs, spec_file, run
             return {p: (tmp_path / "egress" / p).read_bytes() for p in OUTPUT}
     else:
         bucket = "egress-" + uuid.uuid4().hex[:8]
-        s3 = boto3.client("s3")
+        s3 = boto3.session.Session().client("s3")  # the keys this test set, not a cached session's
         s3.create_bucket(Bucket=bucket)
         url = f"s3://{bucket}/results"
 

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import hashlib
 import io
+import itertools
 import json
 import os
 import socket
@@ -28,6 +29,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from helpers import READ, WRITE, api_server, free_port, run_ok, wait_for
+
+from pipectl.pfs.objects import chunk_lengths
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 MiB = 1 << 20
@@ -82,9 +85,13 @@ def commits(repo: str) -> list[dict]:
 @LOCAL
 def test_put_get_ranges_head_and_etag_is_the_content_hash(s3):
     s3.create_bucket(Bucket="master.data")
-    body = os.urandom(3 * MiB + 17)
+    body = os.urandom(3 * MiB + 17)  # more than one chunk: ranges cross chunks
     put = s3.put_object(Bucket="master.data", Key="blobs/one.bin", Body=body)
-    expected = f'"{blake3.blake3(body).hexdigest()}"'  # a one-chunk file's hash: BLAKE3 of its bytes
+    # the file's content hash: BLAKE3 of its chunks' hashes, newline-joined, for a file of several chunks
+    cuts = list(itertools.accumulate(chunk_lengths(body), initial=0))
+    chunks = [blake3.blake3(body[a:b]).hexdigest() for a, b in itertools.pairwise(cuts)]
+    assert len(chunks) > 1
+    expected = f'"{blake3.blake3(chr(10).join(chunks).encode()).hexdigest()}"'
     assert put["ETag"] == expected
     inspected = json.loads(run_ok("inspect-file", "data", "master", "/blobs/one.bin", "--raw").out)
     assert f'"{inspected["hash"]}"' == expected and put["VersionId"] == commits("data")[0]["id"]
