@@ -533,37 +533,42 @@ class KubernetesExecutor(Executor):
     def _apply(self, manifests: list[dict]) -> LongLivedDeployment:
         """Create each of ``manifests`` (a Deployment, maybe a Service), or
         replace the one there (a new version or job); return the Deployment's
-        handle. Raises ExecutorError."""
+        handle. A Service is replaced keeping its cluster IP (a create would
+        be refused for its node port, still the old Service's); a Deployment
+        whose selector (immutable) differs, from an older pipectl, is made
+        afresh. Raises ExecutorError."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
-        apps = client.AppsV1Api()
-        calls: dict[str, tuple[Any, Any]] = {
-            "Deployment": (apps.create_namespaced_deployment, apps.replace_namespaced_deployment),
-            "Service": (self.core.create_namespaced_service, self.core.replace_namespaced_service)}
+        apps: Any = client.AppsV1Api()  # the client takes the manifests as dicts
+        core: Any = self.core
         for manifest in manifests:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
-            create, replace = calls[kind]
             try:
-                create(self.namespace, manifest)
-                continue
-            except ApiException as e:
-                if e.status != 409:
-                    raise ExecutorError(f"cannot create {kind} {name}: {api_error(e)}") from None
-            try:
-                body = manifest
-                if kind == "Service":  # its cluster IP cannot change, and a replace must repeat it
-                    current: Any = self.core.read_namespaced_service(name, self.namespace)
-                    body = dict(manifest, spec=dict(manifest["spec"], clusterIP=current.spec.cluster_ip))
+                if kind == "Service":
+                    try:
+                        current = core.read_namespaced_service(name, self.namespace)
+                    except ApiException as e:
+                        if e.status != 404:
+                            raise
+                        core.create_namespaced_service(self.namespace, manifest)
+                    else:
+                        core.replace_namespaced_service(name, self.namespace, dict(
+                            manifest, spec=dict(manifest["spec"], clusterIP=current.spec.cluster_ip)))
+                    continue
                 try:
-                    replace(name, self.namespace, body)
+                    apps.create_namespaced_deployment(self.namespace, manifest)
                 except ApiException as e:
-                    if e.status != 422:
+                    if e.status != 409:
                         raise
-                    # An immutable field differs (a Deployment's selector, from an older pipectl): made afresh.
-                    LongLivedDeployment(self, name).kill()
-                    create(self.namespace, manifest)
+                    try:
+                        apps.replace_namespaced_deployment(name, self.namespace, manifest)
+                    except ApiException as e2:
+                        if e2.status != 422:
+                            raise
+                        apps.delete_namespaced_deployment(name, self.namespace)
+                        apps.create_namespaced_deployment(self.namespace, manifest)
             except ApiException as e:
-                raise ExecutorError(f"cannot replace {kind} {name}: {api_error(e)}") from None
+                raise ExecutorError(f"cannot create or replace {kind} {name}: {api_error(e)}") from None
         return LongLivedDeployment(self, manifests[0]["metadata"]["name"])
 
     def start_spout(self, pipeline: PipelineInfo) -> WorkerHandle:
