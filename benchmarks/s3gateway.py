@@ -61,12 +61,12 @@ def _start(args: list[str], env: dict, port: int) -> subprocess.Popen:
     return proc
 
 
-def _s3(port: int):
+def _s3(endpoint: str, key: str = "bench", secret: str = "bench"):
+    """A boto3 S3 client of ``endpoint`` (path-style addressing: bucket names hold dots)."""
     import boto3
     from botocore.config import Config
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="bench",
-                        aws_secret_access_key="bench", region_name="us-east-1",
-                        config=Config(s3={"addressing_style": "path"}))
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                        region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
 
 
 def _put(s3, bucket: str, path: str, key: str, multipart: bool) -> float:
@@ -92,8 +92,8 @@ def _get(s3, bucket: str, key: str, size: int) -> float:
 
 def bench_s3_gateway(quick: bool, store: str, url: str, env: dict, workdir: str, raw, raw_what: str) -> list[Row]:
     """Rows for workload 10 on store ``url`` (of bench store ``store``);
-    ``raw``: a boto3 client of the baseline S3 server with a bucket
-    ``bench`` (``raw_what`` names it); scratch files in ``workdir``."""
+    ``raw``: the baseline S3 server (an ``S3Endpoint``: ``raw_what`` names
+    it), where a bucket ``bench`` is made; scratch files in ``workdir``."""
     import sys
 
     from pipectl.client import Client
@@ -108,7 +108,10 @@ def bench_s3_gateway(quick: bool, store: str, url: str, env: dict, workdir: str,
     port, ceiling_port = h.free_port(), h.free_port()
     server = _start(h.PIPECTL + ["server", "--port", str(h.free_port()), "--s3-gateway-port", str(port)], env, port)
     ceiling = _start([sys.executable, "-m", "benchmarks.s3gateway", str(ceiling_port), str(size)], env, ceiling_port)
-    clients = {"gateway": (_s3(port), "master.bench"), "raw": (raw, "bench"), "ceiling": (_s3(ceiling_port), "x")}
+    direct = _s3(raw.endpoint, raw.access_key, raw.secret_key)
+    direct.create_bucket(Bucket="bench")
+    clients = {"gateway": (_s3(f"http://127.0.0.1:{port}"), "master.bench"), "raw": (direct, "bench"),
+               "ceiling": (_s3(f"http://127.0.0.1:{ceiling_port}"), "x")}
     try:
         for k in range(repeats):
             h.make_big_file(path, size)  # new bytes each time: nothing deduplicated

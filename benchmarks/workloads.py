@@ -653,9 +653,6 @@ def bench_s3_gateway(ctx: Context) -> list[Row]:
     benchmarks/s3gateway.py). Not on moto."""
     if ctx.store not in ("local", "s3"):
         return []
-    import boto3
-    from botocore.config import Config
-
     from pipectl.testing import s3servers
 
     from .s3gateway import bench_s3_gateway as run
@@ -672,11 +669,7 @@ def bench_s3_gateway(ctx: Context) -> list[Row]:
             raise h.BenchError(str(e)) from None
         what = "versitygw serving a directory on the same disk"
     try:
-        s3 = boto3.client("s3", endpoint_url=raw.endpoint, aws_access_key_id=raw.access_key,
-                          aws_secret_access_key=raw.secret_key, region_name=s3servers.REGION,
-                          config=Config(s3={"addressing_style": "path"}))
-        s3.create_bucket(Bucket="bench")
-        return run(ctx.mode == "quick", ctx.store, url, ctx.env.env(url), scratch, s3, what)
+        return run(ctx.mode == "quick", ctx.store, url, ctx.env.env(url), scratch, raw, what)
     finally:
         if started is not None:
             started.stop()

@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipectl.testing import stop_process
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE_PYTHON = os.environ.get("PIPECTL_STAGE_PYTHON", os.path.join(REPO_ROOT, ".venv-stages", "bin", "python"))
 PARTS = ("s3", "docker", "kubernetes", "helm", "stages", "audio", "browser")
@@ -329,13 +331,7 @@ class ModelServer:
         return self.get("/models/iris").json()[0]["modelVersion"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
+        stop_process(self.proc, 30)
 
 
 def use_s3(server, monkeypatch, prefix: str = "t-") -> str:
@@ -360,3 +356,13 @@ for item in s3.list_objects_v2(Bucket="{bucket}")["Contents"]:
     body = s3.get_object(Bucket="{bucket}", Key=item["Key"])["Body"].read()
     s3.put_object(Bucket="out", Key=item["Key"], Body=body.upper())
 """
+
+
+def http_text(url: str) -> str | None:
+    """The body at ``url``, or None while nothing answers there (or not with 200)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.read().decode()
+    except OSError:  # URLError and HTTPError are OSErrors too
+        return None

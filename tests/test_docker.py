@@ -290,9 +290,7 @@ def test_a_service_runs_as_a_worker_pair_and_serves_its_newest_datum(tmp_path, m
     """A service in the base image: the worker pair of its job serves the
     datum over HTTP (host network); new input replaces the pair; stopping
     the pipeline removes it."""
-    import urllib.request
-
-    from helpers import free_port
+    from helpers import free_port, http_text
     monkeypatch.setenv("PIPECTL_STORE", "file://" + str(tmp_path / "store"))
     port = free_port()
     run_ok("create-repo", "site")
@@ -306,11 +304,7 @@ def test_a_service_runs_as_a_worker_pair_and_serves_its_newest_datum(tmp_path, m
                              "--poll-interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def page() -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            return None
+        return http_text(f"http://127.0.0.1:{port}/index.html")
     try:
         wait_for(lambda: page() == "one\n", 120, 0.2, "the service's container to serve")
         [first] = workers("user")

@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import requests
 import tritonclient.grpc as triton
-from helpers import REPO_ROOT, make_iris_data, put_iris, run_ok, s3_uppercase_code, wait_for
+from helpers import REPO_ROOT, http_text, make_iris_data, put_iris, run_ok, s3_uppercase_code, wait_for
 
 
 def helm_install(env, *values: str) -> None:
@@ -177,10 +177,7 @@ def test_helm_deployment_runs_a_spout_a_service_and_an_s3_out_pipeline(k8s_env):
     assert run_ok("get-file", "shout", "master", "/index.html").out == "HELLO\n"
 
     def page() -> str | None:
-        try:
-            return requests.get(f"http://{cluster.node_ip}:{node_port}/index.html", timeout=2).text
-        except requests.RequestException:
-            return None
+        return http_text(f"http://{cluster.node_ip}:{node_port}/index.html")
     wait_for(lambda: page() == "hello\n", 240, 1, "the service to answer through its node port")
     assert latest_job("web")["state"] == "running"
 

@@ -11,7 +11,7 @@ import json
 import signal
 import time
 
-from helpers import run_ok, s3_uppercase_code, wait_for
+from helpers import http_text, run_ok, s3_uppercase_code, wait_for
 
 from pipectl.pps.executors.kubernetes import load_client_config
 from pipectl.pps.leader import LeaseElector
@@ -307,7 +307,6 @@ def test_a_service_serves_its_newest_datum_through_a_node_port(k8s_env, backgrou
     new input replaces the pod, a deleted pod comes back, and stop-pipeline
     removes both."""
     import random
-    import urllib.request
     cluster, ns = k8s_env["cluster"], k8s_env["namespace"]
     node_port = random.randrange(30000, 32768)
     run_ok("create-repo", "site")
@@ -320,11 +319,7 @@ def test_a_service_serves_its_newest_datum_through_a_node_port(k8s_env, backgrou
     background(*CONTROLLER)
 
     def page() -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://{cluster.node_ip}:{node_port}/index.html", timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            return None
+        return http_text(f"http://{cluster.node_ip}:{node_port}/index.html")
     wait_for(lambda: page() == "one\n", 240, 1, "the service to answer through its node port")
     [service] = json.loads(cluster.kubectl("-n", ns, "get", "services", "-l", "pipectl.io/pipeline=web",
                                            "-o", "json"))["items"]

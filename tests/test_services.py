@@ -11,11 +11,9 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
-from helpers import assert_clean_error, free_port, ok, wait_for
+from helpers import assert_clean_error, free_port, http_text, ok, wait_for
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 
@@ -30,12 +28,7 @@ def site_service(port: int, glob: str = "/") -> dict:
 
 
 def get(port: int, path: str) -> str | None:
-    """The body at ``path``, or None while nothing answers (or not 200)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.read().decode()
-    except (urllib.error.URLError, OSError):
-        return None
+    return http_text(f"http://127.0.0.1:{port}{path}")
 
 
 def jobs(cli) -> list[dict]:

@@ -114,7 +114,6 @@ class Controller:
         """Directories ``file://`` egress may write under (see :func:`.egress.check_target`)."""
         self.long_lived = LongLived(executor)
         self._long_lived_tended = 0.0
-        self._services_checked: dict[str, float] = {}  # when each service's job record was last read
         self._service_jobs: dict[str, str] = {}  # the job each service's worker serves, by pipeline
 
     def run(self, exit_when_idle: bool = False) -> None:
@@ -151,20 +150,24 @@ class Controller:
         the unfinished jobs, not with the job history (see :mod:`.pointers`)."""
         everything = self.pps.list_pipelines()
         pointers = self.job_pointers(everything)
+        unfinished = self.pps.unfinished_jobs(pointers)
         pipelines = [p for p in everything if p.state == "running"]
-        self._tend_long_lived(pipelines)
+        self._tend_long_lived(pipelines, {j.id for j in unfinished})
         self.tick_crons(pipelines)
         created = self.create_jobs(pipelines, pointers)
-        job = self.next_job(pointers, created)
+        job = self.next_job(unfinished, created)
         if job is not None:
             self.run_job(job)
         return bool(created or job)
 
-    def _tend_long_lived(self, pipelines: list[PipelineInfo] | None = None) -> None:
+    def _tend_long_lived(self, pipelines: list[PipelineInfo] | None = None,
+                         unfinished: set[str] | None = None) -> None:
         """Keep the workers of the running spouts and services alive, each
         of its current version and (services) newest job (see
         :mod:`.longlived`): at each step, and every LONG_LIVED_SECONDS while
-        a job runs (reading the pipelines then only when such workers run)."""
+        a job runs (reading the pipelines then only when such workers run).
+        ``unfinished``: the ids of the unfinished jobs, read by the step; a
+        service whose job is no longer among them was stopped (stop-job)."""
         if pipelines is None:
             if not self.long_lived.running or time.monotonic() - self._long_lived_tended < LONG_LIVED_SECONDS:
                 return
@@ -177,28 +180,27 @@ class Controller:
                 wanted[pipeline.name] = Wanted("spout", f"version {pipeline.version}",
                                                functools.partial(self.executor.start_spout, pipeline))
             elif is_service(pipeline):
-                service = self._service_wanted(pipeline)
+                service = self._service_wanted(pipeline, unfinished)
                 if service is not None:
                     wanted[pipeline.name] = service
         self.long_lived.tend(wanted, keep)
 
     # services ------------------------------------------------------------
-    def _service_wanted(self, pipeline: PipelineInfo) -> Wanted | None:
+    def _service_wanted(self, pipeline: PipelineInfo, unfinished: set[str] | None) -> Wanted | None:
         """The worker service ``pipeline`` should run now: the one serving
         the job of its current input commits (the one already running while
-        an input's head commit is open; None before it has any)."""
+        an input's head commit is open; None before it has any). Its worker
+        is stopped when its job finished (stop-job), as ``unfinished``
+        (unfinished job ids; None: not checked) shows."""
         running = self.long_lived.running.get(pipeline.name)
         inputs = self.current_inputs(pipeline)
         if inputs is None:
             return running.wanted if running else None
         jid = job_id(pipeline, inputs)
         if running is not None and running.wanted.generation == f"job {jid}":
-            last = self._services_checked.get(pipeline.name, 0.0)
             serving = self._service_jobs.get(pipeline.name)
-            if running.handle is not None and serving and time.monotonic() - last > LONG_LIVED_SECONDS:
-                self._services_checked[pipeline.name] = time.monotonic()
-                if self.pps.inspect_job(serving, pipeline.name).done:  # stop-job: not started again for this job
-                    self.long_lived.stop(pipeline.name, f"job {serving} was stopped")
+            if running.handle is not None and unfinished is not None and serving not in unfinished:
+                self.long_lived.stop(pipeline.name, f"job {serving} was stopped")  # not started again for it
             return running.wanted
         return Wanted("service", f"job {jid}", functools.partial(self._start_service, pipeline, inputs, jid),
                       functools.partial(self._end_service, pipeline.name))
@@ -350,17 +352,17 @@ class Controller:
         (read at once)."""
         return dict(zip([p.name for p in pipelines], parallel(lambda p: self.pps.job_pointers(p.name), pipelines)))
 
-    def next_job(self, pointers: dict[str, JobPointers] | None = None,
+    def next_job(self, unfinished: Sequence[JobInfo] | None = None,
                  created: Sequence[JobInfo] = ()) -> JobInfo | None:
         """The oldest unfinished job (jobs of one pipeline run in order)
-        among those pending in ``pointers`` (pipeline name -> its job
-        pointers, of every pipeline, paused ones too; read if not given)
-        and the jobs just ``created``: a read a pending job, none for the
-        history."""
-        if pointers is None:
-            pointers = self.job_pointers(self.pps.list_pipelines())
+        among ``unfinished`` (those pending in the job pointers of every
+        pipeline, paused ones too, see :meth:`PPS.unfinished_jobs`: a read
+        a pending job, none for the history; read if not given) and the
+        jobs just ``created``."""
+        if unfinished is None:
+            unfinished = self.pps.unfinished_jobs(self.job_pointers(self.pps.list_pipelines()))
         # a service job runs as long as its worker serves (see _tend_long_lived)
-        pending = {j.id: j for j in self.pps.unfinished_jobs(pointers) if not j.service}
+        pending = {j.id: j for j in unfinished if not j.service}
         pending.update({j.id: j for j in created if j.id not in pending})
         return min(pending.values(), key=lambda j: j.created) if pending else None
 

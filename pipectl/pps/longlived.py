@@ -100,16 +100,16 @@ class LongLived:
         self.running: dict[str, _Running] = {}
         self._swept = False  # whether workers left by an earlier controller were checked
 
-    def tend(self, wanted: dict[str, Wanted], keep: set[str] | None = None) -> None:
+    def tend(self, wanted: dict[str, Wanted], keep: set[str]) -> None:
         """Make the pipelines of ``wanted`` (every one wanted now, by name)
         have one live worker each, of the wanted generation; stop the
-        workers of the others. ``keep``: the running spouts and services,
-        whose workers an earlier controller left are not removed (default:
-        those wanted; a service waiting for an open input commit is not
+        workers of the others. ``keep``: the running spouts and services
+        (those wanted and more), whose workers an earlier controller left
+        are not removed (a service waiting for an open input commit is not
         wanted yet, but its worker serves on)."""
         if not self._swept and self.executor.keeps_long_lived:
             try:
-                self.executor.stop_other_long_lived(set(wanted) | (keep or set()))
+                self.executor.stop_other_long_lived(keep)
                 self._swept = True
             except Exception as e:  # noqa: BLE001  (the API server: tried again next time)
                 log.warning("cannot check for the workers of deleted pipelines: %s", e)

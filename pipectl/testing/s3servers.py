@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from . import stop_process
+
 VERSITYGW_CACHE = os.environ.get("PIPECTL_VERSITYGW_CACHE", os.path.expanduser("~/.cache/pipectl/versitygw"))
 REGION = "us-east-1"
 
@@ -108,15 +110,8 @@ class S3Server(S3Endpoint):
         raise ServerError(f"{self.name} server did not start on {self.endpoint}{tail}")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc, 10)
         self.proc = None
 
     def __enter__(self) -> S3Server:
