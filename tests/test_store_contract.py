@@ -5,11 +5,16 @@ fsspec's abstract suite holds each of its file systems to one behaviour."""
 from __future__ import annotations
 
 import mmap
+import os
+import shutil
+import tempfile
 import threading
 
 import pytest
 
-from pipectl.errors import NotFound, PreconditionFailed
+from pipectl.errors import Conflict, NotFound, PreconditionFailed
+from pipectl.store.base import FileRange
+from pipectl.store.local import LocalStore
 
 
 def test_write_then_read_returns_the_bytes(store):
@@ -88,6 +93,39 @@ def test_put_content_from_a_view_of_a_mapped_file(store, tmp_path):
         view.release()
     assert store.read("objects/bb/v") == data[1001:70001]
     assert store.read("w") == data[5:9]
+
+
+@pytest.mark.parametrize("where", ["same file system", "tmpfs"])
+def test_put_content_of_a_file_range(store, tmp_path, where):
+    """A chunk of a regular file handed over as a FileRange (copied in the
+    kernel on local disk; from tmpfs into a store on another file system
+    the kernel refuses, and the mapped view is written instead) is stored
+    as those bytes exactly; a range past the file's end is refused with
+    Conflict and leaves nothing behind."""
+    if where == "tmpfs" and not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    data = os.urandom(3 * 1024 * 1024 + 777)
+    folder = tmp_path if where == "same file system" else tempfile.mkdtemp(dir="/dev/shm")
+    path = os.path.join(folder, "f")
+    with open(path, "wb") as out:
+        out.write(data)
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            view = memoryview(m)
+            start, end = 4097, len(data) - 3
+            assert store.put_content("objects/cc/r", FileRange(f.fileno(), start, view[start:end])) is True
+            assert store.put_content("objects/cc/r", FileRange(f.fileno(), start, view[start:end])) is False
+            assert store.read("objects/cc/r") == data[start:end]
+            if isinstance(store, LocalStore) and where == "same file system":  # copied in the kernel
+                os.truncate(path, 2 * 1024 * 1024)  # (the view is not read: its pages past the end are gone)
+                with pytest.raises(Conflict, match="shrank"):
+                    store.put_content("objects/cc/short", FileRange(f.fileno(), start, view[start:end]))
+                assert not store.exists("objects/cc/short")
+                assert not [n for n in os.listdir(os.path.join(store.root, "objects", "cc")) if n != "r"]
+            view.release()
+    finally:
+        if folder != tmp_path:
+            shutil.rmtree(folder)
 
 
 def test_open_streams_and_read_range_slices(store):

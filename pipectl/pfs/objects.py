@@ -71,6 +71,7 @@ import pyfastcdc
 from ..errors import Conflict, NotFound
 from ..parallel import parallel
 from ..store import ObjectStore
+from ..store.base import FileRange
 from .hashing import content_hash
 from .keys import object_key
 from .tree import EMPTY_FILE, FileEntry
@@ -200,15 +201,16 @@ class ObjectWriter:
             self.known.setdefault(sha, sha)
         return sha
 
-    def _put_object(self, key: str, data: bytes | memoryview) -> bool:
+    def _put_object(self, key: str, data: bytes | memoryview | FileRange) -> bool:
         """Create-only write of ``data`` at ``key`` (large data probed with an
         existence check first, so it is not sent in vain); True if written."""
         return (len(data) <= SMALL or not self.store.exists(key)) and self.store.put_content(key, data)
 
-    def put_bytes(self, data: bytes | memoryview) -> str:
-        """Store one chunk (bytes, or a view of a file's range mapped
-        read-only); return its ref."""
-        return self._store_chunk(content_hash(data), len(data), lambda key: self._put_object(key, data))
+    def put_bytes(self, data: bytes | memoryview | FileRange) -> str:
+        """Store one chunk (bytes, a view of a file's range mapped
+        read-only, or a file's range with its mapped view); return its ref."""
+        view = data.view if isinstance(data, FileRange) else data
+        return self._store_chunk(content_hash(view), len(view), lambda key: self._put_object(key, data))
 
     def put_files(self, paths: list[str], threads: int = 16) -> list[FileEntry]:
         """Store local files; return their entries, in the order of ``paths``.
@@ -334,15 +336,18 @@ class ObjectWriter:
 
     def _put_file_chunks(self, fd: int, size: int, name: str) -> FileEntry:
         """A regular file (``name`` for errors) mapped read-only whole and
-        cut on this thread, window by window (``2 * CHUNK_MAX`` bytes,
-        whose pages are mapped in one call each: ``MADV_POPULATE_READ``,
-        Linux 5.14+, a third less system time than faulting them in); each
+        cut on this thread, one cut at a time straight from the mapping
+        (each byte is cut once; the pages ahead of a cut are mapped in
+        ``2 * CHUNK_MAX`` bytes at a time, in one call each:
+        ``MADV_POPULATE_READ``, Linux 5.14+, a third less system time than
+        faulting them in); each
         chunk is stored on a chunk thread, at most ``CHUNK_UPLOADS`` at a
         time, straight from the mapped pages, with no copy: hashed there
         (the hash releases the interpreter lock, as the cutting does),
-        then handed to the store (on local disk one ``write`` from the
-        mapped pages, 20% faster than a kernel-side ``copy_file_range``
-        measured here; botocore streams it as a file, in 16 KiB reads, and
+        then handed to the store as a :class:`~pipectl.store.base.FileRange`
+        (on local disk copied in the kernel, as ``cp`` copies: see
+        :func:`~pipectl.store.local._copy_range`; botocore streams the
+        mapped pages as a file, in 16 KiB reads, and
         asks ``Expect: 100-continue`` as it does for boto3's
         ``upload_file``). A stored chunk's pages are unmapped again
         (``MADV_DONTNEED``; they stay in the page cache), so resident
@@ -374,7 +379,10 @@ class ObjectWriter:
             populated = end
 
         def one(view: memoryview, start: int, n: int) -> str:
-            ref = self.put_bytes(view[start:start + n])
+            try:
+                ref = self.put_bytes(FileRange(fd, start, view[start:start + n]))
+            except Conflict:  # the store's copy of the range ended early
+                raise shrank() from None
             # unmap the pages wholly inside this chunk (a page shared with a neighbour stays)
             lo = -(-start // _PAGE) * _PAGE
             hi = size if start + n == size else (start + n) // _PAGE * _PAGE
@@ -385,7 +393,7 @@ class ObjectWriter:
                 self.progress(n)
             return ref
 
-        cdc = _chunker()
+        cuts = _chunker().cut_buf(view)  # lazy: each cut is made when asked for
         gate = threading.Semaphore(CHUNK_UPLOADS)
         futures: list[cf.Future] = []
         failed: list[cf.Future] = []
@@ -397,20 +405,20 @@ class ObjectWriter:
         try:
             pos = 0
             while pos < size and not failed:
-                end = min(size, pos + 2 * CHUNK_MAX)
-                populate(end)
-                for n in _cut(cdc, view[pos:end], end == size):
-                    gate.acquire()
-                    if failed:
-                        break
-                    future = self._chunk_pool.submit(one, view, pos, n)
-                    future.add_done_callback(done)
-                    futures.append(future)
-                    pos += n
+                if pos + CHUNK_MAX > populated:  # the next cut reads at most CHUNK_MAX bytes
+                    populate(pos + 2 * CHUNK_MAX)
+                n = next(cuts).length
+                gate.acquire()
+                if failed:
+                    break
+                future = self._chunk_pool.submit(one, view, pos, n)
+                future.add_done_callback(done)
+                futures.append(future)
+                pos += n
             refs = tuple(f.result() for f in futures)
         finally:
             cf.wait(futures)  # no chunk thread may read the pages once they are unmapped
-            del view
+            del cuts, view
             with contextlib.suppress(BufferError):  # else unmapped once the last view of it is gone
                 mapped.close()
         return FileEntry(size, refs)

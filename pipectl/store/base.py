@@ -17,12 +17,30 @@ Readers never see a partially written object on either store.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import mmap
 from collections.abc import Iterator
 from typing import BinaryIO
 
 Bytes = bytes | bytearray | memoryview | mmap.mmap
 """What a store writes: bytes, or a read-only view of a mapped file's range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRange:
+    """A range of an open regular file, handed to
+    :meth:`ObjectStore.put_content`: ``len(view)`` bytes of file descriptor
+    ``fd`` from byte ``offset``, and ``view``, the same bytes mapped
+    read-only. A store sends ``view``, or copies the range in the kernel
+    (:class:`~.local.LocalStore`, as ``cp`` does). The file must not
+    change while it is stored."""
+
+    fd: int
+    offset: int
+    view: memoryview
+
+    def __len__(self) -> int:
+        return len(self.view)
 
 
 class ObjectStore(abc.ABC):
@@ -53,15 +71,16 @@ class ObjectStore(abc.ABC):
         condition does not hold (nothing is written then).
         """
 
-    def put_content(self, key: str, data: Bytes) -> bool:
+    def put_content(self, key: str, data: Bytes | FileRange) -> bool:
         """Store immutable, content-addressed ``data`` (the key names its
         hash, so any two writers write the same bytes); ``data`` may be a
         file's range mapped read-only (an ``mmap``, or a ``memoryview`` of
-        one: a chunk cut by content starts anywhere in a page). Returns
-        True if it was written, False if the key already existed."""
+        one: a chunk cut by content starts anywhere in a page), or a
+        :class:`FileRange`. Returns True if it was written, False if the
+        key already existed."""
         from ..errors import PreconditionFailed
         try:
-            self.write(key, data, if_absent=True)
+            self.write(key, data.view if isinstance(data, FileRange) else data, if_absent=True)
             return True
         except PreconditionFailed:
             return False

@@ -23,14 +23,38 @@ import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..errors import NotFound, PreconditionFailed, StoreUnavailable
-from .base import Bytes, ObjectStore
+from ..errors import Conflict, NotFound, PreconditionFailed, StoreUnavailable
+from .base import Bytes, FileRange, ObjectStore
 
 _TMP = ".tmp-"
 
 
 def _version(st: os.stat_result) -> str:
     return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+
+def _copy_range(source: FileRange, fd: int) -> bool:
+    """Copy ``source`` into the empty file open at ``fd`` in the kernel, as
+    ``cp`` copies (``copy_file_range(2)``); False, having copied nothing,
+    where the kernel refuses (across file systems before Linux 5.19, or a
+    file system without it): then write ``source.view``. Raises Conflict
+    if the file ends before the range does. Measured on the 2-core bench
+    machine, 1 GiB into 8 MiB files, six runs each, alternating: 0.44 to
+    0.78 s (median 0.53 s), against 0.39 to 4.05 s (median 1.81 s) for a
+    ``write`` of the same mapped pages, whose system time swings with the
+    machine's state."""
+    done, length = 0, len(source.view)
+    while done < length:
+        try:
+            n = os.copy_file_range(source.fd, fd, length - done, source.offset + done)
+        except OSError as e:
+            if done or e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            return False
+        if n == 0:
+            raise Conflict("a file shrank while being stored")
+        done += n
+    return True
 
 
 class LocalStore(ObjectStore):
@@ -63,7 +87,7 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"object {key} not found") from None
 
-    def _write_tmp(self, path: str, data: Bytes) -> str:
+    def _write_tmp(self, path: str, data: Bytes | FileRange) -> str:
         tmp = os.path.join(os.path.dirname(path), f"{_TMP}{uuid.uuid4().hex}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -72,7 +96,8 @@ class LocalStore(ObjectStore):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if not (isinstance(data, FileRange) and _copy_range(data, fd)):
+                    f.write(data.view if isinstance(data, FileRange) else data)
         except BaseException:  # disk full, or interrupted: leave no partial temporary file
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -119,9 +144,10 @@ class LocalStore(ObjectStore):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-    def put_content(self, key: str, data: Bytes) -> bool:
+    def put_content(self, key: str, data: Bytes | FileRange) -> bool:
         # Identical bytes may safely replace each other, so a plain atomic
         # rename does (one metadata operation fewer than link + unlink).
+        # A FileRange is copied in the kernel (see _copy_range).
         path = self._path(key)
         if os.path.exists(path):
             return False
