@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import threading
 
 import blake3
 import pytest
@@ -207,3 +208,33 @@ def test_a_file_growing_while_it_is_read_as_a_stream(tmp_path, size):
     with ObjectWriter(store) as writer:
         assert writer.put_stream(io.BytesIO(data)).objects == tuple(
             blake3.blake3(c).hexdigest() for c in chunks)
+
+
+def test_reading_a_many_chunk_file_ahead(pfs, store, tmp_path):
+    """get-file and the streaming reader read the next chunks while one is
+    sent: the bytes come out whole and in order; a reader that stops early
+    leaves no read running; a chunk lost from the store fails the read
+    with NotFound once the bytes before it are out."""
+    from pipectl.errors import NotFound
+    from pipectl.pfs.keys import object_key
+
+    data = os.urandom(6 * CHUNK_MAX)
+    f = tmp_path / "many"
+    f.write_bytes(data)
+    pfs.create_repo("r")
+    pfs.put_files("r", "master", [("/many", str(f))])
+    entry = _entry(pfs, "r", "/many")
+    assert len(entry.objects) > objects.CHUNK_UPLOADS
+    assert _read(pfs, "r", "/many") == data
+    assert b"".join(reader.iter_objects_range(store, entry.objects, 0, len(data))) == data
+    pieces = reader.iter_objects_range(store, entry.objects, 0, len(data))
+    first = next(pieces)
+    pieces.close()  # a client that hangs up
+    assert data.startswith(first)
+    assert not [t for t in threading.enumerate() if t.name.startswith("pipectl-read")]
+    store.delete(object_key(entry.objects[3]))
+    sent = []
+    with pytest.raises(NotFound):
+        for piece in reader.iter_objects_range(store, entry.objects, 0, len(data)):
+            sent.append(piece)
+    assert b"".join(sent) == data[:sum(len(store.read(object_key(r))) for r in entry.objects[:3])]

@@ -4,7 +4,10 @@ and :class:`~.tree.FileEntry` for the refs that name them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import collections
+import concurrent.futures as cf
+import itertools
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import BinaryIO
 
 from ..errors import InvalidArgument, NotFound
@@ -76,29 +79,53 @@ def read_packed(store: ObjectStore, refs: Iterable[str], gap: int = SMALL,
     return found
 
 
-def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
-                 block: int = 1024 * 1024, cache: Mapping[str, bytes] | None = None) -> int:
-    """Write the concatenated bytes of the chunks ``refs`` name (see
-    :class:`~.tree.FileEntry`) to ``out``, streaming; return the byte count.
-    Packed refs found in ``cache`` (from :func:`read_packed`) are not read
-    again. Raises NotFound if an object is missing or a pack ends early."""
-    total = 0
-    for ref in refs:
+READ_AHEAD = 3
+"""Objects of a file read at once, ahead of the one being sent: a remote
+store's request waits on the network while the bytes before it go out."""
+
+
+def _objects(store: ObjectStore, refs: tuple[str, ...], cache: Mapping[str, bytes] | None = None,
+             ahead: int = READ_AHEAD) -> Generator[bytes, None, None]:
+    """The bytes of each chunk ``refs`` names, in order, whole (a chunk
+    object is at most 16 MiB), read ``ahead`` at a time on threads while
+    the caller consumes the ones before: at most ``ahead + 1`` chunks in
+    memory. Packed refs found in ``cache`` are not read again. Raises
+    NotFound if an object is missing or a pack ends early."""
+    def read(ref: str) -> bytes:
         where = packed_location(ref)
         if where:
             piece = cache.get(ref) if cache else None
-            if piece is None:
-                piece = _read_exact(store, *where)
-            out.write(piece)
-            total += len(piece)
-            continue
-        with store.open(object_key(ref)) as f:
-            while True:
-                piece = f.read(block)
-                if not piece:
-                    break
-                out.write(piece)
-                total += len(piece)
+            return piece if piece is not None else _read_exact(store, *where)
+        return store.read(object_key(ref))
+    if len(refs) <= 1:  # most files: no thread
+        yield from map(read, refs)
+        return
+    rest = iter(refs)
+    with cf.ThreadPoolExecutor(ahead, thread_name_prefix="pipectl-read") as pool:
+        pending = collections.deque(pool.submit(read, ref) for ref in itertools.islice(rest, ahead))
+        try:
+            while pending:
+                piece = pending.popleft().result()
+                ref = next(rest, None)
+                if ref is not None:
+                    pending.append(pool.submit(read, ref))
+                yield piece
+        finally:  # a reader that stops early (a closed connection) waits for no more reads
+            for future in pending:
+                future.cancel()
+
+
+def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
+                 cache: Mapping[str, bytes] | None = None) -> int:
+    """Write the concatenated bytes of the chunks ``refs`` name (see
+    :class:`~.tree.FileEntry`) to ``out``, streaming, the next chunks read
+    while one is written (:data:`READ_AHEAD`); return the byte count.
+    Packed refs found in ``cache`` (from :func:`read_packed`) are not read
+    again. Raises NotFound if an object is missing or a pack ends early."""
+    total = 0
+    for piece in _objects(store, refs, cache):
+        out.write(piece)
+        total += len(piece)
     return total
 
 
@@ -109,11 +136,11 @@ def iter_objects_range(store: ObjectStore, refs: tuple[str, ...], offset: int, l
     most ``block`` bytes; chunks wholly before ``offset`` are skipped by
     their size (a packed ref holds its length, a whole object's is asked
     of the store), never read. Raises NotFound if an object is missing or
-    a pack ends early. More than ``block`` bytes from byte 0 are read by
-    streaming each whole object in one request (a store's ``open``), as
-    :func:`read_objects` does, with no request for its size."""
+    a pack ends early. More than ``block`` bytes from byte 0 are read a
+    whole object per request, with no request for its size, the next
+    objects read while one is sent, as :func:`read_objects` reads them."""
     if offset == 0 and length > block:
-        yield from _iter_objects_head(store, refs, length, block)
+        yield from _iter_objects_head(store, refs, length)
         return
     end, pos = offset + length, 0
     for ref in refs:
@@ -135,26 +162,20 @@ def iter_objects_range(store: ObjectStore, refs: tuple[str, ...], offset: int, l
             yield piece
 
 
-def _iter_objects_head(store: ObjectStore, refs: tuple[str, ...], length: int, block: int) -> Iterator[bytes]:
-    """The first ``length`` bytes of the file ``refs`` name, in pieces of
-    at most ``block`` bytes (see :func:`iter_objects_range`)."""
+def _iter_objects_head(store: ObjectStore, refs: tuple[str, ...], length: int) -> Iterator[bytes]:
+    """The first ``length`` bytes of the file ``refs`` name, a chunk at a
+    time, read ahead (see :func:`iter_objects_range`)."""
     left = length
-    for ref in refs:
-        if left <= 0:
-            break
-        where = packed_location(ref)
-        if where:
-            piece = _read_exact(store, where[0], where[1], min(where[2], left))
+    pieces = _objects(store, refs)
+    try:
+        for piece in pieces:
+            if left <= 0:
+                break
+            piece = piece[:left] if len(piece) > left else piece
             left -= len(piece)
             yield piece
-            continue
-        with store.open(object_key(ref)) as f:
-            while left > 0:
-                piece = f.read(min(block, left))
-                if not piece:
-                    break
-                left -= len(piece)
-                yield piece
+    finally:
+        pieces.close()
 
 
 def download(store: ObjectStore, refs: tuple[str, ...], path: str,
