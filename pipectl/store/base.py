@@ -73,7 +73,7 @@ class ObjectStore(abc.ABC):
         """
 
     def put_content(self, key: str, data: Bytes | FileRange,
-                    check: Callable[[Bytes], None] | None = None) -> bool:
+                    check: Callable[[bytes | bytearray | memoryview], None] | None = None) -> bool:
         """Store immutable, content-addressed ``data`` (the key names its
         hash, so any two writers write the same bytes); ``data`` may be a
         file's range mapped read-only (an ``mmap``, or a ``memoryview`` of
