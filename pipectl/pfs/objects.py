@@ -59,6 +59,7 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import errno
+import functools
 import mmap
 import os
 import stat
@@ -201,16 +202,25 @@ class ObjectWriter:
             self.known.setdefault(sha, sha)
         return sha
 
-    def _put_object(self, key: str, data: bytes | memoryview | FileRange) -> bool:
+    def _put_object(self, key: str, data: bytes | memoryview | FileRange,
+                    check: Callable[[bytes | bytearray | memoryview], None] | None = None) -> bool:
         """Create-only write of ``data`` at ``key`` (large data probed with an
-        existence check first, so it is not sent in vain); True if written."""
-        return (len(data) <= SMALL or not self.store.exists(key)) and self.store.put_content(key, data)
+        existence check first, so it is not sent in vain); True if written.
+        ``check``: see :meth:`~pipectl.store.base.ObjectStore.put_content`."""
+        return (len(data) <= SMALL or not self.store.exists(key)) and self.store.put_content(key, data, check)
 
     def put_bytes(self, data: bytes | memoryview | FileRange) -> str:
         """Store one chunk (bytes, a view of a file's range mapped
-        read-only, or a file's range with its mapped view); return its ref."""
+        read-only, or a file's range with its mapped view); return its ref.
+        A file's range can change after it was hashed (another process
+        writes the file): the bytes the store is about to make visible
+        are hashed again, and the chunk is refused (FileChanged) unless
+        they are the bytes its name says, so no object is ever stored
+        under another content's hash."""
         view = data.view if isinstance(data, FileRange) else data
-        return self._store_chunk(content_hash(view), len(view), lambda key: self._put_object(key, data))
+        sha = content_hash(view)
+        check = functools.partial(_check_hash, sha) if isinstance(data, FileRange) else None
+        return self._store_chunk(sha, len(view), lambda key: self._put_object(key, data, check))
 
     def put_files(self, paths: list[str], threads: int = 16) -> list[FileEntry]:
         """Store local files; return their entries, in the order of ``paths``.
@@ -381,6 +391,8 @@ class ObjectWriter:
         def one(view: memoryview, start: int, n: int) -> str:
             try:
                 ref = self.put_bytes(FileRange(fd, start, view[start:start + n]))
+            except FileChanged:  # written to since the chunk was hashed
+                raise Conflict(f"{name} changed while being stored") from None
             except Conflict:  # the store's copy of the range ended early
                 raise shrank() from None
             # unmap the pages wholly inside this chunk (a page shared with a neighbour stays)
@@ -422,6 +434,16 @@ class ObjectWriter:
             with contextlib.suppress(BufferError):  # else unmapped once the last view of it is gone
                 mapped.close()
         return FileEntry(size, refs)
+
+
+class FileChanged(Conflict):
+    """A file's bytes changed while they were being stored."""
+
+
+def _check_hash(sha: str, data: bytes | bytearray | memoryview) -> None:
+    """Raise FileChanged unless ``data`` hashes to ``sha``."""
+    if content_hash(data) != sha:
+        raise FileChanged("a file changed while being stored")
 
 
 class _Pack:

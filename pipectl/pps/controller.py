@@ -320,8 +320,8 @@ class Controller:
                     pointers: dict[str, JobPointers] | None = None) -> list[JobInfo]:
         """Create the due job of each running pipeline (of ``pipelines``, or
         of every one); return those created. A due job that ``pointers``
-        (pipeline name -> its job pointers, read if not given) name exists
-        already: no request is made for it."""
+        (pipeline name -> its job pointers, read if not given) name among
+        the recent jobs exists already: no request is made for it."""
         created = []
         pipelines = self.pps.list_pipelines() if pipelines is None else pipelines
         if pointers is None:
@@ -333,8 +333,12 @@ class Controller:
             if inputs is None:
                 continue
             jid = job_id(pipeline, inputs)
+            # Named among the recent jobs, its record exists (a job is named there only once written). Named
+            # only pending, it may have no record yet (its creator was killed between the two writes):
+            # create_job writes it then, and otherwise finds it (once: then it is in _existing).
             known = pointers.get(pipeline.name)
-            if (known is not None and known.names(jid)) or keys.job(pipeline.name, jid) in self._existing:
+            if (known is not None and any(i == jid for i, _ in known.recent)) \
+                    or keys.job(pipeline.name, jid) in self._existing:
                 continue
             job = JobInfo(jid, pipeline.name, pipeline.version, pipeline.salt, pipeline.transform_hash,
                           inputs, output_commit=output_commit_id(jid),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import mmap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 Bytes = bytes | bytearray | memoryview | mmap.mmap
@@ -32,8 +32,9 @@ class FileRange:
     :meth:`ObjectStore.put_content`: ``len(view)`` bytes of file descriptor
     ``fd`` from byte ``offset``, and ``view``, the same bytes mapped
     read-only. A store sends ``view``, or copies the range in the kernel
-    (:class:`~.local.LocalStore`, as ``cp`` does). The file must not
-    change while it is stored."""
+    (:class:`~.local.LocalStore`, as ``cp`` does). The file may change
+    while it is stored (another process writes it): the writer passes
+    ``put_content`` a ``check`` of the bytes that land."""
 
     fd: int
     offset: int
@@ -71,16 +72,24 @@ class ObjectStore(abc.ABC):
         condition does not hold (nothing is written then).
         """
 
-    def put_content(self, key: str, data: Bytes | FileRange) -> bool:
+    def put_content(self, key: str, data: Bytes | FileRange,
+                    check: Callable[[bytes | bytearray | memoryview], None] | None = None) -> bool:
         """Store immutable, content-addressed ``data`` (the key names its
         hash, so any two writers write the same bytes); ``data`` may be a
         file's range mapped read-only (an ``mmap``, or a ``memoryview`` of
         one: a chunk cut by content starts anywhere in a page), or a
-        :class:`FileRange`. Returns True if it was written, False if the
-        key already existed."""
+        :class:`FileRange`. ``check``: called with the very bytes about to
+        become visible at ``key``, before they do; it raises to refuse them
+        (the bytes of a file can change while it is stored, after they were
+        hashed: they must never be stored under the old bytes' name).
+        Returns True if it was written, False if the key already existed."""
         from ..errors import PreconditionFailed
+        body = data.view if isinstance(data, FileRange) else data
+        if check is not None:
+            body = bytes(body)  # a copy, which cannot change between the check and the write
+            check(body)
         try:
-            self.write(key, data.view if isinstance(data, FileRange) else data, if_absent=True)
+            self.write(key, body, if_absent=True)
             return True
         except PreconditionFailed:
             return False

@@ -17,10 +17,11 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import Conflict, NotFound, PreconditionFailed, StoreUnavailable
@@ -55,6 +56,20 @@ def _copy_range(source: FileRange, fd: int) -> bool:
             raise Conflict("a file shrank while being stored")
         done += n
     return True
+
+
+def _check_file(path: str, check: Callable[[bytes | bytearray | memoryview], None]) -> None:
+    """Call ``check`` with the bytes of local file ``path`` (mapped, not copied)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            check(b"")
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                check(view)
+            finally:
+                view.release()
 
 
 class LocalStore(ObjectStore):
@@ -144,14 +159,24 @@ class LocalStore(ObjectStore):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-    def put_content(self, key: str, data: Bytes | FileRange) -> bool:
+    def put_content(self, key: str, data: Bytes | FileRange,
+                    check: Callable[[bytes | bytearray | memoryview], None] | None = None) -> bool:
         # Identical bytes may safely replace each other, so a plain atomic
         # rename does (one metadata operation fewer than link + unlink).
-        # A FileRange is copied in the kernel (see _copy_range).
+        # A FileRange is copied in the kernel (see _copy_range); ``check``
+        # sees the temporary file's bytes, those renamed into place.
         path = self._path(key)
         if os.path.exists(path):
             return False
-        os.replace(self._write_tmp(path, data), path)
+        tmp = self._write_tmp(path, data)
+        try:
+            if check is not None:
+                _check_file(tmp, check)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         return True
 
     def open(self, key: str) -> BinaryIO:
