@@ -180,3 +180,27 @@ def test_racing_creators_are_all_named(store):
     assert pointers.pending == [(j.id, j.created) for j in jobs]
     assert pointers.recent == [(j.id, j.created) for j in jobs[::-1][:RECENT]]
     assert [j.id for j in client.pps.unfinished_jobs({"p0": pointers})] == [j.id for j in jobs]
+
+
+def test_a_controller_killed_after_naming_its_job_does_not_hold_the_job_back(store, tmp_path):
+    """A controller killed after naming a new job among its pipeline's
+    pending jobs and before writing the job's record (create_job's first
+    two writes): the next controller must create and run that job, not
+    pass it over as existing (it is named) until the pending entry is
+    dropped, ten minutes later, nor exit idle with the input unprocessed."""
+    client = Client(store)
+    client.create_repo("in")
+    put(client.pfs, "in", {"/a": "1"})
+    client.pps.create_pipeline(specs.validate({
+        "pipeline": {"name": "copy"}, "input": {"pfs": {"repo": "in", "glob": "/*"}},
+        "transform": {"image": "local", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]}}))
+    controller = Controller(store, ProcessExecutor(store.url))
+    pipeline = client.pps.inspect_pipeline("copy")
+    jid = job_id(pipeline, controller.current_inputs(pipeline))
+    # the killed controller's one write: the job named pending, no record
+    client.pps.change_pointers("copy", lambda p: p.add_pending(jid, now()))
+    Controller(store, ProcessExecutor(store.url)).run(exit_when_idle=True)
+    job = client.inspect_job(jid, "copy")
+    assert job.state == "success", job.reason
+    assert client.pfs.inspect_commit("copy", "master").id == job.output_commit
+    assert client.pps.job_pointers("copy").pending == []
