@@ -81,6 +81,20 @@ def test_a_store_written_the_old_way_is_upgraded_on_first_use(store):
     assert Client(store).latest_job("p1").id == newest["p1"].id
 
 
+@pytest.mark.parametrize("store_url", ["local"], indirect=True)
+def test_damaged_pointers_are_built_again(store):
+    """A job-pointers record that cannot be parsed (a damaged disk, a hand
+    edit) is built again from the job records, as a missing one is, in
+    place of the damaged one: no step fails on it."""
+    client = Client(store)
+    job_history(client, 1, 5, unfinished=1)
+    intact = client.pps.job_pointers("p0")
+    for damage in (b"{not json", b'{"recent": 3}', b"[]"):
+        store.write(keys.job_pointers("p0"), damage)
+        assert client.pps.job_pointers("p0") == intact
+        assert JobPointers.from_json(store.read(keys.job_pointers("p0"))) == intact
+
+
 def _job(client: Client, pipeline: str, commit: str, created: str | None = None) -> JobInfo:
     p = client.pps.inspect_pipeline(pipeline)
     inputs = [{"name": "in", "repo": "in", "branch": "master", "commit": commit}]

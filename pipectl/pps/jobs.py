@@ -165,21 +165,26 @@ class Jobs:
         """The job pointers and their version (None: the pipeline does not
         exist, and nothing is written for it). Missing pointers are built
         from the job records, once (create-only: the upgrade of a store
-        from before them, or a rebuild after they were deleted); the
-        pointer they replace is removed after."""
+        from before them, or a rebuild after they were deleted), and so are
+        damaged ones (replaced by compare-and-swap); the pointer they
+        replace is removed after."""
         key = keys.job_pointers(pipeline)
         while True:
+            damaged = None  # the version of a record that cannot be parsed
             try:
                 data, version = self.store.read_versioned(key)
                 return JobPointers.from_json(data), version
             except NotFound:
                 pass
+            except (ValueError, TypeError, KeyError):
+                log.warning("pipeline %s: its job pointers are damaged; building them again", pipeline)
+                damaged = version
             if not self.store.exists(keys.pipeline(pipeline)):
                 return JobPointers(), None
             jobs = self.read_jobs(self.job_keys(pipeline))
             built = JobPointers.from_jobs(jobs)
             try:
-                version = self.store.write(key, built.to_json(), if_absent=True)
+                version = self.store.write(key, built.to_json(), if_absent=damaged is None, if_match=damaged)
             except PreconditionFailed:  # built by another reader meanwhile: use theirs
                 continue
             self.store.delete(keys.legacy_newest_job(pipeline))
