@@ -78,9 +78,9 @@ class _ViewBody:
     def __len__(self) -> int:
         return len(self._view)
 
-    def read(self, n: int | None = -1) -> bytes:
+    def read(self, n: int | None = -1) -> memoryview:
         end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
-        piece = self._view[self._pos:end].tobytes() if end > self._pos else b""
+        piece = self._view[self._pos:max(self._pos, end)]  # no copy: botocore hashes and sends views
         self._pos = max(self._pos, end)
         return piece
 
