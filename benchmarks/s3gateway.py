@@ -54,9 +54,9 @@ RATIO = 0.7
 def _listening(url: str) -> bool:
     import requests
     try:
-        requests.get(url, timeout=1)
+        requests.get(url, timeout=5)
         return True
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not yet listening, or too busy to answer yet
         return False
 
 
