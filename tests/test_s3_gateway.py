@@ -251,6 +251,55 @@ def test_multipart_upload_of_20_mib_in_5_mib_parts(s3):
     assert len(commits("big")) == 2
 
 
+def _signed_put(endpoint: str, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    """PUT ``body`` with ``headers`` (kept as given, x-amz-content-sha256 too), signed with the write token."""
+    request = AWSRequest("PUT", endpoint + path, data=body, headers=headers)
+    SigV4Auth(Credentials(WRITE, WRITE), "s3", "us-east-1").add_auth(request)
+    return requests.put(request.url, data=body, headers=dict(request.headers), timeout=60)
+
+
+@LOCAL
+def test_large_bodies_are_checked_whole_and_refused_if_altered(s3, gateway):
+    """A body of several cutting windows (40 MiB: each window's uncut rest
+    moves to the next, and windows are used again) is stored as put-file
+    stores it, after botocore's SHA-256 and CRC32 of the whole body pass.
+    The same body with one byte of its last MiB changed, sent with the
+    original's CRC32, Content-MD5 or x-amz-content-sha256, is refused, and
+    no file or commit appears. The 9 MiB parts of a multipart upload sent
+    4 at a time come back intact."""
+    import base64
+    import zlib
+    s3.create_bucket(Bucket="master.large")
+    body = os.urandom(40 * MiB + 12345)
+    put = s3.put_object(Bucket="master.large", Key="big.bin", Body=body)
+    cuts = list(itertools.accumulate(chunk_lengths(body), initial=0))
+    chunks = [blake3.blake3(body[a:b]).hexdigest() for a, b in itertools.pairwise(cuts)]
+    assert put["ETag"] == f'"{blake3.blake3(chr(10).join(chunks).encode()).hexdigest()}"'
+    assert s3.get_object(Bucket="master.large", Key="big.bin")["Body"].read() == body
+    made = len(commits("large"))
+
+    altered = bytearray(body)
+    altered[-MiB] ^= 1
+    crc32 = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    for headers, code in [({"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "x-amz-checksum-crc32": crc32}, "BadDigest"),
+                          ({"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "Content-MD5": md5}, "BadDigest"),
+                          ({"x-amz-content-sha256": hashlib.sha256(body).hexdigest()}, "XAmzContentSHA256Mismatch")]:
+        refused = _signed_put(gateway.endpoint, "/master.large/altered.bin", bytes(altered), headers)
+        assert refused.status_code == 400 and f"<Code>{code}</Code>".encode() in refused.content, headers
+    assert len(commits("large")) == made
+    assert error_of(s3.head_object, Bucket="master.large", Key="altered.bin")[0] == 404
+    both = {"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "x-amz-checksum-crc32": crc32, "Content-MD5": md5}
+    assert _signed_put(gateway.endpoint, "/master.large/same.bin", body, both).ok  # the checks pass on the original
+    assert s3.head_object(Bucket="master.large", Key="same.bin")["ETag"] == put["ETag"]
+
+    data = os.urandom(36 * MiB + 1)
+    transfer = boto3.s3.transfer.TransferConfig(multipart_threshold=9 * MiB, multipart_chunksize=9 * MiB,
+                                                max_concurrency=4)
+    s3.upload_fileobj(io.BytesIO(data), "master.large", "parts.bin", Config=transfer)
+    assert s3.get_object(Bucket="master.large", Key="parts.bin")["Body"].read() == data
+
+
 @LOCAL
 def test_tokens_are_access_keys(gateway):
     """Access key id = secret key = a token (Pachyderm's rule); a read

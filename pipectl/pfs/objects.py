@@ -45,12 +45,14 @@ the same files put again in the same order, into any repo, make the same
 packs, which are then found by name and not stored again; but a small file
 put among different neighbours is stored once more.
 
-Memory: a file streams through at most ``CHUNK_MAX * (3 + CHUNK_UPLOADS)``
-bytes in flight (56 MiB with the defaults), whatever its size: a regular
-file's mapped pages from the oldest chunk still being stored to the end of
-the chunker's window, a pipe's read buffer and its chunks' copies (see
-:meth:`ObjectWriter.put_stream`). Packs take about ``PACK_SIZE *
-(1 + CHUNK_UPLOADS)`` more.
+Memory: a file streams through at most about ``CHUNK_MAX * (2 +
+CHUNK_UPLOADS)`` bytes in flight (48 MiB with the defaults), whatever its
+size: a regular file's mapped pages from the oldest chunk still being
+stored to the end of the chunker's window, or a stream's
+:data:`STREAM_WINDOWS` windows of ``2 * CHUNK_MAX`` bytes, which its chunks
+are stored from (see :meth:`ObjectWriter.put_stream`); the process keeps up
+to :data:`IDLE_WINDOWS` free windows (64 MiB) for the next streams. Packs
+take about ``PACK_SIZE * (1 + CHUNK_UPLOADS)`` more.
 """
 
 from __future__ import annotations
@@ -316,18 +318,25 @@ class ObjectWriter:
         """Store everything ``stream`` yields, cut by content; return the
         file's entry. A regular file of more than :data:`CHUNK_MIN` bytes
         takes :meth:`_put_file_chunks`; anything else (a pipe, a socket, an
-        HTTP body, a small file) is read into a buffer of up to ``2 *
-        CHUNK_MAX`` bytes, cut there, and each chunk copied out and stored
-        on the chunk threads, at most ``CHUNK_UPLOADS`` at a time, while
-        reading goes on. Both cut the same bytes into the same chunks."""
+        HTTP body, a small file) is read into windows of ``2 * CHUNK_MAX``
+        bytes (:func:`_stream_chunks`), cut there, and each chunk stored
+        from the window, with no copy, on the chunk threads, at most
+        ``CHUNK_UPLOADS`` at a time, while reading goes on. Both cut the
+        same bytes into the same chunks."""
         regular = _regular_size(stream)
         if regular is not None and regular > CHUNK_MIN:
             return self._put_file_chunks(stream.fileno(), regular, getattr(stream, "name", "the input"))
         futures: list[cf.Future | str] = []
         gate = threading.Semaphore(CHUNK_UPLOADS)
         size = 0
+
+        def done(window: _Window) -> Callable[[cf.Future], None]:
+            def release(_: cf.Future) -> None:
+                window.release()
+                gate.release()
+            return release
         try:
-            for chunk in _stream_chunks(stream, regular):
+            for chunk, window in _stream_chunks(stream, regular):
                 size += len(chunk)
                 self.stats.add(read=len(chunk))
                 if self.progress:
@@ -336,8 +345,9 @@ class ObjectWriter:
                     futures.append(self.put_bytes(chunk))  # the common small file
                     continue
                 gate.acquire()
+                window.hold()
                 future = self._chunk_pool.submit(self.put_bytes, chunk)
-                future.add_done_callback(lambda _: gate.release())
+                future.add_done_callback(done(window))
                 futures.append(future)
         finally:
             cf.wait([f for f in futures if not isinstance(f, str)])
@@ -501,42 +511,97 @@ def _regular_size(stream: BinaryIO) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-def _stream_chunks(stream: BinaryIO, size: int | None) -> Iterator[bytes]:
-    """Yield the chunks of ``stream``, cut by content (:func:`_cut`), each
-    copied out of one read buffer of at most ``2 * CHUNK_MAX`` bytes: the
-    buffer is filled, every chunk that starts at least ``CHUNK_MAX`` bytes
-    before its end is cut off, the rest moves to its front, and so on.
-    ``size``: the stream's size if it is a regular file (the buffer is
-    sized to it), else None (the buffer starts at 1 MiB and grows as
-    bytes keep coming)."""
+WINDOW = 2 * CHUNK_MAX
+"""A stream is read into windows of this many bytes and cut there (see
+:func:`_stream_chunks`)."""
+STREAM_WINDOWS = 3
+"""Windows one stream holds at most: the one being filled and those whose
+chunks are still being stored."""
+IDLE_WINDOWS = 4
+"""Windows kept for the next streams once free (per process)."""
+_idle_windows: list[bytearray] = []
+_idle_lock = threading.Lock()
+
+
+class _Window:
+    """A buffer a stream is read into and cut in (a :data:`WINDOW`-byte
+    one from the process's pool, or a smaller one of its own), with a count
+    of its users: :func:`_stream_chunks` while filling it, and each chunk
+    handed out of it until stored (:meth:`hold`, :meth:`release`). The last
+    release gives a pooled buffer back for the next window, so a stream's
+    bytes are written to memory already mapped: on the 2-core bench
+    machine (a virtual machine) a first touch of new pages costs more per
+    byte than hashing them with SHA-256."""
+
+    def __init__(self, gate: threading.Semaphore, size: int | None = None):
+        gate.acquire()
+        self.gate, self.users = gate, 1
+        self.pooled = size is None
+        buf = None
+        if self.pooled:
+            with _idle_lock:
+                buf = _idle_windows.pop() if _idle_windows else None
+        self.buf = buf if buf is not None else bytearray(WINDOW if size is None else size)
+        self.view = memoryview(self.buf)
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self._lock:
+            self.users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users:
+                return
+        if self.pooled:  # no chunk of it is in use: it may be filled again
+            with _idle_lock:
+                if len(_idle_windows) < IDLE_WINDOWS:
+                    _idle_windows.append(self.buf)
+        self.gate.release()
+
+
+def _stream_chunks(stream: BinaryIO, size: int | None) -> Iterator[tuple[memoryview, _Window]]:
+    """Yield the chunks of ``stream``, cut by content (:func:`_cut`), as
+    views of the :class:`_Window` yielded with each: read straight into
+    the window (``readinto``, else ``read`` and one copy) until it is full,
+    every chunk that starts at least ``CHUNK_MAX`` bytes before its end is
+    handed out, and the uncut rest (less than ``CHUNK_MAX`` bytes) is
+    copied to the front of the next window. A view stays valid only while
+    its window is held: call ``window.hold()`` before asking for the next
+    chunk, and ``window.release()`` once done with the view. At most
+    :data:`STREAM_WINDOWS` windows are in use (the stream waits for a
+    release beyond). ``size``: the stream's size if it is a regular file
+    (a window of that size is used first), else None."""
     cdc = _chunker()
-    full = 2 * CHUNK_MAX
-    buf = bytearray(min(full, size + 1) if size is not None else MiB)
-    view = memoryview(buf)
+    gate = threading.Semaphore(STREAM_WINDOWS)
+    window = _Window(gate, size + 1 if size is not None and size + 1 < WINDOW else None)
     readinto = getattr(stream, "readinto", None)
     filled, eof = 0, False
-    while True:
-        while not eof and filled < len(buf):
-            if readinto is not None:
-                n = readinto(view[filled:])
-            else:
-                piece = stream.read(len(buf) - filled)
-                n = len(piece)
-                view[filled:filled + n] = piece
-            if not n:
-                eof = True
-            else:
-                filled += n
-        if not eof and len(buf) < full:  # more bytes than the buffer holds: grow it
-            view.release()
-            buf.extend(bytes(min(full, 4 * len(buf)) - len(buf)))
-            view = memoryview(buf)
-            continue
-        start = 0
-        for n in _cut(cdc, view[:filled], eof):
-            yield bytes(view[start:start + n])
-            start += n
-        if eof:
-            return
-        view[:filled - start] = view[start:filled]  # the uncut rest (< CHUNK_MAX bytes), to the front
-        filled -= start
+    try:
+        while True:
+            view = window.view
+            while not eof and filled < len(view):
+                if readinto is not None:
+                    n = readinto(view[filled:])
+                else:
+                    piece = stream.read(len(view) - filled)
+                    n = len(piece)
+                    view[filled:filled + n] = piece
+                if not n:
+                    eof = True
+                else:
+                    filled += n
+            start = 0
+            for n in _cut(cdc, view[:filled], eof):
+                yield view[start:start + n], window
+                start += n
+            if eof:
+                return
+            full = window
+            window = _Window(gate)  # the uncut rest (< CHUNK_MAX bytes) to the front of the next
+            window.view[:filled - start] = view[start:filled]
+            filled -= start
+            full.release()
+    finally:
+        window.release()

@@ -3,22 +3,36 @@ checked (``x-amz-content-sha256``, ``Content-MD5``, ``x-amz-checksum-*``
 in a header or a trailer) and stored as they arrive, so memory stays
 bounded whatever the object's size and no local disk is used.
 
-The event loop receives the body and hands it on in blocks of
-:data:`BLOCK` bytes through a queue of :data:`QUEUED` blocks to a worker
-thread, which hashes each block for the checks and feeds it to the store
-(:meth:`~pipectl.client.Client.store_content`: content-addressed chunks
-cut by content, 1 to 8 MiB, up to 4 written at once; see
-:mod:`pipectl.pfs.objects`). The store is the spool: a body is at most
-about 70 MiB in memory (the queue, the buffer being cut, the chunks being
-written), and nothing becomes visible until the caller commits the
-entry returned, after every check passed; the chunks of a body that
-failed a check stay in the store unreferenced.
-"""
+The path of a body's bytes: uvicorn (with httptools) receives them on the
+event loop and hands them on as bytes objects of up to about 64 KiB plus
+one socket read (its flow control's high-water mark); an ``aws-chunked``
+body is decoded there (:mod:`.chunked`). The pieces are not joined: lists
+of them, of at least :data:`BLOCK` bytes each, go through a queue of
+:data:`QUEUED` lists to a worker thread (:class:`_QueueReader`), which
+feeds each piece to the checks (hashlib, ``zlib.crc32``: C code that
+releases the interpreter lock, each byte hashed once per check) and copies
+it straight into the store's cutting window, the one copy of the body in
+pipectl (:meth:`~pipectl.client.Client.store_content`, then
+:meth:`~pipectl.pfs.objects.ObjectWriter.put_stream`: chunks cut by
+content, 1 to 8 MiB, each hashed with BLAKE3 and written from the window
+with no copy, up to 4 at once, while the next bytes arrive). Windows come
+from a small pool of the process, so a body is written to memory already
+mapped. The store is the spool: a body takes at most about 56 MiB in
+memory (the queue, three cutting windows), and nothing becomes visible
+until the caller commits the entry returned, after every check passed;
+the chunks of a body that failed a check stay in the store unreferenced.
 
+Over plain HTTP botocore sends PutObject and UploadPart bodies whole, with
+``x-amz-content-sha256`` (the body's SHA-256: it signs the payload) and an
+``x-amz-checksum-crc32`` header, so both are computed here on every byte;
+over HTTPS it sends them ``aws-chunked`` with an unsigned payload and a
+CRC32 trailer, and only the CRC32 is computed.
+"""
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import io
 import zlib
@@ -32,9 +46,9 @@ from .errors import S3Error
 from .sigv4 import Signed
 
 BLOCK = 1 << 20
-"""Bytes received are handed to the storing thread in blocks of this size."""
+"""Bytes received are handed to the storing thread in lists of pieces of at least this many bytes."""
 QUEUED = 8
-"""Blocks waiting for the storing thread at most (then receiving waits)."""
+"""Lists waiting for the storing thread at most (then receiving waits)."""
 SIGNED_STREAMING = ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")
 T = TypeVar("T")
 _ABORT = object()
@@ -78,11 +92,15 @@ def checksum(algorithm: str):
 
 class _QueueReader(io.RawIOBase):
     """A binary file object, read on a worker thread, over the blocks an
-    event loop puts into ``queue`` (None ends them; ``_ABORT`` makes the
-    read raise). Every block is fed to ``sums`` as it is read."""
+    event loop puts into ``queue``: each block a list of the pieces of
+    bytes received (None ends them; ``_ABORT`` makes the read raise).
+    Every piece is fed to ``sums`` as it is taken, and ``readinto`` copies
+    it straight into the reader's buffer (the cutter's window): the one
+    copy of the body's bytes between the HTTP server and the store."""
 
     def __init__(self, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, sums: list):
         self.queue, self.loop, self.sums = queue, loop, sums
+        self.pieces: collections.deque = collections.deque()
         self.current = memoryview(b"")
         self.ended = False
 
@@ -90,22 +108,30 @@ class _QueueReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        while not self.current:
-            if self.ended:
-                return 0
-            block = asyncio.run_coroutine_threadsafe(self.queue.get(), self.loop).result()
-            if block is _ABORT:
-                raise S3Error("IncompleteBody", 400, "the request body ended early")
-            if block is None:
-                self.ended = True
-                return 0
-            for s in self.sums:
-                s.update(block)
-            self.current = memoryview(block)
-        n = min(len(buffer), len(self.current))
-        buffer[:n] = self.current[:n]
-        self.current = self.current[n:]
-        return n
+        done, wanted = 0, len(buffer)
+        while done < wanted:
+            if not self.current:
+                if not self.pieces:
+                    if self.ended or done:
+                        break
+                    block = asyncio.run_coroutine_threadsafe(self.queue.get(), self.loop).result()
+                    if block is _ABORT:
+                        raise S3Error("IncompleteBody", 400, "the request body ended early")
+                    if block is None:
+                        self.ended = True
+                        break
+                    self.pieces.extend(block)
+                    continue
+                piece = self.pieces.popleft()
+                for s in self.sums:
+                    s.update(piece)
+                self.current = memoryview(piece)
+                continue
+            n = min(wanted - done, len(self.current))
+            buffer[done:done + n] = self.current[:n]
+            self.current = self.current[n:]
+            done += n
+        return done
 
 
 async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], signed: Signed | None,
@@ -140,17 +166,20 @@ async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], sign
         if not put.done():
             put.cancel()
             task.result()
-    size, buffer = 0, bytearray()
+    size = held = 0
+    block: list = []
     try:
         async for raw in chunks:
             for piece in decoder.feed(raw) if decoder else (raw,):
-                buffer += piece
-                size += len(piece)
-            if len(buffer) >= BLOCK:
-                await hand(buffer)
-                buffer = bytearray()
-        if buffer:
-            await hand(buffer)
+                if piece:
+                    block.append(piece)
+                    held += len(piece)
+            if held >= BLOCK:
+                await hand(block)
+                size, held, block = size + held, 0, []
+        if block:
+            await hand(block)
+            size += held
         if decoder:
             decoder.finish()
         await hand(None)
