@@ -317,14 +317,18 @@ class ObjectWriter:
     def put_stream(self, stream: BinaryIO) -> FileEntry:
         """Store everything ``stream`` yields, cut by content; return the
         file's entry. A regular file of more than :data:`CHUNK_MIN` bytes
-        takes :meth:`_put_file_chunks`; anything else (a pipe, a socket, an
-        HTTP body, a small file) is read into windows of ``2 * CHUNK_MAX``
+        takes :meth:`_put_file_chunks` when the store copies file ranges
+        itself (the local store); anything else (a pipe, a socket, an HTTP
+        body, a small file, any file put into S3, whose bytes must be sent
+        and are then read once into memory that is used again, hashed
+        there and sent from there, so that what is sent is what was
+        hashed however the file changes) is read into windows of ``2 * CHUNK_MAX``
         bytes (:func:`_stream_chunks`), cut there, and each chunk stored
         from the window, with no copy, on the chunk threads, at most
         ``CHUNK_UPLOADS`` at a time, while reading goes on. Both cut the
         same bytes into the same chunks."""
         regular = _regular_size(stream)
-        if regular is not None and regular > CHUNK_MIN:
+        if regular is not None and regular > CHUNK_MIN and self.store.copies_file_ranges:
             return self._put_file_chunks(stream.fileno(), regular, getattr(stream, "name", "the input"))
         futures: list[cf.Future | str] = []
         gate = threading.Semaphore(CHUNK_UPLOADS)
@@ -352,6 +356,8 @@ class ObjectWriter:
         finally:
             cf.wait([f for f in futures if not isinstance(f, str)])
         objects = tuple(f if isinstance(f, str) else f.result() for f in futures)
+        if regular is not None and size < regular:  # as _put_file_chunks refuses it
+            raise Conflict(f"{getattr(stream, 'name', 'the input')} shrank while being stored")
         return FileEntry(size, objects)
 
     def _put_file_chunks(self, fd: int, size: int, name: str) -> FileEntry:
@@ -364,12 +370,11 @@ class ObjectWriter:
         chunk is stored on a chunk thread, at most ``CHUNK_UPLOADS`` at a
         time, straight from the mapped pages, with no copy: hashed there
         (the hash releases the interpreter lock, as the cutting does),
-        then handed to the store as a :class:`~pipectl.store.base.FileRange`
-        (on local disk copied in the kernel, as ``cp`` copies: see
-        :func:`~pipectl.store.local._copy_range`; botocore streams the
-        mapped pages as a file, in 16 KiB reads, and
-        asks ``Expect: 100-continue`` as it does for boto3's
-        ``upload_file``). A stored chunk's pages are unmapped again
+        then handed to the store as a :class:`~pipectl.store.base.FileRange`,
+        which it copies in the kernel, as ``cp`` copies (see
+        :func:`~pipectl.store.local._copy_range`), and hashes again where
+        it landed before it becomes visible (the file may have changed
+        since). A stored chunk's pages are unmapped again
         (``MADV_DONTNEED``; they stay in the page cache), so resident
         memory stays near ``(CHUNK_UPLOADS + 2) * CHUNK_MAX`` whatever the
         file's size. Raises Conflict if the file shrinks while it is stored

@@ -52,6 +52,12 @@ class ObjectStore(abc.ABC):
     """How many requests are worth running at once (high for remote stores,
     where each waits on the network; low for local disk, where Python's
     interpreter lock is the limit)."""
+    copies_file_ranges: bool = False
+    """Whether :meth:`put_content` copies a :class:`FileRange` itself, with
+    no pass of the writer's over its bytes (the local store: in the
+    kernel). A store that must send the bytes is handed chunks the writer
+    read into memory of its own instead (see
+    :meth:`~pipectl.pfs.objects.ObjectWriter.put_stream`)."""
 
     @abc.abstractmethod
     def read(self, key: str) -> bytes:

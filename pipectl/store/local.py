@@ -76,6 +76,7 @@ class LocalStore(ObjectStore):
     """An :class:`ObjectStore` rooted at directory ``root`` (created if needed)."""
 
     io_threads = 4
+    copies_file_ranges = True
 
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
