@@ -147,16 +147,22 @@ def test_a_finisher_killed_before_settling_is_settled_by_the_next_reader(store):
     assert pointers.pending == [] and pointers.indexed == (done.id, done.created, done.datum_index)
 
 
-def test_a_controller_runs_a_job_whose_creator_was_killed(store, tmp_path):
-    """A job named pending and written, its creator killed before the rest:
-    a new controller runs it (a real worker process), and the pointers end
-    with no pending job, the job the newest and the one indexed."""
+def _copy_pipeline(store) -> Client:
+    """A client of ``store`` with repo ``in`` holding /a and pipeline ``copy`` over it."""
     client = Client(store)
     client.create_repo("in")
     put(client.pfs, "in", {"/a": "1"})
     client.pps.create_pipeline(specs.validate({
         "pipeline": {"name": "copy"}, "input": {"pfs": {"repo": "in", "glob": "/*"}},
         "transform": {"image": "local", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]}}))
+    return client
+
+
+def test_a_controller_runs_a_job_whose_creator_was_killed(store, tmp_path):
+    """A job named pending and written, its creator killed before the rest:
+    a new controller runs it (a real worker process), and the pointers end
+    with no pending job, the job the newest and the one indexed."""
+    client = _copy_pipeline(store)
     head = client.pfs.inspect_commit("in", "master")
     job = _job(client, "copy", head.id)
     client.pps.change_pointers("copy", lambda p: p.add_pending(job.id, job.created))
@@ -202,12 +208,7 @@ def test_a_controller_killed_after_naming_its_job_does_not_hold_the_job_back(sto
     two writes): the next controller must create and run that job, not
     pass it over as existing (it is named) until the pending entry is
     dropped, ten minutes later, nor exit idle with the input unprocessed."""
-    client = Client(store)
-    client.create_repo("in")
-    put(client.pfs, "in", {"/a": "1"})
-    client.pps.create_pipeline(specs.validate({
-        "pipeline": {"name": "copy"}, "input": {"pfs": {"repo": "in", "glob": "/*"}},
-        "transform": {"image": "local", "cmd": ["sh", "-c", "cp /pfs/in/* /pfs/out/"]}}))
+    client = _copy_pipeline(store)
     controller = Controller(store, ProcessExecutor(store.url))
     pipeline = client.pps.inspect_pipeline("copy")
     jid = job_id(pipeline, controller.current_inputs(pipeline))
