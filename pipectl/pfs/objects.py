@@ -74,7 +74,7 @@ import pyfastcdc
 from ..errors import Conflict, NotFound
 from ..parallel import parallel
 from ..store import ObjectStore
-from ..store.base import FileRange
+from ..store.base import Check, FileRange
 from .hashing import content_hash
 from .keys import object_key
 from .tree import EMPTY_FILE, FileEntry
@@ -213,7 +213,7 @@ class ObjectWriter:
         return sha
 
     def _put_object(self, key: str, data: bytes | memoryview | FileRange,
-                    check: Callable[[bytes | bytearray | memoryview], None] | None = None) -> bool:
+                    check: Check | None = None) -> bool:
         """Create-only write of ``data`` at ``key`` (large data probed with an
         existence check first, so it is not sent in vain); True if written.
         ``check``: see :meth:`~pipectl.store.base.ObjectStore.put_content`."""
@@ -366,7 +366,7 @@ class ObjectWriter:
             cf.wait([f for f in futures if not isinstance(f, str)])
         objects = tuple(f if isinstance(f, str) else f.result() for f in futures)
         if regular is not None and size < regular:  # as _put_file_chunks refuses it
-            raise Conflict(f"{getattr(stream, 'name', 'the input')} shrank while being stored")
+            raise _shrank(getattr(stream, "name", "the input"))
         return FileEntry(size, objects)
 
     def _put_file_chunks(self, fd: int, size: int, name: str) -> FileEntry:
@@ -389,12 +389,10 @@ class ObjectWriter:
         file's size. Raises Conflict if the file shrinks while it is stored
         (one truncated under pages already mapped still ends the process
         with SIGBUS, as any reader of a mapped file would)."""
-        def shrank() -> Conflict:
-            return Conflict(f"{name} shrank while being stored")
         try:
             mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         except ValueError:  # "mmap length is greater than file size"
-            raise shrank() from None
+            raise _shrank(name) from None
         view = memoryview(mapped)
         populated = 0  # pages of [0, populated) were mapped in
 
@@ -407,7 +405,7 @@ class ObjectWriter:
                 mapped.madvise(MADV_POPULATE_READ, populated, end - populated)
             except OSError as e:
                 if e.errno == errno.EFAULT:  # pages past the end of the file
-                    raise shrank() from None
+                    raise _shrank(name) from None
                 if e.errno != errno.EINVAL:  # EINVAL before Linux 5.14: pages fault in instead
                     raise
             populated = end
@@ -418,7 +416,7 @@ class ObjectWriter:
             except FileChanged:  # written to since the chunk was hashed
                 raise Conflict(f"{name} changed while being stored") from None
             except Conflict:  # the store's copy of the range ended early
-                raise shrank() from None
+                raise _shrank(name) from None
             # unmap the pages wholly inside this chunk (a page shared with a neighbour stays)
             lo = -(-start // _PAGE) * _PAGE
             hi = size if start + n == size else (start + n) // _PAGE * _PAGE
@@ -458,6 +456,11 @@ class ObjectWriter:
             with contextlib.suppress(BufferError):  # else unmapped once the last view of it is gone
                 mapped.close()
         return FileEntry(size, refs)
+
+
+def _shrank(name: str) -> Conflict:
+    """The error of a put whose file ``name`` shrank while it was stored."""
+    return Conflict(f"{name} shrank while being stored")
 
 
 class FileChanged(Conflict):

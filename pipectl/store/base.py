@@ -24,6 +24,9 @@ from typing import BinaryIO
 
 Bytes = bytes | bytearray | memoryview | mmap.mmap
 """What a store writes: bytes, or a read-only view of a mapped file's range."""
+Check = Callable[[bytes | bytearray | memoryview], None]
+"""A check of the bytes about to become visible under a key (see
+:meth:`ObjectStore.put_content`): it raises to refuse them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +82,7 @@ class ObjectStore(abc.ABC):
         """
 
     def put_content(self, key: str, data: Bytes | FileRange,
-                    check: Callable[[bytes | bytearray | memoryview], None] | None = None) -> bool:
+                    check: Check | None = None) -> bool:
         """Store immutable, content-addressed ``data`` (the key names its
         hash, so any two writers write the same bytes); ``data`` may be a
         file's range mapped read-only (an ``mmap``, or a ``memoryview`` of

@@ -21,11 +21,11 @@ import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import Conflict, NotFound, PreconditionFailed, StoreUnavailable
-from .base import Bytes, FileRange, ObjectStore
+from .base import Bytes, Check, FileRange, ObjectStore
 
 _TMP = ".tmp-"
 
@@ -58,7 +58,7 @@ def _copy_range(source: FileRange, fd: int) -> bool:
     return True
 
 
-def _check_file(path: str, check: Callable[[bytes | bytearray | memoryview], None]) -> None:
+def _check_file(path: str, check: Check) -> None:
     """Call ``check`` with the bytes of local file ``path`` (mapped, not copied)."""
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
@@ -161,7 +161,7 @@ class LocalStore(ObjectStore):
                     os.unlink(tmp)
 
     def put_content(self, key: str, data: Bytes | FileRange,
-                    check: Callable[[bytes | bytearray | memoryview], None] | None = None) -> bool:
+                    check: Check | None = None) -> bool:
         # Identical bytes may safely replace each other, so a plain atomic
         # rename does (one metadata operation fewer than link + unlink).
         # A FileRange is copied in the kernel (see _copy_range); ``check``
