@@ -12,6 +12,7 @@ import threading
 
 import blake3
 import pytest
+from helpers import Counted
 
 from pipectl.pfs import objects, reader
 from pipectl.pfs.objects import CHUNK_MAX, CHUNK_MIN, FIXED_CHUNK_SIZE, ObjectWriter
@@ -240,3 +241,29 @@ def test_reading_a_many_chunk_file_ahead(pfs, store, tmp_path):
         for piece in reader.iter_objects_range(store, entry.objects, 0, len(data)):
             sent.append(piece)
     assert b"".join(sent) == data[:sum(len(store.read(object_key(r))) for r in entry.objects[:3])]
+
+
+def test_existence_probes_stop_for_new_chunks_and_stored_chunks_are_not_sent(store):
+    """A stream of new chunks is probed for (an existence check before a
+    chunk is sent) in doubling gaps, not chunk by chunk; the same bytes
+    put again by a writer that knows nothing of them are all found by
+    their probes, and none is sent."""
+    data = os.urandom(160 * MiB)
+    cuts = objects.chunk_lengths(data)
+    new = Counted(store)
+    with ObjectWriter(new) as writer:
+        first = writer.put_stream(io.BytesIO(data))
+    assert len(first.objects) == len(cuts) >= 24
+    assert writer.stats.objects_uploaded == len(cuts)
+    assert new.calls["put_content"] == len(cuts)
+    # chunks 1, 3, 6, 11, 20 probed (gaps of 1, 2, 4, 8); the chunk
+    # threads may each ask before the first answer is in
+    assert new.calls["exists"] <= 5 + writer.uploads < len(cuts) // 2, new.calls
+
+    again = Counted(store)
+    with ObjectWriter(again) as writer:
+        assert writer.put_stream(io.BytesIO(data)) == first
+    large = sum(n > objects.SMALL for n in cuts)  # a last chunk of at most SMALL bytes goes create-only, unprobed
+    assert again.calls["exists"] == large, again.calls
+    assert again.calls["put_content"] == len(cuts) - large, again.calls
+    assert writer.stats.bytes_uploaded == 0 and writer.stats.objects_deduplicated == len(cuts)

@@ -30,7 +30,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from helpers import READ, WRITE, api_server, free_port, run_ok, wait_for
 
-from pipectl.pfs.objects import chunk_lengths
+from pipectl.pfs.objects import CHUNK_MAX, WINDOW, chunk_lengths
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 MiB = 1 << 20
@@ -85,7 +85,7 @@ def commits(repo: str) -> list[dict]:
 @LOCAL
 def test_put_get_ranges_head_and_etag_is_the_content_hash(s3):
     s3.create_bucket(Bucket="master.data")
-    body = os.urandom(9 * MiB + 17)  # more than the largest chunk (8 MiB): ranges cross chunks
+    body = os.urandom(CHUNK_MAX + 17)  # more than the largest chunk: ranges cross chunks
     put = s3.put_object(Bucket="master.data", Key="blobs/one.bin", Body=body)
     # the file's content hash: BLAKE3 of its chunks' hashes, newline-joined, for a file of several chunks
     cuts = list(itertools.accumulate(chunk_lengths(body), initial=0))
@@ -260,8 +260,8 @@ def _signed_put(endpoint: str, path: str, body: bytes, headers: dict[str, str]) 
 
 @LOCAL
 def test_large_bodies_are_checked_whole_and_refused_if_altered(s3, gateway):
-    """A body of several cutting windows (40 MiB: each window's uncut rest
-    moves to the next, and windows are used again) is stored as put-file
+    """A body of several cutting windows (two and a half: each window's
+    uncut rest moves to the next, and windows are used again) is stored as put-file
     stores it, after botocore's SHA-256 and CRC32 of the whole body pass.
     The same body with one byte of its last MiB changed, sent with the
     original's CRC32, Content-MD5 or x-amz-content-sha256, is refused, and
@@ -270,7 +270,7 @@ def test_large_bodies_are_checked_whole_and_refused_if_altered(s3, gateway):
     import base64
     import zlib
     s3.create_bucket(Bucket="master.large")
-    body = os.urandom(40 * MiB + 12345)
+    body = os.urandom(5 * WINDOW // 2 + 12345)
     put = s3.put_object(Bucket="master.large", Key="big.bin", Body=body)
     cuts = list(itertools.accumulate(chunk_lengths(body), initial=0))
     chunks = [blake3.blake3(body[a:b]).hexdigest() for a, b in itertools.pairwise(cuts)]

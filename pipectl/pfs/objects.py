@@ -10,9 +10,16 @@ the same bytes as before, and the chunks after it are the same objects
 chunk is stored once at ``objects/<first two hex digits>/<hash>``, named by
 its content hash (:mod:`.hashing`). Putting bytes the store already holds
 uploads nothing: hashes already known to be present (e.g. from the target
-commit's tree) are skipped without a request, large chunks are probed with
-an existence check first, and small ones are written with a create-only
-conditional write.
+commit's tree) are skipped without a request, and every write is
+create-only (a conditional write), so a chunk already stored is never
+stored twice. Large chunks are probed with an existence check first, so
+that they are not sent in vain, while the file's chunks are being found in
+the store: once a probe finds none, the next chunks go without one, in
+gaps that double up to :data:`PROBE_GAP_MAX` (:class:`_Probes`). A new
+file's chunks, all missing, then cost one request each instead of two
+(into S3 each request costs botocore about 2 ms of CPU here, about as much
+as the chunk's SHA-256 signature), and a file already stored still sends
+none of its bytes.
 
 The chunker is FastCDC (Xia et al., "The Design of Fast Content-Defined
 Chunking for Data Deduplication Based Storage Systems", IEEE TPDS 2020), by
@@ -46,7 +53,7 @@ packs, which are then found by name and not stored again; but a small file
 put among different neighbours is stored once more.
 
 Memory: a file streams through at most about ``CHUNK_MAX * (2 +
-CHUNK_UPLOADS)`` bytes in flight (48 MiB with the defaults), whatever its
+CHUNK_UPLOADS)`` bytes in flight (96 MiB with the defaults), whatever its
 size: a regular file's mapped pages from the oldest chunk still being
 stored to the end of the chunker's window, or a stream's
 :data:`STREAM_WINDOWS` windows of ``2 * CHUNK_MAX`` bytes, which its chunks
@@ -83,28 +90,33 @@ MiB = 1024 * 1024
 CHUNK_MIN = 1 * MiB
 """No cut closer than this to the previous one (only a file's last chunk is
 shorter). FastCDC skips these bytes without hashing them."""
-CHUNK_AVG = 2 * MiB
+CHUNK_AVG = 4 * MiB
 """FastCDC's target average (``avg_size``: the cut condition's mask has
 log2 of it bits); with :data:`CHUNK_MIN` skipped first, chunks of random
-bytes average about ``CHUNK_MIN + CHUNK_AVG`` (2.6 MiB measured on 1 GiB).
+bytes average about ``CHUNK_MIN + CHUNK_AVG`` (4.6 MiB measured on 1 GiB,
+none cut at :data:`CHUNK_MAX`; 99% at most 12 MiB).
 
 Why these sizes (measured on the 2-core bench machine, 1 GiB of random
-bytes; README, "Content-defined chunking"): 4 KiB inserted in the middle of
-the file, or changed in place, stores the chunk around it again: 2 to 6 MB
-with these sizes (one chunk for each of 150 random edits measured; even two
-maximal chunks, 16.8 MB, stay under the 20 MB the bench holds a change to),
-4 to 12 MB with a 4 MiB target (1 MiB min, 16 MiB max: half the objects,
-about 200 per GiB against 390 here, but no faster a put here), 2.5 MB with
-restic's 1 MiB (256 KiB min, 4 MiB max). Smaller chunks cut more slowly
-(FastCDC skips :data:`CHUNK_MIN` bytes per chunk without hashing them: 3.2
-GB/s on one core at these sizes, 1.4 GB/s with a 512 KiB minimum, 1.3 GB/s
-at restic's) and make more requests; the largest minimum pyfastcdc allows, 1
-MiB, is what makes cutting a file cost less than hashing it. Pachyderm's
-average (about 8 MiB, buzhash) is out of pyfastcdc's range (average at most
-4 MiB, minimum 1 MiB, maximum 16 MiB), and would store about 3x the bytes
-per small change."""
-CHUNK_MAX = 8 * MiB
-"""No chunk is longer: a cut is forced here if the content gave none."""
+bytes; README, "Content-defined chunking"): every chunk stored costs a
+request into S3, which costs botocore about 2 ms of CPU here and the
+server about as much again, so a put into S3 is bounded by its request
+count: 221 chunks per GiB here against 385 with a 2 MiB target (8 MiB
+max) put 1 GiB into versitygw at 197 to 218 MB/s against 177 to 182, in
+alternating runs, and a GET through the S3 gateway makes one request per
+chunk. On the local store both put 1 GiB in the same time (1.51 to 1.62 s
+against 1.53 to 1.81 s). The price: 4 KiB inserted in the middle of the
+file, or changed in place, stores the chunk around it again, 4 to 12 MB
+(2 to 6 MB with the 2 MiB target, 2.5 MB with restic's 1 MiB); pyfastcdc
+allows no larger average (at most 4 MiB; minimum at most 1 MiB, maximum at
+most 16 MiB), and Pachyderm's (about 8 MiB, buzhash) would store about
+twice these bytes per small change. The largest minimum pyfastcdc allows,
+1 MiB, is what makes cutting a file cost less than hashing it (FastCDC
+skips :data:`CHUNK_MIN` bytes per chunk without looking at them)."""
+CHUNK_MAX = 16 * MiB
+"""No chunk is longer: a cut is forced here if the content gave none (the
+largest pyfastcdc allows; none of 1 GiB of random bytes is cut here, where
+8 MiB would force 14 cuts of 230, which move with an insertion as fixed
+slices do)."""
 FIXED_CHUNK_SIZE = 16 * MiB
 """The fixed slices large files were cut into before content-defined
 chunking (stores written then hold them; they read as any other chunks)."""
@@ -118,6 +130,12 @@ stream's windows (:data:`STREAM_WINDOWS`)."""
 SMALL = 1024 * 1024
 """Files of at most this many bytes are packed; chunks of at most this many
 are written create-only without an existence probe first."""
+PROBE_GAP_MAX = 16
+"""The most chunks of a stream sent without an existence probe between two
+probes (see :class:`_Probes`): what a stream can send in vain (about 40
+MiB at the average chunk) when, after a run of new chunks, it meets chunks
+the store already holds; the store refuses them (create-only writes), so
+nothing is stored twice."""
 PACK_SIZE = 16 * MiB
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 """madvise(2) advice that maps a range's pages in one call (Linux uapi
@@ -134,12 +152,13 @@ def _chunker() -> pyfastcdc.FastCDC:
 def _cut(cdc: pyfastcdc.FastCDC, view: memoryview, final: bool) -> Iterator[int]:
     """The lengths of the chunks that ``view`` starts with, in order. Unless
     ``final`` (``view`` holds the rest of the file), a chunk is given only
-    if at least :data:`CHUNK_MAX` bytes follow its start in ``view``: the
-    most any cut looks at, so each cut given is the one the whole file has.
-    The cutting itself runs without the interpreter lock."""
+    if it ends before the end of ``view``: a cut depends only on the bytes
+    from its chunk's start to it, so such a cut is the one the whole file
+    has, while a chunk that reaches the end of ``view`` may have been cut
+    short by it. The cutting itself runs without the interpreter lock."""
     n = len(view)
-    for chunk in cdc.cut_buf(view):
-        if not final and n - chunk.offset < CHUNK_MAX:
+    for chunk in cdc.cut_buf(view):  # lazy: a cut is made when asked for
+        if not final and chunk.offset + chunk.length >= n:
             return
         yield chunk.length
 
@@ -213,24 +232,36 @@ class ObjectWriter:
         return sha
 
     def _put_object(self, key: str, data: bytes | memoryview | FileRange,
-                    check: Check | None = None) -> bool:
-        """Create-only write of ``data`` at ``key`` (large data probed with an
-        existence check first, so it is not sent in vain); True if written.
-        ``check``: see :meth:`~pipectl.store.base.ObjectStore.put_content`."""
-        return (len(data) <= SMALL or not self.store.exists(key)) and self.store.put_content(key, data, check)
+                    check: Check | None = None, probes: _Probes | None = None) -> bool:
+        """Create-only write of ``data`` at ``key``; True if written. Data
+        larger than :data:`SMALL` is probed with an existence check first,
+        so it is not sent in vain: always, or when ``probes`` (the stream's)
+        says so. ``check``: see :meth:`~pipectl.store.base.ObjectStore.put_content`."""
+        if len(data) > SMALL and (probes is None or probes.wanted()):
+            stored = self.store.exists(key)
+            if probes is not None:
+                probes.found(stored)
+            if stored:
+                return False
+        written = self.store.put_content(key, data, check)
+        if not written and probes is not None:
+            probes.found(True)
+        return written
 
-    def put_bytes(self, data: bytes | memoryview | FileRange) -> str:
+    def put_bytes(self, data: bytes | memoryview | FileRange, probes: _Probes | None = None) -> str:
         """Store one chunk (bytes, a view of a file's range mapped
         read-only, or a file's range with its mapped view); return its ref.
         A file's range can change after it was hashed (another process
         writes the file): the bytes the store is about to make visible
         are hashed again, and the chunk is refused (FileChanged) unless
         they are the bytes its name says, so no object is ever stored
-        under another content's hash."""
+        under another content's hash. ``probes``: the existence probes of
+        the stream the chunk is part of (see :class:`_Probes`); without
+        it, a large chunk is always probed."""
         view = data.view if isinstance(data, FileRange) else data
         sha = content_hash(view)
         check = functools.partial(_check_hash, sha) if isinstance(data, FileRange) else None
-        return self._store_chunk(sha, len(view), lambda key: self._put_object(key, data, check))
+        return self._store_chunk(sha, len(view), lambda key: self._put_object(key, data, check, probes))
 
     def put_files(self, paths: list[str], threads: int = 16) -> list[FileEntry]:
         """Store local files; return their entries, in the order of ``paths``.
@@ -341,6 +372,7 @@ class ObjectWriter:
             return self._put_file_chunks(stream.fileno(), regular, getattr(stream, "name", "the input"))
         futures: list[cf.Future | str] = []
         gate = threading.Semaphore(self.uploads)
+        probes = _Probes()
         size = 0
 
         def done(window: _Window) -> Callable[[cf.Future], None]:
@@ -359,7 +391,7 @@ class ObjectWriter:
                     continue
                 gate.acquire()
                 window.hold()
-                future = self._chunk_pool.submit(self.put_bytes, chunk)
+                future = self._chunk_pool.submit(self.put_bytes, chunk, probes)
                 future.add_done_callback(done(window))
                 futures.append(future)
         finally:
@@ -394,6 +426,7 @@ class ObjectWriter:
         except ValueError:  # "mmap length is greater than file size"
             raise _shrank(name) from None
         view = memoryview(mapped)
+        probes = _Probes()
         populated = 0  # pages of [0, populated) were mapped in
 
         def populate(end: int) -> None:
@@ -412,7 +445,7 @@ class ObjectWriter:
 
         def one(view: memoryview, start: int, n: int) -> str:
             try:
-                ref = self.put_bytes(FileRange(fd, start, view[start:start + n]))
+                ref = self.put_bytes(FileRange(fd, start, view[start:start + n]), probes)
             except FileChanged:  # written to since the chunk was hashed
                 raise Conflict(f"{name} changed while being stored") from None
             except Conflict:  # the store's copy of the range ended early
@@ -461,6 +494,37 @@ class ObjectWriter:
 def _shrank(name: str) -> Conflict:
     """The error of a put whose file ``name`` shrank while it was stored."""
     return Conflict(f"{name} shrank while being stored")
+
+
+class _Probes:
+    """When a stream's next large chunk is probed for (an existence check
+    before it is sent). Every chunk is probed while probes find chunks
+    stored; after a probe that finds none, the next chunks are sent
+    without one, 1, then 2, 4... up to :data:`PROBE_GAP_MAX` between two
+    probes, while probes keep finding none. A chunk found stored, by a
+    probe or by the store's refusal of a create-only write, starts
+    probing every chunk again. Safe to use from the chunk threads."""
+
+    def __init__(self) -> None:
+        self._gap = 0  # chunks sent unprobed after the last probe that found none
+        self._skip = 0  # of those, not sent yet
+        self._lock = threading.Lock()
+
+    def wanted(self) -> bool:
+        """Whether to probe for the next chunk."""
+        with self._lock:
+            if self._skip:
+                self._skip -= 1
+                return False
+            return True
+
+    def found(self, stored: bool) -> None:
+        """Record whether a chunk was found in the store."""
+        with self._lock:
+            if stored:
+                self._gap = self._skip = 0
+            else:
+                self._gap = self._skip = min(max(1, 2 * self._gap), PROBE_GAP_MAX)
 
 
 class FileChanged(Conflict):
@@ -534,7 +598,7 @@ WINDOW = 2 * CHUNK_MAX
 STREAM_WINDOWS = 3
 """Windows one stream holds at most: the one being filled and those whose
 chunks are still being stored."""
-IDLE_WINDOWS = 4
+IDLE_WINDOWS = 2
 """Windows kept for the next streams once free (per process)."""
 _idle_windows: list[bytearray] = []
 _idle_lock = threading.Lock()
@@ -582,9 +646,9 @@ def _stream_chunks(stream: BinaryIO, size: int | None) -> Iterator[tuple[memoryv
     """Yield the chunks of ``stream``, cut by content (:func:`_cut`), as
     views of the :class:`_Window` yielded with each: read straight into
     the window (``readinto``, else ``read`` and one copy) until it is full,
-    every chunk that starts at least ``CHUNK_MAX`` bytes before its end is
-    handed out, and the uncut rest (less than ``CHUNK_MAX`` bytes) is
-    copied to the front of the next window. A view stays valid only while
+    every chunk that ends before its end is handed out, and the uncut rest
+    (at most ``CHUNK_MAX`` bytes, half a chunk on average) is copied to the
+    front of the next window. A view stays valid only while
     its window is held: call ``window.hold()`` before asking for the next
     chunk, and ``window.release()`` once done with the view. At most
     :data:`STREAM_WINDOWS` windows are in use (the stream waits for a
@@ -616,7 +680,7 @@ def _stream_chunks(stream: BinaryIO, size: int | None) -> Iterator[tuple[memoryv
             if eof:
                 return
             full = window
-            window = _Window(gate)  # the uncut rest (< CHUNK_MAX bytes) to the front of the next
+            window = _Window(gate)  # the uncut rest (<= CHUNK_MAX bytes) to the front of the next
             window.view[:filled - start] = view[start:filled]
             filled -= start
             full.release()

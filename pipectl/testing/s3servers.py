@@ -137,7 +137,8 @@ class VersityGW(S3Server):
         if binary is None:
             raise ServerError(f"versitygw not built (no {VERSITYGW_CACHE}/bin/versitygw): run `make versitygw`")
         os.makedirs(self.data_dir, exist_ok=True)
-        return [binary, "--quiet", "--region", REGION, "--port", f"{self.host}:{self.port}", "posix", self.data_dir]
+        return [binary, "--quiet", "--keep-alive", "--region", REGION, "--port", f"{self.host}:{self.port}",
+                "posix", self.data_dir]
 
     def environment(self) -> dict[str, str]:
         # the key pair in the environment, not on a command line any local user can read

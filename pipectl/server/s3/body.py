@@ -14,11 +14,11 @@ releases the interpreter lock, each byte hashed once per check) and copies
 it straight into the store's cutting window, the one copy of the body in
 pipectl (:meth:`~pipectl.client.Client.store_content`, then
 :meth:`~pipectl.pfs.objects.ObjectWriter.put_stream`: chunks cut by
-content, 1 to 8 MiB, each hashed with BLAKE3 and written from the window
-with no copy, up to 4 at once, while the next bytes arrive). Windows come
+content, 1 to 16 MiB, each hashed with BLAKE3 and written from the window
+with no copy, up to 4 at once (8 into S3), while the next bytes arrive). Windows come
 from a small pool of the process, so a body is written to memory already
-mapped. The store is the spool: a body takes at most about 56 MiB in
-memory (the queue, three cutting windows), and nothing becomes visible
+mapped. The store is the spool: a body takes at most about 104 MiB in
+memory (the queue, 8 MiB; three cutting windows of 32 MiB), and nothing becomes visible
 until the caller commits the entry returned, after every check passed;
 the chunks of a body that failed a check stay in the store unreferenced.
 
