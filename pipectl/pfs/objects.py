@@ -132,7 +132,7 @@ SMALL = 1024 * 1024
 are written create-only without an existence probe first."""
 PROBE_GAP_MAX = 16
 """The most chunks of a stream sent without an existence probe between two
-probes (see :class:`_Probes`): what a stream can send in vain (about 40
+probes (see :class:`_Probes`): what a stream can send in vain (about 74
 MiB at the average chunk) when, after a run of new chunks, it meets chunks
 the store already holds; the store refuses them (create-only writes), so
 nothing is stored twice."""

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 from ...client import Client
 from ...errors import NotFound
+from ...parallel import parallel
 from ...pfs.model import now
 from ...pfs.names import new_id
 from ...pfs.tree import FileEntry
@@ -115,13 +116,14 @@ def put_part(client: Client, upload: Upload, number: int, entry: FileEntry) -> P
 
 
 def parts(client: Client, upload: Upload) -> list[Part]:
-    """The parts uploaded so far, by number."""
-    found = []
-    for key in client.store.list(_key(upload.id, "parts/")):
+    """The parts uploaded so far, by number (their records read side by
+    side: a 256 MiB upload in 8 MiB parts has 32)."""
+    def read(key: str) -> Part | None:
         try:
-            found.append(Part(**json.loads(client.store.read(key))))
+            return Part(**json.loads(client.store.read(key)))
         except NotFound:  # aborted meanwhile
-            continue
+            return None
+    found = [p for p in parallel(read, client.store.list(_key(upload.id, "parts/"))) if p is not None]
     return sorted(found, key=lambda p: p.number)
 
 
@@ -152,6 +154,5 @@ def assemble(client: Client, upload: Upload, chosen: Iterable[tuple[int, str | N
 
 
 def remove(client: Client, upload: Upload) -> None:
-    """Delete the upload's records (its parts' chunks stay, unreferenced)."""
-    for key in list(client.store.list(_key(upload.id))):
-        client.store.delete(key)
+    """Delete the upload's records, side by side (its parts' chunks stay, unreferenced)."""
+    parallel(client.store.delete, client.store.list(_key(upload.id)))
