@@ -605,7 +605,7 @@ upload through the S3 gateway stores its parts side by side (boto3's
 parts on the local store measured 1.22x and 1.31x of the direct upload to
 versitygw with 4 kept, 0.93x and 0.97x with 2 (runs alternating); memory
 the kernel gives anew costs more to write here than memory used again."""
-_idle_windows: list[bytearray] = []
+_idle_windows: list[mmap.mmap] = []
 _idle_lock = threading.Lock()
 
 
@@ -617,17 +617,22 @@ class _Window:
     release gives a pooled buffer back for the next window, so a stream's
     bytes are written to memory already mapped: on the 2-core bench
     machine (a virtual machine) a first touch of new pages costs more per
-    byte than hashing them with SHA-256."""
+    byte than hashing them with SHA-256. A new pooled buffer is an
+    anonymous mapping, whose pages are touched only as bytes are written
+    to them (a ``bytearray`` is zeroed whole when made: with 8 MiB written,
+    18.3 ms for a new 32 MiB one here against 6.2 ms for a mapping), so a
+    short stream, such as each 8 MiB part of a multipart upload, pays only
+    for the pages it fills."""
 
     def __init__(self, gate: threading.Semaphore, size: int | None = None):
         gate.acquire()
         self.gate, self.users = gate, 1
-        self.pooled = size is None
-        buf = None
-        if self.pooled:
+        self.buf: mmap.mmap | bytearray  # a pool's window is a mapping, a window of its own a bytearray
+        if size is not None:
+            self.buf = bytearray(size)
+        else:
             with _idle_lock:
-                buf = _idle_windows.pop() if _idle_windows else None
-        self.buf = buf if buf is not None else bytearray(WINDOW if size is None else size)
+                self.buf = _idle_windows.pop() if _idle_windows else mmap.mmap(-1, WINDOW)
         self.view = memoryview(self.buf)
         self._lock = threading.Lock()
 
@@ -640,7 +645,7 @@ class _Window:
             self.users -= 1
             if self.users:
                 return
-        if self.pooled:  # no chunk of it is in use: it may be filled again
+        if isinstance(self.buf, mmap.mmap):  # pooled, and no chunk of it is in use: it may be filled again
             with _idle_lock:
                 if len(_idle_windows) < IDLE_WINDOWS:
                     _idle_windows.append(self.buf)
