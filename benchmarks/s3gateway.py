@@ -116,20 +116,21 @@ def bench_s3_gateway(quick: bool, store: str, url: str, env: dict, workdir: str,
                                                        for op in ("put", "multipart", "get"))
     times: dict[str, list[float]] = {k: [] for k in names}
     port, ceiling_port, relay_port = h.free_port(), h.free_port(), h.free_port()
-    server = _start(h.PIPECTL + ["server", "--port", str(h.free_port()), "--s3-gateway-port", str(port)], env, port)
-    ceiling = _start([sys.executable, "-m", "benchmarks.s3gateway", str(ceiling_port), str(size)], env, ceiling_port)
-    helpers = [server, ceiling]
-    direct = _s3(raw.endpoint, raw.access_key, raw.secret_key)
-    direct.create_bucket(Bucket="bench")
-    clients = {"gateway": (_s3(f"http://127.0.0.1:{port}"), "master.bench"), "raw": (direct, "bench"),
-               "ceiling": (_s3(f"http://127.0.0.1:{ceiling_port}"), "x")}
-    readers = dict(clients)
-    if store == "s3":  # the relay reads the objects the direct calls put
-        relay_env = {**env, **raw.env()}
-        helpers.append(_start([sys.executable, "-m", "benchmarks.s3gateway", str(relay_port), str(size),
-                               f"{raw.endpoint}/bench"], relay_env, relay_port))
-        readers["relay"] = (_s3(f"http://127.0.0.1:{relay_port}"), "x")
+    helpers: list[subprocess.Popen] = []
     try:
+        helpers.append(_start(h.PIPECTL + ["server", "--port", str(h.free_port()), "--s3-gateway-port", str(port)],
+                              env, port))
+        helpers.append(_start([sys.executable, "-m", "benchmarks.s3gateway", str(ceiling_port), str(size)], env,
+                              ceiling_port))
+        direct = _s3(raw.endpoint, raw.access_key, raw.secret_key)
+        direct.create_bucket(Bucket="bench")
+        clients = {"gateway": (_s3(f"http://127.0.0.1:{port}"), "master.bench"), "raw": (direct, "bench"),
+                   "ceiling": (_s3(f"http://127.0.0.1:{ceiling_port}"), "x")}
+        readers = dict(clients)
+        if store == "s3":  # the relay reads the objects the direct calls put
+            helpers.append(_start([sys.executable, "-m", "benchmarks.s3gateway", str(relay_port), str(size),
+                                   f"{raw.endpoint}/bench"], {**env, **raw.env()}, relay_port))
+            readers["relay"] = (_s3(f"http://127.0.0.1:{relay_port}"), "x")
         for k in range(repeats):
             h.make_big_file(path, size)  # new bytes each time: nothing deduplicated
             h.settle()

@@ -153,9 +153,10 @@ def _cut(cdc: pyfastcdc.FastCDC, view: memoryview, final: bool) -> Iterator[int]
     """The lengths of the chunks that ``view`` starts with, in order. Unless
     ``final`` (``view`` holds the rest of the file), a chunk is given only
     if it ends before the end of ``view``: a cut depends only on the bytes
-    from its chunk's start to it, so such a cut is the one the whole file
-    has, while a chunk that reaches the end of ``view`` may have been cut
-    short by it. The cutting itself runs without the interpreter lock."""
+    from its chunk's start to the cut and the byte at it, all inside
+    ``view``, so such a cut is the one the whole file has, while a chunk
+    that reaches the end of ``view`` may have been cut short by it. The
+    cutting itself runs without the interpreter lock."""
     n = len(view)
     for chunk in cdc.cut_buf(view):  # lazy: a cut is made when asked for
         if not final and chunk.offset + chunk.length >= n:

@@ -61,8 +61,46 @@ def _s3(fn):
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
                 raise PreconditionFailed(f"object {name} changed concurrently") from None
             raise StoreUnavailable(f"S3 error on {name}: {code or status}") from None
+        except botocore.exceptions.BotoCoreError as e:  # anything else botocore refused or could not do
+            raise StoreUnavailable(f"S3 error on {args[0] if args else '?'}: {e}") from None
 
     return inner
+
+
+class _ViewBody:
+    """A read-only, seekable file over a memoryview (a chunk in a mapped
+    file or a cutting window): what botocore is given where it may have to
+    read a body more than once, to compute a checksum (over HTTPS, or
+    whenever it computes request checksums) or to send it again after a
+    failed attempt (it rewinds files, and refuses to retry a body it
+    cannot rewind), without copying it whole."""
+
+    def __init__(self, data: memoryview):
+        self._view = data
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, n: int | None = -1) -> memoryview:
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
+        piece = self._view[self._pos:max(self._pos, end)]  # no copy: botocore hashes and sends views
+        self._pos = max(self._pos, end)
+        return piece
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
 
 
 _client_lock = threading.Lock()
@@ -109,6 +147,8 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        checksums = _checksums()
+        self._views_whole = bool(checksums)  # the client computes no request checksum (see write)
         config = botocore.config.Config(
             retries={"max_attempts": int(os.environ.get("PIPECTL_S3_MAX_ATTEMPTS", "3")),
                      "mode": "standard"},
@@ -118,9 +158,9 @@ class S3Store(ObjectStore):
             # botocore's validation takes a body only as bytes or a file, and sends a file 16 KiB
             # a read (about 1 ms of interpreter work per chunk here) after an
             # "Expect: 100-continue" round trip; a memoryview, which it then accepts, is sent in
-            # one call. This store's own calls are the only ones made with this client.
+            # one call (see write). This store's own calls are the only ones made with this client.
             parameter_validation=False,
-            **_checksums(),
+            **checksums,
         )
         try:
             self.client = _client(config)
@@ -129,6 +169,8 @@ class S3Store(ObjectStore):
         self.endpoint = self.client.meta.endpoint_url
 
     def _key(self, key: str) -> str:
+        if not key:  # with no prefix, an empty key would address the bucket itself
+            raise ValueError("an S3 store's object key cannot be empty")
         return self.prefix + key
 
     @_s3
@@ -143,16 +185,22 @@ class S3Store(ObjectStore):
     @_s3
     def write(self, key: str, data: Bytes, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
-        # a view (a chunk in a mapped file or a reused window) goes as it is: hashed for the
-        # signature and sent in one call, with no copy (see __init__: no validation)
-        body = data.cast("B") if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1) else data
         extra = {}
         if if_absent:
             extra["IfNoneMatch"] = "*"
         elif if_match is not None:
             extra["IfMatch"] = if_match
-        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **extra)
-        return response["ETag"]
+        if not isinstance(data, memoryview):
+            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)["ETag"]
+        view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+        if not self._views_whole:  # botocore may read the body twice (a checksum, then the request)
+            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_ViewBody(view),
+                                          **extra)["ETag"]
+        try:  # a view goes as it is: hashed for the signature and sent in one call, with no copy
+            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=view, **extra)["ETag"]
+        except botocore.exceptions.UnseekableStreamError:  # an attempt failed, and botocore cannot rewind a view
+            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_ViewBody(view),
+                                          **extra)["ETag"]
 
     @_s3
     def open(self, key: str) -> BinaryIO:
@@ -184,7 +232,7 @@ class S3Store(ObjectStore):
         paginator = self.client.get_paginator("list_objects_v2")
         skip = len(self.prefix)
         keys: list[str] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             keys.extend(item["Key"][skip:] for item in page.get("Contents", ()))
         return iter(keys)
 

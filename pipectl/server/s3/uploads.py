@@ -154,5 +154,8 @@ def assemble(client: Client, upload: Upload, chosen: Iterable[tuple[int, str | N
 
 
 def remove(client: Client, upload: Upload) -> None:
-    """Delete the upload's records, side by side (its parts' chunks stay, unreferenced)."""
-    parallel(client.store.delete, client.store.list(_key(upload.id)))
+    """Delete the upload's records (its parts' chunks stay, unreferenced):
+    the parts' side by side, then the upload's own, so an abort cut short
+    can be made again."""
+    parallel(client.store.delete, client.store.list(_key(upload.id, "parts/")))
+    client.store.delete(_key(upload.id, "upload.json"))
