@@ -45,6 +45,7 @@ class LeaseElector:
         self._observed: tuple | None = None  # (holder, renew time) last read
         self._observed_at = 0.0
         self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     @property
     def held(self) -> bool:
@@ -59,7 +60,8 @@ class LeaseElector:
         while not self._stop.is_set():
             if self._try():
                 log.info("leading: lease %s/%s held by %s", self.namespace, self.name, self.identity)
-                threading.Thread(target=self._renew_loop, name="lease-renew", daemon=True).start()
+                self._renewer = threading.Thread(target=self._renew_loop, name="lease-renew", daemon=True)
+                self._renewer.start()
                 return True
             if not announced:
                 log.info("waiting for lease %s/%s (held by %s)", self.namespace, self.name,
@@ -74,9 +76,14 @@ class LeaseElector:
         """Nothing to do: a thread of its own renews the Lease (see :meth:`acquire`)."""
 
     def release(self) -> None:
-        """Stop renewing and, if leading, hand the Lease back (empty holder)."""
+        """Stop renewing and, if leading, hand the Lease back (empty holder).
+        A renewal in flight is waited for (up to ``renew_seconds``), so it
+        can neither write this candidate back in after the release nor
+        make it lead again."""
         from kubernetes.client.exceptions import ApiException
         self._stop.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join(self.renew_seconds)
         if not self.held:
             return
         self._valid_until = 0.0
@@ -145,5 +152,6 @@ class LeaseElector:
         except Exception as e:
             log.warning("writing lease %s/%s: %s", self.namespace, self.name, e)
             return False
-        self._valid_until = attempt + self.renew_seconds
+        if not self._stop.is_set():  # a renewal that ends after release() leads no more
+            self._valid_until = attempt + self.renew_seconds
         return True
