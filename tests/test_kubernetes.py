@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 
 from helpers import http_text, run_ok, s3_uppercase_code, wait_for
@@ -247,6 +248,48 @@ def test_leader_election_on_a_lease(k8s_env):
     lease = json.loads(k8s_env["cluster"].kubectl("-n", ns, "get", "lease", "ctl", "-o", "json"))
     assert lease["spec"]["holderIdentity"] == "c" and lease["spec"]["leaseTransitions"] >= 2
     c.release()
+
+
+class _HeldRenewal:
+    """The kubernetes client's Lease API, except that a renewal (a write
+    from the elector's renewing thread) returns only once ``gate`` is set,
+    after it reached the API server; ``entered`` is set when one is held."""
+
+    def __init__(self, api):
+        self._api, self.entered, self.gate = api, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._api, name)
+
+    def replace_namespaced_lease(self, *args, **kwargs):
+        result = self._api.replace_namespaced_lease(*args, **kwargs)
+        if threading.current_thread().name == "lease-renew":
+            self.entered.set()
+            self.gate.wait(30)
+        return result
+
+
+def test_a_renewal_in_flight_does_not_outlive_release(k8s_env):
+    """A renewal the API server accepted just before release() returns
+    after it: the candidate must not lead again, and the Lease is left
+    with no holder."""
+    load_client_config()
+    ns = k8s_env["namespace"]
+    a = LeaseElector(ns, "race", "a", lease_seconds=3, renew_seconds=2, retry_seconds=0.2)
+    a.api = held = _HeldRenewal(a.api)
+    assert a.acquire(timeout=10)
+    assert held.entered.wait(10)  # a renewal was written and has not returned yet
+    releasing = threading.Thread(target=a.release)
+    releasing.start()
+    time.sleep(0.3)
+    held.gate.set()  # the renewal returns while release() runs
+    releasing.join(10)
+    for thread in threading.enumerate():  # the renewal has returned into the elector
+        if thread.name == "lease-renew":
+            thread.join(10)
+    assert not a.held
+    lease = json.loads(k8s_env["cluster"].kubectl("-n", ns, "get", "lease", "race", "-o", "json"))
+    assert not lease["spec"].get("holderIdentity"), lease["spec"]
 
 
 def test_a_second_controller_waits_for_the_lease(k8s_env, background):
