@@ -77,9 +77,10 @@ class LeaseElector:
 
     def release(self) -> None:
         """Stop renewing and, if leading, hand the Lease back (empty holder).
-        A renewal in flight is waited for (up to ``renew_seconds``), so it
-        can neither write this candidate back in after the release nor
-        make it lead again."""
+        A renewal in flight is waited for (up to ``renew_seconds``), and one
+        that returns after the release does not make this candidate lead
+        again (a write it makes after the release's is refused by the API
+        server: its resourceVersion is stale)."""
         from kubernetes.client.exceptions import ApiException
         self._stop.set()
         if self._renewer is not None and self._renewer is not threading.current_thread():

@@ -190,17 +190,19 @@ class S3Store(ObjectStore):
             extra["IfNoneMatch"] = "*"
         elif if_match is not None:
             extra["IfMatch"] = if_match
+
+        def put(body) -> str:
+            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **extra)["ETag"]
+
         if not isinstance(data, memoryview):
-            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)["ETag"]
+            return put(data)
         view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
         if not self._views_whole:  # botocore may read the body twice (a checksum, then the request)
-            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_ViewBody(view),
-                                          **extra)["ETag"]
+            return put(_ViewBody(view))
         try:  # a view goes as it is: hashed for the signature and sent in one call, with no copy
-            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=view, **extra)["ETag"]
+            return put(view)
         except botocore.exceptions.UnseekableStreamError:  # an attempt failed, and botocore cannot rewind a view
-            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_ViewBody(view),
-                                          **extra)["ETag"]
+            return put(_ViewBody(view))
 
     @_s3
     def open(self, key: str) -> BinaryIO:
