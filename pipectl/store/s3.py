@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -58,7 +59,7 @@ def _s3(fn):
                 raise NotFound(f"object {name} not found") from None
             if code == "NoSuchBucket":
                 raise StoreUnavailable(f"S3 bucket {self.bucket} does not exist") from None
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            if code == "PreconditionFailed" or status == 412:
                 raise PreconditionFailed(f"object {name} changed concurrently") from None
             raise StoreUnavailable(f"S3 error on {name}: {code or status}") from None
         except botocore.exceptions.BotoCoreError as e:  # anything else botocore refused or could not do
@@ -102,6 +103,10 @@ class _ViewBody:
     def readable(self) -> bool:
         return True
 
+
+CONFLICT_ATTEMPTS = 5
+"""Tries of a conditional write S3 answers ``409 ConditionalRequestConflict``
+(another conditional write of the key in flight), 50 ms apart, doubling."""
 
 _client_lock = threading.Lock()
 
@@ -185,24 +190,67 @@ class S3Store(ObjectStore):
     @_s3
     def write(self, key: str, data: Bytes, *, if_match: str | None = None,
               if_absent: bool = False) -> str:
+        """As :meth:`ObjectStore.write`. A conditional write is exactly-once
+        despite botocore's retries: when an attempt's answer is lost (a
+        timeout, a dropped connection, a 5xx after the server stored it),
+        the retry is refused with 412, and that refusal is then this
+        writer's own success if the key now holds exactly ``data`` (read
+        back; a condition another writer broke leaves other bytes: a
+        commit, branch or job record names its writer's commit or time).
+        A ``409 ConditionalRequestConflict`` (S3: another conditional
+        write of the key is in flight) is tried again up to
+        :data:`CONFLICT_ATTEMPTS` times, then raises StoreUnavailable for a
+        create-only write (the other writer may die: the object may not
+        exist) and PreconditionFailed for an ``if_match`` one."""
         extra = {}
         if if_absent:
             extra["IfNoneMatch"] = "*"
         elif if_match is not None:
             extra["IfMatch"] = if_match
+        view = None
+        if isinstance(data, memoryview):
+            view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
 
         def put(body) -> str:
             return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **extra)["ETag"]
 
-        if not isinstance(data, memoryview):
-            return put(data)
-        view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
-        if not self._views_whole:  # botocore may read the body twice (a checksum, then the request)
-            return put(_ViewBody(view))
-        try:  # a view goes as it is: hashed for the signature and sent in one call, with no copy
-            return put(view)
-        except botocore.exceptions.UnseekableStreamError:  # an attempt failed, and botocore cannot rewind a view
-            return put(_ViewBody(view))
+        def send() -> str:
+            if view is None:
+                return put(data)
+            if not self._views_whole:  # botocore may read the body twice (a checksum, then the request)
+                return put(_ViewBody(view))
+            try:  # a view goes as it is: hashed for the signature and sent in one call, with no copy
+                return put(view)
+            except botocore.exceptions.UnseekableStreamError:  # an attempt failed, and botocore cannot rewind a view
+                return put(_ViewBody(view))
+
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                return send()
+            except botocore.exceptions.ClientError as e:
+                metadata = e.response.get("ResponseMetadata", {})
+                if not extra:
+                    raise
+                if metadata.get("HTTPStatusCode") == 412 and metadata.get("RetryAttempts"):
+                    held = self._holding(key, data if view is None else view)
+                    if held is not None:
+                        return held
+                if e.response.get("Error", {}).get("Code") != "ConditionalRequestConflict":
+                    raise
+                if attempt + 1 == CONFLICT_ATTEMPTS:
+                    if if_absent:
+                        raise StoreUnavailable(f"object {key}: another write of it stayed in flight") from None
+                    raise PreconditionFailed(f"object {key} changed concurrently") from None
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _holding(self, key: str, data: Bytes) -> str | None:
+        """The version of ``key`` if it holds exactly ``data``, else None."""
+        try:
+            stored, version = self.read_versioned(key)
+        except NotFound:
+            return None
+        return version if stored == data else None
 
     @_s3
     def open(self, key: str) -> BinaryIO:
