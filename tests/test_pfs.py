@@ -140,6 +140,23 @@ def test_branches_delete_and_diff(pfs, tmp_path):
     assert [b.name for b in pfs.list_branches("r")] == ["dev", "master"]
 
 
+def test_a_commit_another_branch_builds_on_is_not_deleted(pfs, tmp_path):
+    """delete-commit of a branch's head that another branch's commits have
+    as parent is refused: deleting it would cut that branch's history."""
+    pfs.create_repo("r")
+    f = tmp_path / "x"
+    f.write_bytes(b"1")
+    base, _ = pfs.put_files("r", "master", [("/one", str(f))])
+    pfs.create_branch("r", "dev", "master")
+    pfs.put_files("r", "dev", [("/two", str(f))])
+    with pytest.raises(Conflict, match="branch dev builds on it"):
+        pfs.delete_commit("r", "master")
+    assert pfs.inspect_commit("r", "dev^").id == base.id
+    third, _ = pfs.put_files("r", "master", [("/three", str(f))])
+    pfs.delete_commit("r", "master")  # a head no other branch builds on
+    assert pfs.inspect_commit("r", "master").id == base.id
+
+
 @pytest.mark.parametrize("pattern,expected", [
     ("/", ["/"]),
     ("/*", ["/a", "/b.txt"]),

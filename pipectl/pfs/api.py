@@ -19,6 +19,7 @@ Files and trees are in ``files.py`` (the :class:`~.files.Files` part of PFS).
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from ..parallel import parallel
 from ..store import ObjectStore
 from . import keys, names
 from .files import Files, backoff
-from .model import Branch, Commit, RepoInfo, now
+from .model import Branch, Commit, RepoInfo, now, parse_time
 from .tree import FileEntry, Tree, file_above
 
 _ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<ops>(\^|~\d*)*)$")
@@ -323,15 +324,39 @@ class PFS(Files):
                 continue
 
     def delete_commit(self, repo: str, ref: str) -> None:
-        """Delete the head commit of its branch, moving the branch back to the
-        parent. Raises Conflict when the commit is not a branch head."""
+        """Delete the head commit of its branch (of each branch it heads),
+        moving the branch back to the parent. Raises Conflict when the
+        commit is not a branch head, or when it has children (another
+        branch's commits build on it: deleting it would cut their
+        history)."""
         commit = self.inspect_commit(repo, ref)
-        heads = [b for b in self.list_branches(repo) if b.head == commit.id]
+        branches = self.list_branches(repo)
+        heads = [b for b in branches if b.head == commit.id]
         if not heads:
             raise Conflict(f"commit {commit.id} is not the head of a branch; only head commits can be deleted")
+        for b in branches:
+            if b.head and b.head != commit.id and self._descends(repo, b.head, commit):
+                raise Conflict(f"commit {commit.id} has children: branch {b.name} builds on it")
         for b in heads:
             self.move_branch(repo, b.name, commit.parent, commit.id)
         self.store.delete(keys.commit(repo, commit.id))
+
+    def _descends(self, repo: str, head: str, ancestor: Commit) -> bool:
+        """Whether commit ``head`` has ``ancestor`` among its parents' line.
+        The walk stops at the first commit started an hour or more before
+        ``ancestor`` (a descendant starts after it; the hour covers clocks
+        of different machines), so it reads the commits newer than
+        ``ancestor``, not a branch's whole history."""
+        cutoff = parse_time(ancestor.started) - datetime.timedelta(hours=1)
+        cid: str | None = head
+        while cid:
+            if cid == ancestor.id:
+                return True
+            commit = self.inspect_commit(repo, cid)
+            if parse_time(commit.started) < cutoff:
+                return False
+            cid = commit.parent
+        return False
 
     def _land(self, commit: Commit, tree: Tree, expected_head: str | None) -> Commit:
         """Write a finished commit holding ``tree`` and move its branch from
