@@ -244,7 +244,7 @@ def test_reading_a_many_chunk_file_ahead(pfs, store, tmp_path):
 
 
 def test_existence_probes_stop_for_new_chunks_and_stored_chunks_are_not_sent(store):
-    """A stream of new chunks is probed for (an existence check before a
+    """A stream of new chunks is probed for (a check of its size before a
     chunk is sent) in doubling gaps, not chunk by chunk; the same bytes
     put again by a writer that knows nothing of them are all found by
     their probes, and none is sent."""
@@ -258,12 +258,12 @@ def test_existence_probes_stop_for_new_chunks_and_stored_chunks_are_not_sent(sto
     assert new.calls["put_content"] == len(cuts)
     # chunks 1, 3, 6, 11, 20, 37 probed (gaps of 1, 2, 4, 8, 16); the chunk
     # threads may each ask before an answer is in
-    assert new.calls["exists"] <= len(cuts) // 2, new.calls
+    assert new.calls["size"] <= len(cuts) // 2, new.calls
 
     again = Counted(store)
     with ObjectWriter(again) as writer:
         assert writer.put_stream(io.BytesIO(data)) == first
     large = sum(n > objects.SMALL for n in cuts)  # a last chunk of at most SMALL bytes goes create-only, unprobed
-    assert again.calls["exists"] == large, again.calls
+    assert again.calls["size"] == large, again.calls
     assert again.calls["put_content"] == len(cuts) - large, again.calls
     assert writer.stats.bytes_uploaded == 0 and writer.stats.objects_deduplicated == len(cuts)

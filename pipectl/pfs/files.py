@@ -263,8 +263,9 @@ class Files:
     # reading files -------------------------------------------------------
     def get_file(self, repo: str, ref: str, path: str, out: BinaryIO) -> int:
         """Stream a file's bytes into ``out``; return the byte count.
-        Raises NotFound, InvalidArgument (a directory)."""
-        return read_objects(self.store, self.file_entry(repo, ref, path).objects, out)
+        Raises NotFound, InvalidArgument (a directory), StoreUnavailable
+        (its objects hold other than its size)."""
+        return read_objects(self.store, self.file_entry(repo, ref, path), out)
 
     def file_entry(self, repo: str, ref: str, path: str) -> FileEntry:
         """The entry (size, objects) of the file at ``path``. Raises

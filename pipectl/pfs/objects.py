@@ -236,11 +236,15 @@ class ObjectWriter:
     def _put_object(self, key: str, data: bytes | memoryview | FileRange,
                     check: Check | None = None, probes: _Probes | None = None) -> bool:
         """Create-only write of ``data`` at ``key``; True if written. Data
-        larger than :data:`SMALL` is probed with an existence check first,
+        larger than :data:`SMALL` is probed with an existence check first
+        (of its size: an object cut short under the name is written again),
         so it is not sent in vain: always, or when ``probes`` (the stream's)
         says so. ``check``: see :meth:`~pipectl.store.base.ObjectStore.put_content`."""
         if len(data) > SMALL and (probes is None or probes.wanted()):
-            stored = self.store.exists(key)
+            try:
+                stored = self.store.size(key) == len(data)
+            except NotFound:
+                stored = False
             if probes is not None:
                 probes.found(stored)
             if stored:

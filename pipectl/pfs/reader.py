@@ -10,11 +10,12 @@ import itertools
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import BinaryIO
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument, NotFound, StoreUnavailable
 from ..parallel import parallel
 from ..store import ObjectStore
 from .keys import check_hash, object_key
 from .objects import SMALL
+from .tree import FileEntry
 
 
 def is_packed(ref: str) -> bool:
@@ -115,17 +116,21 @@ def _objects(store: ObjectStore, refs: tuple[str, ...], cache: Mapping[str, byte
                 future.cancel()
 
 
-def read_objects(store: ObjectStore, refs: tuple[str, ...], out: BinaryIO,
+def read_objects(store: ObjectStore, entry: FileEntry, out: BinaryIO,
                  cache: Mapping[str, bytes] | None = None) -> int:
-    """Write the concatenated bytes of the chunks ``refs`` name (see
-    :class:`~.tree.FileEntry`) to ``out``, streaming, the next chunks read
-    while one is written (:data:`READ_AHEAD`); return the byte count.
-    Packed refs found in ``cache`` (from :func:`read_packed`) are not read
-    again. Raises NotFound if an object is missing or a pack ends early."""
+    """Write the bytes of the file ``entry`` names (the concatenated chunks
+    of its refs, see :class:`~.tree.FileEntry`) to ``out``, streaming, the
+    next chunks read while one is written (:data:`READ_AHEAD`); return the
+    byte count. Packed refs found in ``cache`` (from :func:`read_packed`)
+    are not read again. Raises NotFound if an object is missing or a pack
+    ends early, StoreUnavailable if the objects hold other than
+    ``entry.size`` bytes (once they are written)."""
     total = 0
-    for piece in _objects(store, refs, cache):
+    for piece in _objects(store, entry.objects, cache):
         out.write(piece)
         total += len(piece)
+    if total != entry.size:
+        raise _damaged(entry.objects, total, entry.size)
     return total
 
 
@@ -176,14 +181,27 @@ def _iter_objects_head(store: ObjectStore, refs: tuple[str, ...], length: int) -
             yield piece
     finally:
         pieces.close()
+    if left > 0:
+        raise _damaged(refs, length - left, length)
 
 
-def download(store: ObjectStore, refs: tuple[str, ...], path: str,
+def download(store: ObjectStore, entry: FileEntry, path: str,
              cache: Mapping[str, bytes] | None = None) -> int:
-    """Write the file made of the chunks ``refs`` name to local ``path``;
-    return its size in bytes. ``cache``: as for :func:`read_objects`.
-    Raises NotFound."""
+    """Write the file ``entry`` names to local ``path``; return its size in
+    bytes. ``cache``: as for :func:`read_objects`. Raises NotFound, and
+    StoreUnavailable if its objects hold other than ``entry.size`` bytes."""
+    refs = entry.objects
     if len(refs) == 1 and not is_packed(refs[0]):
-        return store.download(object_key(refs[0]), path)  # one whole object: the store's own copy
+        size = store.download(object_key(refs[0]), path)  # one whole object: the store's own copy
+        if size != entry.size:
+            raise _damaged(refs, size, entry.size)
+        return size
     with open(path, "wb") as f:
-        return read_objects(store, refs, f, cache=cache)
+        return read_objects(store, entry, f, cache=cache)
+
+
+def _damaged(refs: tuple[str, ...], got: int, size: int) -> StoreUnavailable:
+    """The error of a file whose objects hold ``got`` bytes, not its
+    ``size``: an object was cut short or changed outside pipectl."""
+    return StoreUnavailable(f"the store is damaged: a file's objects ({refs[0]}{' ...' if len(refs) > 1 else ''}) "
+                            f"hold {got} bytes, not its {size}")

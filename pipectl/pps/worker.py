@@ -276,7 +276,7 @@ class Worker:
                 if directory not in made:
                     os.makedirs(directory, exist_ok=True)
                     made.add(directory)
-                size += reader.download(self.store, entry.objects, local, cache)
+                size += reader.download(self.store, entry, local, cache)
             if top not in made:
                 os.makedirs(top, exist_ok=True)  # an input with no files still has its directory
                 made.add(top)

@@ -165,10 +165,14 @@ class LocalStore(ObjectStore):
         # Identical bytes may safely replace each other, so a plain atomic
         # rename does (one metadata operation fewer than link + unlink).
         # A FileRange is copied in the kernel (see _copy_range); ``check``
-        # sees the temporary file's bytes, those renamed into place.
+        # sees the temporary file's bytes, those renamed into place. An
+        # object of another size under the name (cut short outside pipectl,
+        # as a crash of the machine may leave a file written without fsync)
+        # is replaced: putting the bytes again repairs it.
         path = self._path(key)
-        if os.path.exists(path):
-            return False
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            if os.stat(path).st_size == len(data):
+                return False
         tmp = self._write_tmp(path, data)
         try:
             if check is not None:
