@@ -7,11 +7,22 @@ wrote is the output commit. Real CLI, real controller and worker processes."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import textwrap
+import time
+import urllib.parse
 
+import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from helpers import assert_clean_error, file_bytes, ok, put
+
+from pipectl.client import Client
+from pipectl.server.s3.sidecar import Sidecar
 
 LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 
@@ -74,3 +85,70 @@ def test_user_code_reads_and_writes_only_through_s3(cli, pfs, spec_file, run_con
 def test_s3_inputs_pachyderm_refuses_are_refused(cli, store_url, spec_file, spec_input, needle):
     spec = {"pipeline": {"name": "p"}, "input": spec_input, "transform": {"image": "local", "cmd": ["true"]}}
     assert_clean_error(cli("create-pipeline", "-f", spec_file(spec)), needle)
+
+
+@pytest.fixture
+def sidecar(store):
+    """A sidecar with bucket ``out`` only, listening (no worker: the test
+    plays the worker, calling take_outputs() as each datum try starts)."""
+    sidecar = Sidecar(Client(store), {}, out=True)
+    sidecar.start()
+    parsed = urllib.parse.urlsplit(sidecar.endpoint)
+    for _ in range(100):
+        try:
+            http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=1).connect()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield sidecar
+    finally:
+        sidecar.stop()
+
+
+def _held_back(sidecar, method: str, target: str, body: bytes) -> http.client.HTTPConnection:
+    """A request signed as boto3 signs it, sent but for its body's last byte
+    (user code still sending it when its try ends); finish it with
+    ``conn.send(body[-1:])``."""
+    parsed = urllib.parse.urlsplit(sidecar.endpoint)
+    request = AWSRequest(method, sidecar.endpoint + target, data=body,
+                         headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
+    SigV4Auth(Credentials(sidecar.token, sidecar.token), "s3", "us-east-1").add_auth(request)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+    conn.putheader("Host", parsed.netloc)
+    for name, value in request.headers.items():
+        conn.putheader(name, value)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body[:-1])
+    time.sleep(0.5)  # the sidecar has dispatched it and is reading the body
+    return conn
+
+
+@LOCAL
+def test_a_write_of_an_ended_try_never_reaches_the_next(sidecar):
+    """A PutObject or DeleteObjects into ``out`` still under way when the
+    worker starts the next try (take_outputs(); e.g. user code killed by
+    datum_timeout while the sidecar stored its large body) is refused,
+    409, and neither adds to nor deletes from the next try's outputs."""
+    s3 = boto3.client("s3", endpoint_url=sidecar.endpoint, aws_access_key_id=sidecar.token,
+                      aws_secret_access_key=sidecar.token, region_name="us-east-1")
+    body = b"written by try 1" * 1000
+    put_ = _held_back(sidecar, "PUT", "/out/stale.txt", body)
+    delete = _held_back(sidecar, "POST", "/out?delete",
+                        b"<Delete><Object><Key>kept.txt</Key></Object></Delete>")
+    assert sidecar.take_outputs() == {}  # try 1 ends; try 2 starts with an empty out ...
+    s3.put_object(Bucket="out", Key="kept.txt", Body=b"written by try 2")  # ... and writes
+    answers = []
+    for conn, last in ((put_, body[-1:]), (delete, b">")):
+        conn.send(last)  # the ended try's requests finish
+        response = conn.getresponse()
+        answers.append((response.status, response.read()))
+        conn.close()
+    try2 = sidecar.take_outputs()
+    assert sorted(try2) == ["/kept.txt"], "a write of the previous try changed the next one's outputs"
+    for status, answer in answers:  # the client is told its write was not kept
+        assert status == 409 and b"<Code>OperationAborted</Code>" in answer, (status, answer)
+    s3.put_object(Bucket="out", Key="again.txt", Body=b"try 3")  # the sidecar goes on as usual
+    assert sorted(sidecar.take_outputs()) == ["/again.txt"]

@@ -13,7 +13,10 @@ these buckets, as Pachyderm names them:
   stores) and becomes a file of the datum's output at its key, with what
   user code wrote to ``/pfs/out``; it can be listed, read and deleted again
   until the datum ends. A datum that is tried again starts from an empty
-  ``out``.
+  ``out``. Each request belongs to the try running when it arrived: a
+  write it has not made when that try ends (user code killed by
+  ``datum_timeout`` while the sidecar still stored its body) is refused,
+  409 OperationAborted, and never reaches a later try's output.
 
 The operations are the S3 gateway's own (:class:`~.routes.Gateway`, the
 same code as ``pipectl server --s3-gateway-port``), over a client that
@@ -30,18 +33,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import secrets
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...client import Client
-from ...errors import InvalidArgument, NotFound
+from ...errors import Conflict, InvalidArgument, NotFound
 from ...pfs import names
 from ...pfs.model import Commit, now
 from ...pfs.tree import FileEntry
@@ -57,6 +60,10 @@ OUT_REPO = "-out"
 """The repo name standing for the output bucket inside the sidecar (no real repo is named so)."""
 OUT_COMMIT = "0" * 32
 
+_request_try: contextvars.ContextVar[int | None] = contextvars.ContextVar("sidecar_request_try", default=None)
+"""The try (:attr:`OutputClient.generation`) current when the running
+request arrived; None outside a request."""
+
 
 class _Branch:
     head = OUT_COMMIT
@@ -66,22 +73,28 @@ class _RecordingStore:
     """The store, as the sidecar's multipart uploads write their records
     into it: each key written is remembered, so that :meth:`forget`
     deletes the records of the uploads a datum left unfinished (a later
-    datum or try must not complete them)."""
+    datum or try must not complete them). ``owner``'s lock guards the
+    keys remembered, and a request of an ended try writes no record."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, owner: OutputClient):
         self._store = store
+        self._owner = owner
         self._written: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     def write(self, key: str, data: bytes, **options: Any) -> Any:
-        self._written.add(key)
+        """As the store's write. Raises Conflict for a request of an ended try."""
+        with self._owner._lock:
+            self._owner._check_try()
+            self._written.add(key)
         return self._store.write(key, data, **options)
 
     def forget(self) -> None:
         """Delete every record written so far that is still there."""
-        written, self._written = self._written, set()
+        with self._owner._lock:
+            written, self._written = self._written, set()
         for key in written:
             with contextlib.suppress(Exception):  # gone already (a completed or aborted upload)
                 self._store.delete(key)
@@ -90,25 +103,49 @@ class _RecordingStore:
 class OutputClient:
     """The operations layer as the sidecar's gateway sees it: ``client``,
     except that repo :data:`OUT_REPO` is the datum's output held in memory
-    (``outputs``: path -> entry, the bytes already in the store)."""
+    (``outputs``: path -> entry, the bytes already in the store) of the
+    try numbered ``generation`` (one more each :meth:`take`). A write by a
+    request that arrived in an earlier try (see :meth:`tag`) raises
+    Conflict (the gateway's 409 OperationAborted)."""
 
     def __init__(self, client: Client):
         self._client = client
         self.outputs: dict[str, FileEntry] = {}
+        self.generation = 0
         self._lock = threading.Lock()
         self.pfs = self  # the gateway asks client.pfs.inspect_branch
-        self.store = _RecordingStore(client.store)  # multipart uploads' records: removed with the datum
+        self.store = _RecordingStore(client.store, self)  # multipart uploads' records: removed with the datum
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     def take(self) -> dict[str, FileEntry]:
-        """The outputs so far, which start again empty; multipart uploads
-        not completed meanwhile are dropped (their records deleted)."""
+        """The outputs so far (path -> entry), which start again empty for
+        the next try; multipart uploads not completed meanwhile are dropped
+        (their records deleted). Requests still under way are not waited
+        for (a client may hold one open for ever): whatever they have not
+        written yet is refused to them."""
         with self._lock:
             outputs, self.outputs = self.outputs, {}
+            self.generation += 1
         self.store.forget()
         return outputs
+
+    def tag(self, app: Any) -> Any:
+        """``app`` (ASGI) with each request tagged with the try current when it arrived."""
+        async def tagged(scope: Any, receive: Any, send: Any) -> None:
+            token = _request_try.set(self.generation)
+            try:
+                await app(scope, receive, send)
+            finally:
+                _request_try.reset(token)
+        return tagged
+
+    def _check_try(self) -> None:
+        """Raises Conflict if the running request arrived in a try that
+        has ended. Call it holding the lock, in the same hold as the write."""
+        if _request_try.get() not in (None, self.generation):
+            raise Conflict("the datum try this request was sent in has ended: its write is not kept")
 
     def inspect_branch(self, repo: str, branch: str):
         return _Branch() if repo == OUT_REPO else self._client.pfs.inspect_branch(repo, branch)
@@ -138,6 +175,7 @@ class OutputClient:
         if repo != OUT_REPO:
             raise InvalidArgument("the sidecar's input buckets are read-only")
         with self._lock:
+            self._check_try()
             for path, entry in entries:
                 self.outputs[names.clean_path(path)] = entry
         return self.inspect_commit(repo, ref)
@@ -146,6 +184,7 @@ class OutputClient:
         if repo != OUT_REPO:
             raise InvalidArgument("the sidecar's input buckets are read-only")
         with self._lock:
+            self._check_try()
             for path in paths:
                 self.outputs.pop(names.clean_path(path), None)
         return self.inspect_commit(repo, ref)
@@ -200,9 +239,10 @@ class Sidecar:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def app(self) -> Starlette:
-        """The ASGI app: the S3 gateway's, over this sidecar's buckets and token."""
-        return create_s3_app(None, {self.token: "write"}, gateway=self.gateway)
+    def app(self) -> Any:
+        """The ASGI app: the S3 gateway's, over this sidecar's buckets and
+        token, each request tagged with the datum try it arrived in."""
+        return self.client.tag(create_s3_app(None, {self.token: "write"}, gateway=self.gateway))
 
     def start(self) -> None:
         """Listen on a free loopback port and serve until :meth:`stop`."""
