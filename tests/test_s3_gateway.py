@@ -7,9 +7,12 @@ real uvicorn with TLS. Buckets are Pachyderm's: ``branch.repo``,
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import hashlib
+import hmac
+import http.client
 import io
 import itertools
 import json
@@ -18,6 +21,8 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
+import zlib
 
 import blake3
 import boto3
@@ -338,6 +343,191 @@ def test_tokens_are_access_keys(gateway):
     SigV4Auth(Credentials(WRITE, WRITE), "s3", "us-east-1").add_auth(request)
     forged = requests.put(request.url, data=b"0riginal", headers=dict(request.headers), timeout=10)
     assert forged.status_code == 400 and b"XAmzContentSHA256Mismatch" in forged.content
+
+
+def _signed(method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> AWSRequest:
+    """A request signed in the header form (SigV4) by botocore's signer, with the write token."""
+    request = AWSRequest(method, url, data=body, headers=headers or {})
+    SigV4Auth(Credentials(WRITE, WRITE), "s3", "us-east-1").add_auth(request)
+    return request
+
+
+def _send_raw(endpoint: str, method: str, path: str, headers: list[tuple[str, str]],
+              body: bytes = b"") -> tuple[int, bytes]:
+    """Send a request with exactly ``headers`` (repeated names kept, in order); ``(status, body)``."""
+    parsed = urllib.parse.urlsplit(endpoint)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers + [("Content-Length", str(len(body)))]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _secret_repo(s3) -> None:
+    """Repo ``secret`` with one file no test below may get at, and an empty repo ``pub``."""
+    s3.create_bucket(Bucket="master.secret")
+    s3.put_object(Bucket="master.secret", Key="data.txt", Body=b"TOP SECRET")
+    s3.create_bucket(Bucket="master.pub")
+
+
+@LOCAL
+def test_unsigned_amz_headers_are_refused(gateway, s3):
+    """As S3: a V4 request (presigned or header-signed) carrying an
+    ``x-amz-*`` header it did not sign is refused (403 AccessDenied).
+    Otherwise a presigned PutObject URL would become, with an added
+    ``x-amz-copy-source``, a CopyObject from any repo."""
+    _secret_repo(s3)
+    url = gateway.client(WRITE, signature_version="s3v4").generate_presigned_url(
+        "put_object", Params={"Bucket": "master.pub", "Key": "upload.txt"}, ExpiresIn=300)
+    copy = requests.put(url, data=b"", headers={"x-amz-copy-source": "master.secret/data.txt"}, timeout=10)
+    assert copy.status_code == 403 and b"<Code>AccessDenied</Code>" in copy.content
+    assert b"headers present in the request which were not signed" in copy.content
+    assert error_of(s3.head_object, Bucket="master.pub", Key="upload.txt")[0] == 404
+    signed = _signed("PUT", gateway.endpoint + "/master.pub/meta.txt", b"x",
+                     {"x-amz-content-sha256": hashlib.sha256(b"x").hexdigest()})
+    added = requests.put(signed.url, data=b"x", headers=dict(signed.headers, **{"x-amz-meta-added": "1"}), timeout=10)
+    assert added.status_code == 403 and b"<Code>AccessDenied</Code>" in added.content
+    assert requests.put(url, data=b"by url", timeout=10).status_code == 200  # the URL as meant still works
+    assert s3.get_object(Bucket="master.pub", Key="upload.txt")["Body"].read() == b"by url"
+
+
+@LOCAL
+def test_content_encoding_does_not_turn_off_the_signed_payload_hash(gateway, s3):
+    """Only the signed ``x-amz-content-sha256`` says whether a body is
+    aws-chunked: a request signed for one body's SHA-256, replayed with
+    another body framed aws-chunked and an added (unsigned)
+    ``Content-Encoding: aws-chunked``, is refused, and nothing is written."""
+    s3.create_bucket(Bucket="master.pub")
+    request = _signed("PUT", gateway.endpoint + "/master.pub/k", b"original",
+                      {"x-amz-content-sha256": hashlib.sha256(b"original").hexdigest()})
+    assert "content-encoding" not in request.headers["Authorization"].lower()
+    forged = requests.put(request.url, data=b"9\r\nmalicious\r\n0\r\n\r\n", timeout=10,
+                          headers=dict(request.headers, **{"Content-Encoding": "aws-chunked"}))
+    assert forged.status_code == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in forged.content
+    assert error_of(s3.head_object, Bucket="master.pub", Key="k")[0] == 404
+    assert requests.put(request.url, data=b"original", headers=dict(request.headers), timeout=10).ok
+
+
+@LOCAL
+def test_header_signatures_need_x_amz_content_sha256(gateway, s3):
+    """A header-signed V4 request must carry ``x-amz-content-sha256``, as
+    S3 requires (400 InvalidRequest): without it the payload was signed as
+    nothing and any body could be sent. A value that is neither a SHA-256
+    nor one S3 knows is refused too (400 InvalidArgument)."""
+    s3.create_bucket(Bucket="master.pub")
+    request = _signed("PUT", gateway.endpoint + "/master.pub/empty")
+    assert "x-amz-content-sha256" not in {k.lower() for k in request.headers}
+    injected = requests.put(request.url, data=b"injected body", headers=dict(request.headers), timeout=10)
+    assert injected.status_code == 400 and b"<Code>InvalidRequest</Code>" in injected.content
+    assert b"Missing required header for this request: x-amz-content-sha256" in injected.content
+    assert error_of(s3.head_object, Bucket="master.pub", Key="empty")[0] == 404
+    odd = _signed("PUT", gateway.endpoint + "/master.pub/odd", b"x", {"x-amz-content-sha256": "SOMETHING"})
+    refused = requests.put(odd.url, data=b"x", headers=dict(odd.headers), timeout=10)
+    assert refused.status_code == 400 and b"<Code>InvalidArgument</Code>" in refused.content
+    listing = _signed("GET", gateway.endpoint + "/master.pub")  # GET too: S3 asks every V4 request for it
+    assert requests.get(listing.url, headers=dict(listing.headers), timeout=10).status_code == 400
+
+
+@LOCAL
+def test_repeated_amz_or_signed_headers_are_refused(gateway, s3):
+    """A signature is checked against the headers as the operation reads
+    them: a request that repeats an ``x-amz-*`` header or a signed header
+    is refused (400 InvalidArgument). Here a signed CopyObject with a
+    second ``x-amz-copy-source`` sent before the signed one."""
+    _secret_repo(s3)
+    s3.put_object(Bucket="master.pub", Key="a.txt", Body=b"public a")
+    request = _signed("PUT", gateway.endpoint + "/master.pub/b.txt", b"",
+                      {"x-amz-copy-source": "master.pub/a.txt", "Content-Type": "text/plain",
+                       "x-amz-content-sha256": hashlib.sha256(b"").hexdigest()})
+    assert "x-amz-copy-source" in request.headers["Authorization"]
+    assert "content-type" in request.headers["Authorization"]
+    host = [("Host", urllib.parse.urlsplit(gateway.endpoint).netloc)]
+    signed = list(request.headers.items()) + host
+    for added in ("x-amz-copy-source", "Content-Type"):
+        extra = [(added, "master.secret/data.txt" if added.startswith("x-amz") else "text/html")]
+        status, body = _send_raw(gateway.endpoint, "PUT", "/master.pub/b.txt", extra + signed)
+        assert status == 400 and b"<Code>InvalidArgument</Code>" in body and b"more than once" in body, body
+    assert error_of(s3.head_object, Bucket="master.pub", Key="b.txt")[0] == 404
+    assert _send_raw(gateway.endpoint, "PUT", "/master.pub/b.txt", signed)[0] == 200  # sent once: copied
+    assert s3.get_object(Bucket="master.pub", Key="b.txt")["Body"].read() == b"public a"
+
+
+@LOCAL
+def test_copy_source_is_split_at_its_query_before_it_is_decoded(s3):
+    """``x-amz-copy-source`` is URL-encoded: the key ``report?v=2`` (sent
+    ``report%3Fv%3D2``) is that key, not key ``report`` with a query;
+    ``?versionId=`` after it names the source's version."""
+    s3.create_bucket(Bucket="master.pub")
+    old = s3.put_object(Bucket="master.pub", Key="report?v=2", Body=b"report v2, first")["VersionId"]
+    s3.put_object(Bucket="master.pub", Key="report", Body=b"old report")
+    s3.put_object(Bucket="master.pub", Key="report?v=2", Body=b"report v2")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="master.pub")["Contents"]] == ["report", "report?v=2"]
+    s3.copy_object(Bucket="master.pub", Key="copy", CopySource={"Bucket": "master.pub", "Key": "report?v=2"})
+    assert s3.get_object(Bucket="master.pub", Key="copy")["Body"].read() == b"report v2"
+    s3.copy_object(Bucket="master.pub", Key="first", CopySource={"Bucket": "master.pub", "Key": "report?v=2",
+                                                                 "VersionId": old})
+    assert s3.get_object(Bucket="master.pub", Key="first")["Body"].read() == b"report v2, first"
+
+
+def _chunk_signed(request: AWSRequest, data: bytes, trailer: list[str], sign_trailer: bool,
+                  after: tuple[str, ...] = ()) -> bytes:
+    """The body of a ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`` request
+    for ``data`` (one chunk), written out from the S3 API Reference
+    ("Signature calculation: trailing headers"): chunk signatures chained
+    from the request's, the ``trailer`` lines, then (``sign_trailer``) the
+    trailer's signature, then the ``after`` lines."""
+    auth = request.headers["Authorization"]
+    date, scope = request.headers["X-Amz-Date"], auth.split("Credential=")[1].split(",")[0].split("/", 1)[1]
+    key = ("AWS4" + WRITE).encode()
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+
+    def sign(*lines: str) -> str:
+        return hmac.new(key, "\n".join(lines).encode(), hashlib.sha256).hexdigest()
+    previous, body = auth.rpartition("Signature=")[2], b""
+    for chunk in (data, b""):
+        previous = sign("AWS4-HMAC-SHA256-PAYLOAD", date, scope, previous, hashlib.sha256(b"").hexdigest(),
+                        hashlib.sha256(chunk).hexdigest())
+        body += b"%x;chunk-signature=%s\r\n%s" % (len(chunk), previous.encode(), chunk + b"\r\n" if chunk else b"")
+    lines = list(trailer)
+    if sign_trailer:
+        canonical = "".join(line + "\n" for line in trailer).encode()
+        lines.append("x-amz-trailer-signature:" + sign("AWS4-HMAC-SHA256-TRAILER", date, scope, previous,
+                                                       hashlib.sha256(canonical).hexdigest()))
+    return body + "".join(line + "\r\n" for line in lines + list(after)).encode() + b"\r\n"
+
+
+@LOCAL
+def test_a_signed_trailer_ends_with_its_signature(gateway, s3):
+    """``STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER``: the trailer must end
+    with exactly one ``x-amz-trailer-signature`` that matches (403
+    otherwise: an unsigned checksum could be rewritten on the way), with
+    nothing after it (400); chunk signatures are checked too."""
+    s3.create_bucket(Bucket="master.pub")
+    data = b"hello"
+    request = _signed("PUT", gateway.endpoint + "/master.pub/t.txt", b"", {
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", "Content-Encoding": "aws-chunked",
+        "x-amz-trailer": "x-amz-checksum-crc32", "x-amz-decoded-content-length": str(len(data))})
+    crc = "x-amz-checksum-crc32:" + base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+    def put(body: bytes) -> requests.Response:
+        return requests.put(request.url, data=body, headers=dict(request.headers), timeout=10)
+    good = _chunk_signed(request, data, [crc], sign_trailer=True)
+    assert put(good.replace(b"hello", b"hellO")).status_code == 403  # a chunk signature
+    unsigned = put(_chunk_signed(request, data, [crc], sign_trailer=False))
+    assert unsigned.status_code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in unsigned.content
+    rewritten = put(good.replace(crc.encode(), b"x-amz-checksum-crc32:AAAAAA=="))
+    assert rewritten.status_code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in rewritten.content
+    extra = put(_chunk_signed(request, data, [crc], sign_trailer=True, after=("x-amz-checksum-crc32:AAAAAA==",)))
+    assert extra.status_code == 400 and b"x-amz-trailer-signature" in extra.content
+    assert error_of(s3.head_object, Bucket="master.pub", Key="t.txt")[0] == 404
+    assert put(good).status_code == 200
+    assert s3.get_object(Bucket="master.pub", Key="t.txt")["Body"].read() == b"hello"
 
 
 @LOCAL

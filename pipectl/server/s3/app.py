@@ -15,7 +15,7 @@ from ...client import Client
 from ..auth import role_of
 from . import sigv2, sigv4, xml
 from .errors import S3Error, access_denied, not_implemented
-from .routes import SUBRESOURCES, Gateway
+from .routes import SUBRESOURCES, Gateway, headers_of, repeated_headers
 from .sigv4 import Signed
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,15 @@ def authenticate(request: Request, tokens: dict[str, str] | None) -> Signed | No
     (a ``read`` token may only GET and HEAD). Without tokens every request
     passes (any credentials or none; a signature is not checked, as no
     secret is known). Raises S3Error AccessDenied, InvalidAccessKeyId,
-    SignatureDoesNotMatch, RequestTimeTooSkewed. Returns the V4 signature
-    (what chunk signatures chain from), None otherwise."""
+    SignatureDoesNotMatch, RequestTimeTooSkewed; InvalidArgument for a
+    repeated ``x-amz-*`` header or a repeated header the signature covers
+    (the headers are read once, by :func:`~.routes.headers_of`, for the
+    signature and the operation alike). Returns the V4 signature (what
+    chunk signatures chain from), None otherwise."""
+    headers = headers_of(request)
     if not tokens:
         return None
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    repeated = repeated_headers(request)
     raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
     query = request.scope.get("query_string", b"").decode("latin-1")
 
@@ -41,9 +45,9 @@ def authenticate(request: Request, tokens: dict[str, str] | None) -> Signed | No
         return key if role_of(tokens, f"Bearer {key}") else None
     signed: Signed | None = None
     if headers.get("authorization", "").startswith("AWS ") or "AWSAccessKeyId=" in query:
-        access_key = sigv2.verify(request.method, raw_path, query, headers, secret_of)
+        access_key = sigv2.verify(request.method, raw_path, query, headers, secret_of, repeated=repeated)
     else:
-        signed = sigv4.verify(request.method, raw_path, query, headers, secret_of)
+        signed = sigv4.verify(request.method, raw_path, query, headers, secret_of, repeated=repeated)
         access_key = signed.access_key if signed else None
     if access_key is None:
         raise access_denied("Access Denied: sign requests with a pipectl token as both the access key id "
@@ -56,8 +60,9 @@ def authenticate(request: Request, tokens: dict[str, str] | None) -> Signed | No
 async def dispatch(gateway: Gateway, request: Request, signed: Signed | None) -> Response:
     """Run the operation ``request`` asks for, on the bucket
     ``gateway.resolve`` finds by name. Raises S3Error."""
-    method, q, headers = request.method, request.query_params, request.headers
-    bucket_name, _, key = request.url.path.lstrip("/").partition("/")
+    method, q, headers = request.method, request.query_params, headers_of(request)
+    # the decoded path as sent: request.url.path would give a key holding "?", "#" or a backslash as "%3F", ...
+    bucket_name, _, key = request.scope["path"].lstrip("/").partition("/")
     if not bucket_name:
         if method == "GET":
             return await gateway.list_buckets(request)

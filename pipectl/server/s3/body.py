@@ -43,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .chunked import ChunkedDecoder
 from .errors import S3Error
-from .sigv4 import Signed
+from .sigv4 import Signed, check_payload
 
 BLOCK = 1 << 20
 """Bytes received are handed to the storing thread in lists of pieces of at least this many bytes."""
@@ -140,12 +140,21 @@ async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], sign
     request whose raw body is ``chunks``, as it arrives; return what it
     returns once the body passed every check. ``headers``: lowercase
     names; ``signed``: the request's V4 signature (its chunk signatures
-    are checked when the body is signed chunk by chunk). Raises S3Error:
+    are checked when the body is signed chunk by chunk).
+
+    ``x-amz-content-sha256`` alone (which a V4 signature covers) says
+    what the body is: ``STREAMING-*``, ``aws-chunked`` (decoded); a
+    SHA-256, the body's, compared with every byte received; absent (a
+    presigned URL, V2, an open server) or ``UNSIGNED-PAYLOAD``, not
+    hashed. ``Content-Encoding`` changes nothing. Raises S3Error:
     IncompleteBody, XAmzContentSHA256Mismatch, BadDigest,
-    SignatureDoesNotMatch; and what ``store`` raises."""
-    payload = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-    streaming = payload.startswith("STREAMING-") or "aws-chunked" in headers.get("content-encoding", "")
-    decoder = ChunkedDecoder(signed if payload in SIGNED_STREAMING and signed else None) if streaming else None
+    SignatureDoesNotMatch, InvalidArgument; and what ``store`` raises."""
+    payload = check_payload(headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD"))
+    streaming = payload.startswith("STREAMING-")
+    decoder = None
+    if streaming:
+        decoder = ChunkedDecoder(signed if payload in SIGNED_STREAMING else None,
+                                 trailer=payload.endswith("-TRAILER"))
     declared = {name[len("x-amz-checksum-"):]: value for name, value in headers.items()
                 if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type"}
     trailer = headers.get("x-amz-trailer", "").strip().lower()
@@ -153,7 +162,7 @@ async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], sign
     if trailer.startswith("x-amz-checksum-"):
         algorithms.add(trailer[len("x-amz-checksum-"):])
     sums = {a: c for a in algorithms if (c := checksum(a)) is not None}
-    sums["content-sha256"] = hashlib.sha256() if len(payload) == 64 and not streaming else None
+    sums["content-sha256"] = hashlib.sha256() if len(payload) == 64 else None
     sums["md5"] = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
     queue: asyncio.Queue = asyncio.Queue(QUEUED)
     reader = _QueueReader(queue, asyncio.get_running_loop(), [s for s in sums.values() if s is not None])

@@ -18,6 +18,7 @@ bodies carry a signature per chunk, checked here against the request's.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterator
 
 from .errors import S3Error
@@ -36,10 +37,14 @@ class ChunkedDecoder:
     the decoded bytes as they come), then call :meth:`finish`; ``trailers``
     then holds the trailing headers (lowercase names). ``signed``: the
     request's verified signature when its chunks are signed (each chunk's
-    signature is checked), else None."""
+    signature is checked), else None. ``trailer``: the body has trailing
+    headers (``...-TRAILER``); a signed one must end them with exactly one
+    ``x-amz-trailer-signature`` line, which is checked, and a signed body
+    without ``trailer`` may have no trailing header at all."""
 
-    def __init__(self, signed: Signed | None = None):
-        self.signed = signed
+    def __init__(self, signed: Signed | None = None, trailer: bool = False):
+        self.signed, self.trailer = signed, trailer
+        self._trailer_signed = False
         self.previous = signed.signature if signed else ""
         self.trailers: dict[str, str] = {}
         self._buffer = bytearray()
@@ -63,7 +68,7 @@ class ChunkedDecoder:
         if self.signed is None:
             return
         expected = self.signed.chunk_signature(self.previous, self._chunk_hash.hexdigest())
-        if self._chunk_signature != expected:
+        if not hmac.compare_digest(expected.encode(), (self._chunk_signature or "").encode("latin-1")):
             raise S3Error("SignatureDoesNotMatch", 403, "a chunk signature does not match")
         self.previous = expected
         self._chunk_hash = hashlib.sha256()
@@ -113,12 +118,17 @@ class ChunkedDecoder:
                 if line is None:
                     return
                 if not line:
-                    self._state = "done"
+                    self._end_trailer()
                     continue
+                if self._trailer_signed:
+                    raise _bad("a trailing header after x-amz-trailer-signature")
+                if self.signed is not None and not self.trailer:
+                    raise _bad("a trailing header in a body signed without trailer")
                 name, _, value = line.partition(":")
                 name = name.strip().lower()
                 if name == "x-amz-trailer-signature":
                     self._check_trailer_signature(value.strip())
+                    self._trailer_signed = True
                 else:
                     self._trailer_bytes += f"{name}:{value.strip()}\n".encode("latin-1")
                     self.trailers[name] = value.strip()
@@ -126,13 +136,21 @@ class ChunkedDecoder:
                 raise _bad("bytes after the end of the body")
 
     def _check_trailer_signature(self, signature: str) -> None:
-        if self.signed is not None and signature != self.signed.trailer_signature(self.previous,
-                                                                                  bytes(self._trailer_bytes)):
+        if self.signed is None:
+            return
+        expected = self.signed.trailer_signature(self.previous, bytes(self._trailer_bytes))
+        if not hmac.compare_digest(expected.encode(), signature.encode("latin-1")):
             raise S3Error("SignatureDoesNotMatch", 403, "the trailer signature does not match")
 
+    def _end_trailer(self) -> None:
+        if self.signed is not None and self.trailer and not self._trailer_signed:
+            raise S3Error("SignatureDoesNotMatch", 403, "the trailer of a signed body has no x-amz-trailer-signature")
+        self._state = "done"
+
     def finish(self) -> None:
-        """Check that the body ended where its format says. Raises S3Error IncompleteBody."""
+        """Check that the body ended where its format says. Raises S3Error
+        IncompleteBody, SignatureDoesNotMatch (a signed trailer without its signature)."""
         if self._state == "trailer" and not self._buffer:
-            self._state = "done"  # some clients end the trailer without the blank line
+            self._end_trailer()  # some clients end the trailer without the blank line
         if self._state != "done":
             raise _bad("the body ended early")

@@ -19,7 +19,7 @@ import logging
 import mimetypes
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -33,8 +33,9 @@ from ...pfs.tree import FileEntry
 from . import buckets, listing, uploads, xml
 from .body import receive
 from .buckets import Bucket
-from .errors import S3Error, no_such_bucket, no_such_key, not_implemented, read_only
+from .errors import S3Error, invalid_argument, no_such_bucket, no_such_key, not_implemented, read_only
 from .ranges import parse_range
+from .sigv4 import check_payload
 
 log = logging.getLogger(__name__)
 OWNER = {"ID": "00000000000000000000000000000000", "DisplayName": "pipectl"}
@@ -46,6 +47,8 @@ SUBRESOURCES = {"acl", "cors", "encryption", "lifecycle", "logging", "notificati
                  "intelligent-tiering", "inventory", "metrics", "ownershipControls", "publicAccessBlock",
                  "requestPayment", "restore", "select", "torrent", "attributes", "uploads", "versions"}
 """Query parameters that name an S3 operation this gateway does not have (when not handled below)."""
+_HEADERS = "pipectl.s3.headers"
+"""The key of the request's scope under which :func:`headers_of` keeps what it read."""
 
 
 class Gateway:
@@ -268,12 +271,13 @@ class Gateway:
         headers = {"ETag": etag, "Last-Modified": _http_date(commit.finished or commit.started),
                    "Accept-Ranges": "bytes", "x-amz-version-id": commit.id,
                    "Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream"}
-        if_match, if_none = request.headers.get("if-match"), request.headers.get("if-none-match")
+        request_headers = headers_of(request)
+        if_match, if_none = request_headers.get("if-match"), request_headers.get("if-none-match")
         if if_match and if_match.strip() not in (etag, "*", entry.hash):
             raise S3Error("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold")
         if if_none and if_none.strip() in (etag, "*", entry.hash):
             return Response(status_code=304, headers={"ETag": etag})
-        span = parse_range(request.headers.get("range"), entry.size)
+        span = parse_range(request_headers.get("range"), entry.size)
         status, offset, length = 200, 0, entry.size
         if span is not None:
             offset, length = span
@@ -298,7 +302,7 @@ class Gateway:
     async def _receive(self, request: Request, signed) -> FileEntry:
         """The request's body, checked and stored (see :mod:`.body`), as an entry to commit."""
         try:
-            return await receive(request.stream(), _headers(request), signed, self.client.store_content)
+            return await receive(request.stream(), headers_of(request), signed, self.client.store_content)
         except PipectlError as e:
             raise translate(e) from None
 
@@ -306,10 +310,7 @@ class Gateway:
         """CopyObject (``x-amz-copy-source: bucket/key[?versionId=commit]``):
         the source file's entry is put at ``key`` in one commit; no byte is copied."""
         await self.call(self._writable, bucket)
-        source = unquote(request.headers["x-amz-copy-source"]).lstrip("/")
-        source, _, query = source.partition("?")
-        version = query.partition("versionId=")[2] or None
-        source_bucket, _, source_key = source.partition("/")
+        source_bucket, source_key, version = parse_copy_source(headers_of(request)["x-amz-copy-source"])
         _, entry = await self.call(self._object, self.resolve(source_bucket), source_key, version)
         path = _object_path(key)
         commit = await self.call(self.client.put_entries, bucket.repo, bucket.branch, [(path, entry)], True)
@@ -335,7 +336,7 @@ class Gateway:
         """UploadPart: the part's bytes are stored as chunks at once (see
         :mod:`.uploads`); its ETag is their content hash."""
         number = uploads.check_part_number(request.query_params.get("partNumber"))
-        if "x-amz-copy-source" in request.headers:
+        if "x-amz-copy-source" in headers_of(request):
             raise not_implemented("UploadPartCopy")
         upload = await self.call(uploads.get, self.client, request.query_params["uploadId"], bucket.repo,
                                  bucket.branch, _object_path(key))
@@ -440,14 +441,60 @@ def _guarded(pieces: Iterator[bytes]) -> Iterator[bytes]:
         log.exception("S3 gateway: a GetObject body ended early")
 
 
-def _headers(request: Request) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items()}
+def headers_of(request: Request) -> dict[str, str]:
+    """The request's headers (lowercase names), the one place the
+    signature checks and every operation read them from: read once, and
+    kept in the request's scope. A header sent more than once has its
+    values joined with "," (as SigV4's canonical request joins them); a
+    repeated ``x-amz-*`` header is refused here, and the signature checks
+    refuse a repeated header they cover (see :func:`repeated_headers`).
+    Raises S3Error InvalidArgument (400)."""
+    found = request.scope.get(_HEADERS)
+    if found is None:
+        headers: dict[str, str] = {}
+        repeated: set[str] = set()
+        for raw_name, raw_value in request.scope.get("headers", ()):
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            if name in headers:
+                repeated.add(name)
+                headers[name] += "," + value
+            else:
+                headers[name] = value
+        found = request.scope[_HEADERS] = (headers, frozenset(repeated))
+    headers, repeated = found
+    amz = sorted(name for name in repeated if name.startswith("x-amz-"))
+    if amz:
+        raise invalid_argument(f"the header {amz[0]} was sent more than once")
+    return headers
+
+
+def repeated_headers(request: Request) -> frozenset[str]:
+    """The names of the headers the request sent more than once (lowercase)."""
+    headers_of(request)
+    return request.scope[_HEADERS][1]
+
+
+def parse_copy_source(header: str) -> tuple[str, str, str | None]:
+    """Bucket, key and version (None: the current one) of CopyObject's
+    ``x-amz-copy-source: [/]<bucket>/<key>[?versionId=<version>]``, where
+    bucket and key are URL-encoded: the header is split at its first
+    ``?`` before anything is decoded, so an encoded ``?`` (``%3F``) stays
+    in the key."""
+    source, _, query = header.strip().partition("?")
+    source_bucket, _, source_key = source.lstrip("/").partition("/")
+    version = parse_qs(query).get("versionId", [None])[0] or None
+    return unquote(source_bucket), unquote(source_key), version
 
 
 async def _small_body(request: Request) -> bytes:
     """A request's XML body, at most :data:`xml.MAX_BODY` bytes, checked
-    against the ``x-amz-content-sha256`` it was signed with. Raises S3Error
-    MaxMessageLengthExceeded, XAmzContentSHA256Mismatch."""
+    against the ``x-amz-content-sha256`` it was signed with (a V4 header
+    signature always has one, see :mod:`.sigv4`; an ``aws-chunked`` XML
+    body is refused). Raises S3Error MaxMessageLengthExceeded,
+    XAmzContentSHA256Mismatch, InvalidRequest, InvalidArgument."""
+    declared = check_payload(headers_of(request).get("x-amz-content-sha256", "UNSIGNED-PAYLOAD"))
+    if declared.startswith("STREAMING-"):
+        raise S3Error("InvalidRequest", 400, "an aws-chunked body is not accepted for this request")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -455,7 +502,6 @@ async def _small_body(request: Request) -> bytes:
             raise S3Error("MaxMessageLengthExceeded", 400, "Your request was too big.")
         chunks.append(chunk)
     body = b"".join(chunks)
-    declared = request.headers.get("x-amz-content-sha256", "")
     if len(declared) == 64 and hashlib.sha256(body).hexdigest() != declared:
         raise S3Error("XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' header does not "
                       "match what was computed.")

@@ -17,7 +17,7 @@ import email.utils
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from urllib.parse import unquote
 
 from .errors import S3Error, access_denied
@@ -29,6 +29,8 @@ SIGNED_SUBRESOURCES = {"acl", "delete", "lifecycle", "location", "logging", "not
                        "response-expires", "response-cache-control", "response-content-disposition",
                        "response-content-encoding"}
 """The query parameters that are part of the signed resource."""
+SIGNED_HEADERS = ("content-md5", "content-type", "date")
+"""The headers a V2 signature covers besides the ``x-amz-*`` ones."""
 
 
 def string_to_sign(method: str, raw_path: str, query: Mapping[str, str], headers: Mapping[str, str],
@@ -60,10 +62,12 @@ def _check_time(stamp: str) -> None:
 
 
 def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
-           secret_of: Callable[[str], str | None]) -> str | None:
+           secret_of: Callable[[str], str | None], repeated: Collection[str] = ()) -> str | None:
     """Check a V2 signature (header or query form); return the access
-    key id, or None when the request has no V2 signature. Raises S3Error
-    InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied (expired)."""
+    key id, or None when the request has no V2 signature. ``repeated``:
+    the names of the headers sent more than once (none of them may be
+    signed). Raises S3Error InvalidAccessKeyId, SignatureDoesNotMatch,
+    AccessDenied (expired), InvalidArgument (a repeated signed header)."""
     query = {unquote(k): unquote(v) for k, _, v in (p.partition("=") for p in raw_query.split("&") if p)}
     authorization = headers.get("authorization", "")
     if authorization.startswith("AWS "):
@@ -76,6 +80,9 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
             raise access_denied("Request has expired")
     else:
         return None
+    twice = sorted(name for name in repeated if name in SIGNED_HEADERS or name.startswith("x-amz-"))
+    if twice:
+        raise S3Error("InvalidArgument", 400, f"the signed header {twice[0]} was sent more than once")
     secret = secret_of(access_key)
     if secret is None:
         raise S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")

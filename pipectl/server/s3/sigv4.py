@@ -17,7 +17,7 @@ import datetime
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from urllib.parse import quote, unquote
 
 from .errors import S3Error, access_denied
@@ -28,6 +28,10 @@ MAX_SKEW = datetime.timedelta(minutes=15)
 """How far a request's X-Amz-Date may be from the server's clock (S3's own limit)."""
 MAX_EXPIRES = 7 * 24 * 3600
 """The longest a presigned URL may live, in seconds (S3's limit)."""
+
+PAYLOADS = ("UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")
+"""The values of ``x-amz-content-sha256`` other than a SHA-256 (64 hex digits) understood here."""
 
 _AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})")
 
@@ -78,6 +82,18 @@ def canonical_query(raw_query: str, without: str | None = None) -> str:
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
+def check_payload(value: str) -> str:
+    """``value``, an ``x-amz-content-sha256``, if it is one of
+    :data:`PAYLOADS` or a SHA-256 (64 hex digits, returned in lowercase).
+    Raises S3Error InvalidArgument (400), as S3 does."""
+    if value in PAYLOADS:
+        return value
+    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower()
+    raise S3Error("InvalidArgument", 400, f"x-amz-content-sha256 must be {', '.join(PAYLOADS)} or a valid sha256 "
+                  "value.")
+
+
 def canonical_request(method: str, raw_path: str, query: str, headers: Mapping[str, str],
                       signed_headers: list[str], payload_hash: str) -> str:
     """The canonical request. ``raw_path``: the path as sent (S3 signs it
@@ -106,15 +122,24 @@ def _check_time(amz_date: str, now: datetime.datetime, expires: int | None = Non
 
 
 def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
-           secret_of: Callable[[str], str | None], now: datetime.datetime | None = None) -> Signed | None:
+           secret_of: Callable[[str], str | None], now: datetime.datetime | None = None,
+           repeated: Collection[str] = ()) -> Signed | None:
     """Check a request's signature, in its header form (``Authorization``)
     or its presigned query form (``X-Amz-Signature``); return what was
     verified, or None for a request that carries neither.
 
-    ``headers``: lowercase names. ``secret_of(access key id)``: the secret
-    key, or None for an unknown key. Raises S3Error InvalidAccessKeyId,
-    SignatureDoesNotMatch, AccessDenied (malformed, expired),
-    RequestTimeTooSkewed."""
+    As S3 does: every ``x-amz-*`` header of the request must be signed;
+    the header form must carry ``x-amz-content-sha256`` (what the
+    payload was signed as, which :mod:`.body` then holds the body to);
+    the presigned form signs ``UNSIGNED-PAYLOAD``.
+
+    ``headers``: lowercase names; ``repeated``: the names of the headers
+    sent more than once (none of them may be signed). ``secret_of(access
+    key id)``: the secret key, or None for an unknown key. Raises S3Error
+    InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied (malformed,
+    expired, an unsigned ``x-amz-*`` header), RequestTimeTooSkewed,
+    InvalidRequest (no ``x-amz-content-sha256``), InvalidArgument (a
+    repeated signed header, a bad ``x-amz-content-sha256``)."""
     now = now or datetime.datetime.now(datetime.UTC)
     authorization = headers.get("authorization", "")
     if authorization:
@@ -124,7 +149,10 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
         credential, signed, signature = match.group(1), match.group(2).split(";"), match.group(3)
         amz_date = headers.get("x-amz-date", "")
         _check_time(amz_date, now)
-        payload = headers.get("x-amz-content-sha256") or EMPTY_SHA256
+        if "x-amz-content-sha256" not in headers:
+            raise S3Error("InvalidRequest", 400, "Missing required header for this request: x-amz-content-sha256")
+        payload = headers["x-amz-content-sha256"]
+        check_payload(payload)
         query = canonical_query(raw_query)
     elif "X-Amz-Signature=" in raw_query:
         params = dict(item.partition("=")[::2] for item in raw_query.split("&"))
@@ -152,6 +180,12 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
         raise S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")
     if "host" not in signed:
         raise access_denied("the host header must be signed")
+    unsigned = sorted(name for name in headers if name.startswith("x-amz-") and name not in signed)
+    if unsigned:
+        raise access_denied(f"There were headers present in the request which were not signed: {', '.join(unsigned)}")
+    twice = sorted(set(signed).intersection(repeated))
+    if twice:
+        raise S3Error("InvalidArgument", 400, f"the signed header {twice[0]} was sent more than once")
     request = canonical_request(method, raw_path, query, headers, signed, payload)
     to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(request.encode()).hexdigest()])
     key = signing_key(secret, *scope_parts[:3])
