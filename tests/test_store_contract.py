@@ -57,6 +57,30 @@ def test_if_match_swaps_only_the_version_read(store):
     assert store.read_versioned("cas") == (b"2", v2)
 
 
+def test_a_version_read_before_two_writes_of_the_same_size_is_stale(tmp_path):
+    """The local store's versions hash the bytes, as S3's ETags do: two
+    writes later, a compare-and-swap with the version first read is
+    refused even when the file comes back with the same inode, size and
+    modification time (file systems reuse inodes at once, and many kernels
+    stamp files with a clock of millisecond ticks)."""
+    store = LocalStore(str(tmp_path / "store"))
+    store.write("cas", b"one")
+    _, first = store.read_versioned("cas")
+    path = tmp_path / "store" / "cas"
+    stat = path.stat()
+    for _ in range(100):  # until the inode comes back, as it does at once on ext4
+        store.write("cas", b"two")
+        store.write("cas", b"six")
+        if path.stat().st_ino == stat.st_ino:
+            break
+    else:
+        pytest.skip("this file system gave the record no inode it had before")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # one tick of a coarse clock
+    with pytest.raises(PreconditionFailed):
+        store.write("cas", b"new", if_match=first)
+    assert store.read("cas") == b"six"
+
+
 def test_if_match_on_a_missing_key_is_refused(store):
     version = store.write("gone", b"x")
     store.delete("gone")

@@ -6,9 +6,12 @@ killed mid-write leaves at most a stray ``.tmp-*`` file that readers ignore.
 ``if_absent`` uses ``os.link``, which fails atomically if the target exists.
 ``if_match`` holds an exclusive ``fcntl.flock`` on a per-key lock file while it
 compares and renames; the lock dies with its process, so a killed writer never
-wedges the store. The version tag of an object is its file's inode number,
-modification time (ns) and size: every write renames a new file into place,
-so any change yields a new tag, and tagging costs a ``stat``, not a hash.
+wedges the store. The version tag of an object is a hash of its bytes, as
+S3's ETag is: a tag of inode number, modification time and size (a
+``stat``, no hash) could come back after two more writes of the same size,
+as file systems reuse inodes at once and many kernels stamp files with a
+clock of a few milliseconds' ticks, and a compare-and-swap would then take
+a twice-changed record for unchanged.
 """
 
 from __future__ import annotations
@@ -30,8 +33,18 @@ from .base import Bytes, Check, FileRange, ObjectStore
 _TMP = ".tmp-"
 
 
-def _version(st: os.stat_result) -> str:
-    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+def _version(data: Bytes) -> str:
+    """The version tag of an object holding ``data``: BLAKE2b-128, hex."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _current_version(path: str) -> str | None:
+    """The version tag of the object at ``path``, None if there is none."""
+    try:
+        with open(path, "rb") as f:
+            return _version(f.read())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _copy_range(source: FileRange, fd: int) -> bool:
@@ -99,9 +112,10 @@ class LocalStore(ObjectStore):
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         try:
             with open(self._path(key), "rb") as f:
-                return f.read(), _version(os.fstat(f.fileno()))
+                data = f.read()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"object {key} not found") from None
+        return data, _version(data)
 
     def _write_tmp(self, path: str, data: Bytes | FileRange) -> str:
         tmp = os.path.join(os.path.dirname(path), f"{_TMP}{uuid.uuid4().hex}")
@@ -143,18 +157,14 @@ class LocalStore(ObjectStore):
                     raise PreconditionFailed(f"object {key} already exists") from None
             elif if_match is not None:
                 with self._lock(key):
-                    try:
-                        current = _version(os.stat(path))
-                    except (FileNotFoundError, NotADirectoryError):
-                        current = None
-                    if current != if_match:
+                    if _current_version(path) != if_match:
                         raise PreconditionFailed(f"object {key} changed concurrently")
                     os.replace(tmp, path)
                     moved = True
             else:
                 os.replace(tmp, path)
                 moved = True
-            return _version(os.stat(path))
+            return _version(data)
         finally:
             if not moved:
                 with contextlib.suppress(FileNotFoundError):
