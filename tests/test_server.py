@@ -134,17 +134,33 @@ def test_watch_streams_deliver_new_commits(server):
 
 
 @LOCAL
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example/x", "https://evil.example/x"])
+def test_the_login_page_sends_the_signed_in_user_only_within_the_console(server, target):
+    """The login form goes on to ``next`` once signed in: only a path of
+    this site, never one a browser reads as another site (``//host``,
+    ``/\\host``): an open redirect after sign-in."""
+    r = requests.get(server.root + "/login", params={"next": target}, timeout=30)
+    assert r.status_code == 200 and "evil.example" not in r.text, r.text
+    r = requests.get(server.root + "/login", params={"next": "/jobs/abc"}, timeout=30)
+    assert 'data-next="/jobs/abc"' in r.text
+
+
+@LOCAL
 def test_model_routes_without_a_reachable_model_server(server, tmp_path):
     """No --model-server: 404 naming the option; one that cannot be reached:
-    502; a prediction body over the limit: 413 before anything is sent."""
+    502, with no password of its URL in what a read token sees; a
+    prediction body over the limit: 413 before anything is sent."""
     r = server.call("GET", "/serving/models", token=READ)
     assert r.status_code == 404 and "--model-server" in r.json()["error"], r.text
-    with api_server(tmp_path, "--model-server", "http://127.0.0.1:9") as gone:  # the discard port: nothing listens
+    # the discard port: nothing listens
+    with api_server(tmp_path, "--model-server", "http://svc:Sup3rSecretPw@127.0.0.1:9") as gone:
         r = gone.call("GET", "/serving/models", token=READ)
         assert r.status_code == 502 and "model server http://127.0.0.1:9" in r.json()["error"], r.text
+        assert "Sup3rSecretPw" not in r.text and "svc" not in r.text, r.text
         r = gone.call("POST", "/serving/predictions/iris", token=READ, data=b"1,2,3,4\n",
                       headers={"Content-Type": "text/csv"})
         assert r.status_code == 502, r.text  # a read token may ask; the model server is the problem
+        assert "Sup3rSecretPw" not in r.text, r.text
         r = gone.call("POST", "/serving/predictions/iris", token=READ, data=b"0" * (65 << 20))
         assert r.status_code == 413, r.text
         assert requests.get(gone.root + "/model", cookies={"pipectl_token": READ}, timeout=30).status_code == 502

@@ -29,6 +29,7 @@ import importlib.resources
 import io
 import shutil
 import subprocess
+import urllib.parse
 from typing import Any
 
 from fastapi import Body, FastAPI, Request
@@ -74,7 +75,7 @@ def add_console(app: FastAPI, client: Client, tokens: dict[str, str] | None,
 
     @app.get("/login", include_in_schema=False)
     def login_form(request: Request, next: str = "/") -> HTMLResponse:
-        return templates.TemplateResponse(request, "login.html", {"next": next if next.startswith("/") else "/"})
+        return templates.TemplateResponse(request, "login.html", {"next": _local(next)})
 
     @app.post("/login", include_in_schema=False)
     def login(token: str = Body(..., embed=True)) -> JSONResponse:
@@ -257,3 +258,13 @@ def _preview(client: Client, repo: str, commit: str, path: str, size: int) -> di
         rows = list(csv.reader(io.StringIO(text), delimiter="\t" if lower.endswith(".tsv") else ","))
         return {"kind": "csv", "header": rows[0] if rows else [], "rows": rows[1:201], "more": max(0, len(rows) - 201)}
     return {"kind": "text", "text": text}
+
+
+def _local(target: str) -> str:
+    """``target`` if it is a path of this site (``/...``), else ``/``: never
+    ``//host`` or ``/\\host``, which browsers take for another site (an open
+    redirect after sign-in)."""
+    parts = urllib.parse.urlsplit(target)
+    if not target.startswith("/") or target[1:2] in ("/", "\\") or parts.scheme or parts.netloc:
+        return "/"
+    return target

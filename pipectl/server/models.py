@@ -19,17 +19,25 @@ TIMEOUT = 30.0
 
 
 class ModelServer:
-    """The TorchServe-style API of a model server at ``url`` (``http(s)://host:port``)."""
+    """The TorchServe-style API of a model server at ``url``
+    (``http(s)://[user:password@]host:port``). Credentials in the URL are
+    sent as HTTP basic auth and never appear in an error: errors reach
+    read tokens and the console."""
 
     def __init__(self, url: str):
-        self.url = url.rstrip("/")
+        parts = urllib.parse.urlsplit(url.rstrip("/"))
+        self._auth = ((urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or ""))
+                      if parts.username or parts.password else None)
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+        self.url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
     def _call(self, method: str, path: str, **kw: Any):
         import requests  # only when a model server is configured
         try:
-            return requests.request(method, self.url + path, timeout=TIMEOUT, **kw)
-        except requests.RequestException as e:
-            raise BadGateway(f"model server {self.url}: {type(e).__name__}: {e}") from None
+            return requests.request(method, self.url + path, timeout=TIMEOUT, auth=self._auth, **kw)
+        except requests.RequestException as e:  # its text repeats the URL: the type alone is said
+            raise BadGateway(f"model server {self.url}: {type(e).__name__}") from None
 
     def models(self) -> list[dict]:
         """Each model the server has, as its ``GET /models/{name}`` describes
