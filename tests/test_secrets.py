@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pathlib
+import shutil
+import tempfile
 
 import pytest
 from helpers import files_of, ok, put, skip, snapshot
@@ -49,6 +53,29 @@ def test_secrets_reach_user_code_as_variables_and_files_never_the_store(tmp_path
     run_controller("--secrets-dir", secrets_dir(tmp_path))
     assert files_of(pfs, "uses-secrets") == expected()
     assert not any(SECRET.encode() in data for data in snapshot(store).values())
+
+
+@LOCAL
+def test_a_pipeline_sees_only_the_secrets_it_names(cli, pfs, spec_file, run_controller):
+    """Under the process executor the sandbox shows the host read-only, so
+    a secrets directory outside ``/tmp`` and the home (emptied there) was
+    readable by every pipeline's user code; the worker now hides it, and
+    binds in only the Secrets the spec names."""
+    root = tempfile.mkdtemp(prefix="pipectl-secrets-", dir="/var/tmp")  # neither /tmp nor a home
+    try:
+        shutil.copytree(secrets_dir(pathlib.Path(root)), os.path.join(root, "dir"))
+        pfs.create_repo("in")
+        put(pfs, "in", {"/x": "1"})
+        reader = {"pipeline": {"name": "reader"},
+                  "transform": {"image": "local", "cmd": ["sh", "-c", f"cat {root}/dir/db/* > /pfs/out/got; true"]},
+                  "input": {"pfs": {"repo": "in", "glob": "/"}}}
+        ok(cli("create-pipeline", "-f", spec_file(secret_pipeline())))
+        ok(cli("create-pipeline", "-f", spec_file(reader)))
+        run_controller("--secrets-dir", os.path.join(root, "dir"))
+        assert files_of(pfs, "uses-secrets") == expected()
+        assert files_of(pfs, "reader") == {"/got": ""}
+    finally:
+        shutil.rmtree(root)
 
 
 @LOCAL

@@ -143,6 +143,7 @@ class Worker:
         os.makedirs(self.root, exist_ok=True)
         url = getattr(self.store, "url", "")
         hide = [url.removeprefix("file://")] if url.startswith("file://") else []
+        hide += image.get("hide", [])  # the controller's Secrets folder (see the process executor)
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pipectl, for the runner
         needed = [*self.path_prefix, *os.environ.get("PATH", "").split(os.pathsep), sys.prefix, sys.base_prefix,
                   package, self.workdir or os.getcwd()]

@@ -128,6 +128,8 @@ class ProcessExecutor(HandleExecutor):
         env.pop("PIPECTL_IMAGE_ENV", None)
         image = dict(self.images.get(spec["transform"]["image"]) or {})
         image["secret_env"], image["secret_mounts"] = secrets.local(spec, self.secrets_dir)
+        if self.secrets_dir:  # the sandbox shows user code its own Secrets' files, not the folder of them all
+            image["hide"] = [os.path.abspath(self.secrets_dir)]
         if image["secret_mounts"] and sandbox.unavailable():
             raise ExecutorError("transform.secrets with mount_path needs the sandbox: "
                                 f"{sandbox.unavailable()}")
