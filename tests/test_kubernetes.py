@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+import pytest
 from helpers import http_text, run_ok, s3_uppercase_code, wait_for
 
 from pipectl.pps.executors.kubernetes import load_client_config
@@ -85,7 +86,9 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
     """The Job as the API server stored it: Indexed, labels, resources,
     deadline, Secret, ServiceAccount, TTL, and Pachyderm's scheduling_spec,
     tolerations, metadata, image_pull_secrets, pod_spec (merged) and
-    pod_patch (a JSON Patch, after pod_spec)."""
+    pod_patch (a JSON Patch, after pod_spec); a spec that would give user
+    code the store's Secret, or change the storage container, is refused."""
+    from pipectl.pps.executors import ExecutorError
     from pipectl.pps.executors.kubernetes import KubernetesExecutor
     from pipectl.pps.model import JobInfo
     ns = k8s_env["namespace"]
@@ -114,6 +117,18 @@ def test_job_manifest_is_accepted_and_carries_the_spec(k8s_env):
         ex.batch.create_namespaced_job(ns, ex.manifest(job, spec, 3, 15))
         stored = json.loads(k8s_env["cluster"].kubectl("-n", ns, "get", "job", "pipectl-my-pipeline-aaaaaaaaaaaa",
                                                        "-o", "json"))
+        # the store's credentials stay in the storage container, whatever a spec asks
+        plain = {"image": "pipectl/base:0.1.0", "cmd": ["true"]}
+        for bad in ({"transform": {**plain, "secrets": [{"name": "pipectl-s3", "env_var": "K",
+                                                         "key": "AWS_SECRET_ACCESS_KEY"}]}},
+                    {"transform": plain, "pod_patch": json.dumps([{"op": "add", "path": "/containers/0/envFrom",
+                                                                   "value": [{"secretRef": {"name": "pipectl-s3"}}]}])},
+                    {"transform": plain, "pod_spec": json.dumps({"volumes": [{"name": "s",
+                                                                             "secret": {"secretName": "pipectl-s3"}}]})},
+                    {"transform": plain, "pod_patch": json.dumps([{"op": "replace", "path": "/containers/1/command",
+                                                                   "value": ["sh", "-c", "env > /pfs/out/env"]}])}):
+            with pytest.raises(ExecutorError, match="store's|storage container"):
+                ex.manifest(job, bad, 1, 1)
     finally:
         ex.close()
     s = stored["spec"]

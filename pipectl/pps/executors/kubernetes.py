@@ -381,7 +381,35 @@ class KubernetesExecutor(Executor):
             pod = podspec.apply(pod, spec)
         except InvalidArgument as e:
             raise ExecutorError(str(e)) from None
+        self._check_store_kept(pod, storage)
         return {"metadata": pod_metadata(spec, labels), "spec": pod}
+
+    def _check_store_kept(self, pod: dict, storage: dict) -> None:
+        """Raises ExecutorError unless the worker pod ``pod`` (after the
+        spec's ``pod_spec``/``pod_patch``) keeps the store's credentials in
+        ``storage``, the container built to hold them: that container's
+        image, command, environment and mounts unchanged, and no other
+        container referring to the store Secret (by ``transform.secrets``,
+        ``envFrom``, ``secretKeyRef`` or a volume). Otherwise whoever may
+        create pipelines could read the bucket's credentials, which the
+        server gives to no token."""
+        kept = ("image", "command", "args", "env", "envFrom", "volumeMounts")
+        found = [c for c in pod.get("containers") or [] if c.get("name") == "storage"]
+        if len(found) != 1 or any(found[0].get(k) != storage.get(k) for k in kept):
+            raise ExecutorError("pod_spec and pod_patch may not change the storage container's image, command, "
+                                "environment or mounts (it holds the store's credentials)")
+        if not self.store_secret:
+            return
+        others = [c for key in ("containers", "initContainers", "ephemeralContainers")
+                  for c in pod.get(key) or [] if c is not found[0]]
+        refs = [e.get("secretRef", {}).get("name") for c in others for e in c.get("envFrom") or []]
+        refs += [e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for c in others for e in c.get("env") or []]
+        refs += [v.get("secret", {}).get("secretName") for v in pod.get("volumes") or []]
+        refs += [s.get("secret", {}).get("name") for v in pod.get("volumes") or []
+                 for s in v.get("projected", {}).get("sources") or []]
+        if self.store_secret in refs:
+            raise ExecutorError(f"user code may not be given the store's Secret {self.store_secret} "
+                                "(transform.secrets, pod_spec or pod_patch)")
 
     def manifest(self, job: JobInfo, spec: dict, count: int, max_failures: int) -> dict:
         """The batch/v1 Job for ``count`` workers of ``job`` (a dict in the
