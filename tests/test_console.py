@@ -187,3 +187,23 @@ def test_a_read_token_signs_in_but_cannot_upload(browser, server):
     page.click("#upload button")
     page.wait_for_selector("text=failed: this token may only read")
     assert json.loads(run_ok("list-commit", "data", "--raw").out) == []
+
+
+@LOCAL
+def test_an_upload_lands_one_commit_replacing_the_file(browser, server):
+    """The upload form puts the file into the directory being browsed, in
+    one new commit, replacing a file of that name; a name that needs
+    escaping (a space, a ``%``) arrives as it was."""
+    run_ok("create-repo", "data")
+    run_ok("put-file", "data", "master", "/dir/a b%41.txt", "-f", "-", input=b"old\n")
+    page = browser.new_page()
+    page.goto(server.root + "/login?next=/repos/data/commits/master/browse/dir")
+    page.fill("input[name=token]", WRITE)
+    page.click("#login button")
+    page.wait_for_selector("#upload")
+    page.set_input_files("#upload input[type=file]", {"name": "a b%41.txt", "mimeType": "text/plain", "buffer": b"new\n"})
+    page.click("#upload button")
+    page.wait_for_url("**/browse")
+    commits = json.loads(run_ok("list-commit", "data", "--raw").out)
+    assert len(commits) == 2 and commits[0]["finished"] and page.url.endswith(f"/commits/{commits[0]['id']}/browse")
+    assert run_ok("get-file", "data", "master", "/dir/a b%41.txt").stdout_bytes == b"new\n"

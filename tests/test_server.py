@@ -9,10 +9,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -22,6 +24,13 @@ LOCAL = pytest.mark.parametrize("store_url", ["local"], indirect=True)
 def ok(response: requests.Response, status: int = 200):
     assert response.status_code == status, (response.status_code, response.text)
     return response.json() if response.content and "json" in response.headers.get("content-type", "") else response
+
+
+def put(server, repo: str, ref: str, files: dict[str, bytes], token: str | None = WRITE, **params):
+    """``POST .../files``: one multipart/form-data part per file, named by
+    its path (requests' own encoding, as any HTTP client would send it)."""
+    parts = {path: (path.rsplit("/", 1)[-1], data) for path, data in files.items()}
+    return server.call("POST", f"/repos/{repo}/commits/{ref}/files", token=token, params=params, files=parts)
 
 
 @LOCAL
@@ -47,7 +56,7 @@ def test_data_round_trip_with_streamed_files(server, cli, tmp_path):
     errors carry the CLI's own message."""
     ok(server.call("POST", "/repos", json={"name": "data", "description": "raw"}), 201)
     big = os.urandom(24 << 20)
-    commit = ok(server.call("PUT", "/repos/data/commits/master/files/big/blob.bin", data=big))
+    commit = ok(put(server, "data", "master", {"big/blob.bin": big}))
     assert commit["branch"] == "master" and commit["size_bytes"] == len(big)
     with server.call("GET", "/repos/data/commits/master/files/big/blob.bin", stream=True) as r:
         assert r.status_code == 200 and int(r.headers["content-length"]) == len(big)
@@ -59,7 +68,7 @@ def test_data_round_trip_with_streamed_files(server, cli, tmp_path):
 
     open_commit = ok(server.call("POST", "/repos/data/commits", json={"branch": "master"}), 201)
     for name in ("a.csv", "b.csv"):
-        ok(server.call("PUT", f"/repos/data/commits/{open_commit['id']}/files/{name}", data=b"x,y\n1,2\n"))
+        ok(put(server, "data", open_commit["id"], {name: b"x,y\n1,2\n"}))
     ok(server.call("POST", f"/repos/data/commits/{open_commit['id']}/finish", json={}))
     listed = ok(server.call("GET", "/repos/data/commits/master/files", token=READ))
     assert [(n["path"], n["type"]) for n in listed] == [("/a.csv", "file"), ("/b.csv", "file"), ("/big", "dir")]
@@ -70,21 +79,135 @@ def test_data_round_trip_with_streamed_files(server, cli, tmp_path):
     ok(server.call("PUT", "/repos/data/branches/staging", json={"head": "master^"}))
     assert {b["name"] for b in ok(server.call("GET", "/repos/data/branches"))} == {"master", "staging"}
 
-    for method, path, status in [("GET", "/repos/nope", 404), ("POST", "/repos", 409),
-                                 ("GET", "/repos/data/commits/master/files/none.txt", 404),
-                                 ("PUT", "/repos/data/commits/master/files/big/blob.bin/under", 409)]:
-        r = server.call(method, path, json={"name": "data"} if method == "POST" else None,
-                        data=b"x" if method == "PUT" else None)
-        assert r.status_code == status and set(r.json()) == {"error", "kind"}, (path, r.text)
+    for r, status in [(server.call("GET", "/repos/nope"), 404), (server.call("POST", "/repos", json={"name": "data"}), 409),
+                      (server.call("GET", "/repos/data/commits/master/files/none.txt"), 404),
+                      (put(server, "data", "master", {"big/blob.bin/under": b"x"}), 409)]:
+        assert r.status_code == status and set(r.json()) == {"error", "kind"}, (r.url, r.text)
     cli_error = run_cli("inspect-repo", "nope").err.strip().removeprefix("error: ")
     assert server.call("GET", "/repos/nope").json()["error"] == cli_error
 
 
 @LOCAL
+def test_put_files_lands_every_file_of_one_request_in_one_commit_or_none(server, pfs):
+    """POST .../files: every part of the body (named by its path,
+    percent-encoded) in one commit on a branch, appended to or, with
+    ``overwrite``, replaced; into an open commit while the branch has one.
+    Bad input gets a 400 in the API's error shape and lands nothing."""
+    ok(server.call("POST", "/repos", json={"name": "data"}), 201)
+    odd = urllib.parse.quote("/odd name %41 é.txt")
+    first = ok(put(server, "data", "master", {"a.txt": b"1\n", "dir/b.txt": b"2\n", odd: b"3\n"}))
+    assert first["finished"] and first["size_bytes"] == 6
+    assert [c.id for c in pfs.list_commits("data", "master")] == [first["id"]]
+    assert sorted(p for p, _ in pfs.iter_files("data", "master")) == ["/a.txt", "/dir/b.txt", "/odd name %41 é.txt"]
+    ok(put(server, "data", "master", {"a.txt": b"more\n"}))
+    assert ok(server.call("GET", "/repos/data/commits/master/files/a.txt")).content == b"1\nmore\n"
+    ok(put(server, "data", "master", {"a.txt": b"new\n"}, overwrite=True))
+    assert ok(server.call("GET", "/repos/data/commits/master/files/a.txt")).content == b"new\n"
+
+    open_commit = ok(server.call("POST", "/repos/data/commits", json={"branch": "master"}), 201)
+    into = ok(put(server, "data", "master", {"c.txt": b"c"}))
+    assert into["id"] == open_commit["id"] and into["finished"] is None
+    ok(server.call("POST", f"/repos/data/commits/{open_commit['id']}/finish", json={}))
+    landed = len(pfs.list_commits("data"))
+
+    multipart = {"Content-Type": "multipart/form-data; boundary=b"}
+    url = "/repos/data/commits/master/files"
+    for r, words in [
+            (server.call("POST", url, data=b"x", headers={"Content-Type": "application/octet-stream"}),
+             "multipart/form-data"),
+            (server.call("POST", url, data=b"--b--\r\n", headers=multipart), "holds no file"),
+            (put(server, "data", "master", {"ok.txt": b"x", "../up": b"x"}), "'..' is not allowed"),
+            (server.call("POST", url, headers=multipart,
+                         data=b'--b\r\nContent-Disposition: form-data; filename="x"\r\n\r\nx\r\n--b--\r\n'),
+             "Content-Disposition name"),
+            (server.call("POST", url, headers=multipart,  # whole as sent, but no closing boundary
+                         data=b'--b\r\nContent-Disposition: form-data; name="cut"\r\n\r\nx'), "closing boundary"),
+            (put(server, "nope", "master", {"x": b"x"}), "repo nope not found")]:
+        assert 400 <= r.status_code < 500 and set(r.json()) == {"error", "kind"} and words in r.json()["error"], r.text
+    r = put(server, "data", "master", {"x": b"x"}, token=READ)
+    assert r.status_code == 403 and r.json() == {"error": "this token may only read"}
+    assert len(pfs.list_commits("data")) == landed
+
+
+class _FailsWhenTold:
+    """A user's stream (stdin, say) that gives some bytes, then waits until
+    told, then fails (the user pressed Ctrl-C, the pipe broke)."""
+
+    def __init__(self):
+        self.go, self.started, self.sent = threading.Event(), threading.Event(), False
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.sent:
+            self.sent = True
+            return b"partial"
+        self.started.set()
+        self.go.wait(60)
+        raise OSError("input broken")
+
+
+@LOCAL
+def test_a_failed_put_file_through_the_server_leaves_another_writers_files(server, pfs, tmp_path):
+    """A put-file through the server whose input fails midway lands
+    nothing, and another writer's put-file to the same branch meanwhile
+    lands in a commit of its own, and stays. (The client used to start a
+    commit on the branch for its upload: the other writer's files went into
+    it, were reported landed, and the failed upload deleted them with it.)"""
+    from pipectl.client.remote import RemoteClient
+
+    pfs.create_repo("r")
+    other = tmp_path / "other.txt"
+    other.write_bytes(b"precious\n")
+    stream, failure = _FailsWhenTold(), []
+
+    def upload() -> None:
+        try:
+            RemoteClient(server.root, WRITE).put_files("r", "master", [("/a.txt", stream)])
+        except BaseException as e:  # noqa: BLE001
+            failure.append(e)
+    t = threading.Thread(target=upload)
+    t.start()
+    assert stream.started.wait(60)
+    commit, _ = pfs.put_files("r", "master", [("/other.txt", str(other))])  # told: landed in `commit`
+    stream.go.set()
+    t.join(60)
+    assert failure  # the remote upload failed, as it should
+    time.sleep(0.5)
+    assert pfs.inspect_branch("r", "master").head == commit.id and pfs.inspect_commit("r", "master").finished
+    assert [p for p, _ in pfs.iter_files("r", "master")] == ["/other.txt"]
+    assert isinstance(failure[0], OSError), failure  # its input's error, not "cannot reach the server"
+
+
+@LOCAL
+def test_a_put_file_killed_midway_leaves_the_branch_as_it_was(server, pfs):
+    """README: a put-file killed halfway leaves the branch as it was. The
+    CLI through the server, killed (SIGKILL) while it sends stdin, leaves
+    the branch with no commit (it used to leave the branch's head an open
+    commit forever, which later put-files went into and pipelines never
+    saw); the next put-file lands a finished commit."""
+    remote = {"PIPECTL_STORE": server.root, "PIPECTL_TOKEN": WRITE}
+    pfs.create_repo("r")
+    proc = subprocess.Popen([sys.executable, "-m", "pipectl", "put-file", "r", "master", "/a", "-f", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, **remote))
+    try:
+        proc.stdin.write(b"x" * (8 << 20))  # returns once put-file has read all but a pipe's worth: it is sending
+        proc.stdin.flush()
+        time.sleep(0.5)
+        assert proc.poll() is None  # its input has not ended: still sending
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    time.sleep(0.5)  # the server sees the connection close
+    assert pfs.inspect_branch("r", "master").head is None, "the killed put-file changed the branch"
+    run_ok("put-file", "r", "master", "/b", "-f", "-", input=b"b\n", env=remote)
+    head = pfs.inspect_commit("r", "master")
+    assert head.finished and head.parent is None and [p for p, _ in pfs.iter_files("r", "master")] == ["/b"]
+
+
+@LOCAL
 def test_pipelines_jobs_datums_and_logs(server, run_controller):
     ok(server.call("POST", "/repos", json={"name": "in"}), 201)
-    for i in range(3):
-        ok(server.call("PUT", f"/repos/in/commits/master/files/f{i}", data=f"line {i}\n".encode()))
+    ok(put(server, "in", "master", {f"f{i}": f"line {i}\n".encode() for i in range(3)}))
     spec = {"pipeline": {"name": "copy"}, "transform": {"image": "local", "cmd": ["sh", "-c", "echo copying; cp /pfs/in/* /pfs/out/"]},
             "input": {"pfs": {"repo": "in", "glob": "/*"}}}
     ok(server.call("POST", "/pipelines", json=spec), 201)
@@ -109,7 +232,7 @@ def test_watch_streams_deliver_new_commits(server):
     """Server-sent events: a commit finished after the stream opened arrives
     as an ``event: commit``."""
     ok(server.call("POST", "/repos", json={"name": "feed"}), 201)
-    old = ok(server.call("PUT", "/repos/feed/commits/master/files/old", data=b"1"))
+    old = ok(put(server, "feed", "master", {"old": b"1"}))
     events: dict[bool, list[dict]] = {False: [], True: []}
 
     def listen(all: bool) -> None:  # all: the finished commits first
@@ -126,7 +249,7 @@ def test_watch_streams_deliver_new_commits(server):
     for t in listeners:
         t.start()
     time.sleep(1)
-    commit = ok(server.call("PUT", "/repos/feed/commits/master/files/new", data=b"2"))
+    commit = ok(put(server, "feed", "master", {"new": b"2"}))
     for t in listeners:
         t.join(30)
     assert [e["id"] for e in events[False]] == [commit["id"]]

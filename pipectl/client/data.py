@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from ..errors import Conflict
@@ -129,6 +129,16 @@ class DataOps:
         at once (default: the store's). Raises NotFound, Conflict, InvalidArgument."""
         pfs = PFS(self.pfs.store, parallelism) if parallelism else self.pfs
         return pfs.put_files(repo, ref, sources, overwrite=overwrite, progress=progress)
+
+    def put_streams(self, repo: str, ref: str, sources: Iterable[tuple[str, BinaryIO]],
+                    overwrite: bool = False) -> tuple[Commit, TransferStats]:
+        """Put ``(path in commit, stream)`` pairs handed over one after
+        another (each stream read to its end before the next pair is
+        taken: the parts of one upload to the pipectl server) into a branch
+        or open commit, as :meth:`put_files` does: one commit on a branch,
+        landed once every stream was stored (see :meth:`PFS.put_streams`).
+        Raises NotFound, Conflict, InvalidArgument."""
+        return self.pfs.put_streams(repo, ref, sources, overwrite)
 
     def put_entries(self, repo: str, ref: str, entries: list[tuple[str, FileEntry]],
                     overwrite: bool = False) -> Commit:

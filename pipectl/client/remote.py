@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import posixpath
+import secrets
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
-from ..errors import Conflict, InvalidArgument, NotFound, PipectlError, StoreUnavailable, from_http
-from ..pfs import Branch, Commit, Node, RepoInfo, names
+from ..errors import InvalidArgument, NotFound, PipectlError, StoreUnavailable, from_http
+from ..pfs import Branch, Commit, Node, RepoInfo
 from ..pfs.files import Source
 from ..pfs.objects import TransferStats
 from ..pps.model import DatumResult, JobInfo, PipelineInfo
@@ -57,14 +59,14 @@ class RemoteClient:
 
     # transport -------------------------------------------------------------
     def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
-              data: Any = None, stream: bool = False, timeout: float | None = None):
+              data: Any = None, headers: dict | None = None, stream: bool = False, timeout: float | None = None):
         """One request (a ``requests.Response``); raises the pipectl error its
         status and message name."""
         import requests
         params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            r = self.session.request(method, self.api + path, params=params, json=json, data=data, stream=stream,
-                                     timeout=timeout or self.timeout)
+            r = self.session.request(method, self.api + path, params=params, json=json, data=data, headers=headers,
+                                     stream=stream, timeout=timeout or self.timeout)
         except requests.RequestException as e:
             raise StoreUnavailable(f"cannot reach the pipectl server at {self.url}: {type(e).__name__}") from None
         if r.status_code < 400:
@@ -148,36 +150,26 @@ class RemoteClient:
     def put_files(self, repo: str, ref: str, sources: list[tuple[str, Source]], overwrite: bool = False,
                   progress: Callable[[int], None] | None = None,
                   parallelism: int | None = None) -> tuple[Commit, TransferStats]:
-        """As the store-side call: every file in one commit. Into a branch
-        whose head is finished, a commit is started, filled and finished
-        (and deleted if an upload fails); into an open commit, the files go
-        into it."""
-        is_branch = not names.is_commit_id(ref) and not any(c in ref for c in "^~")
-        try:
-            target: Commit | None = self.inspect_commit(repo, ref)
-        except NotFound:
-            if not is_branch:
-                raise
-            target = None  # a branch with no commit yet (or a new one): its first commit is made
-        opened = None
-        if target is None or target.finished:
-            if not is_branch:
-                raise Conflict(f"commit {ref} of {repo} is finished; start a new commit to change files")
-            opened = self.start_commit(repo, ref)
-        commit_id = (opened or target).id  # type: ignore[union-attr]
+        """As the store-side call: every file in one commit on a branch, or
+        into an open commit. The files go in one streamed request
+        (``POST .../files``, multipart/form-data, see :class:`_Upload`), each
+        read when its turn comes; the server stores their bytes as they
+        arrive and puts them into the commit only once the whole request
+        did, so an upload cut short (a file that cannot be read, the process
+        killed, the connection lost) changes nothing. ``parallelism`` is the
+        server's to choose here. Raises InvalidArgument for no file."""
+        if not sources:
+            raise InvalidArgument("put-file needs at least one file to put through a pipectl server")
         stats = TransferStats()
+        upload = _Upload(sources, stats, progress)
         try:
-            for path, source in sources:
-                with (open(source, "rb") if isinstance(source, str) else _unclosed(source)) as f:
-                    body = _counting(f, stats, progress)
-                    self._call("PUT", f"{self._ref(repo, commit_id)}/files/{_quote(path.lstrip('/'))}",
-                               params={"overwrite": overwrite}, data=body, timeout=3600)
-        except BaseException:
-            if opened is not None:
-                with contextlib.suppress(PipectlError):  # the upload's own error is the one to report
-                    self.delete_commit(repo, opened.id)
+            found = self._json("POST", f"{self._ref(repo, ref)}/files", params={"overwrite": overwrite},
+                               data=iter(upload), headers={"Content-Type": upload.content_type}, timeout=3600)
+        except PipectlError:
+            if upload.error is not None:  # reading a file failed: that is the error to report
+                raise upload.error from None
             raise
-        return (self.finish_commit(repo, commit_id) if opened else self.inspect_commit(repo, commit_id)), stats
+        return Commit.from_dict(found), stats
 
     def get_file(self, repo: str, ref: str, path: str, out: BinaryIO) -> int:
         r = self._call("GET", f"{self._ref(repo, ref)}/files/{_quote(path.lstrip('/'))}", stream=True, timeout=3600)
@@ -275,6 +267,45 @@ class RemoteClient:
 
     def worker_logs(self, pipeline: str | None = None, job: str | None = None) -> dict[str, str]:
         return self._json("GET", "/logs/workers", params={"pipeline": pipeline, "job": job})
+
+
+class _Upload:
+    """The body of :meth:`RemoteClient.put_files`: one multipart/form-data
+    part per file, named by its path (percent-encoded), generated as
+    requests sends it (chunked, from the iterator), each file opened when
+    its turn comes and read in CHUNK pieces, so no file is held whole and
+    a stream (stdin) goes on as it is read. ``error``: what opening or
+    reading a file raised (the body, and the request, then end unfinished)."""
+
+    def __init__(self, sources: list[tuple[str, Source]], stats: TransferStats,
+                 progress: Callable[[int], None] | None):
+        self.sources, self.stats, self.progress = sources, stats, progress
+        self.boundary = "pipectl-" + secrets.token_hex(16)  # never met in a file, in practice
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for path, source in self.sources:
+                name = urllib.parse.quote(path, safe="/")
+                filename = urllib.parse.quote(posixpath.basename(path.rstrip("/")), safe="")
+                yield (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                       f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+                with _open(source) if isinstance(source, str) else _unclosed(source) as f:
+                    yield from _counting(f, self.stats, self.progress)
+                yield b"\r\n"
+            yield f"--{self.boundary}--\r\n".encode()
+        except BaseException as e:
+            self.error = e
+            raise
+
+
+def _open(path: str) -> BinaryIO:
+    """A local file to put, opened; NotFound (one line, as the store-side put-file says it) if it cannot be."""
+    try:
+        return open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise NotFound(f"cannot read {path}: {e.strerror}") from None
 
 
 class _unclosed(io.RawIOBase):

@@ -197,6 +197,28 @@ class Files:
         entries, stats = self.upload(repo, ref, sources, progress)
         return self._put_entries(repo, ref, entries, overwrite), stats
 
+    def put_streams(self, repo: str, ref: str, sources: Iterable[tuple[str, BinaryIO]],
+                    overwrite: bool = False) -> tuple[Commit, TransferStats]:
+        """As :meth:`put_files`, for ``(path in commit, stream)`` pairs
+        handed over one after another, each stream read to its end before
+        the next pair is taken (the parts of one HTTP request, as the
+        pipectl server receives them): stored one at a time (small ones
+        packed, see :meth:`~.objects.ObjectWriter.put_streams`), then put
+        into ``ref`` together, one commit on a branch, as :meth:`put_files`
+        does. Nothing becomes visible unless every stream was read whole.
+        A bad path is refused (InvalidArgument) before its bytes are read.
+        Raises NotFound, Conflict, InvalidArgument."""
+        self._check_target(repo, ref)
+        paths: list[str] = []
+
+        def streams() -> Iterator[BinaryIO]:
+            for path, stream in sources:
+                paths.append(self._new_path(path))
+                yield stream
+        with ObjectWriter(self.store, self._known_objects(repo, ref)) as writer:
+            entries = writer.put_streams(streams())
+        return self._put_entries(repo, ref, list(zip(paths, entries)), overwrite), writer.stats
+
     def put_entries(self, repo: str, ref: str, entries: list[tuple[str, FileEntry]],
                     overwrite: bool = False) -> Commit:
         """Put files whose bytes are stored already (entries made by

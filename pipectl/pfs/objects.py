@@ -69,12 +69,13 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import io
 import mmap
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import pyfastcdc
 
@@ -292,6 +293,30 @@ class ObjectWriter:
             with _open(paths[i]) as f:
                 entries[i] = self.put_stream(f)
         parallel(one, large, threads)
+        return entries  # type: ignore[return-value]  # every entry is filled in by now
+
+    def put_streams(self, streams: Iterable[BinaryIO]) -> list[FileEntry]:
+        """Store streams handed over one after another (the parts of one
+        HTTP request: each is read to its end before the next is taken);
+        return their entries, in order. As :meth:`put_files` does with
+        local files, a stream of at most :data:`SMALL` bytes is packed
+        (its bytes held until about :data:`PACK_SIZE` of them are, then
+        written as a pack), a longer one goes through :meth:`put_stream`."""
+        entries: list[FileEntry | None] = []
+        small: list[tuple[int, bytes]] = []
+        held = 0
+        for i, stream in enumerate(streams):
+            entries.append(None)
+            head = _read_up_to(stream, SMALL + 1)
+            if len(head) > SMALL:
+                entries[i] = self.put_stream(cast(BinaryIO, _Prefixed(head, stream)))
+                continue
+            small.append((i, head))
+            held += len(head)
+            if held >= PACK_SIZE:
+                self._pack(small, entries)
+                small, held = [], 0
+        self._pack(small, entries)
         return entries  # type: ignore[return-value]  # every entry is filled in by now
 
     def put_blobs(self, blobs: list[bytes]) -> list[FileEntry]:
@@ -587,6 +612,38 @@ def read_small(path: str) -> bytes | None:
         return data if len(data) <= st.st_size else None  # None: it grew meanwhile
     finally:
         os.close(fd)
+
+
+def _read_up_to(stream: BinaryIO, n: int) -> bytes:
+    """The first ``n`` bytes of ``stream`` (fewer at its end)."""
+    pieces, got = [], 0
+    while got < n and (piece := stream.read(n - got)):
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
+
+
+class _Prefixed(io.RawIOBase):
+    """The bytes ``head`` already read from ``stream``, then the rest of it."""
+
+    def __init__(self, head: bytes, stream: BinaryIO):
+        self.head, self.stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        readinto = getattr(self.stream, "readinto", None)
+        if readinto is not None:
+            return readinto(buffer) or 0
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _regular_size(stream: BinaryIO) -> int | None:

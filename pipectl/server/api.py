@@ -9,9 +9,11 @@ Resources, under ``/api/v1``:
   repo ``images`` of project ``staging``, see :mod:`.paths`; ``{ref}``
   is a commit id or a branch, with ``^``/``~N``), and
   ``repos/{repo}/commits/{ref}/files/{path}``: GET streams a file's bytes,
-  PUT streams a body into the file (a new commit on a branch, or into an
-  open commit), DELETE removes it; ``.../files`` lists a directory
-  (``?path=``, ``?glob=``), ``.../diff`` compares with the parent commit,
+  DELETE removes it; ``.../files``: GET lists a directory (``?path=``,
+  ``?glob=``), POST puts the files of a ``multipart/form-data`` body (one
+  part per file, named by its path: one new commit on a branch, or into an
+  open commit; nothing lands unless the whole body arrived, see
+  :mod:`.formdata`); ``.../diff`` compares with the parent commit,
   ``.../flush`` waits for the commits downstream;
 - ``pipelines`` (POST a spec as JSON to create; PUT ``pipelines/{name}``
   to update; ``pipelines/plan`` lists the datums a spec would make;
@@ -36,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -52,11 +53,10 @@ from ..errors import InvalidArgument, PipectlError, http_status
 from ..pfs.model import now
 from .auth import COOKIE, request_role
 from .console import add_console
+from .formdata import receive_files
 from .models import ModelServer, require
 from .paths import EncodedSlashes
 
-SPOOL_BYTES = 8 << 20
-"""An upload is held in memory up to this size, then spooled to a temporary file."""
 CHUNK = 1 << 20
 PREDICTION_BYTES = 64 << 20
 """The largest prediction request passed on to the model server (which has its own limit)."""
@@ -237,17 +237,21 @@ def _routes(api: APIRouter, client: Client) -> None:
         return StreamingResponse(_stream(client, repo, ref, "/" + path), media_type="application/octet-stream",
                                  headers={"Content-Length": str(entry.size), "ETag": f'"{entry.hash}"'})
 
-    @api.put("/repos/{repo:name}/commits/{ref}/files/{path:file}", tags=["files"],
-             openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {
-                 "type": "string", "format": "binary"}}}}})
-    async def put_file(repo: str, ref: str, path: str, request: Request, overwrite: bool = True) -> dict:
-        """Store the request body at ``path``: in a new commit on a branch,
-        or in an open commit. Returns the commit."""
-        with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as body:
-            async for chunk in request.stream():
-                body.write(chunk)
-            body.seek(0)
-            commit, _ = await run_in_threadpool(client.put_files, repo, ref, [("/" + path, body)], overwrite)
+    @api.post("/repos/{repo:name}/commits/{ref}/files", tags=["files"],
+              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                  "type": "object", "minProperties": 1,
+                  "additionalProperties": {"type": "string", "format": "binary"},
+                  "description": "One part per file: its name the file's path in the commit (percent-encoded), "
+                                 "its body the file's bytes."}}}}})
+    async def put_files(repo: str, ref: str, request: Request, overwrite: bool = False) -> dict:
+        """Put every file of the multipart/form-data body (one part per
+        file, named by its path) into a branch, in one new commit, or into
+        an open commit; existing files are appended to unless ``overwrite``.
+        The bytes are stored as they arrive; the files land only once the
+        whole body did, so an upload cut short changes nothing. Returns the commit."""
+        commit, _ = await receive_files(
+            request.headers.get("content-type", ""), request.stream(),
+            lambda parts: client.put_streams(repo, ref, parts, overwrite))
         return commit.to_dict()
 
     @api.delete("/repos/{repo:name}/commits/{ref}/files/{path:file}", tags=["files"])

@@ -43,11 +43,13 @@ document.addEventListener("submit", (event) => {
     const file = form.elements.file.files[0];
     if (!file) return;
     const dir = form.dataset.dir.replace(/\/+$/, "");
-    const path = (dir + "/" + file.name).replace(/^\/+/, "").split("/").map(encodeURIComponent).join("/");
+    // One multipart part per file, named by its path in the commit (percent-encoded); it replaces a file there.
+    const body = new FormData();
+    body.append(encodeURIComponent(dir + "/" + file.name), file, file.name);
     const url = "/api/v1/repos/" + encodeURIComponent(form.dataset.repo) + "/commits/"
-      + encodeURIComponent(form.dataset.branch) + "/files/" + path;
+      + encodeURIComponent(form.dataset.branch) + "/files?overwrite=true";
     status.textContent = "uploading…";
-    fetch(url, {method: "PUT", body: file, credentials: "same-origin", headers: {"X-Pipectl-Console": "1"}})
+    fetch(url, {method: "POST", body, credentials: "same-origin", headers: {"X-Pipectl-Console": "1"}})
       .then((r) => r.json().then((body) => ({ok: r.ok, body})))
       .then(({ok, body}) => {
         if (!ok) throw new Error(body.error);
