@@ -178,13 +178,7 @@ def test_rerun_failed_datums_from_the_job_page(browser, server, tmp_path):
 @LOCAL
 def test_a_read_token_signs_in_but_cannot_upload(browser, server):
     run_ok("create-repo", "data")
-    page = browser.new_page()
-    page.goto(server.root + "/login?next=/repos/data/commits/master/browse")
-    page.fill("input[name=token]", READ)
-    page.click("#login button")
-    page.wait_for_selector("#upload")
-    page.set_input_files("#upload input[type=file]", {"name": "x.txt", "mimeType": "text/plain", "buffer": b"x"})
-    page.click("#upload button")
+    page = _upload(browser, server, READ, "", "x.txt", b"x")
     page.wait_for_selector("text=failed: this token may only read")
     assert json.loads(run_ok("list-commit", "data", "--raw").out) == []
 
@@ -196,14 +190,21 @@ def test_an_upload_lands_one_commit_replacing_the_file(browser, server):
     escaping (a space, a ``%``) arrives as it was."""
     run_ok("create-repo", "data")
     run_ok("put-file", "data", "master", "/dir/a b%41.txt", "-f", "-", input=b"old\n")
-    page = browser.new_page()
-    page.goto(server.root + "/login?next=/repos/data/commits/master/browse/dir")
-    page.fill("input[name=token]", WRITE)
-    page.click("#login button")
-    page.wait_for_selector("#upload")
-    page.set_input_files("#upload input[type=file]", {"name": "a b%41.txt", "mimeType": "text/plain", "buffer": b"new\n"})
-    page.click("#upload button")
+    page = _upload(browser, server, WRITE, "/dir", "a b%41.txt", b"new\n")
     page.wait_for_url("**/browse")
     commits = json.loads(run_ok("list-commit", "data", "--raw").out)
     assert len(commits) == 2 and commits[0]["finished"] and page.url.endswith(f"/commits/{commits[0]['id']}/browse")
     assert run_ok("get-file", "data", "master", "/dir/a b%41.txt").stdout_bytes == b"new\n"
+
+
+def _upload(browser, server, token: str, directory: str, name: str, data: bytes):
+    """Sign in with ``token`` on the browse page of ``directory`` of repo
+    ``data``'s master and upload ``data`` as file ``name``; the page."""
+    page = browser.new_page()
+    page.goto(server.root + f"/login?next=/repos/data/commits/master/browse{directory}")
+    page.fill("input[name=token]", token)
+    page.click("#login button")
+    page.wait_for_selector("#upload")
+    page.set_input_files("#upload input[type=file]", {"name": name, "mimeType": "text/plain", "buffer": data})
+    page.click("#upload button")
+    return page

@@ -6,7 +6,7 @@ holds a whole upload.
 
 The body's bytes are parsed on the event loop; each part's path and bytes
 go, in blocks of at least :data:`BLOCK` bytes, through a queue of
-:data:`QUEUED` items to a worker thread running the store-side put
+:data:`QUEUED` items (:mod:`.handoff`) to a worker thread running the store-side put
 (:meth:`~pipectl.client.Client.put_streams`): it stores each file's bytes
 as they come (small files packed), and only once the body has ended with
 its closing boundary does it put the files into the commit, in one
@@ -18,19 +18,16 @@ the store unreferenced, as a refused S3 upload's do (see :mod:`.s3.body`).
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import io
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import BinaryIO, TypeVar
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ..errors import InvalidArgument
+from .handoff import BlockReader, Handoff
 
 BLOCK = 1 << 20
 """A part's bytes are handed to the storing thread in lists of pieces of at least this many bytes."""
@@ -43,13 +40,6 @@ MAX_HEADER_BYTES = 64 << 10
 T = TypeVar("T")
 _END = object()
 """The end of a part's bytes."""
-_ABORT = object()
-"""The body failed: the storing thread's read raises."""
-
-
-class UploadAborted(InvalidArgument):
-    """Raised by the storing thread's read when the request failed (the
-    error answered is the request's own)."""
 
 
 async def receive_files(content_type: str, chunks: AsyncIterator[bytes],
@@ -63,16 +53,7 @@ async def receive_files(content_type: str, chunks: AsyncIterator[bytes],
     ``store`` raises, and what reading ``chunks`` raises (Starlette's
     ClientDisconnect when the client went away); ``store`` then fails too."""
     parser = _Parser(_boundary(content_type))
-    queue: asyncio.Queue = asyncio.Queue(QUEUED)
-    task = asyncio.ensure_future(run_in_threadpool(store, _parts(queue, asyncio.get_running_loop())))
-
-    async def hand(item: object) -> None:
-        """Queue ``item``, unless the storing thread failed first (its error is raised)."""
-        put = asyncio.ensure_future(queue.put(item))
-        await asyncio.wait({put, task}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-            task.result()
+    handoff = Handoff(lambda get: store(_parts(get)), QUEUED)
     block: list[bytes] = []
     held = 0
     try:
@@ -84,20 +65,15 @@ async def receive_files(content_type: str, chunks: AsyncIterator[bytes],
                     if held < BLOCK:
                         continue
                 if block:
-                    await hand(block)
+                    await handoff.hand(block)
                     block, held = [], 0
                 if not isinstance(event, bytes):  # a part's path, or _END
-                    await hand(event)
+                    await handoff.hand(event)
         parser.finish()
-        await hand(None)
-        return await task
+        await handoff.hand(None)
+        return await handoff.result()
     except BaseException as e:
-        while not queue.empty():  # unblock the storing thread, then let it end
-            queue.get_nowait()
-        queue.put_nowait(_ABORT)
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the error raised is the request's own
+        await handoff.abort()
         if isinstance(e, ClientDisconnect):  # answered to no one, but not logged as a server error
             raise InvalidArgument("the upload ended before its closing boundary: the client went away") from None
         raise
@@ -188,50 +164,10 @@ class _Parser:
         self.ended = True
 
 
-def _parts(queue: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> Iterator[tuple[str, BinaryIO]]:
-    """On the storing thread: each part's path and bytes, as the event loop queues them."""
-    def get() -> object:
-        item = asyncio.run_coroutine_threadsafe(queue.get(), loop).result()
-        if item is _ABORT:
-            raise UploadAborted("the upload failed")
-        return item
+def _parts(get: Callable[[], object]) -> Iterator[tuple[str, BinaryIO]]:
+    """On the storing thread: each part's path and bytes, as the event loop hands them."""
     while (path := get()) is not None:
-        reader = _PartReader(get)
+        reader = BlockReader(get, end=_END)
         yield path, reader  # type: ignore[misc]  # a path: data comes only inside a part
         while reader.read(BLOCK):  # the rest of a part the caller left unread
             pass
-
-
-class _PartReader(io.RawIOBase):
-    """A part's bytes, read on the storing thread: the blocks ``get()``
-    returns until ``_END``, copied straight into the reader's buffer."""
-
-    def __init__(self, get: Callable[[], object]):
-        self.get = get
-        self.pieces: collections.deque = collections.deque()
-        self.current = memoryview(b"")
-        self.ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        done, wanted = 0, len(buffer)
-        while done < wanted:
-            if not self.current:
-                if self.pieces:
-                    self.current = memoryview(self.pieces.popleft())
-                    continue
-                if self.ended or done:
-                    break
-                block = self.get()
-                if block is _END:
-                    self.ended = True
-                    break
-                self.pieces.extend(block)  # type: ignore[arg-type]  # a list of bytes
-                continue
-            n = min(wanted - done, len(self.current))
-            buffer[done:done + n] = self.current[:n]
-            self.current = self.current[n:]
-            done += n
-        return done

@@ -8,7 +8,7 @@ event loop and hands them on as bytes objects of up to about 64 KiB plus
 one socket read (its flow control's high-water mark); an ``aws-chunked``
 body is decoded there (:mod:`.chunked`). The pieces are not joined: lists
 of them, of at least :data:`BLOCK` bytes each, go through a queue of
-:data:`QUEUED` lists to a worker thread (:class:`_QueueReader`), which
+:data:`QUEUED` lists to a worker thread (:mod:`..handoff`), which
 feeds each piece to the checks (hashlib, ``zlib.crc32``: C code that
 releases the interpreter lock, each byte hashed once per check) and copies
 it straight into the store's cutting window, the one copy of the body in
@@ -30,17 +30,13 @@ CRC32 trailer, and only the CRC32 is computed.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import collections
 import hashlib
-import io
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import BinaryIO, TypeVar, cast
 
-from starlette.concurrency import run_in_threadpool
-
+from ..handoff import BlockReader, Handoff
 from .chunked import ChunkedDecoder
 from .errors import S3Error
 from .sigv4 import Signed, check_payload
@@ -51,7 +47,6 @@ QUEUED = 8
 """Lists waiting for the storing thread at most (then receiving waits)."""
 SIGNED_STREAMING = ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")
 T = TypeVar("T")
-_ABORT = object()
 
 
 class _Crc:
@@ -90,50 +85,6 @@ def checksum(algorithm: str):
     return None
 
 
-class _QueueReader(io.RawIOBase):
-    """A binary file object, read on a worker thread, over the blocks an
-    event loop puts into ``queue``: each block a list of the pieces of
-    bytes received (None ends them; ``_ABORT`` makes the read raise).
-    Every piece is fed to ``sums`` as it is taken, and ``readinto`` copies
-    it straight into the reader's buffer (the cutter's window): the one
-    copy of the body's bytes between the HTTP server and the store."""
-
-    def __init__(self, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, sums: list):
-        self.queue, self.loop, self.sums = queue, loop, sums
-        self.pieces: collections.deque = collections.deque()
-        self.current = memoryview(b"")
-        self.ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        done, wanted = 0, len(buffer)
-        while done < wanted:
-            if not self.current:
-                if not self.pieces:
-                    if self.ended or done:
-                        break
-                    block = asyncio.run_coroutine_threadsafe(self.queue.get(), self.loop).result()
-                    if block is _ABORT:
-                        raise S3Error("IncompleteBody", 400, "the request body ended early")
-                    if block is None:
-                        self.ended = True
-                        break
-                    self.pieces.extend(block)
-                    continue
-                piece = self.pieces.popleft()
-                for s in self.sums:
-                    s.update(piece)
-                self.current = memoryview(piece)
-                continue
-            n = min(wanted - done, len(self.current))
-            buffer[done:done + n] = self.current[:n]
-            self.current = self.current[n:]
-            done += n
-        return done
-
-
 async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], signed: Signed | None,
                   store: Callable[[BinaryIO], T]) -> T:
     """Run ``store(stream)`` on a worker thread over the decoded body of a
@@ -164,17 +115,12 @@ async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], sign
     sums = {a: c for a in algorithms if (c := checksum(a)) is not None}
     sums["content-sha256"] = hashlib.sha256() if len(payload) == 64 else None
     sums["md5"] = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
-    queue: asyncio.Queue = asyncio.Queue(QUEUED)
-    reader = _QueueReader(queue, asyncio.get_running_loop(), [s for s in sums.values() if s is not None])
-    task = asyncio.ensure_future(run_in_threadpool(store, cast(BinaryIO, reader)))
+    computed = [s for s in sums.values() if s is not None]
 
-    async def hand(block: object) -> None:
-        """Queue ``block``, unless the storing thread failed first (its error is raised)."""
-        put = asyncio.ensure_future(queue.put(block))
-        await asyncio.wait({put, task}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-            task.result()
+    def feed(piece: bytes) -> None:
+        for s in computed:
+            s.update(piece)
+    handoff = Handoff(lambda get: store(cast(BinaryIO, BlockReader(get, feed=feed))), QUEUED)
     size = held = 0
     block: list = []
     try:
@@ -184,20 +130,17 @@ async def receive(chunks: AsyncIterator[bytes], headers: Mapping[str, str], sign
                     block.append(piece)
                     held += len(piece)
             if held >= BLOCK:
-                await hand(block)
+                await handoff.hand(block)
                 size, held, block = size + held, 0, []
         if block:
-            await hand(block)
+            await handoff.hand(block)
             size += held
         if decoder:
             decoder.finish()
-        await hand(None)
-        result = await task
+        await handoff.hand(None)
+        result = await handoff.result()
     except BaseException:
-        while not queue.empty():  # unblock the storing thread, then let it end
-            queue.get_nowait()
-        queue.put_nowait(_ABORT)
-        await asyncio.wait({task})
+        await handoff.abort()
         raise
     if decoder:
         declared.update({name[len("x-amz-checksum-"):]: value for name, value in decoder.trailers.items()
