@@ -452,15 +452,15 @@ def headers_of(request: Request) -> dict[str, str]:
     found = request.scope.get(_HEADERS)
     if found is None:
         headers: dict[str, str] = {}
-        repeated: set[str] = set()
+        seen_twice: set[str] = set()
         for raw_name, raw_value in request.scope.get("headers", ()):
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             if name in headers:
-                repeated.add(name)
+                seen_twice.add(name)
                 headers[name] += "," + value
             else:
                 headers[name] = value
-        found = request.scope[_HEADERS] = (headers, frozenset(repeated))
+        found = request.scope[_HEADERS] = (headers, frozenset(seen_twice))
     headers, repeated = found
     amz = sorted(name for name in repeated if name.startswith("x-amz-"))
     if amz:
