@@ -59,8 +59,9 @@ def test_hardcoded_pfs_paths_and_a_private_tmp(store_url, pfs, cli, spec_file, r
 def test_user_code_writes_nowhere_else_and_sees_neither_store_nor_worker(store_url, pfs, cli, spec_file,
                                                                            run_controller, tmp_path):
     """The host is read-only to user code except /pfs, its /tmp and an empty
-    $HOME of the worker's; the local store's directory is empty to it; its
-    /proc shows its own processes, not the worker."""
+    $HOME of the worker's; the local store's directory is empty to it, and
+    the Docker engine's socket is gone; its /proc shows its own processes,
+    not the worker."""
     pfs.create_repo("in")
     put(pfs, "in", {"/x": "x"})
     outside = os.path.join(REPO_ROOT, f".sandbox-probe-{uuid.uuid4().hex}")  # not under /tmp, which is private
@@ -71,7 +72,8 @@ def test_user_code_writes_nowhere_else_and_sees_neither_store_nor_worker(store_u
               "touch /usr/x 2>/dev/null && echo wrote > /pfs/out/usr; "
               "echo home > $HOME/h && ls -A $HOME > /pfs/out/home; "
               f"ls -A {store_dir} > /pfs/out/store 2>/dev/null; "
-              "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /pfs/out/cmdlines")
+              "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /pfs/out/cmdlines; "
+              "for s in /run/docker.sock /var/run/docker.sock; do test -S $s && echo $s; done > /pfs/out/sockets; true")
     spec = pipeline("peek", ["sh", "-c", script], image="sealed")
     ok(cli("create-pipeline", "-f", spec_file(spec)))
     images = tmp_path / "sealed-images.json"
@@ -86,6 +88,8 @@ def test_user_code_writes_nowhere_else_and_sees_neither_store_nor_worker(store_u
     assert "h" in home and os.path.basename(secret) not in home and not os.path.exists(os.path.expanduser("~/h"))
     assert out["/store"] == ""  # a local store's directory is empty to user code
     assert "pipectl.pps.worker" not in out["/cmdlines"] and "cmdline" in out["/cmdlines"]
+    if os.path.exists("/run/docker.sock"):
+        assert out["/sockets"] == ""  # the Docker engine's socket is hidden
 
 
 def test_local_images_place_files_at_absolute_paths(store_url, pfs, cli, spec_file, run_controller, tmp_path):

@@ -19,7 +19,9 @@ every datum's user code through it, where:
   (e.g. ``~/.pyenv``), bound back read-only;
 - every other top-level directory of the host is bound read-only, and a
   local store's directory is hidden behind an empty tmpfs: user code writes
-  nowhere else on the host and reads no repo but its datum's files;
+  nowhere else on the host and reads no repo but its datum's files; the
+  container engines' sockets (Docker's, containerd's, ...) are hidden too,
+  so user code run as root cannot start containers on the host;
 - it has a PID namespace of its own with its own ``/proc``, so it cannot see
   the worker process (or read the store's credentials from its
   ``/proc/<pid>/environ``), and the runner's environment has no credential;
@@ -51,6 +53,9 @@ from .usercode import user_environment
 
 BWRAP = os.environ.get("PIPECTL_BWRAP") or shutil.which("bwrap")
 """bubblewrap: ``$PIPECTL_BWRAP`` (a path), else ``bwrap`` on ``PATH``."""
+ENGINE_SOCKETS = ("/run/docker.sock", "/run/containerd/containerd.sock", "/run/podman/podman.sock",
+                  "/run/crio/crio.sock")
+"""The container engines' sockets, each hidden in the sandbox behind ``/dev/null``."""
 _OWN = {"pfs", "tmp", "proc", "dev"}
 """Top-level directories the sandbox makes itself rather than binding the host's."""
 
@@ -146,6 +151,9 @@ class Sandbox:
             options += ["--bind", path, path]
         for path in self.hide:  # last: no bind above may show it again
             options += ["--tmpfs", path]
+        for path in ENGINE_SOCKETS:  # root's user code would drive the host's containers through them
+            if os.path.exists(path):
+                options += ["--ro-bind", "/dev/null", os.path.realpath(path)]
         return options + ["--unshare-pid", "--die-with-parent"]
 
     def runner(self) -> SocketRunner:
