@@ -300,23 +300,19 @@ class ObjectWriter:
         HTTP request: each is read to its end before the next is taken);
         return their entries, in order. As :meth:`put_files` does with
         local files, a stream of at most :data:`SMALL` bytes is packed
-        (its bytes held until about :data:`PACK_SIZE` of them are, then
-        written as a pack), a longer one goes through :meth:`put_stream`."""
+        (:meth:`_pack`, which writes each full pack as the streams go on),
+        a longer one goes through :meth:`put_stream`."""
         entries: list[FileEntry | None] = []
-        small: list[tuple[int, bytes]] = []
-        held = 0
-        for i, stream in enumerate(streams):
-            entries.append(None)
-            head = _read_up_to(stream, SMALL + 1)
-            if len(head) > SMALL:
-                entries[i] = self.put_stream(cast(BinaryIO, _Prefixed(head, stream)))
-                continue
-            small.append((i, head))
-            held += len(head)
-            if held >= PACK_SIZE:
-                self._pack(small, entries)
-                small, held = [], 0
-        self._pack(small, entries)
+
+        def small() -> Iterator[tuple[int, bytes]]:
+            for i, stream in enumerate(streams):
+                entries.append(None)
+                head = _read_up_to(stream, SMALL + 1)
+                if len(head) > SMALL:
+                    entries[i] = self.put_stream(cast(BinaryIO, _Prefixed(head, stream)))
+                else:
+                    yield i, head
+        self._pack(small(), entries)
         return entries  # type: ignore[return-value]  # every entry is filled in by now
 
     def put_blobs(self, blobs: list[bytes]) -> list[FileEntry]:

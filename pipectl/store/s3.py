@@ -224,13 +224,13 @@ class S3Store(ObjectStore):
             except botocore.exceptions.UnseekableStreamError:  # an attempt failed, and botocore cannot rewind a view
                 return put(_ViewBody(view))
 
+        if not extra:
+            return send()
         for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 return send()
             except botocore.exceptions.ClientError as e:
                 metadata = e.response.get("ResponseMetadata", {})
-                if not extra:
-                    raise
                 if metadata.get("HTTPStatusCode") == 412 and metadata.get("RetryAttempts"):
                     held = self._holding(key, data if view is None else view)
                     if held is not None:
